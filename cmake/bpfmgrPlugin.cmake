@@ -1,0 +1,118 @@
+# bpfmgr_add_plugin(): builds one bpfmgr plugin from a BPF C file and C++
+# sources. Used in tree and, installed with the SDK, by third-party plugins.
+#
+#   bpfmgr_add_plugin(NAME sockops
+#                     BPF sockops.bpf.c
+#                     SOURCES sockops_plugin.cpp
+#                     [BPF_INCLUDES dir...]   # extra -I for the BPF compile
+#                     [LINK_LIBRARIES lib...]
+#                     [OUTPUT_DIRECTORY dir]
+#                     [NO_INSTALL])             # test-only plugins
+#
+# The BPF file is compiled with clang -target bpf against a vmlinux.h made
+# from the running kernel's BTF (CO-RE), turned into a libbpf skeleton
+# `<NAME>.skel.h` (struct <NAME>_bpf, <NAME>_bpf__elf_bytes()), and that
+# header is included by the C++ sources, so the .so carries its own object.
+# The result is a MODULE library `bpfmgr-<NAME>.so` exporting only the two
+# entry points of BPFMGR_PLUGIN().
+
+find_program(BPFMGR_CLANG NAMES clang clang-19 clang-16 clang-14 REQUIRED)
+find_program(BPFMGR_BPFTOOL NAMES bpftool PATHS /usr/sbin /sbin REQUIRED)
+set(BPFMGR_VMLINUX_BTF /sys/kernel/btf/vmlinux CACHE FILEPATH
+    "Kernel BTF that vmlinux.h is generated from")
+
+# Where this file lives decides where the SDK's BPF headers are: the source
+# tree's bpf/include in tree, <prefix>/include when installed.
+set(_bpfmgr_plugin_cmake_dir "${CMAKE_CURRENT_LIST_DIR}")
+
+function(_bpfmgr_vmlinux_target)
+  if(TARGET bpfmgr_vmlinux)
+    return()
+  endif()
+  set(dir "${CMAKE_BINARY_DIR}/bpfmgr-vmlinux")
+  file(MAKE_DIRECTORY "${dir}")
+  add_custom_command(
+    OUTPUT "${dir}/vmlinux.h"
+    COMMAND "${BPFMGR_BPFTOOL}" btf dump file "${BPFMGR_VMLINUX_BTF}" format c
+            > "${dir}/vmlinux.h.tmp"
+    COMMAND ${CMAKE_COMMAND} -E rename "${dir}/vmlinux.h.tmp" "${dir}/vmlinux.h"
+    COMMENT "Generating vmlinux.h from ${BPFMGR_VMLINUX_BTF}"
+    VERBATIM)
+  add_custom_target(bpfmgr_vmlinux DEPENDS "${dir}/vmlinux.h")
+  set_property(GLOBAL PROPERTY BPFMGR_VMLINUX_DIR "${dir}")
+endfunction()
+
+function(bpfmgr_add_plugin)
+  cmake_parse_arguments(P "NO_INSTALL" "NAME;BPF;OUTPUT_DIRECTORY"
+                        "SOURCES;BPF_INCLUDES;LINK_LIBRARIES" ${ARGN})
+  if(NOT P_NAME OR NOT P_BPF OR NOT P_SOURCES)
+    message(FATAL_ERROR "bpfmgr_add_plugin: NAME, BPF and SOURCES are required")
+  endif()
+  _bpfmgr_vmlinux_target()
+  get_property(vmlinux_dir GLOBAL PROPERTY BPFMGR_VMLINUX_DIR)
+
+  get_filename_component(bpf_src "${P_BPF}" ABSOLUTE)
+  set(gen "${CMAKE_CURRENT_BINARY_DIR}/${P_NAME}.gen")
+  file(MAKE_DIRECTORY "${gen}")
+  set(obj "${gen}/${P_NAME}.bpf.o")
+  set(skel "${gen}/${P_NAME}.skel.h")
+
+  set(includes -I${vmlinux_dir} -I${CMAKE_CURRENT_SOURCE_DIR})
+  if(TARGET bpfmgr::sdk)
+    get_target_property(sdk_incs bpfmgr::sdk INTERFACE_INCLUDE_DIRECTORIES)
+    foreach(i IN LISTS sdk_incs)
+      string(REGEX REPLACE "^\\$<BUILD_INTERFACE:(.*)>$" "\\1" i "${i}")
+      if(NOT i MATCHES "^\\$<")
+        list(APPEND includes -I${i})
+      endif()
+    endforeach()
+  endif()
+  foreach(i IN LISTS P_BPF_INCLUDES)
+    get_filename_component(i "${i}" ABSOLUTE)
+    list(APPEND includes -I${i})
+  endforeach()
+
+  # Header dependencies of the BPF file: everything next to it.
+  file(GLOB bpf_deps "${CMAKE_CURRENT_SOURCE_DIR}/*.h")
+  add_custom_command(
+    OUTPUT "${obj}"
+    COMMAND "${BPFMGR_CLANG}" -O2 -g -target bpf -D__TARGET_ARCH_x86
+            -Wall -Wno-unused-function -Werror=implicit-function-declaration
+            ${includes} -c "${bpf_src}" -o "${obj}"
+    DEPENDS "${bpf_src}" ${bpf_deps} bpfmgr_vmlinux "${vmlinux_dir}/vmlinux.h"
+    COMMENT "BPF ${P_NAME}: clang -target bpf ${P_BPF}"
+    VERBATIM)
+  add_custom_command(
+    OUTPUT "${skel}"
+    COMMAND "${BPFMGR_BPFTOOL}" gen skeleton "${obj}" name "${P_NAME}_bpf"
+            > "${skel}.tmp"
+    COMMAND ${CMAKE_COMMAND} -E rename "${skel}.tmp" "${skel}"
+    DEPENDS "${obj}"
+    COMMENT "BPF ${P_NAME}: skeleton"
+    VERBATIM)
+  add_custom_target(${P_NAME}_bpf_skel DEPENDS "${skel}")
+
+  set(target bpfmgr-plugin-${P_NAME})
+  add_library(${target} MODULE ${P_SOURCES})
+  add_dependencies(${target} ${P_NAME}_bpf_skel)
+  target_include_directories(${target} PRIVATE "${gen}" "${vmlinux_dir}")
+  target_link_libraries(${target} PRIVATE bpfmgr::sdk ${P_LINK_LIBRARIES})
+  target_compile_features(${target} PRIVATE cxx_std_20)
+  set_target_properties(${target} PROPERTIES
+    PREFIX ""
+    OUTPUT_NAME "bpfmgr-${P_NAME}"
+    CXX_VISIBILITY_PRESET hidden
+    VISIBILITY_INLINES_HIDDEN ON)
+  if(NOT P_OUTPUT_DIRECTORY AND BPFMGR_PLUGIN_OUTPUT_DIR)
+    set(P_OUTPUT_DIRECTORY "${BPFMGR_PLUGIN_OUTPUT_DIR}")
+  endif()
+  if(P_OUTPUT_DIRECTORY)
+    set_target_properties(${target} PROPERTIES
+      LIBRARY_OUTPUT_DIRECTORY "${P_OUTPUT_DIRECTORY}")
+  endif()
+  # In tree, first-party plugins install next to the binary's plugin dir.
+  if(BPFMGR_INSTALL_PLUGIN_DIR AND NOT P_NO_INSTALL)
+    install(TARGETS ${target} LIBRARY DESTINATION "${BPFMGR_INSTALL_PLUGIN_DIR}")
+  endif()
+  set_property(TARGET ${target} PROPERTY BPFMGR_BPF_OBJECT "${obj}")
+endfunction()

@@ -1,0 +1,44 @@
+// The CLI's commands as functions (main.cpp only parses arguments), so
+// tests and benchmarks can run them in-process.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace bpfmgr {
+
+// Exit codes, documented in README.md.
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitFailed = 1,   // the operation failed; anything it did was undone
+  kExitInvalid = 2,  // bad command line, manifest or plugin; nothing touched
+};
+
+struct LoadArgs {
+  std::string manifest;
+  std::string pin_root_override;
+  bool dry_run = false;
+  bool reset_maps = false;
+  bool json = false;
+};
+int cmd_load(const LoadArgs& a);
+int cmd_validate(const std::string& manifest, bool json);
+
+int cmd_unpin(const std::string& pin_root, const std::vector<std::string>& instances,
+              bool quiet, bool json);
+int cmd_status(const std::string& pin_root, const std::vector<std::string>& instances,
+               bool json);
+int cmd_plugins(const std::vector<std::string>& extra_dirs, bool json);
+
+struct EventsArgs {
+  std::string pin_root;
+  std::string instance;
+  bool json = false;
+  long count = 0;          // stop after this many records (0: no limit)
+  double duration_s = 0;   // stop after this long (0: until Ctrl-C)
+};
+int cmd_events(const EventsArgs& a);
+
+int cmd_bench(const std::string& plugin, const std::vector<std::string>& args);
+
+}  // namespace bpfmgr

@@ -1,0 +1,947 @@
+#include "loader.hpp"
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <set>
+
+#include "handles.hpp"
+#include "system.hpp"
+
+namespace bpfmgr {
+namespace fs = std::filesystem;
+
+namespace {
+
+// bpffs refuses names containing '.'; instance names cannot start with '_'.
+constexpr const char* kStagingPrefix = "_staging-";
+
+std::string fnv1a_hex(std::string_view data) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : data) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+std::string now_utc() {
+  auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+void remove_tree(const std::string& path) {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+  if (ec) spdlog::warn("cannot remove {}: {}", path, ec.message());
+}
+
+// Links go first so programs stop running before their maps lose a pin.
+void remove_instance_dir(const std::string& dir) {
+  remove_tree(dir + "/links");
+  remove_tree(dir);
+}
+
+std::string config_hash(const ResolvedInstance& r, const Manifest& m) {
+  nlohmann::json j;
+  j["plugin"] = r.plugin->info.name;
+  j["version"] = r.plugin->info.version;
+  j["path"] = r.plugin->path;
+  auto bytes = r.plugin->plugin->bpf_object();
+  j["object"] = fnv1a_hex(std::string_view(
+      reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  j["options"] = options_to_json(r.options);
+  auto& shares = j["maps"] = nlohmann::json::array();
+  for (auto& s : r.spec->maps)
+    shares.push_back({s.map, s.instance, s.remote_map});
+  j["pin_root"] = m.pin_root;
+  return fnv1a_hex(j.dump());
+}
+
+struct MapDef {
+  std::uint32_t type, key, value, max_entries;
+};
+
+std::optional<MapDef> pinned_map_def(int fd) {
+  bpf_map_info info{};
+  std::uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return std::nullopt;
+  return MapDef{info.type, info.key_size, info.value_size, info.max_entries};
+}
+
+// "" when compatible, else what differs.
+std::string map_mismatch(bpf_map* map, const MapDef& pinned) {
+  auto name = [](std::uint32_t t) {
+    auto s = libbpf_bpf_map_type_str(static_cast<bpf_map_type>(t));
+    return std::string(s ? s : "?");
+  };
+  if (bpf_map__type(map) != pinned.type)
+    return "type " + name(bpf_map__type(map)) + " vs " + name(pinned.type);
+  if (bpf_map__key_size(map) != pinned.key)
+    return "key size " + std::to_string(bpf_map__key_size(map)) + " vs " +
+           std::to_string(pinned.key);
+  if (bpf_map__value_size(map) != pinned.value)
+    return "value size " + std::to_string(bpf_map__value_size(map)) + " vs " +
+           std::to_string(pinned.value);
+  if (bpf_map__max_entries(map) != pinned.max_entries)
+    return "max entries " + std::to_string(bpf_map__max_entries(map)) +
+           " vs " + std::to_string(pinned.max_entries);
+  return {};
+}
+
+std::string failing_program(const std::string& captured) {
+  // libbpf: "prog 'NAME': BPF program load failed: ..."
+  auto p = captured.find("': BPF program load failed");
+  if (p == std::string::npos) p = captured.find("': failed to load");
+  if (p == std::string::npos) return {};
+  auto b = captured.rfind("prog '", p);
+  if (b == std::string::npos) return {};
+  return captured.substr(b + 6, p - b - 6);
+}
+
+using SharedMapLookup =
+    std::function<int(const std::string& instance, const std::string& map)>;
+
+// One instance's part of a load transaction; also the InstanceContext its
+// plugin's hooks see.
+class InstanceTxn final : public InstanceContext {
+ public:
+  InstanceTxn(const ResolvedInstance& r, const Manifest& m,
+              std::optional<InstanceState> old, const LoadOptions& lo,
+              SharedMapLookup lookup)
+      : r_(r),
+        manifest_(m),
+        old_(std::move(old)),
+        lo_(lo),
+        lookup_(std::move(lookup)),
+        final_dir_(m.pin_root + "/" + r.spec->name),
+        staging_dir_(m.pin_root + "/" + kStagingPrefix + r.spec->name) {}
+
+  ~InstanceTxn() override = default;
+
+  void stage();
+  void commit();
+  void rollback() noexcept;
+
+  // Map fd of this (staged) instance, for instances sharing its maps.
+  int own_map_fd(const std::string& map) const {
+    auto* m = bpf_object__find_map_by_name(obj_.get(), map.c_str());
+    return m ? bpf_map__fd(m) : -1;
+  }
+  bool recreated_map(const std::string& map) const {
+    return old_ && !reused_maps_.count(map);
+  }
+
+  // ---- InstanceContext
+  const std::string& instance_name() const override { return r_.spec->name; }
+  const Options& options() const override { return r_.options; }
+  const std::string& pin_dir() const override { return final_dir_; }
+  const std::string& cgroup2_root() const override {
+    return ::bpfmgr::cgroup2_root();
+  }
+  void set_global(std::string_view var, const void* data,
+                  std::size_t size) override;
+  void set_max_entries(std::string_view map, std::uint32_t n) override {
+    require(Phase::BeforeLoad, "set_max_entries");
+    if (bpf_map__set_max_entries(find_map(map), n) != 0)
+      fail("set_max_entries(" + std::string(map) + "): " + errno_text(errno));
+  }
+  void set_autoload(std::string_view prog, bool load) override {
+    require(Phase::BeforeLoad, "set_autoload");
+    bpf_program__set_autoload(find_prog(prog), load);
+  }
+  int map_fd(std::string_view map) const override {
+    require_loaded("map_fd");
+    return bpf_map__fd(find_map(map));
+  }
+  int prog_fd(std::string_view prog) const override {
+    require_loaded("prog_fd");
+    return bpf_program__fd(find_prog(prog));
+  }
+  void attach_cgroup(std::string_view prog,
+                     const std::string& cgroup_path) override;
+  void attach_map(std::string_view prog, std::string_view map,
+                  bpf_attach_type attach_type) override;
+  bool attach_auto(std::string_view prog, bool optional) override;
+
+ private:
+  enum class Phase { Open, BeforeLoad, Loaded, Attach, AfterAttach };
+
+  [[noreturn]] void fail(const std::string& what) const {
+    throw Error("instance '" + r_.spec->name + "' (plugin " +
+                r_.plugin->info.name + "): " + what);
+  }
+  void require(Phase p, const char* what) const {
+    if (phase_ != p)
+      fail(std::string(what) + " called outside the hook that allows it");
+  }
+  void require_loaded(const char* what) const {
+    if (phase_ < Phase::Loaded)
+      fail(std::string(what) + " called before the object was loaded");
+  }
+  bpf_map* find_map(std::string_view name) const {
+    auto* m = bpf_object__find_map_by_name(obj_.get(), std::string(name).c_str());
+    if (!m) fail("no map named '" + std::string(name) + "' in the BPF object");
+    return m;
+  }
+  bpf_program* find_prog(std::string_view name) const {
+    auto* p = bpf_object__find_program_by_name(obj_.get(),
+                                               std::string(name).c_str());
+    if (!p) fail("no program named '" + std::string(name) + "' in the BPF object");
+    return p;
+  }
+  template <class F>
+  void hook(const char* name, F&& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      if (std::string(e.what()).rfind("instance '", 0) == 0) throw;
+      fail(std::string(name) + ": " + e.what());
+    } catch (const std::exception& e) {
+      fail(std::string(name) + ": " + e.what());
+    }
+  }
+
+  std::string link_name(const std::string& prog) {
+    int n = link_names_[prog]++;
+    return n ? prog + "_" + std::to_string(n) : prog;
+  }
+  bool update_in_place(const std::string& name, const std::string& target,
+                       const std::string& prog, int prog_fd);
+  void pin_link_fd(int fd, const std::string& name);
+  void record_link(const std::string& name, const std::string& prog,
+                   const std::string& target) {
+    new_.links.push_back({name, prog, target});
+    new_.hooks.push_back({prog, target, true, ""});
+    attached_.insert(prog);
+  }
+  void open_object();
+  void bind_maps();
+  void load_object();
+  void pin_objects();
+
+  const ResolvedInstance& r_;
+  const Manifest& manifest_;
+  std::optional<InstanceState> old_;
+  const LoadOptions& lo_;
+  SharedMapLookup lookup_;
+  std::string final_dir_;
+  std::string staging_dir_;
+  Phase phase_ = Phase::Open;
+
+  BpfObject obj_;
+  InstanceState new_;
+  std::vector<BpfLink> links_;  // created by libbpf; pinned in staging
+  std::vector<Fd> link_fds_;    // created by bpf_link_create; pinned too
+  struct UpdatedLink {
+    Fd link;
+    Fd old_prog;
+  };
+  std::vector<UpdatedLink> updated_links_;
+  struct Attachment {
+    Fd prog, map;
+    bpf_attach_type type;
+  };
+  std::vector<Attachment> attachments_;  // non-link fallbacks
+  std::set<std::string> attached_;
+  std::set<std::string> reused_maps_;
+  std::map<std::string, int> link_names_;
+  bool staging_created_ = false;
+};
+
+void InstanceTxn::set_global(std::string_view var, const void* data,
+                             std::size_t size) {
+  require(Phase::BeforeLoad, "set_global");
+  const btf* b = bpf_object__btf(obj_.get());
+  if (!b) fail("the BPF object has no BTF; cannot find global '" +
+               std::string(var) + "'");
+  for (std::uint32_t id = 1; id < btf__type_cnt(b); ++id) {
+    const btf_type* t = btf__type_by_id(b, id);
+    if (!btf_is_datasec(t)) continue;
+    std::string sec = btf__name_by_offset(b, t->name_off);
+    const btf_var_secinfo* vs = btf_var_secinfos(t);
+    for (std::uint16_t i = 0; i < btf_vlen(t); ++i, ++vs) {
+      const btf_type* vt = btf__type_by_id(b, vs->type);
+      if (var != btf__name_by_offset(b, vt->name_off)) continue;
+      if (vs->size != size)
+        fail("global '" + std::string(var) + "' is " + std::to_string(vs->size) +
+             " bytes in BTF but " + std::to_string(size) + " were given");
+      bpf_map* m;
+      bpf_object__for_each_map(m, obj_.get()) {
+        if (!bpf_map__is_internal(m)) continue;
+        std::string mn = bpf_map__name(m);
+        if (mn.size() < sec.size() ||
+            mn.compare(mn.size() - sec.size(), sec.size(), sec) != 0)
+          continue;
+        std::size_t mapped = 0;
+        auto* base = static_cast<char*>(const_cast<void*>(bpf_map__initial_value(m, &mapped)));
+        if (!base || vs->offset + size > mapped)
+          fail("cannot write global '" + std::string(var) + "' in " + sec);
+        std::memcpy(base + vs->offset, data, size);
+        return;
+      }
+      fail("no map backs section " + sec + " of global '" + std::string(var) + "'");
+    }
+  }
+  fail("no global variable named '" + std::string(var) + "' in the BPF object");
+}
+
+void InstanceTxn::open_object() {
+  auto bytes = r_.plugin->plugin->bpf_object();
+  LibbpfLogCapture capture;
+  bpf_object_open_opts opts{};
+  opts.sz = sizeof(opts);
+  opts.object_name = r_.plugin->info.name.c_str();
+  obj_.reset(bpf_object__open_mem(bytes.data(), bytes.size(), &opts));
+  if (!obj_)
+    fail("libbpf cannot open the BPF object: " + errno_text(errno) + "\n" +
+         verifier_log_tail(capture.text(), "", 10));
+}
+
+// Shared maps become the owner's map; own maps keep their pinned contents
+// on update (unless --reset-maps). Runs after before_load, which may have
+// resized maps, so the comparison is against the final definitions.
+void InstanceTxn::bind_maps() {
+  std::set<std::string> shared;
+  for (auto& share : r_.spec->maps) {
+    auto* map = find_map(share.map);
+    int fd = lookup_(share.instance, share.remote_map);
+    auto def = pinned_map_def(fd);
+    if (!def) fail("cannot inspect map '" + share.remote_map + "' of instance '" +
+                   share.instance + "'");
+    if (auto why = map_mismatch(map, *def); !why.empty())
+      fail("map '" + share.map + "' cannot be instance '" + share.instance +
+           "''s map '" + share.remote_map + "': " + why);
+    if (bpf_map__reuse_fd(map, fd) != 0)
+      fail("cannot reuse map '" + share.remote_map + "': " + errno_text(errno));
+    shared.insert(share.map);
+    new_.shared_maps.push_back({share.map, share.instance,
+                                manifest_.pin_root + "/" + share.instance +
+                                    "/maps/" + share.remote_map});
+  }
+  bpf_map* map;
+  bpf_object__for_each_map(map, obj_.get()) {
+    if (bpf_map__is_internal(map)) continue;
+    std::string name = bpf_map__name(map);
+    if (shared.count(name)) continue;
+    new_.maps.push_back(name);
+    if (!old_ || lo_.reset_maps || lo_.dry_run) continue;
+    auto pin = final_dir_ + "/maps/" + name;
+    Fd fd(bpf_obj_get(pin.c_str()));
+    if (!fd) continue;
+    auto def = pinned_map_def(fd.get());
+    if (!def) continue;
+    if (auto why = map_mismatch(map, *def); !why.empty())
+      fail("map '" + name + "' changed definition (" + why +
+           "); load with --reset-maps to recreate it (its contents are lost)");
+    if (bpf_map__reuse_fd(map, fd.get()) != 0)
+      fail("cannot reuse pinned map " + pin + ": " + errno_text(errno));
+    reused_maps_.insert(name);
+    spdlog::debug("{}: keeping contents of map {}", r_.spec->name, name);
+  }
+}
+
+void InstanceTxn::load_object() {
+  LibbpfLogCapture capture;
+  if (bpf_object__load(obj_.get()) == 0) {
+    if (!capture.text().empty())
+      spdlog::debug("libbpf while loading {}:\n{}", r_.spec->name, capture.text());
+    return;
+  }
+  int err = errno;
+  auto prog = failing_program(capture.text());
+  if (!prog.empty())
+    fail("program '" + prog + "' was rejected by the verifier (" +
+         errno_text(err) + "); end of the verifier log:\n" +
+         verifier_log_tail(capture.text(), prog));
+  fail("loading the BPF object failed (" + errno_text(err) + "):\n" +
+       verifier_log_tail(capture.text(), "", 12));
+}
+
+void InstanceTxn::pin_objects() {
+  remove_tree(staging_dir_);
+  for (auto* sub : {"", "/maps", "/progs", "/links"})
+    if (::mkdir((staging_dir_ + sub).c_str(), 0700) != 0)
+      fail("cannot create " + staging_dir_ + sub + ": " + errno_text(errno));
+  staging_created_ = true;
+  write_state(staging_dir_, new_);  // incomplete: records intent
+
+  for (auto& name : new_.maps) {
+    if (reused_maps_.count(name)) continue;
+    auto path = staging_dir_ + "/maps/" + name;
+    if (bpf_obj_pin(bpf_map__fd(find_map(name)), path.c_str()) != 0)
+      fail("cannot pin map '" + name + "': " + errno_text(errno));
+  }
+  bpf_program* p;
+  bpf_object__for_each_program(p, obj_.get()) {
+    if (!bpf_program__autoload(p)) continue;
+    std::string name = bpf_program__name(p);
+    auto path = staging_dir_ + "/progs/" + name;
+    if (bpf_obj_pin(bpf_program__fd(p), path.c_str()) != 0)
+      fail("cannot pin program '" + name + "': " + errno_text(errno));
+    new_.progs.push_back(name);
+  }
+}
+
+void InstanceTxn::stage() {
+  auto& plugin = *r_.plugin->plugin;
+  new_.instance = r_.spec->name;
+  new_.plugin = r_.plugin->info.name;
+  new_.plugin_version = r_.plugin->info.version;
+  new_.plugin_path = r_.plugin->path;
+  new_.api_version = to_string(r_.plugin->api);
+  new_.manifest_path = manifest_.path;
+  new_.manifest_hash = fnv1a_hex(manifest_.text);
+  new_.config_hash = config_hash(r_, manifest_);
+  new_.loaded_at = now_utc();
+  new_.options = options_to_json(r_.options);
+
+  open_object();
+  phase_ = Phase::BeforeLoad;
+  hook("before_load", [&] { plugin.before_load(*this); });
+  bind_maps();
+  load_object();
+  phase_ = Phase::Loaded;
+  hook("after_load", [&] { plugin.after_load(*this); });
+  if (lo_.dry_run) return;
+
+  pin_objects();
+  phase_ = Phase::Attach;
+  hook("attach", [&] { plugin.attach(*this); });
+  bpf_program* p;
+  bpf_object__for_each_program(p, obj_.get()) {
+    if (bpf_program__autoload(p) && !attached_.count(bpf_program__name(p)))
+      attach_auto(bpf_program__name(p), false);
+  }
+  phase_ = Phase::AfterAttach;
+  hook("after_attach", [&] { plugin.after_attach(*this); });
+  new_.complete = true;
+  write_state(staging_dir_, new_);
+}
+
+bool InstanceTxn::update_in_place(const std::string& name,
+                                  const std::string& target,
+                                  const std::string& prog, int prog_fd) {
+  if (!old_) return false;
+  auto it = std::find_if(old_->links.begin(), old_->links.end(),
+                         [&](auto& l) { return l.name == name; });
+  if (it == old_->links.end() || it->target != target) return false;
+  auto pin = final_dir_ + "/links/" + name;
+  Fd link(bpf_obj_get(pin.c_str()));
+  if (!link) return false;
+  bpf_link_info info{};
+  std::uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(link.get(), &info, &len) != 0) return false;
+  Fd old_prog(bpf_prog_get_fd_by_id(info.prog_id));
+  if (!old_prog) return false;
+  if (bpf_link_update(link.get(), prog_fd, nullptr) != 0) {
+    spdlog::debug("{}: link {} cannot be updated in place ({}); replacing it",
+                  r_.spec->name, name, errno_text(errno));
+    return false;
+  }
+  spdlog::debug("{}: link {} now runs the new '{}'", r_.spec->name, name, prog);
+  updated_links_.push_back({std::move(link), std::move(old_prog)});
+  record_link(name, prog, target);
+  return true;
+}
+
+void InstanceTxn::pin_link_fd(int fd, const std::string& name) {
+  auto path = staging_dir_ + "/links/" + name;
+  if (bpf_obj_pin(fd, path.c_str()) != 0)
+    fail("cannot pin link '" + name + "': " + errno_text(errno));
+}
+
+void InstanceTxn::attach_cgroup(std::string_view prog_name,
+                                const std::string& cgroup_path) {
+  require(Phase::Attach, "attach_cgroup");
+  std::string prog(prog_name);
+  auto* p = find_prog(prog);
+  std::string path = cgroup_path;
+  if (path.empty() || path[0] != '/') path = cgroup2_root() + "/" + path;
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  Fd cg(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!cg) fail("cgroup " + path + ": " + errno_text(errno));
+  auto type = libbpf_bpf_attach_type_str(bpf_program__expected_attach_type(p));
+  std::string target = "cgroup:" + path + " (" + (type ? type : "?") + ")";
+  auto name = link_name(prog);
+  if (update_in_place(name, target, prog, bpf_program__fd(p))) return;
+  BpfLink link(bpf_program__attach_cgroup(p, cg.get()));
+  if (!link) {
+    int err = errno;
+    fail("cannot attach program '" + prog + "' to cgroup " + path + ": " +
+         errno_text(err) +
+         (err == EPERM ? " (a program attached there without multi-attach "
+                         "blocks it; bpfmgr never replaces programs it did "
+                         "not attach)"
+                       : ""));
+  }
+  pin_link_fd(bpf_link__fd(link.get()), name);
+  links_.push_back(std::move(link));
+  record_link(name, prog, target);
+}
+
+void InstanceTxn::attach_map(std::string_view prog_name, std::string_view map,
+                             bpf_attach_type attach_type) {
+  require(Phase::Attach, "attach_map");
+  std::string prog(prog_name);
+  auto* p = find_prog(prog);
+  int map_fd = bpf_map__fd(find_map(map));
+  auto type_str = libbpf_bpf_attach_type_str(attach_type);
+  std::string target =
+      "map:" + std::string(map) + " (" + (type_str ? type_str : "?") + ")";
+  auto name = link_name(prog);
+  if (update_in_place(name, target, prog, bpf_program__fd(p))) return;
+
+  std::uint32_t ids[8], count = 8, flags = 0;
+  if (bpf_prog_query(map_fd, attach_type, 0, &flags, ids, &count) == 0 &&
+      count > 0)
+    fail("map '" + std::string(map) + "' already has a " +
+         (type_str ? type_str : "?") + " program (id " + std::to_string(ids[0]) +
+         "); bpfmgr never replaces programs it did not attach");
+
+  // sockmap links exist since Linux 6.10; older kernels get a plain
+  // attachment that unpin undoes with bpf_prog_detach2.
+  Fd link(bpf_link_create(bpf_program__fd(p), map_fd, attach_type, nullptr));
+  if (link) {
+    pin_link_fd(link.get(), name);
+    link_fds_.push_back(std::move(link));
+    record_link(name, prog, target);
+    return;
+  }
+  if (errno != EINVAL && errno != EOPNOTSUPP)
+    fail("cannot attach program '" + prog + "' to map '" + std::string(map) +
+         "': " + errno_text(errno));
+  if (bpf_prog_attach(bpf_program__fd(p), map_fd, attach_type, 0) != 0)
+    fail("cannot attach program '" + prog + "' to map '" + std::string(map) +
+         "': " + errno_text(errno));
+  attachments_.push_back({Fd(dup(bpf_program__fd(p))), Fd(dup(map_fd)), attach_type});
+  std::string map_pin;
+  for (auto& s : new_.shared_maps)
+    if (s.map == map) map_pin = s.pin;
+  if (map_pin.empty()) map_pin = final_dir_ + "/maps/" + std::string(map);
+  new_.map_attachments.push_back({prog, map_pin, int(attach_type)});
+  new_.hooks.push_back({prog, target, true, ""});
+  attached_.insert(prog);
+}
+
+bool InstanceTxn::attach_auto(std::string_view prog_name, bool optional) {
+  require(Phase::Attach, "attach_auto");
+  std::string prog(prog_name);
+  auto* p = find_prog(prog);
+  if (!bpf_program__autoload(p)) return false;
+  std::string target = bpf_program__section_name(p);
+  auto name = link_name(prog);
+  if (update_in_place(name, target, prog, bpf_program__fd(p))) return true;
+  LibbpfLogCapture capture;
+  errno = 0;
+  BpfLink link(bpf_program__attach(p));
+  if (!link) {
+    int err = errno;
+    std::string reason = errno_text(err);
+    if (err == EOPNOTSUPP)
+      reason = "section '" + target +
+               "' has no automatic attach point; the plugin must attach it "
+               "in attach()";
+    else if (err == ENOENT)
+      reason = "hook " + target + " does not exist on this kernel";
+    if (!optional) fail("cannot attach program '" + prog + "': " + reason);
+    spdlog::warn("{}: optional hook {} not attached: {}", r_.spec->name,
+                 target, reason);
+    new_.hooks.push_back({prog, target, false, reason});
+    attached_.insert(prog);
+    return false;
+  }
+  pin_link_fd(bpf_link__fd(link.get()), name);
+  links_.push_back(std::move(link));
+  record_link(name, prog, target);
+  return true;
+}
+
+void InstanceTxn::commit() {
+  for (auto* sub : {"", "/maps", "/progs", "/links"}) ::mkdir((final_dir_ + sub).c_str(), 0700);
+  auto move_in = [&](const std::string& rel) {
+    auto from = staging_dir_ + "/" + rel, to = final_dir_ + "/" + rel;
+    if (::rename(from.c_str(), to.c_str()) != 0)
+      spdlog::error("{}: cannot move {} to {}: {}", r_.spec->name, from, to,
+                    errno_text(errno));
+  };
+  std::set<std::string> new_links, new_progs, new_maps(new_.maps.begin(), new_.maps.end());
+  for (auto& l : new_.links) new_links.insert(l.name);
+  for (auto& p : new_.progs) new_progs.insert(p);
+  // Maps and programs first, links next (a staged link replacing an old one
+  // of the same name detaches the old one as it lands), state last.
+  for (auto& m : new_.maps)
+    if (!reused_maps_.count(m)) move_in("maps/" + m);
+  for (auto& p : new_.progs) move_in("progs/" + p);
+  for (auto& l : new_.links)  // links updated in place have no staged pin
+    if (fs::exists(staging_dir_ + "/links/" + l.name)) move_in("links/" + l.name);
+  if (old_) {
+    for (auto& l : old_->links)
+      if (!new_links.count(l.name)) ::unlink((final_dir_ + "/links/" + l.name).c_str());
+    for (auto& a : old_->map_attachments) {
+      Fd map(bpf_obj_get(a.map_pin.c_str()));
+      Fd prog(bpf_obj_get((final_dir_ + "/progs/" + a.prog).c_str()));
+      if (map && prog)
+        bpf_prog_detach2(prog.get(), map.get(), bpf_attach_type(a.attach_type));
+    }
+    for (auto& p : old_->progs)
+      if (!new_progs.count(p)) ::unlink((final_dir_ + "/progs/" + p).c_str());
+    for (auto& m : old_->maps)
+      if (!new_maps.count(m)) ::unlink((final_dir_ + "/maps/" + m).c_str());
+  }
+  move_in(kStatePinName);
+  remove_tree(staging_dir_);
+  links_.clear();
+  link_fds_.clear();
+  updated_links_.clear();
+  attachments_.clear();
+}
+
+void InstanceTxn::rollback() noexcept {
+  for (auto& u : updated_links_)
+    if (bpf_link_update(u.link.get(), u.old_prog.get(), nullptr) != 0)
+      spdlog::error("{}: cannot restore the previous program of a link: {}",
+                    r_.spec->name, errno_text(errno));
+  updated_links_.clear();
+  for (auto& a : attachments_)
+    bpf_prog_detach2(a.prog.get(), a.map.get(), a.type);
+  attachments_.clear();
+  if (staging_created_) remove_instance_dir(staging_dir_);
+  links_.clear();  // unpinned links detach as their last fd closes
+  link_fds_.clear();
+  obj_.reset();
+}
+
+bool pins_present(const std::string& dir, const InstanceState& s) {
+  auto exists = [](const std::string& p) {
+    struct stat st {};
+    return ::stat(p.c_str(), &st) == 0;
+  };
+  for (auto& m : s.maps)
+    if (!exists(dir + "/maps/" + m)) return false;
+  for (auto& p : s.progs)
+    if (!exists(dir + "/progs/" + p)) return false;
+  for (auto& l : s.links)
+    if (!exists(dir + "/links/" + l.name)) return false;
+  for (auto& sm : s.shared_maps)
+    if (!exists(sm.pin)) return false;
+  return true;
+}
+
+}  // namespace
+
+std::vector<std::string> list_instances(const std::string& pin_root) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(pin_root, ec)) {
+    auto name = e.path().filename().string();
+    if (e.is_directory(ec) && !name.empty() && name[0] != '_') out.push_back(name);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+LoadReport load_manifest(const ResolvedManifest& rm, const LoadOptions& lo) {
+  const auto& m = rm.manifest;
+  LoadReport report;
+  ensure_bpffs();
+  ensure_tracefs();
+
+  bool created_root = false;
+  if (!lo.dry_run) {
+    std::error_code ec;
+    if (!fs::exists(m.pin_root, ec)) {
+      fs::create_directories(m.pin_root, ec);
+      if (ec) throw Error("cannot create pin root " + m.pin_root + ": " + ec.message());
+      created_root = true;
+    }
+    if (!is_on_bpffs(m.pin_root))
+      throw Error("pin root " + m.pin_root + " is not on a bpf filesystem");
+    // A staging dir left by a load that crashed holds nothing committed.
+    for (auto& e : fs::directory_iterator(m.pin_root, ec))
+      if (e.path().filename().string().rfind(kStagingPrefix, 0) == 0) {
+        spdlog::info("removing {} left by an interrupted load", e.path().string());
+        remove_instance_dir(e.path().string());
+      }
+  }
+
+  std::vector<std::unique_ptr<InstanceTxn>> txns;
+  std::map<std::string, InstanceTxn*> staged;
+  std::vector<Fd> borrowed;
+  auto lookup = [&](const std::string& inst, const std::string& map) -> int {
+    if (auto it = staged.find(inst); it != staged.end()) {
+      int fd = it->second->own_map_fd(map);
+      if (fd >= 0) return fd;
+    }
+    auto pin = m.pin_root + "/" + inst + "/maps/" + map;
+    Fd fd(bpf_obj_get(pin.c_str()));
+    if (!fd)
+      throw Error("instance '" + inst + "' has no pinned map '" + map +
+                  "' (" + pin + ": " + errno_text(errno) + ")");
+    borrowed.push_back(std::move(fd));
+    return borrowed.back().get();
+  };
+
+  try {
+    for (auto& r : rm.instances) {
+      const auto& name = r.spec->name;
+      auto dir = m.pin_root + "/" + name;
+      auto old = lo.dry_run ? std::nullopt : read_state(dir);
+      bool owner_restaged = false;
+      for (auto& share : r.spec->maps)
+        if (auto it = staged.find(share.instance);
+            it != staged.end() && it->second->recreated_map(share.remote_map))
+          owner_restaged = true;
+      if (old && old->complete && !lo.reset_maps && !owner_restaged &&
+          old->config_hash == config_hash(r, m) && pins_present(dir, *old)) {
+        report.unchanged.push_back(name);
+        continue;
+      }
+      if (old && !old->complete) old.reset();  // crashed before: start over
+      bool is_update = old.has_value() || fs::exists(dir);
+      auto txn = std::make_unique<InstanceTxn>(r, m, std::move(old), lo, lookup);
+      staged[name] = txn.get();
+      txns.push_back(std::move(txn));
+      txns.back()->stage();
+      if (lo.dry_run)
+        report.verified.push_back(name);
+      else
+        (is_update ? report.updated : report.loaded).push_back(name);
+    }
+  } catch (...) {
+    for (auto it = txns.rbegin(); it != txns.rend(); ++it) (*it)->rollback();
+    if (created_root) ::rmdir(m.pin_root.c_str());
+    throw;
+  }
+  if (lo.dry_run) return report;
+
+  for (auto& t : txns) t->commit();
+
+  // Instances an earlier load of this manifest made that it no longer has.
+  std::set<std::string> wanted;
+  for (auto& r : rm.instances) wanted.insert(r.spec->name);
+  PluginRegistry registry(m.plugin_path);
+  for (auto& name : list_instances(m.pin_root)) {
+    if (wanted.count(name)) continue;
+    auto st = read_state(m.pin_root + "/" + name);
+    if (st && st->manifest_path == m.path) {
+      unpin_instance(m.pin_root, name, registry);
+      report.removed.push_back(name);
+    }
+  }
+  return report;
+}
+
+// ------------------------------------------------------------ pinned view
+
+class PinnedInstance final : public PinnedContext {
+ public:
+  PinnedInstance(std::string pin_root, std::string instance, InstanceState st)
+      : instance_(std::move(instance)),
+        dir_(pin_root + "/" + instance_),
+        state_(std::move(st)),
+        options_(options_from_json(state_.options)) {}
+
+  const std::string& instance_name() const override { return instance_; }
+  const Options& options() const override { return options_; }
+  const std::string& pin_dir() const override { return dir_; }
+  int map_fd(std::string_view map) const override {
+    std::string name(map);
+    if (auto it = fds_.find(name); it != fds_.end()) return it->second.get();
+    std::string pin = dir_ + "/maps/" + name;
+    for (auto& s : state_.shared_maps)
+      if (s.map == name) pin = s.pin;
+    Fd fd(bpf_obj_get(pin.c_str()));
+    if (!fd) throw Error("instance '" + instance_ + "' has no map '" + name +
+                         "' (" + pin + ": " + errno_text(errno) + ")");
+    return fds_.emplace(name, std::move(fd)).first->second.get();
+  }
+
+ private:
+  std::string instance_;
+  std::string dir_;
+  InstanceState state_;
+  Options options_;
+  mutable std::map<std::string, Fd> fds_;
+};
+
+std::unique_ptr<PinnedContext> open_pinned(const std::string& pin_root,
+                                           const std::string& instance,
+                                           const InstanceState& state) {
+  return std::make_unique<PinnedInstance>(pin_root, instance, state);
+}
+
+void unpin_instance(const std::string& pin_root, const std::string& instance,
+                    PluginRegistry& registry) {
+  auto dir = pin_root + "/" + instance;
+  if (auto st = read_state(dir)) {
+    try {
+      auto plugin = registry.load_file(st->plugin_path);
+      auto ctx = open_pinned(pin_root, instance, *st);
+      plugin->plugin->before_unpin(*ctx);
+    } catch (const std::exception& e) {
+      spdlog::warn("{}: before_unpin skipped: {}", instance, e.what());
+    }
+    for (auto& a : st->map_attachments) {
+      Fd map(bpf_obj_get(a.map_pin.c_str()));
+      Fd prog(bpf_obj_get((dir + "/progs/" + a.prog).c_str()));
+      if (map && prog &&
+          bpf_prog_detach2(prog.get(), map.get(), bpf_attach_type(a.attach_type)))
+        spdlog::warn("{}: cannot detach {} from {}: {}", instance, a.prog,
+                     a.map_pin, errno_text(errno));
+    }
+  } else {
+    spdlog::warn("{}: no state record; removing whatever is pinned in {}",
+                 instance, dir);
+  }
+  remove_instance_dir(dir);
+  remove_instance_dir(pin_root + "/" + kStagingPrefix + instance);
+}
+
+std::vector<std::string> unpin_all(const std::string& pin_root,
+                                   PluginRegistry& registry) {
+  std::vector<std::string> removed;
+  // Sharers before owners: an instance whose maps others use goes last.
+  auto names = list_instances(pin_root);
+  std::set<std::string> owners;
+  for (auto& n : names)
+    if (auto st = read_state(pin_root + "/" + n))
+      for (auto& s : st->shared_maps) owners.insert(s.instance);
+  std::stable_partition(names.begin(), names.end(),
+                        [&](auto& n) { return !owners.count(n); });
+  for (auto& n : names) {
+    unpin_instance(pin_root, n, registry);
+    removed.push_back(n);
+  }
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(pin_root, ec))
+    if (e.path().filename().string().rfind(kStagingPrefix, 0) == 0)
+      remove_instance_dir(e.path().string());
+  if (fs::exists(pin_root, ec) && fs::is_empty(pin_root, ec) &&
+      pin_root != "/sys/fs/bpf")
+    ::rmdir(pin_root.c_str());
+  return removed;
+}
+
+nlohmann::json instance_status(const std::string& pin_root,
+                               const std::string& instance,
+                               PluginRegistry& registry) {
+  nlohmann::json j;
+  j["instance"] = instance;
+  auto dir = pin_root + "/" + instance;
+  auto st = read_state(dir);
+  if (!st) {
+    j["error"] = "no state record (a load was interrupted?); `bpfmgr unpin " +
+                 instance + "` removes what is pinned";
+    return j;
+  }
+  j["plugin"] = st->plugin;
+  j["plugin_version"] = st->plugin_version;
+  j["plugin_path"] = st->plugin_path;
+  j["manifest"] = st->manifest_path;
+  j["loaded_at"] = st->loaded_at;
+  j["complete"] = st->complete;
+  j["options"] = st->options;
+
+  auto& progs = j["programs"] = nlohmann::json::array();
+  for (auto& name : st->progs) {
+    nlohmann::json p{{"name", name}, {"pin", dir + "/progs/" + name}};
+    Fd fd(bpf_obj_get((dir + "/progs/" + name).c_str()));
+    bpf_prog_info info{};
+    std::uint32_t len = sizeof(info);
+    if (fd && bpf_obj_get_info_by_fd(fd.get(), &info, &len) == 0) {
+      p["id"] = info.id;
+      auto t = libbpf_bpf_prog_type_str(bpf_prog_type(info.type));
+      p["type"] = t ? t : "?";
+    } else {
+      p["error"] = "pin missing";
+    }
+    auto& at = p["attached_to"] = nlohmann::json::array();
+    for (auto& h : st->hooks)
+      if (h.prog == name && h.live) at.push_back(h.target);
+    progs.push_back(p);
+  }
+  auto map_json = [&](const std::string& name, const std::string& pin,
+                      const std::string& owner) {
+    nlohmann::json mj{{"name", name}, {"pin", pin}};
+    if (!owner.empty()) mj["shared_from"] = owner;
+    Fd fd(bpf_obj_get(pin.c_str()));
+    bpf_map_info info{};
+    std::uint32_t len = sizeof(info);
+    if (fd && bpf_obj_get_info_by_fd(fd.get(), &info, &len) == 0) {
+      mj["id"] = info.id;
+      auto t = libbpf_bpf_map_type_str(bpf_map_type(info.type));
+      mj["type"] = t ? t : "?";
+      mj["max_entries"] = info.max_entries;
+      mj["key_size"] = info.key_size;
+      mj["value_size"] = info.value_size;
+      mj["btf"] = info.btf_id != 0;
+    } else {
+      mj["error"] = "pin missing";
+    }
+    return mj;
+  };
+  auto& maps = j["maps"] = nlohmann::json::array();
+  for (auto& name : st->maps) maps.push_back(map_json(name, dir + "/maps/" + name, ""));
+  for (auto& s : st->shared_maps) maps.push_back(map_json(s.map, s.pin, s.instance));
+
+  auto& links = j["links"] = nlohmann::json::array();
+  for (auto& l : st->links) {
+    nlohmann::json lj{{"name", l.name}, {"prog", l.prog}, {"target", l.target},
+                      {"pin", dir + "/links/" + l.name}};
+    Fd fd(bpf_obj_get((dir + "/links/" + l.name).c_str()));
+    bpf_link_info info{};
+    std::uint32_t len = sizeof(info);
+    if (fd && bpf_obj_get_info_by_fd(fd.get(), &info, &len) == 0) {
+      lj["id"] = info.id;
+      auto t = libbpf_bpf_link_type_str(bpf_link_type(info.type));
+      lj["type"] = t ? t : "?";
+    } else {
+      lj["error"] = "pin missing";
+    }
+    links.push_back(lj);
+  }
+  auto& hooks = j["hooks"] = nlohmann::json::array();
+  for (auto& h : st->hooks)
+    hooks.push_back({{"prog", h.prog}, {"target", h.target}, {"live", h.live},
+                     {"reason", h.reason}});
+
+  j["counters"] = nlohmann::json::array();
+  j["details"] = nlohmann::json::object();
+  try {
+    auto plugin = registry.load_file(st->plugin_path);
+    auto ctx = open_pinned(pin_root, instance, *st);
+    auto rep = plugin->plugin->status(*ctx);
+    for (auto& c : rep.counters) {
+      nlohmann::json cj{{"name", c.name}, {"value", c.value}};
+      if (!c.per_cpu.empty()) cj["per_cpu"] = c.per_cpu;
+      j["counters"].push_back(cj);
+    }
+    for (auto& [k, v] : rep.details) j["details"][k] = v;
+  } catch (const std::exception& e) {
+    j["status_error"] = e.what();
+  }
+  return j;
+}
+
+}  // namespace bpfmgr

@@ -1,0 +1,138 @@
+// bpfmgr: load BPF plugins from a manifest, pin them, inspect and remove them.
+#include <CLI/CLI.hpp>
+#include <spdlog/cfg/env.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+#include <iostream>
+
+#include <bpfmgr/plugin.hpp>
+
+#include "commands.hpp"
+#include "manifest.hpp"
+#include "system.hpp"
+
+using namespace bpfmgr;
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "bpfmgr: a plugin-based BPF program manager.\n"
+      "Loads the plugins a TOML manifest names, pins their programs, maps and\n"
+      "links under a bpffs pin root so they keep running after bpfmgr exits,\n"
+      "and shows or removes them again."};
+  app.require_subcommand(1);
+  app.footer(
+      "Exit codes: 0 ok, 1 operation failed (rolled back), 2 invalid input.\n"
+      "Environment: BPFMGR_LOG_LEVEL (trace|debug|info|warn|error|off),\n"
+      "BPFMGR_PLUGIN_PATH (colon-separated plugin directories).\n"
+      "Run `bpfmgr COMMAND --help` for a command's options.");
+
+  std::string log_level;
+  app.add_option("--log-level", log_level,
+                 "trace, debug, info, warn (default), error or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+
+  std::string pin_root = kDefaultPinRoot;
+  auto add_pin_root = [&](CLI::App* c) {
+    c->add_option("--pin-root", pin_root, "bpffs directory holding the instances")
+        ->capture_default_str();
+  };
+
+  LoadArgs load;
+  auto* c_load = app.add_subcommand(
+      "load", "Validate a manifest, then load, pin and attach its instances "
+              "(all or nothing; unchanged instances are left alone)");
+  c_load->add_option("manifest", load.manifest, "TOML manifest")->required()
+      ->check(CLI::ExistingFile);
+  c_load->add_flag("--dry-run", load.dry_run,
+                   "run every program through the verifier; pin and attach nothing");
+  c_load->add_flag("--reset-maps", load.reset_maps,
+                   "recreate maps of updated instances instead of keeping their contents");
+  c_load->add_option("--pin-root", load.pin_root_override,
+                     "override the manifest's pin_root");
+  c_load->add_flag("--json", load.json, "machine-readable result");
+
+  std::string validate_manifest;
+  bool validate_json = false;
+  auto* c_validate = app.add_subcommand(
+      "validate", "Check a manifest against the plugins' schemas; touches nothing");
+  c_validate->add_option("manifest", validate_manifest, "TOML manifest")->required()
+      ->check(CLI::ExistingFile);
+  c_validate->add_flag("--json", validate_json, "machine-readable result");
+
+  std::vector<std::string> unpin_instances;
+  bool unpin_quiet = false, unpin_json = false;
+  auto* c_unpin = app.add_subcommand(
+      "unpin", "Detach and remove instances (all when none is named)");
+  c_unpin->add_option("instances", unpin_instances, "instance names");
+  add_pin_root(c_unpin);
+  c_unpin->add_flag("--quiet", unpin_quiet, "print nothing on success");
+  c_unpin->add_flag("--json", unpin_json, "machine-readable result");
+
+  std::vector<std::string> status_instances;
+  bool status_json = false;
+  auto* c_status = app.add_subcommand(
+      "status", "Programs, maps, links, hooks and counters of loaded instances");
+  c_status->add_option("instances", status_instances, "instance names (default: all)");
+  add_pin_root(c_status);
+  c_status->add_flag("--json", status_json, "machine-readable output");
+
+  std::vector<std::string> plugin_dirs;
+  bool plugins_json = false;
+  auto* c_plugins = app.add_subcommand(
+      "plugins", "List plugins on the search path with versions and options");
+  c_plugins->add_option("--path", plugin_dirs, "extra directories to search first");
+  c_plugins->add_flag("--json", plugins_json, "machine-readable output");
+
+  EventsArgs events;
+  auto* c_events = app.add_subcommand(
+      "events", "Stream the ring-buffer events of a loaded instance (Ctrl-C stops)");
+  c_events->add_option("instance", events.instance, "instance name")->required();
+  add_pin_root(c_events);
+  c_events->add_flag("--json", events.json, "JSON lines instead of a table");
+  c_events->add_option("--count", events.count, "stop after N events");
+  c_events->add_option("--duration", events.duration_s, "stop after SECONDS");
+
+  std::string bench_plugin;
+  std::vector<std::string> bench_args;
+  auto* c_bench = app.add_subcommand(
+      "bench", "Run a plugin's benchmark (loads it under a private pin root)");
+  c_bench->add_option("plugin", bench_plugin, "plugin name")->required();
+  c_bench->add_option("args", bench_args, "arguments for the plugin's benchmark");
+  c_bench->prefix_command(false);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitInvalid;
+  }
+
+  auto logger = spdlog::stderr_color_mt("bpfmgr");
+  logger->set_pattern("%^%l%$: %v");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::warn);
+  spdlog::cfg::load_env_levels();  // SPDLOG_LEVEL
+  if (const char* env = std::getenv("BPFMGR_LOG_LEVEL"))
+    spdlog::set_level(spdlog::level::from_str(env));
+  if (!log_level.empty()) spdlog::set_level(spdlog::level::from_str(log_level));
+  install_libbpf_logger();
+
+  try {
+    if (*c_load) return cmd_load(load);
+    if (*c_validate) return cmd_validate(validate_manifest, validate_json);
+    if (*c_unpin) return cmd_unpin(pin_root, unpin_instances, unpin_quiet, unpin_json);
+    if (*c_status) return cmd_status(pin_root, status_instances, status_json);
+    if (*c_plugins) return cmd_plugins(plugin_dirs, plugins_json);
+    if (*c_events) {
+      events.pin_root = pin_root;
+      return cmd_events(events);
+    }
+    if (*c_bench) return cmd_bench(bench_plugin, bench_args);
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return kExitFailed;
+  }
+  return kExitInvalid;
+}

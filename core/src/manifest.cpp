@@ -1,0 +1,294 @@
+#include "manifest.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+namespace bpfmgr {
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::vector<std::string> kTopKeys = {"pin_root", "plugin_path",
+                                           "instance"};
+const std::vector<std::string> kInstanceKeys = {"name", "plugin", "enabled",
+                                                "options", "maps"};
+
+const char* type_name(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::table: return "table";
+    case toml::node_type::array: return "array";
+    case toml::node_type::string: return "string";
+    case toml::node_type::integer: return "integer";
+    case toml::node_type::floating_point: return "float";
+    case toml::node_type::boolean: return "boolean";
+    default: return "date/time";
+  }
+}
+
+class Checker {
+ public:
+  Checker(std::string file, Diagnostics& d) : file_(std::move(file)), d_(d) {}
+
+  SourcePos at(const toml::node& n) const { return pos_of(n, file_); }
+
+  void unknown_keys(const toml::table& t, const std::vector<std::string>& known,
+                    const std::string& where) {
+    for (auto& [k, v] : t) {
+      std::string key(k.str());
+      if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+      auto hint = did_you_mean(key, known);
+      if (hint.empty()) {
+        hint = "known keys:";
+        for (auto& kk : known) hint += " " + kk;
+      }
+      d_.error(pos_of_key(k, v), "unknown key '" + key + "' in " + where, hint);
+    }
+  }
+
+  SourcePos pos_of_key(const toml::key& k, const toml::node& v) const {
+    if (k.source().begin.line) {
+      SourcePos p{file_, int(k.source().begin.line),
+                  int(k.source().begin.column)};
+      return p;
+    }
+    return at(v);
+  }
+
+  const std::string& file() const { return file_; }
+  Diagnostics& diags() { return d_; }
+
+  void wrong_type(const toml::node& n, const std::string& what,
+                  const std::string& expected) {
+    d_.error(at(n), what + " must be " + expected + ", not " + type_name(n));
+  }
+
+ private:
+  std::string file_;
+  Diagnostics& d_;
+};
+
+void parse_maps(Checker& c, const toml::table& maps, InstanceSpec& inst) {
+  for (auto& [k, v] : maps) {
+    MapShareSpec share;
+    share.map = std::string(k.str());
+    share.pos = c.pos_of_key(k, v);
+    share.remote_map = share.map;
+    if (auto s = v.as_string()) {
+      share.instance = s->get();
+    } else if (auto t = v.as_table()) {
+      c.unknown_keys(*t, {"instance", "map"},
+                     "maps." + share.map + " of instance '" + inst.name + "'");
+      if (auto i = (*t)["instance"].as_string())
+        share.instance = i->get();
+      else
+        c.diags().error(c.at(v), "maps." + share.map +
+                                     " needs `instance = \"NAME\"` (a string)");
+      if (auto m = (*t)["map"].node()) {
+        if (auto ms = m->as_string())
+          share.remote_map = ms->get();
+        else
+          c.wrong_type(*m, "maps." + share.map + ".map", "a string");
+      }
+    } else {
+      c.wrong_type(v, "maps." + share.map,
+                   "an instance name or { instance = ..., map = ... }");
+      continue;
+    }
+    if (share.instance == inst.name)
+      c.diags().error(share.pos, "instance '" + inst.name +
+                                     "' cannot share a map with itself");
+    inst.maps.push_back(std::move(share));
+  }
+}
+
+}  // namespace
+
+SourcePos pos_of(const toml::node& node, const std::string& file) {
+  auto& b = node.source().begin;
+  return SourcePos{file, int(b.line), int(b.column)};
+}
+
+const InstanceSpec* Manifest::find(const std::string& name) const {
+  for (auto& i : instances)
+    if (i.name == name) return &i;
+  return nullptr;
+}
+
+bool valid_instance_name(const std::string& name) {
+  // bpffs refuses '.' in names; a leading '_' is reserved for staging dirs.
+  if (name.empty() || name.size() > 64 ||
+      !std::isalnum(static_cast<unsigned char>(name[0])))
+    return false;
+  for (char ch : name)
+    if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_'))
+      return false;
+  return true;
+}
+
+std::optional<Manifest> parse_manifest_text(const std::string& text,
+                                            const std::string& display_path,
+                                            const std::string& base_dir,
+                                            Diagnostics& diags) {
+  toml::table root;
+  try {
+    root = toml::parse(text, display_path);
+  } catch (const toml::parse_error& e) {
+    auto& b = e.source().begin;
+    diags.error({display_path, int(b.line), int(b.column)},
+                std::string(e.description()));
+    return std::nullopt;
+  }
+
+  Checker c(display_path, diags);
+  Manifest m;
+  m.path = display_path;
+  m.dir = base_dir;
+  m.text = text;
+  c.unknown_keys(root, kTopKeys, "the manifest");
+
+  if (auto n = root["pin_root"].node()) {
+    m.pin_root_pos = c.at(*n);
+    if (auto s = n->as_string()) {
+      m.pin_root = s->get();
+      if (m.pin_root.empty() || m.pin_root[0] != '/')
+        diags.error(c.at(*n), "pin_root must be an absolute path",
+                    "e.g. pin_root = \"/sys/fs/bpf/bpfmgr\"");
+      while (m.pin_root.size() > 1 && m.pin_root.back() == '/')
+        m.pin_root.pop_back();
+    } else {
+      c.wrong_type(*n, "pin_root", "a string");
+    }
+  }
+
+  if (auto n = root["plugin_path"].node()) {
+    if (auto a = n->as_array()) {
+      for (auto& e : *a) {
+        if (auto s = e.as_string()) {
+          fs::path p(s->get());
+          m.plugin_path.push_back(
+              p.is_absolute() ? p.string() : (fs::path(base_dir) / p).string());
+        } else {
+          c.wrong_type(e, "plugin_path entries", "strings");
+        }
+      }
+    } else {
+      c.wrong_type(*n, "plugin_path", "an array of strings");
+    }
+  }
+
+  auto inst_node = root["instance"].node();
+  if (!inst_node) {
+    diags.error({display_path, 0, 0}, "the manifest has no [[instance]]",
+                "add one: [[instance]] name = \"...\" plugin = \"...\"");
+  } else if (!inst_node->is_array_of_tables()) {
+    c.wrong_type(*inst_node, "instance",
+                 "an array of tables (write [[instance]])");
+  } else {
+    std::map<std::string, SourcePos> seen;
+    for (auto& e : *inst_node->as_array()) {
+      auto& t = *e.as_table();
+      InstanceSpec inst;
+      inst.pos = c.at(t);
+      c.unknown_keys(t, kInstanceKeys, "[[instance]]");
+
+      if (auto n = t["name"].node()) {
+        if (auto s = n->as_string()) {
+          inst.name = s->get();
+          if (!valid_instance_name(inst.name))
+            diags.error(c.at(*n), "invalid instance name '" + inst.name + "'",
+                        "use letters, digits, '-' and '_' (bpffs allows no '.'), "
+                        "at most 64 characters, starting with a letter or digit");
+          else if (auto it = seen.find(inst.name); it != seen.end())
+            diags.error(c.at(*n), "duplicate instance name '" + inst.name + "'",
+                        "first defined at line " +
+                            std::to_string(it->second.line));
+          else
+            seen[inst.name] = c.at(*n);
+        } else {
+          c.wrong_type(*n, "name", "a string");
+        }
+      } else {
+        diags.error(inst.pos, "[[instance]] has no name",
+                    "add name = \"...\", unique in the manifest");
+      }
+
+      if (auto n = t["plugin"].node()) {
+        inst.plugin_pos = c.at(*n);
+        if (auto s = n->as_string())
+          inst.plugin = s->get();
+        else
+          c.wrong_type(*n, "plugin", "a string (a plugin name or a .so path)");
+      } else {
+        diags.error(inst.pos, "instance '" + inst.name + "' has no plugin",
+                    "add plugin = \"NAME\" (see `bpfmgr plugins`)");
+      }
+
+      if (auto n = t["enabled"].node()) {
+        if (auto b = n->as_boolean())
+          inst.enabled = b->get();
+        else
+          c.wrong_type(*n, "enabled", "true or false");
+      }
+
+      inst.options = std::make_shared<toml::table>();
+      inst.options_pos = inst.pos;
+      if (auto n = t["options"].node()) {
+        if (auto o = n->as_table()) {
+          inst.options = std::make_shared<toml::table>(*o);
+          inst.options_pos = c.at(*n);
+        } else {
+          c.wrong_type(*n, "options", "a table ([instance.options])");
+        }
+      }
+
+      if (auto n = t["maps"].node()) {
+        if (auto mt = n->as_table())
+          parse_maps(c, *mt, inst);
+        else
+          c.wrong_type(*n, "maps", "a table ([instance.maps])");
+      }
+      m.instances.push_back(std::move(inst));
+    }
+  }
+
+  // Shared maps must name instances of this manifest; loaded-elsewhere
+  // instances would make the load order and rollback ambiguous.
+  for (auto& inst : m.instances)
+    for (auto& share : inst.maps) {
+      auto* other = m.find(share.instance);
+      if (!other) {
+        std::vector<std::string> names;
+        for (auto& i : m.instances) names.push_back(i.name);
+        diags.error(share.pos,
+                    "maps." + share.map + " refers to unknown instance '" +
+                        share.instance + "'",
+                    did_you_mean(share.instance, names));
+      } else if (!other->enabled && inst.enabled) {
+        diags.error(share.pos, "maps." + share.map + " refers to instance '" +
+                                   share.instance + "', which is disabled");
+      }
+    }
+  if (!diags.empty()) return std::nullopt;
+  return m;
+}
+
+std::optional<Manifest> parse_manifest_file(const std::string& path,
+                                            Diagnostics& diags) {
+  std::ifstream in(path);
+  if (!in) {
+    diags.error({path, 0, 0}, "cannot read manifest: " +
+                                  std::string(std::strerror(errno)));
+    return std::nullopt;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto dir = fs::absolute(path).parent_path().string();
+  return parse_manifest_text(ss.str(), path, dir, diags);
+}
+
+}  // namespace bpfmgr

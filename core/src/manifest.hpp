@@ -1,0 +1,64 @@
+// The TOML manifest: parsing and the structural checks that need no plugin
+// (keys, types, names, duplicates). Checks against plugin schemas happen in
+// resolve.hpp. Nothing here touches the kernel.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <toml++/toml.h>
+
+#include "diagnostics.hpp"
+
+namespace bpfmgr {
+
+inline constexpr const char* kDefaultPinRoot = "/sys/fs/bpf/bpfmgr";
+
+// `[instance.maps] local = "other"` or `local = { instance = "other", map = "m" }`:
+// this instance's map `local` is the one instance `other` pinned as `m`.
+struct MapShareSpec {
+  std::string map;
+  std::string instance;
+  std::string remote_map;
+  SourcePos pos;
+};
+
+struct InstanceSpec {
+  std::string name;
+  SourcePos pos;
+  std::string plugin;
+  SourcePos plugin_pos;
+  bool enabled = true;
+  std::shared_ptr<const toml::table> options;  // never null
+  SourcePos options_pos;
+  std::vector<MapShareSpec> maps;
+};
+
+struct Manifest {
+  std::string path;  // as given, used in messages
+  std::string dir;   // base for relative paths in the manifest
+  std::string text;  // raw content, hashed into the state record
+  std::string pin_root = kDefaultPinRoot;
+  SourcePos pin_root_pos;
+  std::vector<std::string> plugin_path;
+  std::vector<InstanceSpec> instances;
+
+  const InstanceSpec* find(const std::string& name) const;
+};
+
+SourcePos pos_of(const toml::node& node, const std::string& file);
+
+// Parses and checks structure; problems go to `diags` (all of them).
+std::optional<Manifest> parse_manifest_text(const std::string& text,
+                                            const std::string& display_path,
+                                            const std::string& base_dir,
+                                            Diagnostics& diags);
+std::optional<Manifest> parse_manifest_file(const std::string& path,
+                                            Diagnostics& diags);
+
+// Instance names become directory names under the pin root.
+bool valid_instance_name(const std::string& name);
+
+}  // namespace bpfmgr

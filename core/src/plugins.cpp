@@ -1,0 +1,152 @@
+#include "plugins.hpp"
+
+#include <boost/dll/runtime_symbol_info.hpp>
+#include <boost/dll/shared_library.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <sstream>
+
+#ifndef BPFMGR_INSTALL_PLUGIN_DIR_FULL
+#define BPFMGR_INSTALL_PLUGIN_DIR_FULL "/usr/local/lib/bpfmgr/plugins"
+#endif
+
+namespace bpfmgr {
+namespace fs = std::filesystem;
+
+namespace {
+constexpr const char* kVersionSymbol = "bpfmgr_plugin_api_version";
+constexpr const char* kCreateSymbol = "bpfmgr_plugin_create";
+constexpr const char* kFilePrefix = "bpfmgr-";
+constexpr const char* kFileSuffix = ".so";
+
+bool looks_like_path(const std::string& s) {
+  return s.find('/') != std::string::npos ||
+         (s.size() > 3 && s.compare(s.size() - 3, 3, ".so") == 0);
+}
+}  // namespace
+
+std::string to_string(const ApiVersion& v) {
+  return std::to_string(v.major) + "." + std::to_string(v.minor) + "." +
+         std::to_string(v.patch);
+}
+
+PluginRegistry::PluginRegistry(std::vector<std::string> extra_dirs)
+    : dirs_(std::move(extra_dirs)) {
+  if (const char* env = std::getenv("BPFMGR_PLUGIN_PATH")) {
+    std::stringstream ss(env);
+    for (std::string d; std::getline(ss, d, ':');)
+      if (!d.empty()) dirs_.push_back(d);
+  }
+  auto exe_dir = boost::dll::program_location().parent_path();
+  dirs_.push_back((exe_dir.parent_path() / "lib/bpfmgr/plugins").string());
+  dirs_.push_back(BPFMGR_INSTALL_PLUGIN_DIR_FULL);
+  // Drop duplicates (after normalising), keeping the first occurrence.
+  std::vector<std::string> unique;
+  for (auto& d : dirs_) {
+    std::error_code ec;
+    auto norm = fs::weakly_canonical(d, ec).string();
+    if (ec) norm = d;
+    if (std::find(unique.begin(), unique.end(), norm) == unique.end())
+      unique.push_back(norm);
+  }
+  dirs_ = std::move(unique);
+}
+
+std::map<std::string, std::string> PluginRegistry::discover() const {
+  std::map<std::string, std::string> found;
+  for (auto& dir : dirs_) {
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator(dir, ec)) {
+      auto f = e.path().filename().string();
+      if (f.rfind(kFilePrefix, 0) != 0 || f.size() <= 3 ||
+          f.compare(f.size() - 3, 3, kFileSuffix) != 0)
+        continue;
+      auto name = f.substr(7, f.size() - 7 - 3);
+      found.emplace(name, e.path().string());
+    }
+  }
+  return found;
+}
+
+std::shared_ptr<LoadedPlugin> PluginRegistry::load(
+    const std::string& name_or_path, const std::string& base_dir) {
+  if (looks_like_path(name_or_path)) {
+    fs::path p(name_or_path);
+    if (p.is_relative()) p = fs::path(base_dir) / p;
+    return load_file(p.string());
+  }
+  for (auto& dir : dirs_) {
+    auto candidate = fs::path(dir) / (kFilePrefix + name_or_path + kFileSuffix);
+    std::error_code ec;
+    if (fs::exists(candidate, ec)) return load_file(candidate.string());
+  }
+  std::string msg = "plugin '" + name_or_path + "' not found; searched:";
+  for (auto& d : dirs_) msg += " " + d;
+  throw PluginLoadError(msg);
+}
+
+std::shared_ptr<LoadedPlugin> PluginRegistry::load_file(
+    const std::string& path) {
+  std::error_code ec;
+  auto canonical = fs::canonical(path, ec);
+  if (ec) throw PluginLoadError("plugin file " + path + ": " + ec.message());
+  auto key = canonical.string();
+  if (auto it = cache_.find(key); it != cache_.end()) return it->second;
+
+  auto lib = std::make_shared<boost::dll::shared_library>();
+  boost::system::error_code bec;
+  lib->load(key, boost::dll::load_mode::rtld_now |
+                     boost::dll::load_mode::rtld_local, bec);
+  if (bec) throw PluginLoadError("cannot load plugin " + key + ": " + bec.message());
+
+  std::vector<std::string> missing;
+  for (auto* sym : {kVersionSymbol, kCreateSymbol})
+    if (!lib->has(sym)) missing.push_back(sym);
+  if (!missing.empty()) {
+    std::string msg = key + " is not a bpfmgr plugin: missing symbol";
+    for (auto& m : missing) msg += " " + m;
+    throw PluginLoadError(msg + " (build it with BPFMGR_PLUGIN(YourClass))");
+  }
+
+  const auto& api = lib->get<const ApiVersion>(kVersionSymbol);
+  const auto& ours = kPluginApiVersion;
+  if (api.major != ours.major || api.minor > ours.minor)
+    throw PluginLoadError(
+        key + " was built for plugin API " + to_string(api) +
+        " but this bpfmgr provides " + to_string(ours) +
+        (api.major != ours.major ? " (major versions differ)"
+                                 : " (plugin needs a newer minor version)") +
+        "; rebuild the plugin against this SDK");
+
+  auto create = lib->get<Plugin*()>(kCreateSymbol);
+  Plugin* raw = nullptr;
+  try {
+    raw = create();
+  } catch (const std::exception& e) {
+    throw PluginLoadError(key + ": plugin constructor failed: " + e.what());
+  }
+  if (!raw) throw PluginLoadError(key + ": bpfmgr_plugin_create returned null");
+  // The deleter owns the library: the plugin's destructor (code in the
+  // library) runs before the library can be unloaded.
+  std::shared_ptr<Plugin> plugin(raw, [lib](Plugin* p) { delete p; });
+
+  auto loaded = std::make_shared<LoadedPlugin>();
+  loaded->path = key;
+  loaded->api = api;
+  loaded->plugin = std::move(plugin);
+  try {
+    loaded->info = loaded->plugin->info();
+  } catch (const std::exception& e) {
+    throw PluginLoadError(key + ": info() failed: " + e.what());
+  }
+  spdlog::debug("loaded plugin {} {} (API {}) from {}", loaded->info.name,
+                loaded->info.version, to_string(api), key);
+  cache_[key] = loaded;
+  return loaded;
+}
+
+}  // namespace bpfmgr

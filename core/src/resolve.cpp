@@ -1,0 +1,370 @@
+#include "resolve.hpp"
+
+#include <bpf/libbpf.h>
+
+#include <algorithm>
+#include <functional>
+#include <map>
+#include <set>
+
+#include "handles.hpp"
+#include "system.hpp"
+
+namespace bpfmgr {
+
+const char* option_type_name(OptionType t) {
+  switch (t) {
+    case OptionType::Bool: return "a boolean";
+    case OptionType::Int: return "an integer";
+    case OptionType::String: return "a string";
+    case OptionType::StringList: return "an array of strings";
+    case OptionType::IntList: return "an array of integers";
+  }
+  return "?";
+}
+
+namespace {
+
+std::string range_text(const OptionSpec& s) {
+  std::string r;
+  if (s.min && s.max)
+    r = "between " + std::to_string(*s.min) + " and " + std::to_string(*s.max);
+  else if (s.min)
+    r = "at least " + std::to_string(*s.min);
+  else if (s.max)
+    r = "at most " + std::to_string(*s.max);
+  return r;
+}
+
+bool in_range(const OptionSpec& s, std::int64_t v) {
+  return (!s.min || v >= *s.min) && (!s.max || v <= *s.max);
+}
+
+std::string choices_text(const OptionSpec& s) {
+  std::string r = "one of:";
+  for (auto& c : s.choices) r += " '" + c + "'";
+  return r;
+}
+
+bool check_choice(const OptionSpec& s, const std::string& v, SourcePos pos,
+                  const std::string& inst, Diagnostics& d) {
+  if (s.choices.empty() ||
+      std::find(s.choices.begin(), s.choices.end(), v) != s.choices.end())
+    return true;
+  auto hint = did_you_mean(v, s.choices);
+  d.error(pos, "option '" + s.name + "' of instance '" + inst + "': '" + v +
+                   "' is not allowed",
+          hint.empty() ? choices_text(s) : hint);
+  return false;
+}
+
+// Converts one option node per its spec; reports problems at the node.
+std::optional<OptionValue> convert(const OptionSpec& s, const toml::node& n,
+                                   const std::string& file,
+                                   const std::string& inst, Diagnostics& d) {
+  auto pos = pos_of(n, file);
+  auto wrong = [&] {
+    d.error(pos, "option '" + s.name + "' of instance '" + inst +
+                     "' must be " + option_type_name(s.type),
+            s.description);
+    return std::nullopt;
+  };
+  auto out_of_range = [&](std::int64_t v, SourcePos p) {
+    d.error(p, "option '" + s.name + "' of instance '" + inst + "': " +
+                   std::to_string(v) + " is out of range",
+            "must be " + range_text(s));
+  };
+  switch (s.type) {
+    case OptionType::Bool:
+      if (auto b = n.as_boolean()) return OptionValue{b->get()};
+      return wrong();
+    case OptionType::Int:
+      if (auto i = n.as_integer()) {
+        if (!in_range(s, i->get())) {
+          out_of_range(i->get(), pos);
+          return std::nullopt;
+        }
+        return OptionValue{std::int64_t(i->get())};
+      }
+      return wrong();
+    case OptionType::String:
+      if (auto str = n.as_string()) {
+        if (!check_choice(s, str->get(), pos, inst, d)) return std::nullopt;
+        return OptionValue{str->get()};
+      }
+      return wrong();
+    case OptionType::StringList: {
+      auto a = n.as_array();
+      if (!a) return wrong();
+      std::vector<std::string> v;
+      bool ok = true;
+      for (auto& e : *a) {
+        auto str = e.as_string();
+        if (!str) {
+          d.error(pos_of(e, file), "option '" + s.name + "' of instance '" +
+                                       inst + "' must hold only strings");
+          ok = false;
+          continue;
+        }
+        ok &= check_choice(s, str->get(), pos_of(e, file), inst, d);
+        v.push_back(str->get());
+      }
+      if (!ok) return std::nullopt;
+      return OptionValue{std::move(v)};
+    }
+    case OptionType::IntList: {
+      auto a = n.as_array();
+      if (!a) return wrong();
+      std::vector<std::int64_t> v;
+      bool ok = true;
+      for (auto& e : *a) {
+        auto i = e.as_integer();
+        if (!i) {
+          d.error(pos_of(e, file), "option '" + s.name + "' of instance '" +
+                                       inst + "' must hold only integers");
+          ok = false;
+          continue;
+        }
+        if (!in_range(s, i->get())) {
+          out_of_range(i->get(), pos_of(e, file));
+          ok = false;
+        }
+        v.push_back(i->get());
+      }
+      if (!ok) return std::nullopt;
+      return OptionValue{std::move(v)};
+    }
+  }
+  return wrong();
+}
+
+struct ObjectMaps {
+  struct Def {
+    bpf_map_type type;
+    std::uint32_t key, value, max_entries;
+  };
+  std::map<std::string, Def> maps;
+};
+
+// Opens (never loads) a plugin's BPF object to list its maps.
+std::optional<ObjectMaps> object_maps(const LoadedPlugin& p) {
+  auto bytes = p.plugin->bpf_object();
+  LibbpfLogCapture quiet;
+  bpf_object_open_opts opts{};
+  opts.sz = sizeof(opts);
+  opts.object_name = p.info.name.c_str();
+  BpfObject obj(bpf_object__open_mem(bytes.data(), bytes.size(), &opts));
+  if (!obj) return std::nullopt;
+  ObjectMaps out;
+  bpf_map* m;
+  bpf_object__for_each_map(m, obj.get()) {
+    if (bpf_map__is_internal(m)) continue;
+    out.maps[bpf_map__name(m)] = {bpf_map__type(m), bpf_map__key_size(m),
+                                  bpf_map__value_size(m),
+                                  bpf_map__max_entries(m)};
+  }
+  return out;
+}
+
+}  // namespace
+
+nlohmann::json options_to_json(const Options& options) {
+  nlohmann::json j = nlohmann::json::object();
+  for (auto& [k, v] : options.all())
+    std::visit([&](auto& x) { j[k] = x; }, v);
+  return j;
+}
+
+Options options_from_json(const nlohmann::json& j) {
+  std::map<std::string, OptionValue> values;
+  for (auto& [k, v] : j.items()) {
+    if (v.is_boolean())
+      values[k] = v.get<bool>();
+    else if (v.is_number_integer())
+      values[k] = v.get<std::int64_t>();
+    else if (v.is_string())
+      values[k] = v.get<std::string>();
+    else if (v.is_array() && !v.empty() && v[0].is_number_integer())
+      values[k] = v.get<std::vector<std::int64_t>>();
+    else if (v.is_array() && !v.empty())
+      values[k] = v.get<std::vector<std::string>>();
+    else if (v.is_array())
+      values[k] = std::vector<std::string>{};
+  }
+  return Options(std::move(values));
+}
+
+std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
+                                                 PluginRegistry& registry,
+                                                 Diagnostics& d) {
+  ResolvedManifest out;
+  out.manifest = std::move(manifest);
+  const auto& m = out.manifest;
+  const auto& file = m.path;
+  std::vector<std::string> available;
+  for (auto& [name, path] : registry.discover()) available.push_back(name);
+
+  std::map<std::string, ResolvedInstance> by_name;
+  std::map<std::string, std::optional<ObjectMaps>> maps_of;
+  for (auto& spec : m.instances) {
+    if (!spec.enabled) continue;
+    ResolvedInstance r;
+    r.spec = &spec;
+    try {
+      r.plugin = registry.load(spec.plugin, m.dir);
+    } catch (const PluginLoadError& e) {
+      auto hint = did_you_mean(spec.plugin, available);
+      if (hint.empty() && !available.empty()) {
+        hint = "available plugins:";
+        for (auto& a : available) hint += " " + a;
+      }
+      d.error(spec.plugin_pos, e.what(), hint);
+      continue;
+    }
+    if (r.plugin->info.name != spec.plugin &&
+        spec.plugin.find('/') == std::string::npos &&
+        spec.plugin.find(".so") == std::string::npos)
+      d.error(spec.plugin_pos, r.plugin->path + " calls itself '" +
+                                   r.plugin->info.name + "', not '" +
+                                   spec.plugin + "'");
+
+    std::vector<OptionSpec> schema;
+    try {
+      schema = r.plugin->plugin->option_schema();
+    } catch (const std::exception& e) {
+      d.error(spec.plugin_pos, "plugin '" + spec.plugin +
+                                   "': option_schema() failed: " + e.what());
+      continue;
+    }
+    std::vector<std::string> known;
+    for (auto& s : schema) known.push_back(s.name);
+    std::map<std::string, OptionValue> values;
+    std::map<std::string, SourcePos> key_pos;
+    bool options_ok = true;
+    for (auto& [k, v] : *spec.options) {
+      std::string key(k.str());
+      auto kp = k.source().begin.line ? SourcePos{file, int(k.source().begin.line),
+                                                  int(k.source().begin.column)}
+                                      : pos_of(v, file);
+      key_pos[key] = kp;
+      auto it = std::find_if(schema.begin(), schema.end(),
+                             [&](auto& s) { return s.name == key; });
+      if (it == schema.end()) {
+        auto hint = did_you_mean(key, known);
+        if (hint.empty()) {
+          hint = known.empty() ? "this plugin takes no options"
+                               : "options of '" + spec.plugin + "':";
+          for (auto& kk : known) hint += " " + kk;
+        }
+        d.error(kp, "unknown option '" + key + "' for plugin '" + spec.plugin +
+                        "' (instance '" + spec.name + "')",
+                hint);
+        options_ok = false;
+        continue;
+      }
+      if (auto cv = convert(*it, v, file, spec.name, d))
+        values[key] = std::move(*cv);
+      else
+        options_ok = false;
+    }
+    for (auto& s : schema) {
+      if (values.count(s.name) || spec.options->contains(s.name)) continue;
+      if (s.default_value) {
+        values[s.name] = *s.default_value;
+      } else {
+        d.error(spec.options_pos,
+                "instance '" + spec.name + "' needs option '" + s.name + "'",
+                s.description);
+        options_ok = false;
+      }
+    }
+    r.options = Options(std::move(values));
+    if (options_ok) {
+      std::vector<OptionProblem> problems;
+      try {
+        problems = r.plugin->plugin->validate(r.options);
+      } catch (const std::exception& e) {
+        problems.push_back({"", std::string("validate() failed: ") + e.what(), ""});
+      }
+      for (auto& p : problems) {
+        auto pos = key_pos.count(p.key) ? key_pos[p.key] : spec.options_pos;
+        d.error(pos, "instance '" + spec.name + "'" +
+                         (p.key.empty() ? "" : ", option '" + p.key + "'") +
+                         ": " + p.message,
+                p.hint);
+      }
+    }
+    maps_of[spec.name] = object_maps(*r.plugin);
+    if (!maps_of[spec.name])
+      d.error(spec.plugin_pos, "plugin '" + spec.plugin +
+                                   "' carries a BPF object libbpf cannot open");
+    by_name[spec.name] = std::move(r);
+  }
+
+  // Shared maps: both sides must have the map, with the same definition.
+  for (auto& [name, r] : by_name) {
+    for (auto& share : r.spec->maps) {
+      auto& mine = maps_of[name];
+      auto& theirs = maps_of[share.instance];
+      if (!mine || !theirs) continue;
+      auto list = [](const ObjectMaps& om) {
+        std::string s;
+        for (auto& [n, _] : om.maps) s += " " + n;
+        return s.empty() ? std::string(" (none)") : s;
+      };
+      auto a = mine->maps.find(share.map);
+      auto b = theirs->maps.find(share.remote_map);
+      if (a == mine->maps.end()) {
+        d.error(share.pos, "instance '" + name + "' has no map '" + share.map +
+                               "' to share",
+                "its maps:" + list(*mine));
+        continue;
+      }
+      if (b == theirs->maps.end()) {
+        d.error(share.pos, "instance '" + share.instance + "' has no map '" +
+                               share.remote_map + "'",
+                "its maps:" + list(*theirs));
+        continue;
+      }
+      auto& x = a->second;
+      auto& y = b->second;
+      std::string why;
+      if (x.type != y.type)
+        why = std::string("type ") + libbpf_bpf_map_type_str(x.type) + " vs " +
+              libbpf_bpf_map_type_str(y.type);
+      else if (x.key != y.key)
+        why = "key size " + std::to_string(x.key) + " vs " + std::to_string(y.key);
+      else if (x.value != y.value)
+        why = "value size " + std::to_string(x.value) + " vs " +
+              std::to_string(y.value);
+      if (!why.empty())
+        d.error(share.pos, "map '" + share.map + "' of instance '" + name +
+                               "' does not match map '" + share.remote_map +
+                               "' of instance '" + share.instance + "': " + why);
+    }
+  }
+  if (!d.empty()) return std::nullopt;
+
+  // Owners before sharers (depth-first; cycles are reported).
+  std::set<std::string> done, visiting;
+  std::function<bool(const std::string&)> visit = [&](const std::string& n) {
+    if (done.count(n)) return true;
+    if (visiting.count(n)) {
+      d.error(by_name[n].spec->pos,
+              "instances share maps in a cycle through '" + n + "'");
+      return false;
+    }
+    visiting.insert(n);
+    for (auto& share : by_name[n].spec->maps)
+      if (by_name.count(share.instance) && !visit(share.instance)) return false;
+    visiting.erase(n);
+    done.insert(n);
+    out.instances.push_back(by_name[n]);
+    return true;
+  };
+  for (auto& spec : m.instances)
+    if (spec.enabled && !visit(spec.name)) return std::nullopt;
+  return out;
+}
+
+}  // namespace bpfmgr

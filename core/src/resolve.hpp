@@ -1,0 +1,49 @@
+// Second validation stage: each enabled instance's plugin is found and
+// loaded, its options are checked against the plugin's schema (and its own
+// validate()), and shared maps are checked to exist on both sides. Still
+// nothing touches the kernel.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "diagnostics.hpp"
+#include "manifest.hpp"
+#include "plugins.hpp"
+
+namespace bpfmgr {
+
+struct ResolvedInstance {
+  const InstanceSpec* spec = nullptr;
+  std::shared_ptr<LoadedPlugin> plugin;
+  Options options;
+};
+
+// Instances point into `manifest`: move it, never copy it.
+struct ResolvedManifest {
+  ResolvedManifest() = default;
+  ResolvedManifest(ResolvedManifest&&) = default;
+  ResolvedManifest& operator=(ResolvedManifest&&) = default;
+  ResolvedManifest(const ResolvedManifest&) = delete;
+  ResolvedManifest& operator=(const ResolvedManifest&) = delete;
+
+  Manifest manifest;
+  // Enabled instances, ordered so that map owners come before sharers.
+  std::vector<ResolvedInstance> instances;
+};
+
+std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
+                                                 PluginRegistry& registry,
+                                                 Diagnostics& diags);
+
+// Options <-> JSON, for the state record and `status --json`.
+nlohmann::json options_to_json(const Options& options);
+Options options_from_json(const nlohmann::json& j);
+
+const char* option_type_name(OptionType t);
+
+}  // namespace bpfmgr

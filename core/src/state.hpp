@@ -1,0 +1,74 @@
+// The per-instance state record: what was loaded, from which plugin and
+// manifest, and every pin it made. It lives beside the pins, in a one-entry
+// array map pinned at <pin_root>/<instance>/state, so it exists exactly as
+// long as the pins it describes (bpffs holds no regular files).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace bpfmgr {
+
+struct LinkRecord {
+  std::string name;    // file name under links/
+  std::string prog;    // program it runs
+  std::string target;  // "cgroup:/sys/fs/cgroup/x", "tracepoint/sock/...", "map:sock_hash:sk_msg_verdict"
+};
+
+// An attachment that is not a bpf_link (older kernels' sockmap verdicts):
+// undone with bpf_prog_detach2 on the map.
+struct MapAttachmentRecord {
+  std::string prog;
+  std::string map_pin;
+  int attach_type = 0;
+};
+
+struct SharedMapRecord {
+  std::string map;       // name in this instance's object
+  std::string instance;  // owner
+  std::string pin;       // owner's pin path
+};
+
+struct HookRecord {
+  std::string prog;
+  std::string target;
+  bool live = false;
+  std::string reason;  // why a dead optional hook is dead
+};
+
+struct InstanceState {
+  int format = 1;
+  std::string instance;
+  std::string plugin;
+  std::string plugin_version;
+  std::string plugin_path;
+  std::string api_version;
+  std::string manifest_path;
+  std::string manifest_hash;
+  std::string config_hash;
+  std::string loaded_at;
+  nlohmann::json options = nlohmann::json::object();
+  std::vector<std::string> maps;   // own maps, pinned under maps/
+  std::vector<SharedMapRecord> shared_maps;
+  std::vector<std::string> progs;  // pinned under progs/
+  std::vector<LinkRecord> links;   // pinned under links/
+  std::vector<MapAttachmentRecord> map_attachments;
+  std::vector<HookRecord> hooks;
+  bool complete = false;
+};
+
+nlohmann::json to_json(const InstanceState& s);
+InstanceState state_from_json(const nlohmann::json& j);
+
+inline constexpr const char* kStatePinName = "state";
+
+// Writes the record into <dir>/state, creating and pinning the map if
+// needed. Throws bpfmgr::Error.
+void write_state(const std::string& dir, const InstanceState& state);
+// Reads <dir>/state; nullopt if absent or unreadable.
+std::optional<InstanceState> read_state(const std::string& dir);
+
+}  // namespace bpfmgr

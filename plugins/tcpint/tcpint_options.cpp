@@ -1,0 +1,190 @@
+#include "tcpint_options.hpp"
+
+#include <arpa/inet.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+
+namespace tcpint {
+
+using bpfmgr::OptionSpec;
+using bpfmgr::OptionType;
+
+std::vector<OptionSpec> option_schema() {
+  return {
+      {"cgroup", OptionType::String,
+       "cgroup v2 whose sockets (and processes) are traced; relative paths "
+       "resolve against the cgroup2 mount; empty = the root",
+       std::string(""), {}, {}, {}},
+      {"ports", OptionType::IntList,
+       "trace only flows whose local or remote port is listed (empty: all)",
+       std::vector<std::int64_t>{}, 1, 65535, {}},
+      {"cidrs", OptionType::StringList,
+       "trace only flows whose remote address is in one of these CIDRs "
+       "(IPv4 CIDRs also match v4-mapped IPv6; empty: all)",
+       std::vector<std::string>{}, {}, {}, {}},
+      {"option_kind", OptionType::Int,
+       "TCP option kind: 253 or 254 (RFC 6994 experimental)",
+       std::int64_t{TCPINT_DEFAULT_KIND}, 253, 254, {}},
+      {"exid", OptionType::Int,
+       "16-bit experiment id (magic) after kind and length (RFC 6994)",
+       std::int64_t{TCPINT_DEFAULT_EXID}, 1, 65535, {}},
+      {"sender_id", OptionType::Int,
+       "this host's id in the option; 0 = derived from hostname + instance",
+       std::int64_t{0}, 0, 65535, {}},
+      {"segments", OptionType::StringList,
+       "segments that carry the option: syn, ack (the one completing the "
+       "handshake), data (retransmits included), fin",
+       std::vector<std::string>{"syn", "ack", "data", "fin"}, {}, {},
+       {"syn", "ack", "data", "fin"}},
+      {"syscall_hooks", OptionType::Bool,
+       "keep the context current from send/recv syscalls (raw tracepoint "
+       "sys_enter); off: context is what connect/accept saw",
+       true, {}, {}, {}},
+      {"propagate", OptionType::Bool,
+       "a thread's new sends carry the trace id of the flow it last "
+       "received on (needs syscall_hooks for recv tracking)",
+       true, {}, {}, {}},
+      {"max_flows", OptionType::Int,
+       "entries of flow_context_map and rx_context_map (LRU)",
+       std::int64_t{16384}, 64, 1 << 20, {}},
+  };
+}
+
+bool parse_cidr(const std::string& text, tcpint_cidr_key& key,
+                std::string& why) {
+  std::memset(&key, 0, sizeof(key));
+  std::string addr = text;
+  int prefix = -1;
+  auto slash = text.find('/');
+  if (slash != std::string::npos) {
+    addr = text.substr(0, slash);
+    std::string p = text.substr(slash + 1);
+    if (p.empty() || p.find_first_not_of("0123456789") != std::string::npos) {
+      why = "prefix length '" + p + "' is not a number";
+      return false;
+    }
+    prefix = std::stoi(p);
+  }
+  in_addr v4{};
+  in6_addr v6{};
+  if (inet_pton(AF_INET, addr.c_str(), &v4) == 1) {
+    if (prefix < 0) prefix = 32;
+    if (prefix > 32) {
+      why = "IPv4 prefix longer than 32";
+      return false;
+    }
+    key.addr[10] = 0xff;
+    key.addr[11] = 0xff;
+    std::memcpy(&key.addr[12], &v4, 4);
+    key.prefixlen = 96 + static_cast<std::uint32_t>(prefix);
+  } else if (inet_pton(AF_INET6, addr.c_str(), &v6) == 1) {
+    if (prefix < 0) prefix = 128;
+    if (prefix > 128) {
+      why = "IPv6 prefix longer than 128";
+      return false;
+    }
+    std::memcpy(key.addr, &v6, 16);
+    key.prefixlen = static_cast<std::uint32_t>(prefix);
+  } else {
+    why = "'" + addr + "' is neither an IPv4 nor an IPv6 address";
+    return false;
+  }
+  return true;
+}
+
+std::vector<bpfmgr::OptionProblem> validate(const bpfmgr::Options& o) {
+  std::vector<bpfmgr::OptionProblem> out;
+  if (o.has("exid") && o.get_int("exid") == TCPINT_TFO_EXID)
+    out.push_back({"exid", "0xF989 is TCP Fast Open's ExID",
+                   "pick another 16-bit value, e.g. 0x5449"});
+  if (o.has("cidrs")) {
+    for (const auto& c : o.get_strings("cidrs")) {
+      tcpint_cidr_key k;
+      std::string why;
+      if (!parse_cidr(c, k, why))
+        out.push_back({"cidrs", "'" + c + "': " + why,
+                       "write e.g. \"10.0.0.0/8\" or \"fd00::/8\""});
+    }
+    if (o.get_strings("cidrs").size() > 64)
+      out.push_back({"cidrs", "at most 64 CIDRs", ""});
+  }
+  if (o.has("ports") && o.get_ints("ports").size() > 64)
+    out.push_back({"ports", "at most 64 ports", ""});
+  return out;
+}
+
+std::uint16_t auto_sender_id(const std::string& instance_name) {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  std::uint32_t h = 2166136261u;
+  for (const char* s : {static_cast<const char*>(host), "/",
+                        instance_name.c_str()})
+    for (; *s; ++s) h = (h ^ static_cast<unsigned char>(*s)) * 16777619u;
+  std::uint16_t id = static_cast<std::uint16_t>(h ^ (h >> 16));
+  return id ? id : 1;
+}
+
+Settings settings_from(const bpfmgr::Options& o, const std::string& cgroup2_root,
+                       const std::string& instance_name, bool resolve_cgroup) {
+  namespace fs = std::filesystem;
+  Settings s;
+  auto problems = validate(o);
+  if (!problems.empty())
+    throw bpfmgr::Error("tcpint: option '" + problems.front().key +
+                        "': " + problems.front().message);
+  s.kind = static_cast<std::uint8_t>(o.get_int("option_kind"));
+  s.exid = static_cast<std::uint16_t>(o.get_int("exid"));
+  auto sid = o.get_int("sender_id");
+  s.sender_id = sid ? static_cast<std::uint16_t>(sid)
+                    : auto_sender_id(instance_name);
+  for (const auto& seg : o.get_strings("segments")) {
+    if (seg == "syn") s.segments |= TCPINT_SEG_SYN;
+    if (seg == "ack") s.segments |= TCPINT_SEG_ACK;
+    if (seg == "data") s.segments |= TCPINT_SEG_DATA;
+    if (seg == "fin") s.segments |= TCPINT_SEG_FIN;
+  }
+  for (auto p : o.get_ints("ports"))
+    s.ports.push_back(static_cast<std::uint16_t>(p));
+  for (const auto& c : o.get_strings("cidrs")) {
+    tcpint_cidr_key k;
+    std::string why;
+    parse_cidr(c, k, why);
+    s.cidrs.push_back(k);
+  }
+  s.syscall_hooks = o.get_bool("syscall_hooks");
+  s.propagate = o.get_bool("propagate");
+  s.max_flows = static_cast<std::uint32_t>(o.get_int("max_flows"));
+  if (!resolve_cgroup) return s;
+
+  std::string cg = o.get_string("cgroup");
+  fs::path root = fs::path(cgroup2_root).lexically_normal();
+  fs::path p = cg.empty() ? root
+               : fs::path(cg).is_absolute() ? fs::path(cg)
+                                            : root / cg;
+  p = p.lexically_normal();
+  std::string ps = p.string();
+  while (ps.size() > 1 && ps.back() == '/') ps.pop_back();
+  std::string rs = root.string();
+  while (rs.size() > 1 && rs.back() == '/') rs.pop_back();
+  if (ps != rs && ps.rfind(rs + "/", 0) != 0)
+    throw bpfmgr::Error("tcpint: cgroup '" + ps + "' is not under the cgroup2 "
+                        "mount " + rs);
+  struct stat st {};
+  if (stat(ps.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw bpfmgr::Error("tcpint: cgroup '" + ps + "' does not exist");
+  s.cgroup_path = ps;
+  s.cgroup_id = st.st_ino;
+  s.cgroup_level = 0;
+  if (ps != rs) {
+    std::string rel = ps.substr(rs.size() + (rs == "/" ? 0 : 1));
+    s.cgroup_level = 1;
+    for (char ch : rel)
+      if (ch == '/') ++s.cgroup_level;
+  }
+  return s;
+}
+
+}  // namespace tcpint

@@ -1,0 +1,212 @@
+// tcpint plugin: options, load-time settings, attachment, status and bench.
+// The BPF side is tcpint.bpf.c; the contract between both is tcpint.h.
+#include <arpa/inet.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <bpfmgr/plugin.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tcpint.h"
+#include "tcpint.skel.h"
+#include "tcpint_lab.hpp"
+#include "tcpint_options.hpp"
+
+namespace {
+
+using bpfmgr::Error;
+using bpfmgr::OptionSpec;
+using bpfmgr::OptionType;
+namespace fs = std::filesystem;
+
+// The wire struct and map structs are the kernel/user contract.
+static_assert(sizeof(tcpint_opt) == TCPINT_OPT_LEN);
+static_assert(offsetof(tcpint_opt, exid) == 2);
+static_assert(offsetof(tcpint_opt, version) == 4);
+static_assert(offsetof(tcpint_opt, sender_id) == 6);
+static_assert(offsetof(tcpint_opt, trace_id) == 8);
+static_assert(offsetof(tcpint_opt, msg_count) == 12);
+static_assert(offsetof(tcpint_opt, send_ts_us) == 16);
+static_assert(sizeof(tcpint_tuple) == 40);
+static_assert(sizeof(tcpint_tx_ctx) == 72);
+static_assert(sizeof(tcpint_rx_ctx) == 48);
+static_assert(sizeof(tcpint_cidr_key) == 20);
+static_assert(TCPINT_C_MAX == 11);
+
+constexpr const char* kCounterNames[TCPINT_C_MAX] = {
+    "options_written", "options_parsed", "rejected_magic", "rejected_len",
+    "no_room",         "tx_flows",       "rx_flows",       "no_context",
+    "syscall_updates", "inherited",      "helper_errors"};
+
+const char* helper_name(std::uint32_t h) {
+  switch (h) {
+    case TCPINT_H_RESERVE: return "bpf_reserve_hdr_opt";
+    case TCPINT_H_STORE: return "bpf_store_hdr_opt";
+    case TCPINT_H_LOAD: return "bpf_load_hdr_opt";
+    case TCPINT_H_CB_FLAGS: return "bpf_sock_ops_cb_flags_set";
+    case TCPINT_H_MAP_UPDATE: return "bpf_map_update_elem";
+  }
+  return "helper?";
+}
+
+class TcpintPlugin final : public bpfmgr::Plugin {
+ public:
+  bpfmgr::PluginInfo info() const override {
+    return {"tcpint", "0.1.0",
+            "In-band flow context (trace id, sender, message counter, send "
+            "time) carried in an experimental TCP header option"};
+  }
+
+  std::span<const std::byte> bpf_object() const override {
+    std::size_t n = 0;
+    const void* p = tcpint_bpf__elf_bytes(&n);
+    return {static_cast<const std::byte*>(p), n};
+  }
+
+  std::vector<OptionSpec> option_schema() const override {
+    return tcpint::option_schema();
+  }
+
+  std::vector<bpfmgr::OptionProblem> validate(
+      const bpfmgr::Options& o) const override {
+    return tcpint::validate(o);
+  }
+
+  void before_load(bpfmgr::InstanceContext& ctx) override {
+    const auto& o = ctx.options();
+    auto s = tcpint::settings_from(o, ctx.cgroup2_root(), ctx.instance_name());
+    ctx.set_global("opt_kind", s.kind);
+    ctx.set_global("opt_exid", s.exid);
+    ctx.set_global("sender_id", s.sender_id);
+    ctx.set_global("segments", s.segments);
+    ctx.set_global("filter_ports", static_cast<bool>(!s.ports.empty()));
+    ctx.set_global("filter_cidrs", static_cast<bool>(!s.cidrs.empty()));
+    ctx.set_global("propagate", s.propagate);
+    ctx.set_global("cgroup_level", s.cgroup_level);
+    ctx.set_global("cgroup_id", s.cgroup_id);
+    ctx.set_max_entries("flow_context_map", s.max_flows);
+    ctx.set_max_entries("rx_context_map", s.max_flows);
+    ctx.set_autoload("tcpint_sys_enter", s.syscall_hooks);
+  }
+
+  void after_load(bpfmgr::InstanceContext& ctx) override {
+    auto s = tcpint::settings_from(ctx.options(), ctx.cgroup2_root(),
+                                   ctx.instance_name());
+    int pfd = ctx.map_fd("port_filter");
+    for (std::uint16_t port : s.ports) {
+      std::uint8_t one = 1;
+      if (bpf_map_update_elem(pfd, &port, &one, BPF_ANY))
+        throw Error("tcpint: cannot fill port_filter: " +
+                    std::string(std::strerror(errno)));
+    }
+    int cfd = ctx.map_fd("cidr_filter");
+    for (const auto& key : s.cidrs) {
+      std::uint8_t one = 1;
+      if (bpf_map_update_elem(cfd, &key, &one, BPF_ANY))
+        throw Error("tcpint: cannot fill cidr_filter: " +
+                    std::string(std::strerror(errno)));
+    }
+  }
+
+  void attach(bpfmgr::InstanceContext& ctx) override {
+    auto s = tcpint::settings_from(ctx.options(), ctx.cgroup2_root(),
+                                   ctx.instance_name());
+    ctx.attach_cgroup("tcpint_sockops", s.cgroup_path);
+    // The syscall hook only refines the context (process, messages,
+    // bytes); without it options still flow, so a failure is not fatal.
+    if (s.syscall_hooks) ctx.attach_auto("tcpint_sys_enter", true);
+  }
+
+  bpfmgr::StatusReport status(bpfmgr::PinnedContext& ctx) const override {
+    bpfmgr::StatusReport r;
+    int cfd = ctx.map_fd("counters");
+    int ncpu = libbpf_num_possible_cpus();
+    if (ncpu <= 0) throw Error("tcpint: cannot count possible CPUs");
+    std::vector<std::uint64_t> vals(static_cast<std::size_t>(ncpu));
+    for (std::uint32_t k = 0; k < TCPINT_C_MAX; ++k) {
+      bpfmgr::Counter c;
+      c.name = kCounterNames[k];
+      if (bpf_map_lookup_elem(cfd, &k, vals.data()) == 0) {
+        c.per_cpu = vals;
+        for (auto v : vals) c.value += v;
+      }
+      r.counters.push_back(std::move(c));
+    }
+    // Flow tables: how many, how many still open.
+    auto count_flows = [&](const char* map, auto value_type_tag) {
+      using V = decltype(value_type_tag);
+      int fd = ctx.map_fd(map);
+      tcpint_tuple key{}, next{};
+      V v{};
+      std::uint64_t total = 0, open = 0;
+      const void* prev = nullptr;
+      while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+        key = next;
+        prev = &key;
+        if (bpf_map_lookup_elem(fd, &key, &v) == 0) {
+          ++total;
+          if (v.closed_ns == 0) ++open;
+        }
+      }
+      r.details.emplace_back(map, std::to_string(total) + " flows (" +
+                                      std::to_string(open) + " open)");
+    };
+    count_flows("flow_context_map", tcpint_tx_ctx{});
+    count_flows("rx_context_map", tcpint_rx_ctx{});
+    int efd = ctx.map_fd("helper_errors");
+    tcpint_helper_err ek{}, en{};
+    const void* prev = nullptr;
+    while (bpf_map_get_next_key(efd, prev, &en) == 0) {
+      ek = en;
+      prev = &ek;
+      std::uint64_t n = 0;
+      if (bpf_map_lookup_elem(efd, &ek, &n) == 0)
+        r.details.emplace_back(std::string("error ") + helper_name(ek.helper),
+                               "-" + std::string(strerrorname(ek.err)) + " x" +
+                                   std::to_string(n));
+    }
+    auto s = tcpint::settings_from(ctx.options(), "", ctx.instance_name(),
+                                   /*resolve_cgroup=*/false);
+    std::ostringstream opt;
+    opt << "kind " << int(s.kind) << " exid 0x" << std::hex << s.exid
+        << std::dec << " sender " << s.sender_id << " len " << TCPINT_OPT_LEN;
+    r.details.emplace_back("option", opt.str());
+    return r;
+  }
+
+  bool has_bench() const override { return true; }
+  int bench(bpfmgr::BenchContext& ctx) override {
+    return tcpint::lab::run_bench(
+        ctx.args(),
+        [&ctx](const std::string& manifest) { return ctx.load(manifest); },
+        ctx.cgroup2_root());
+  }
+
+ private:
+  static std::string strerrorname(std::uint32_t e) {
+    switch (e) {
+      case ENOSPC: return "ENOSPC";
+      case EEXIST: return "EEXIST";
+      case EINVAL: return "EINVAL";
+      case ENOENT: return "ENOENT";
+      case EFAULT: return "EFAULT";
+      case EPERM: return "EPERM";
+      case E2BIG: return "E2BIG";
+      case ENOMSG: return "ENOMSG";
+    }
+    return std::to_string(e);
+  }
+};
+
+}  // namespace
+
+BPFMGR_PLUGIN(TcpintPlugin)

@@ -30,7 +30,7 @@ namespace {
 void print_diagnostics(const Diagnostics& d, bool json) {
   if (json) {
     auto arr = nlohmann::json::array();
-    for (auto& i : d.items())
+    for (auto& i : d.sorted())
       arr.push_back({{"file", i.pos.file}, {"line", i.pos.line},
                      {"column", i.pos.column}, {"message", i.message},
                      {"hint", i.hint}});

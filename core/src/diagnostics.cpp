@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <tuple>
 
 namespace bpfmgr {
 
@@ -14,9 +15,18 @@ std::string Diagnostic::format() const {
   return s;
 }
 
+std::vector<Diagnostic> Diagnostics::sorted() const {
+  auto out = items_;
+  std::stable_sort(out.begin(), out.end(), [](auto& a, auto& b) {
+    return std::tie(a.pos.file, a.pos.line, a.pos.column) <
+           std::tie(b.pos.file, b.pos.line, b.pos.column);
+  });
+  return out;
+}
+
 std::string Diagnostics::format() const {
   std::string s;
-  for (auto& d : items_) s += d.format() + "\n";
+  for (auto& d : sorted()) s += d.format() + "\n";
   return s;
 }
 

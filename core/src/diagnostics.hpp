@@ -28,6 +28,8 @@ class Diagnostics {
   }
   bool empty() const { return items_.empty(); }
   const std::vector<Diagnostic>& items() const { return items_; }
+  // In file order (line, then column), for printing.
+  std::vector<Diagnostic> sorted() const;
   std::string format() const;
 
  private:

@@ -134,7 +134,8 @@ std::optional<Manifest> parse_manifest_text(const std::string& text,
                                             const std::string& display_path,
                                             const std::string& base_dir,
                                             Diagnostics& diags) {
-  toml::table root;
+  auto doc = std::make_shared<toml::table>();
+  auto& root = *doc;
   try {
     root = toml::parse(text, display_path);
   } catch (const toml::parse_error& e) {
@@ -149,6 +150,7 @@ std::optional<Manifest> parse_manifest_text(const std::string& text,
   m.path = display_path;
   m.dir = base_dir;
   m.text = text;
+  m.document = doc;
   c.unknown_keys(root, kTopKeys, "the manifest");
 
   if (auto n = root["pin_root"].node()) {
@@ -235,11 +237,12 @@ std::optional<Manifest> parse_manifest_text(const std::string& text,
           c.wrong_type(*n, "enabled", "true or false");
       }
 
-      inst.options = std::make_shared<toml::table>();
+      static const toml::table kNoOptions;
+      inst.options = &kNoOptions;
       inst.options_pos = inst.pos;
       if (auto n = t["options"].node()) {
         if (auto o = n->as_table()) {
-          inst.options = std::make_shared<toml::table>(*o);
+          inst.options = o;
           inst.options_pos = c.at(*n);
         } else {
           c.wrong_type(*n, "options", "a table ([instance.options])");

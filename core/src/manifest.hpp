@@ -31,7 +31,9 @@ struct InstanceSpec {
   std::string plugin;
   SourcePos plugin_pos;
   bool enabled = true;
-  std::shared_ptr<const toml::table> options;  // never null
+  // Points into Manifest::document (copies of toml nodes lose their source
+  // positions); never null.
+  const toml::table* options = nullptr;
   SourcePos options_pos;
   std::vector<MapShareSpec> maps;
 };
@@ -44,6 +46,7 @@ struct Manifest {
   SourcePos pin_root_pos;
   std::vector<std::string> plugin_path;
   std::vector<InstanceSpec> instances;
+  std::shared_ptr<const toml::table> document;
 
   const InstanceSpec* find(const std::string& name) const;
 };

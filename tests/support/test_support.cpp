@@ -10,7 +10,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -27,7 +30,9 @@ namespace fs = std::filesystem;
 
 std::string bpfmgr_binary() { return BPFMGR_TEST_BINARY; }
 std::string plugin_dir() { return BPFMGR_TEST_PLUGIN_DIR; }
+std::string test_plugin_dir() { return BPFMGR_TEST_TEST_PLUGIN_DIR; }
 std::string source_dir() { return BPFMGR_TEST_SOURCE_DIR; }
+std::string build_dir() { return BPFMGR_TEST_BUILD_DIR; }
 
 std::string unique_name(const std::string& prefix) {
   static std::atomic<int> counter{0};
@@ -250,37 +255,96 @@ InNetNs::~InNetNs() {
 // ------------------------------------------------------------ KernelObjects
 
 namespace {
-template <class Next>
-std::set<std::uint32_t> all_ids(Next next) {
-  std::set<std::uint32_t> ids;
+
+std::string prog_name(std::uint32_t id) {
+  int fd = bpf_prog_get_fd_by_id(id);
+  if (fd < 0) return {};
+  bpf_prog_info info{};
+  std::uint32_t len = sizeof(info);
+  std::string name = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.name : "";
+  ::close(fd);
+  return name;
+}
+
+std::string map_name(std::uint32_t id) {
+  int fd = bpf_map_get_fd_by_id(id);
+  if (fd < 0) return {};
+  bpf_map_info info{};
+  std::uint32_t len = sizeof(info);
+  std::string name = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.name : "";
+  ::close(fd);
+  return name;
+}
+
+std::string link_prog_name(std::uint32_t id) {
+  int fd = bpf_link_get_fd_by_id(id);
+  if (fd < 0) return {};
+  bpf_link_info info{};
+  std::uint32_t len = sizeof(info);
+  std::string name =
+      bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? prog_name(info.prog_id) : "";
+  ::close(fd);
+  return name;
+}
+
+template <class Next, class Name>
+std::map<std::uint32_t, std::string> all_ids(Next next, Name name) {
+  std::map<std::uint32_t, std::string> ids;
   std::uint32_t id = 0;
-  while (next(id, &id) == 0) ids.insert(id);
+  while (next(id, &id) == 0) ids[id] = name(id);
   return ids;
 }
 
 void diff_set(std::ostringstream& os, const char* what,
-              const std::set<std::uint32_t>& a,
-              const std::set<std::uint32_t>& b) {
-  for (auto id : b)
-    if (!a.count(id)) os << what << " " << id << " appeared; ";
-  for (auto id : a)
-    if (!b.count(id)) os << what << " " << id << " disappeared; ";
+              const std::map<std::uint32_t, std::string>& a,
+              const std::map<std::uint32_t, std::string>& b,
+              const std::vector<std::string>& names) {
+  auto counts = [&](const std::string& n) {
+    if (names.empty()) return true;
+    return std::find(names.begin(), names.end(), n) != names.end();
+  };
+  for (auto& [id, n] : b)
+    if (!a.count(id) && counts(n)) os << what << " " << id << " (" << n << ") appeared; ";
+  for (auto& [id, n] : a)
+    if (!b.count(id) && counts(n)) os << what << " " << id << " (" << n << ") disappeared; ";
 }
 }  // namespace
 
 KernelObjects KernelObjects::snapshot() {
   KernelObjects k;
-  k.progs = all_ids(bpf_prog_get_next_id);
-  k.maps = all_ids(bpf_map_get_next_id);
-  k.links = all_ids(bpf_link_get_next_id);
+  k.progs = all_ids(bpf_prog_get_next_id, prog_name);
+  k.maps = all_ids(bpf_map_get_next_id, map_name);
+  k.links = all_ids(bpf_link_get_next_id, link_prog_name);
   return k;
 }
 
-std::string KernelObjects::diff(const KernelObjects& after) const {
+KernelObjects KernelObjects::settled(const std::vector<std::string>& names) {
+  auto now = snapshot();
+  for (int i = 0; i < 60; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    auto next = snapshot();
+    if (now.diff(next, names).empty()) return next;
+    now = std::move(next);
+  }
+  return now;
+}
+
+std::string KernelObjects::diff_settled(const std::vector<std::string>& names) const {
+  std::string d;
+  for (int i = 0; i < 60; ++i) {
+    d = diff(snapshot(), names);
+    if (d.empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return d;
+}
+
+std::string KernelObjects::diff(const KernelObjects& after,
+                                const std::vector<std::string>& names) const {
   std::ostringstream os;
-  diff_set(os, "prog", progs, after.progs);
-  diff_set(os, "map", maps, after.maps);
-  diff_set(os, "link", links, after.links);
+  diff_set(os, "prog", progs, after.progs, names);
+  diff_set(os, "map", maps, after.maps, names);
+  diff_set(os, "link", links, after.links, names);
   return os.str();
 }
 

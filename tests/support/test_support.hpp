@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -14,7 +15,9 @@ namespace bpfmgr::test {
 // Paths of the build tree, baked in by CMake.
 std::string bpfmgr_binary();   // build/bin/bpfmgr
 std::string plugin_dir();      // build/lib/bpfmgr/plugins
+std::string test_plugin_dir(); // build/lib/bpfmgr/test-plugins (core tests)
 std::string source_dir();      // repository root
+std::string build_dir();       // CMake build tree
 
 // A unique name: "<prefix>-<pid>-<counter>".
 std::string unique_name(const std::string& prefix);
@@ -96,11 +99,23 @@ class InNetNs {
 
 // IDs of every BPF program, map and link in the kernel: compare before and
 // after an operation to prove it left the kernel as it was.
+// Objects carry their kernel names (links: their program's name) so a test
+// can restrict the comparison to names its plugins use, and stay exact while
+// other BPF users on the machine come and go.
+//
+// The kernel frees a program, and then the maps it used, after an RCU grace
+// period: settled() waits for objects being freed to go before taking the
+// "before" picture, and diff_settled() gives leftovers time to go.
 struct KernelObjects {
-  std::set<std::uint32_t> progs, maps, links;
+  std::map<std::uint32_t, std::string> progs, maps, links;
   static KernelObjects snapshot();
-  // Human-readable difference, empty when equal.
-  std::string diff(const KernelObjects& after) const;
+  static KernelObjects settled(const std::vector<std::string>& names = {});
+  // Human-readable difference, empty when equal. With `names`, only objects
+  // whose name is one of them count.
+  std::string diff(const KernelObjects& after,
+                   const std::vector<std::string>& names = {}) const;
+  // diff() against the kernel now, retried for up to 3 s until empty.
+  std::string diff_settled(const std::vector<std::string>& names = {}) const;
 };
 
 // Every regular pin under `dir`, recursively (empty if dir is absent).

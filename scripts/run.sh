@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine, builds bpfmgr, loads the example manifest and
+# shows what is running. `build/bin/bpfmgr unpin` removes it again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake --build build -j"$(nproc)"
+manifest="${1:-examples/manifests/bpfmgr.toml}"
+build/bin/bpfmgr load "$manifest"
+build/bin/bpfmgr status

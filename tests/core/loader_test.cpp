@@ -1,0 +1,409 @@
+// The core against the real kernel: load, pin, attach, inspect with bpftool,
+// update, unpin, and every failure leaving the kernel exactly as before.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "test_support.hpp"
+
+namespace bpfmgr::test {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+std::string header(const PinRoot& root) {
+  return "pin_root = \"" + root.path() + "\"\nplugin_path = [\"" +
+         test_plugin_dir() + "\"]\n";
+}
+
+std::string counter_instance(const std::string& name, long tgid,
+                             int max_entries = 64) {
+  return "\n[[instance]]\nname = \"" + name +
+         "\"\nplugin = \"testcount\"\n[instance.options]\ntgid = " +
+         std::to_string(tgid) + "\nmax_entries = " + std::to_string(max_entries) +
+         "\n";
+}
+
+CommandResult load(const std::string& manifest_text,
+                   std::vector<std::string> extra = {}) {
+  std::vector<std::string> args{"load", write_temp_file(manifest_text)};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return run_bpfmgr(args);
+}
+
+json bpftool_json(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{"bpftool", "-j"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto r = run(argv);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return json::parse(r.out.empty() ? "null" : r.out);
+}
+
+std::uint64_t calls_in(const std::string& map_pin) {
+  auto dump = bpftool_json({"map", "dump", "pinned", map_pin});
+  for (auto& e : dump)
+    if (e["formatted"]["key"] == 0)
+      return e["formatted"]["value"]["calls"].get<std::uint64_t>();
+  return 0;
+}
+
+std::uint32_t id_of(const std::string& kind, const std::string& pin) {
+  return bpftool_json({kind, "show", "pinned", pin})["id"].get<std::uint32_t>();
+}
+
+// Names of every kernel object the test plugins create (prog names are cut
+// at 15 characters): comparisons stay exact while other BPF users run.
+const std::vector<std::string> kOurs = {
+    "count_getppid",   "optional_missin", "egress",          "stats",
+    "bpfmgr_state",    "testcoun.rodata", "testreje.rodata", "testcgro.rodata"};
+
+KernelObjects settled() { return KernelObjects::settled(kOurs); }
+std::string leftovers(const KernelObjects& before) { return before.diff_settled(kOurs); }
+
+void call_getppid(int n) {
+  for (int i = 0; i < n; ++i) ::getppid();
+}
+
+TEST(Loader, LoadPinsAttachesAndUnpinLeavesNothing) {
+  auto before = settled();
+  {
+    PinRoot root;
+    auto r = load(header(root) + counter_instance("counter", ::getpid()));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("loaded: counter"), std::string::npos) << r.out;
+
+    auto dir = root.path() + "/counter";
+    for (auto p : {"/state", "/maps/stats", "/progs/count_getppid",
+                   "/links/count_getppid", "/progs/optional_missing"})
+      EXPECT_TRUE(fs::exists(dir + p)) << p;
+    EXPECT_FALSE(fs::exists(dir + "/links/optional_missing"));
+
+    // The pinned link keeps the program attached after bpfmgr exited: the
+    // map counts exactly our calls (the filter excludes other processes),
+    // and bpftool prints the value's BTF field names.
+    call_getppid(17);
+    EXPECT_EQ(calls_in(dir + "/maps/stats"), 17u);
+
+    auto status = json::parse(
+        run_bpfmgr({"status", "--json", "--pin-root", root.path()}).out);
+    auto& inst = status["instances"][0];
+    EXPECT_EQ(inst["plugin"], "testcount");
+    EXPECT_EQ(inst["plugin_version"], "1.2.3");
+    EXPECT_EQ(inst["maps"][0]["btf"], true);
+    EXPECT_EQ(inst["maps"][0]["type"], "hash");
+    EXPECT_EQ(inst["counters"][0]["name"], "getppid_calls");
+    EXPECT_EQ(inst["counters"][0]["value"], 17);
+    bool saw_dead_hook = false;
+    for (auto& h : inst["hooks"])
+      if (h["prog"] == "optional_missing") {
+        saw_dead_hook = true;
+        EXPECT_EQ(h["live"], false);
+        EXPECT_NE(h["reason"].get<std::string>().find("does not exist"),
+                  std::string::npos);
+      }
+    EXPECT_TRUE(saw_dead_hook);
+    auto link_id = id_of("link", dir + "/links/count_getppid");
+    EXPECT_EQ(inst["links"][0]["id"], link_id);
+
+    auto u = run_bpfmgr({"unpin", "--pin-root", root.path()});
+    ASSERT_EQ(u.exit_code, 0) << u.err;
+    EXPECT_TRUE(pins_under(root.path()).empty());
+    EXPECT_FALSE(fs::exists(root.path()));
+  }
+  EXPECT_EQ(leftovers(before), "");
+}
+
+TEST(Loader, SecondLoadChangesNothing) {
+  PinRoot root;
+  auto text = header(root) + counter_instance("counter", ::getpid());
+  ASSERT_EQ(load(text).exit_code, 0);
+  auto dir = root.path() + "/counter";
+  auto link = id_of("link", dir + "/links/count_getppid");
+  auto prog = id_of("prog", dir + "/progs/count_getppid");
+  auto before = settled();
+  auto r = load(text);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("nothing to do"), std::string::npos) << r.out;
+  EXPECT_EQ(leftovers(before), "");
+  EXPECT_EQ(id_of("link", dir + "/links/count_getppid"), link);
+  EXPECT_EQ(id_of("prog", dir + "/progs/count_getppid"), prog);
+}
+
+TEST(Loader, UpdateReplacesProgramsAndKeepsMapContents) {
+  PinRoot root;
+  ASSERT_EQ(load(header(root) + counter_instance("counter", 1)).exit_code, 0);
+  auto dir = root.path() + "/counter";
+  auto map_id = id_of("map", dir + "/maps/stats");
+  auto prog_id = id_of("prog", dir + "/progs/count_getppid");
+  // Seed the map through its pin: an update must keep this value.
+  auto seed = run({"bpftool", "map", "update", "pinned", dir + "/maps/stats", "key",
+                   "0", "0", "0", "0", "value", "100", "0", "0", "0", "0", "0", "0",
+                   "0", "0", "0", "0", "0", "0", "0", "0", "0"});
+  ASSERT_EQ(seed.exit_code, 0) << seed.err;
+
+  auto r = load(header(root) + counter_instance("counter", ::getpid()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("updated: counter"), std::string::npos) << r.out;
+  EXPECT_EQ(id_of("map", dir + "/maps/stats"), map_id);
+  EXPECT_NE(id_of("prog", dir + "/progs/count_getppid"), prog_id);
+  call_getppid(5);
+  EXPECT_EQ(calls_in(dir + "/maps/stats"), 105u);
+  // Exactly one link runs the program: the old one went with the update.
+  auto links = bpftool_json({"link", "show"});
+  int ours = 0;
+  auto new_prog = id_of("prog", dir + "/progs/count_getppid");
+  for (auto& l : links)
+    if (l["prog_id"] == new_prog || l["prog_id"] == prog_id) ++ours;
+  EXPECT_EQ(ours, 1);
+}
+
+TEST(Loader, ChangedMapDefinitionNeedsResetMaps) {
+  PinRoot root;
+  ASSERT_EQ(load(header(root) + counter_instance("counter", 1, 64)).exit_code, 0);
+  auto dir = root.path() + "/counter";
+  auto map_id = id_of("map", dir + "/maps/stats");
+  auto before = settled();
+
+  auto bigger = header(root) + counter_instance("counter", 1, 128);
+  auto r = load(bigger);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("map 'stats' changed definition (max entries 128 vs 64)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(leftovers(before), "");
+
+  r = load(bigger, {"--reset-maps"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(id_of("map", dir + "/maps/stats"), map_id);
+  auto info = bpftool_json({"map", "show", "pinned", dir + "/maps/stats"});
+  EXPECT_EQ(info["max_entries"], 128);
+}
+
+TEST(Loader, VerifierRejectionLeavesKernelAsBefore) {
+  PinRoot root;
+  auto before = settled();
+  // The good instance comes first, so it is staged (pinned, attached)
+  // before the second one fails.
+  auto r = load(header(root) + counter_instance("good", 1) +
+                "\n[[instance]]\nname = \"bad\"\nplugin = \"testreject\"\n");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("instance 'bad' (plugin testreject): program "
+                       "'count_getppid' was rejected by the verifier"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("R0 invalid mem access 'map_value_or_null'"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("rolled back"), std::string::npos);
+  EXPECT_EQ(leftovers(before), "");
+  EXPECT_FALSE(fs::exists(root.path()));
+}
+
+TEST(Loader, AttachFailureLeavesKernelAsBefore) {
+  PinRoot root;
+  ScopedCgroup cg;
+  auto before = settled();
+  auto r = load(header(root) + counter_instance("good", 1) +
+                "\n[[instance]]\nname = \"cg\"\nplugin = \"testcgroup\"\n"
+                "[instance.options]\ncgroup = \"" + cg.path() + "/missing\"\n");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("cgroup " + cg.path() + "/missing: No such file"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(leftovers(before), "");
+  EXPECT_FALSE(fs::exists(root.path()));
+}
+
+TEST(Loader, FailedUpdateKeepsThePreviousVersionRunning) {
+  PinRoot root;
+  ScopedCgroup cg;
+  auto cg_instance = [&](const std::string& path) {
+    return "\n[[instance]]\nname = \"cg\"\nplugin = \"testcgroup\"\n"
+           "[instance.options]\ntgid = " + std::to_string(::getpid()) +
+           "\ncgroup = \"" + path + "\"\n";
+  };
+  ASSERT_EQ(load(header(root) + cg_instance(cg.path())).exit_code, 0);
+  auto before = settled();
+  auto r = load(header(root) + cg_instance(cg.path() + "/missing"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(leftovers(before), "");
+  call_getppid(3);  // the original programs still run
+  EXPECT_EQ(calls_in(root.path() + "/cg/maps/stats"), 3u);
+}
+
+TEST(Loader, CgroupProgramsOfSeveralInstancesShareAHook) {
+  PinRoot root;
+  ScopedCgroup cg;
+  std::string text = header(root);
+  for (auto name : {"first", "second"})
+    text += std::string("\n[[instance]]\nname = \"") + name +
+            "\"\nplugin = \"testcgroup\"\n[instance.options]\ncgroup = \"" +
+            cg.path() + "\"\n";
+  auto r = load(text);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto tree = bpftool_json({"cgroup", "show", cg.path()});
+  ASSERT_EQ(tree.size(), 2u) << tree.dump();
+  EXPECT_EQ(tree[0]["attach_type"], "cgroup_inet_egress");
+  EXPECT_EQ(tree[1]["attach_type"], "cgroup_inet_egress");
+}
+
+TEST(Loader, RefusesCgroupHeldExclusivelyBySomeoneElse) {
+  PinRoot root;
+  ScopedCgroup cg;
+  // Someone else's program, attached without BPF_F_ALLOW_MULTI. loadall
+  // pins every program of the object, so none is being freed meanwhile.
+  auto dir = root.path() + "-foreign";
+  auto mk = run({"bpftool", "prog", "loadall",
+                 build_dir() + "/tests/core/plugins/testcgroup.gen/testcgroup.bpf.o",
+                 dir});
+  if (mk.exit_code != 0) GTEST_SKIP() << "cannot load foreign program: " << mk.err;
+  auto pin = dir + "/egress";
+  auto att = run({"bpftool", "cgroup", "attach", cg.path(), "egress", "pinned", pin});
+  ASSERT_EQ(att.exit_code, 0) << att.err;
+  auto before = settled();
+  auto r = load(header(root) + "\n[[instance]]\nname = \"cg\"\nplugin = \"testcgroup\"\n"
+                               "[instance.options]\ncgroup = \"" + cg.path() + "\"\n");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("bpfmgr never replaces programs it did not attach"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(leftovers(before), "");
+  auto tree = bpftool_json({"cgroup", "show", cg.path()});
+  EXPECT_EQ(tree.size(), 1u);  // the foreign program is still there
+  run({"bpftool", "cgroup", "detach", cg.path(), "egress", "pinned", pin});
+  fs::remove_all(dir);
+}
+
+TEST(Loader, WrongApiVersionTouchesNothing) {
+  PinRoot root;
+  auto before = settled();
+  auto r = load(header(root) + counter_instance("good", 1) +
+                "\n[[instance]]\nname = \"old\"\nplugin = \"" + test_plugin_dir() +
+                "/bpfmgr-badapi.so\"\n");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("bpfmgr-badapi.so was built for plugin API 99.0.0 but "
+                       "this bpfmgr provides 1.0.0"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(leftovers(before), "");
+  EXPECT_FALSE(fs::exists(root.path()));
+}
+
+TEST(Loader, DryRunVerifiesAndPinsNothing) {
+  PinRoot root;
+  auto before = settled();
+  auto r = load(header(root) + counter_instance("counter", 1), {"--dry-run"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("passed the verifier (counter)"), std::string::npos) << r.out;
+  EXPECT_EQ(leftovers(before), "");
+  EXPECT_FALSE(fs::exists(root.path()));
+  r = load(header(root) + "\n[[instance]]\nname = \"bad\"\nplugin = \"testreject\"\n",
+           {"--dry-run"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("rejected by the verifier"), std::string::npos);
+}
+
+TEST(Loader, SharedMapIsTheOwnersMap) {
+  PinRoot root;
+  auto text = header(root) + counter_instance("owner", ::getpid()) +
+              counter_instance("user", ::getpid()) +
+              "[instance.maps]\nstats = \"owner\"\n";
+  auto r = load(text);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(fs::exists(root.path() + "/user/maps/stats"));
+  call_getppid(4);  // both instances count into the one map
+  EXPECT_EQ(calls_in(root.path() + "/owner/maps/stats"), 8u);
+  auto status = json::parse(
+      run_bpfmgr({"status", "--json", "--pin-root", root.path(), "user"}).out);
+  EXPECT_EQ(status["instances"][0]["maps"][0]["shared_from"], "owner");
+
+  // A sharer whose map definition differs is refused at load time.
+  auto mismatch = header(root) + counter_instance("owner", ::getpid()) +
+                  counter_instance("user", ::getpid(), 32) +
+                  "[instance.maps]\nstats = \"owner\"\n";
+  auto before = settled();
+  r = load(mismatch);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("max entries 32 vs 64"), std::string::npos) << r.err;
+  EXPECT_EQ(leftovers(before), "");
+}
+
+TEST(Loader, InstancesDroppedFromTheManifestAreUnpinned) {
+  PinRoot root;
+  auto path = write_temp_file(header(root) + counter_instance("a", 1) +
+                              counter_instance("b", 1));
+  ASSERT_EQ(run_bpfmgr({"load", path}).exit_code, 0);
+  std::ofstream(path) << header(root) + counter_instance("a", 1);
+  auto r = run_bpfmgr({"load", path});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("removed: b"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(root.path() + "/b"));
+  EXPECT_TRUE(fs::exists(root.path() + "/a/state"));
+}
+
+TEST(Loader, UnpinRecoversFromAnInterruptedLoad) {
+  auto before = settled();
+  {
+    PinRoot root;
+    ASSERT_EQ(load(header(root) + counter_instance("a", 1) +
+                   counter_instance("b", 1)).exit_code, 0);
+    // A crash can leave an instance without its state record, and a staging
+    // directory with attached links. Simulate both.
+    ASSERT_EQ(::unlink((root.path() + "/a/state").c_str()), 0);
+    ASSERT_EQ(::rename((root.path() + "/b").c_str(),
+                       (root.path() + "/_staging-b").c_str()), 0);
+    auto st = run_bpfmgr({"status", "--pin-root", root.path()});
+    EXPECT_NE(st.out.find("no state record"), std::string::npos) << st.out;
+    auto r = run_bpfmgr({"unpin", "--pin-root", root.path()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_FALSE(fs::exists(root.path()));
+  }
+  EXPECT_EQ(leftovers(before), "");
+}
+
+TEST(Loader, UnpinOneInstanceLeavesTheOthers) {
+  PinRoot root;
+  ASSERT_EQ(load(header(root) + counter_instance("a", ::getpid()) +
+                 counter_instance("b", ::getpid())).exit_code, 0);
+  auto r = run_bpfmgr({"unpin", "--pin-root", root.path(), "a"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(fs::exists(root.path() + "/a"));
+  call_getppid(2);
+  EXPECT_EQ(calls_in(root.path() + "/b/maps/stats"), 2u);
+  r = run_bpfmgr({"unpin", "--pin-root", root.path(), "nope"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("no instance 'nope'"), std::string::npos);
+}
+
+TEST(Cli, ValidateReportsEveryErrorWithPositionsAsJson) {
+  auto path = write_temp_file("[[instance]]\nname = \"a\"\nplugin = \"testcount\"\n"
+                              "[instance.options]\ntgd = 1\nmode = 3\n");
+  ::setenv("BPFMGR_PLUGIN_PATH", test_plugin_dir().c_str(), 1);
+  std::vector<std::string> argv{bpfmgr_binary(), "validate", "--json", path};
+  auto r = run(argv);
+  EXPECT_EQ(r.exit_code, 2);
+  auto j = json::parse(r.out);
+  ASSERT_EQ(j["errors"].size(), 2u) << r.out;
+  EXPECT_EQ(j["errors"][0]["line"], 5);
+  EXPECT_EQ(j["errors"][0]["hint"], "did you mean 'tgid'?");
+  EXPECT_EQ(j["errors"][1]["line"], 6);
+}
+
+TEST(Cli, HelpAndUsageErrors) {
+  auto r = run_bpfmgr({"--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("Exit codes"), std::string::npos);
+  r = run_bpfmgr({"frobnicate"});
+  EXPECT_EQ(r.exit_code, 2);
+  r = run_bpfmgr({"load", "/nonexistent.toml"});
+  EXPECT_EQ(r.exit_code, 2);
+}
+
+}  // namespace
+}  // namespace bpfmgr::test

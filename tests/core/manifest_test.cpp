@@ -1,0 +1,227 @@
+// Manifest validation: every problem reported at once, each at the right
+// file:line:column, with a hint where one helps. Opens plugins and their BPF
+// objects but never loads anything into the kernel.
+#include <gtest/gtest.h>
+
+#include "manifest.hpp"
+#include "resolve.hpp"
+#include "test_support.hpp"
+
+namespace bpfmgr {
+namespace {
+
+struct Result {
+  bool ok = false;
+  Diagnostics diags;
+};
+
+Result check(const std::string& text) {
+  Result r;
+  auto m = parse_manifest_text(text, "m.toml", "/", r.diags);
+  if (!m) return r;
+  m->plugin_path.insert(m->plugin_path.begin(), test::test_plugin_dir());
+  PluginRegistry registry(m->plugin_path);
+  r.ok = resolve_manifest(std::move(*m), registry, r.diags).has_value();
+  return r;
+}
+
+// The diagnostic whose message contains `needle`, or a failure.
+const Diagnostic& find(const Result& r, const std::string& needle) {
+  for (auto& d : r.diags.items())
+    if (d.message.find(needle) != std::string::npos) return d;
+  ADD_FAILURE() << "no diagnostic contains '" << needle << "'; got:\n"
+                << r.diags.format();
+  static Diagnostic none;
+  return none;
+}
+
+TEST(Manifest, ValidManifestResolvesWithDefaults) {
+  auto r = check(R"(
+[[instance]]
+name = "a"
+plugin = "testcount"
+[instance.options]
+tgid = 7
+)");
+  ASSERT_TRUE(r.ok) << r.diags.format();
+}
+
+TEST(Manifest, SyntaxErrorHasPosition) {
+  auto r = check("[[instance]]\nname = \"a\nplugin = \"x\"\n");
+  ASSERT_FALSE(r.ok);
+  ASSERT_EQ(r.diags.items().size(), 1u);
+  EXPECT_EQ(r.diags.items()[0].pos.file, "m.toml");
+  EXPECT_EQ(r.diags.items()[0].pos.line, 2);
+  EXPECT_GT(r.diags.items()[0].pos.column, 1);
+}
+
+TEST(Manifest, UnknownTopLevelKeySuggestsClosest) {
+  auto r = check(R"(pin_rot = "/sys/fs/bpf/x"
+[[instance]]
+name = "a"
+plugin = "testcount"
+)");
+  ASSERT_FALSE(r.ok);
+  auto& d = find(r, "unknown key 'pin_rot'");
+  EXPECT_EQ(d.pos.line, 1);
+  EXPECT_EQ(d.pos.column, 1);
+  EXPECT_EQ(d.hint, "did you mean 'pin_root'?");
+}
+
+TEST(Manifest, WrongTypesAndRelativePinRoot) {
+  auto r = check(R"(pin_root = "relative/dir"
+[[instance]]
+name = "a"
+plugin = 5
+enabled = "yes"
+)");
+  ASSERT_FALSE(r.ok);
+  EXPECT_EQ(find(r, "pin_root must be an absolute path").pos.line, 1);
+  auto& plugin = find(r, "plugin must be a string");
+  EXPECT_EQ(plugin.pos.line, 4);
+  EXPECT_EQ(plugin.pos.column, 10);
+  EXPECT_EQ(find(r, "enabled must be true or false").pos.line, 5);
+}
+
+TEST(Manifest, DuplicateAndInvalidInstanceNames) {
+  auto r = check(R"(
+[[instance]]
+name = "dup"
+plugin = "testcount"
+
+[[instance]]
+name = "dup"
+plugin = "testcount"
+
+[[instance]]
+name = "has.dot"
+plugin = "testcount"
+)");
+  ASSERT_FALSE(r.ok);
+  auto& dup = find(r, "duplicate instance name 'dup'");
+  EXPECT_EQ(dup.pos.line, 7);
+  EXPECT_EQ(dup.hint, "first defined at line 3");
+  EXPECT_EQ(find(r, "invalid instance name 'has.dot'").pos.line, 11);
+}
+
+TEST(Manifest, MissingPluginSuggestsAvailableOne) {
+  auto r = check(R"(
+[[instance]]
+name = "a"
+plugin = "testcont"
+)");
+  ASSERT_FALSE(r.ok);
+  auto& d = find(r, "plugin 'testcont' not found");
+  EXPECT_EQ(d.pos.line, 4);
+  EXPECT_EQ(d.pos.column, 10);
+  EXPECT_EQ(d.hint, "did you mean 'testcount'?");
+}
+
+TEST(Manifest, OptionErrorsAreAllReportedWithPositions) {
+  auto r = check(R"(
+[[instance]]
+name = "a"
+plugin = "testcount"
+[instance.options]
+tgd = 1
+max_entries = 0
+mode = "calss"
+
+[[instance]]
+name = "b"
+plugin = "testcount"
+[instance.options]
+tgid = "self"
+)");
+  ASSERT_FALSE(r.ok);
+  EXPECT_EQ(r.diags.items().size(), 4u) << r.diags.format();
+  auto& unknown = find(r, "unknown option 'tgd'");
+  EXPECT_EQ(unknown.pos.line, 6);
+  EXPECT_EQ(unknown.hint, "did you mean 'tgid'?");
+  auto& range = find(r, "0 is out of range");
+  EXPECT_EQ(range.pos.line, 7);
+  EXPECT_EQ(range.pos.column, 15);
+  EXPECT_EQ(range.hint, "must be between 1 and 65536");
+  auto& choice = find(r, "'calss' is not allowed");
+  EXPECT_EQ(choice.pos.line, 8);
+  EXPECT_EQ(choice.hint, "did you mean 'calls'?");
+  auto& type = find(r, "option 'tgid' of instance 'b' must be an integer");
+  EXPECT_EQ(type.pos.line, 14);
+}
+
+TEST(Manifest, PluginValidateProblemPointsAtItsKey) {
+  auto r = check(R"(
+[[instance]]
+name = "a"
+plugin = "testcount"
+[instance.options]
+mode = "bytes"
+)");
+  ASSERT_FALSE(r.ok);
+  auto& d = find(r, "mode 'bytes' needs a tgid");
+  EXPECT_EQ(d.pos.line, 6);
+  EXPECT_EQ(d.hint, "set tgid = <pid>");
+}
+
+TEST(Manifest, SharedMapsAreChecked) {
+  auto r = check(R"(
+[[instance]]
+name = "owner"
+plugin = "testcount"
+
+[[instance]]
+name = "user"
+plugin = "testcount"
+[instance.maps]
+stats = "ownr"
+)");
+  ASSERT_FALSE(r.ok);
+  auto& unknown = find(r, "refers to unknown instance 'ownr'");
+  EXPECT_EQ(unknown.pos.line, 10);
+  EXPECT_EQ(unknown.hint, "did you mean 'owner'?");
+  r = check(R"(
+[[instance]]
+name = "owner"
+plugin = "testcount"
+
+[[instance]]
+name = "user"
+plugin = "testcount"
+[instance.maps]
+stats = "owner"
+nosuch = "owner"
+)");
+  ASSERT_FALSE(r.ok);
+  auto& missing = find(r, "has no map 'nosuch' to share");
+  EXPECT_EQ(missing.pos.line, 11);
+  EXPECT_EQ(missing.hint, "its maps: stats");
+}
+
+TEST(Manifest, AbiProblemsNameTheFileAndVersions) {
+  auto dir = test::test_plugin_dir();
+  auto r = check("[[instance]]\nname = \"a\"\nplugin = \"" + dir +
+                 "/bpfmgr-badapi.so\"\n[[instance]]\nname = \"b\"\nplugin = \"" +
+                 dir + "/bpfmgr-nosym.so\"\n");
+  ASSERT_FALSE(r.ok);
+  auto& api = find(r, "was built for plugin API 99.0.0 but this bpfmgr provides 1.0.0");
+  EXPECT_NE(api.message.find("bpfmgr-badapi.so"), std::string::npos);
+  EXPECT_EQ(api.pos.line, 3);
+  auto& sym = find(r, "is not a bpfmgr plugin: missing symbol "
+                      "bpfmgr_plugin_api_version bpfmgr_plugin_create");
+  EXPECT_EQ(sym.pos.line, 6);
+}
+
+TEST(Manifest, EmptyManifestNeedsAnInstance) {
+  auto r = check("pin_root = \"/sys/fs/bpf/x\"\n");
+  ASSERT_FALSE(r.ok);
+  find(r, "the manifest has no [[instance]]");
+}
+
+TEST(Diagnostics, DidYouMeanOnlySuggestsCloseWords) {
+  EXPECT_EQ(did_you_mean("sockpos", {"sockops", "sockmsg", "probes"}),
+            "did you mean 'sockops'?");
+  EXPECT_EQ(did_you_mean("zzzzzz", {"sockops", "sockmsg"}), "");
+}
+
+}  // namespace
+}  // namespace bpfmgr

@@ -303,11 +303,12 @@ static __always_inline struct file *fd_file(struct task_struct *task, __u32 fd)
 	if (fd >= fdt->max_fds)
 		return NULL;
 	struct file **arr = fdt->fd;
-	struct file *fp = NULL;
-	bpf_probe_read_kernel(&fp, sizeof(fp), &arr[fd]);
-	if (!fp)
-		return NULL;
-	return bpf_rdonly_cast(fp, bpf_core_type_id_kernel(struct file));
+	/* The slot is a `struct file *`; so is the first member of struct
+	 * kiocb. Casting the slot address to a kiocb turns the read into a
+	 * direct (exception-table protected) load instead of a helper call. */
+	struct kiocb *slot = bpf_rdonly_cast(&arr[fd],
+					     bpf_core_type_id_kernel(struct kiocb));
+	return slot->ki_filp;
 }
 
 static __always_inline __u64 sock_ino_of(struct sock *sk)
@@ -719,10 +720,31 @@ int probes_rcvq_full(struct bpf_raw_tracepoint_args *ctx)
 }
 
 /* ---------------------------------------------------- syscall tracers
- * One program on raw sys_enter, one on raw sys_exit, for all ten syscalls.
- * Untraced syscalls pay a compare on the syscall number; traced ones an
- * fd -> file walk (sockets only by default), task storage and one per-CPU
- * hash update. x86_64 syscall numbers. */
+ * One program on raw sys_enter, one on raw sys_exit, for all ten syscalls
+ * (x86_64 numbers).
+ *
+ * The exit program does the accounting: on x86_64 pt_regs still holds the
+ * arguments at sys_exit (di = fd, si = buffer/msgvec), so calls and bytes
+ * need no per-thread state. The enter program only takes the timestamp for
+ * the latency histogram, for one call in latency_sample_every per CPU
+ * (bpf_ktime_get_ns costs ~37 ns on this VM; two per call would double the
+ * cost of the hooks). Untraced syscalls pay a compare on the number. */
+
+const volatile __u32 latency_sample_mask = 0; /* sample_every - 1 (2^n) */
+
+/* Threads with a timestamp waiting for their sys_exit; lets exits skip the
+ * task-storage lookup when nothing is in flight (sampled mode). */
+__u64 inflight_count = 0;
+
+struct sample_ctr {
+	__u64 n;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sample_ctr);
+} sample_ctr SEC(".maps");
 
 static __always_inline int op_of(long nr)
 {
@@ -758,56 +780,71 @@ static __always_inline __u32 log2_slot(__u64 v)
 	return r < PROBES_HIST_SLOTS ? r : PROBES_HIST_SLOTS - 1;
 }
 
+/* The file behind fd if the tracers want it (socket check and the family
+ * and port filters); NULL otherwise. */
+static __always_inline struct file *traced_file(struct task_struct *task,
+						__u32 fd, bool *is_sock)
+{
+	struct file *f = fd_file(task, fd);
+	if (!f)
+		return NULL;
+	struct inode *inode = f->f_inode;
+	*is_sock = (inode->i_mode & S_IFMT) == S_IFSOCK;
+	if (sockets_only && !*is_sock)
+		return NULL;
+	if (family_mask != 3 || filter_ports) {
+		if (!*is_sock)
+			return NULL;
+		struct socket *sock = bpf_rdonly_cast(f->private_data,
+						      bpf_core_type_id_kernel(struct socket));
+		struct sock *sk = sock->sk;
+		if (!sk)
+			return NULL;
+		__u16 fam = sk->__sk_common.skc_family;
+		if (family_mask != 3) {
+			if (fam != AF_INET && fam != AF_INET6)
+				return NULL;
+			if (!family_pass(fam, (const __u8 *)&sk->__sk_common.skc_v6_daddr))
+				return NULL;
+		}
+		if (filter_ports &&
+		    !ports_pass(sk->__sk_common.skc_num,
+				bpf_ntohs(sk->__sk_common.skc_dport)))
+			return NULL;
+	}
+	return f;
+}
+
 SEC("raw_tp/sys_enter")
 int probes_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	int op = op_of(ctx->args[1]);
 	if (op < 0 || !((traced_ops >> op) & 1))
 		return 0;
-	if (!proc_pass(bpf_get_current_pid_tgid()))
+	if (latency_sample_mask) {
+		__u32 zero = 0;
+		struct sample_ctr *sc = bpf_map_lookup_elem(&sample_ctr, &zero);
+		if (!sc || (++sc->n & latency_sample_mask))
+			return 0;
+	}
+	if (proc_filters_on() && !proc_pass(bpf_get_current_pid_tgid()))
 		return 0;
 	struct pt_regs *regs = bpf_rdonly_cast((void *)ctx->args[0],
 					       bpf_core_type_id_kernel(struct pt_regs));
-	__u32 fd = regs->di;
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct file *f = fd_file(task, fd);
-	if (!f)
+	bool is_sock = false;
+	if (!traced_file(task, regs->di, &is_sock))
 		return 0;
-	struct inode *inode = f->f_inode;
-	bool is_sock = (inode->i_mode & S_IFMT) == S_IFSOCK;
-	if (sockets_only && !is_sock)
-		return 0;
-	if (family_mask != 3 || filter_ports) {
-		if (!is_sock)
-			return 0;
-		struct socket *sock = bpf_rdonly_cast(f->private_data,
-						      bpf_core_type_id_kernel(struct socket));
-		struct sock *sk = sock->sk;
-		if (!sk)
-			return 0;
-		__u16 fam = sk->__sk_common.skc_family;
-		if (family_mask != 3) {
-			if (fam != AF_INET && fam != AF_INET6)
-				return 0;
-			if (!family_pass(fam, (const __u8 *)&sk->__sk_common.skc_v6_daddr))
-				return 0;
-		}
-		if (filter_ports &&
-		    !ports_pass(sk->__sk_common.skc_num,
-				bpf_ntohs(sk->__sk_common.skc_dport)))
-			return 0;
-	}
 	struct probes_inflight *in = bpf_task_storage_get(
 		&inflight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!in) {
 		COUNT(inflight_nomem);
 		return 0;
 	}
+	if (latency_sample_mask && !in->ts)
+		__sync_fetch_and_add(&inflight_count, 1);
 	in->op = op;
-	in->fd = fd;
-	in->sock_ino = inode->i_ino;
-	if (op == PROBES_OP_RECVMMSG || op == PROBES_OP_SENDMMSG)
-		in->msgvec = regs->si;
+	in->fd = regs->di;
 	in->ts = bpf_ktime_get_ns();
 	return 0;
 }
@@ -834,28 +871,47 @@ int probes_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct pt_regs *regs = bpf_rdonly_cast((void *)ctx->args[0],
 					       bpf_core_type_id_kernel(struct pt_regs));
-	if (op_of(regs->orig_ax) < 0)
+	int op = op_of(regs->orig_ax);
+	if (op < 0 || !((traced_ops >> op) & 1))
+		return 0;
+	if (proc_filters_on() && !proc_pass(bpf_get_current_pid_tgid()))
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct probes_inflight *in = bpf_task_storage_get(&inflight, task, 0, 0);
-	if (!in || !in->ts)
+
+	/* Latency, when sys_enter took a timestamp for this call. */
+	__u64 lat = 0;
+	bool timed = false;
+	if (!latency_sample_mask || inflight_count) {
+		struct probes_inflight *in = bpf_task_storage_get(&inflight, task, 0, 0);
+		if (in && in->ts) {
+			if (in->op == op) {
+				lat = bpf_ktime_get_ns() - in->ts;
+				timed = true;
+			}
+			in->ts = 0;
+			if (latency_sample_mask)
+				__sync_fetch_and_add(&inflight_count, -1);
+		}
+	}
+
+	__u32 fd = regs->di;
+	bool is_sock = false;
+	struct file *f = traced_file(task, fd, &is_sock);
+	if (!f)
 		return 0;
-	__u64 lat = bpf_ktime_get_ns() - in->ts;
-	in->ts = 0;
 	long ret = ctx->args[1];
-	__u32 op = in->op;
 	__u64 bytes = 0;
 	if (ret > 0) {
 		if (op == PROBES_OP_RECVMMSG || op == PROBES_OP_SENDMMSG)
-			bytes = mmsg_bytes(in->msgvec, ret);
+			bytes = mmsg_bytes(regs->si, ret);
 		else
 			bytes = ret;
 	}
 
 	struct probes_sys_key k = {
-		.tgid = bpf_get_current_pid_tgid() >> 32,
+		.tgid = task->tgid,
 		.op = op,
-		.sock_ino = in->sock_ino,
+		.sock_ino = f->f_inode->i_ino,
 	};
 	struct probes_sys_stats *s = bpf_map_lookup_elem(&syscall_stats, &k);
 	if (!s) {
@@ -865,21 +921,22 @@ int probes_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 			return 0;
 		__builtin_memset(init, 0, sizeof(*init));
 		bpf_get_current_comm(init->comm, sizeof(init->comm));
-		if (bpf_map_update_elem(&syscall_stats, &k, init, BPF_NOEXIST) &&
-		    !bpf_map_lookup_elem(&syscall_stats, &k)) {
+		bpf_map_update_elem(&syscall_stats, &k, init, BPF_NOEXIST);
+		s = bpf_map_lookup_elem(&syscall_stats, &k);
+		if (!s) {
 			COUNT(sys_stats_full);
 			return 0;
 		}
-		s = bpf_map_lookup_elem(&syscall_stats, &k);
-		if (!s)
-			return 0;
 	}
 	s->calls++;
 	if (ret < 0)
 		s->errors++;
 	s->bytes += bytes;
-	s->total_ns += lat;
-	s->hist[log2_slot(lat)]++;
+	if (timed) {
+		s->timed_calls++;
+		s->total_ns += lat;
+		s->hist[log2_slot(lat)]++;
+	}
 
 	struct probes_counters *c = ctrs();
 	if (c)
@@ -896,7 +953,7 @@ int probes_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 		e->cgroup_id = bpf_get_current_cgroup_id();
 		e->sock_ino = k.sock_ino;
 		e->op = op;
-		e->fd = in->fd;
+		e->fd = fd;
 		e->ret = ret;
 		e->duration_ns = lat;
 		if (op_is_write(op))

@@ -147,18 +147,19 @@ struct probes_sys_key {
 
 struct probes_sys_stats {
 	__u64 calls;
-	__u64 bytes;  /* sum of positive returns (mmsg: sum of msg_len) */
-	__u64 errors; /* negative returns */
-	__u64 total_ns;
-	__u64 hist[PROBES_HIST_SLOTS]; /* latency, log2(ns) buckets */
+	__u64 bytes;       /* sum of positive returns (mmsg: sum of msg_len) */
+	__u64 errors;      /* negative returns */
+	__u64 timed_calls; /* calls with a latency sample (all, unless the
+	                      latency_sample_every option is above 1) */
+	__u64 total_ns;    /* sum of sampled latencies */
+	__u64 hist[PROBES_HIST_SLOTS]; /* sampled latency, log2(ns) buckets */
 	char comm[PROBES_COMM_LEN];
 };
 
-/* Per-thread state between sys_enter and sys_exit (task storage). */
+/* Per-thread state between sys_enter and sys_exit (task storage): the
+ * timestamp of a call whose latency is measured. */
 struct probes_inflight {
-	__u64 ts;       /* 0: nothing in flight */
-	__u64 sock_ino;
-	__u64 msgvec;   /* mmsg: user pointer to struct mmsghdr[] */
+	__u64 ts; /* 0: nothing in flight */
 	__u32 fd;
 	__u32 op;
 };

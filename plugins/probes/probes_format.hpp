@@ -19,7 +19,7 @@ static_assert(sizeof(probes_event) == 152);
 static_assert(sizeof(probes_event) % 8 == 0);
 static_assert(sizeof(probes_conn) == 104);
 static_assert(sizeof(probes_sys_key) == 16);
-static_assert(sizeof(probes_sys_stats) == 4 * 8 + PROBES_HIST_SLOTS * 8 + 16);
+static_assert(sizeof(probes_sys_stats) == 5 * 8 + PROBES_HIST_SLOTS * 8 + 16);
 static_assert(sizeof(probes_counters) == 64);
 
 // Option/JSON names, indexed like the enums in probes.h.

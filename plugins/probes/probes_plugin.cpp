@@ -171,6 +171,10 @@ class ProbesPlugin final : public Plugin {
          "syscalls the tracers cover", all_op_names(), {}, {}, all_op_names()},
         {"sockets_only", OptionType::Bool,
          "syscall tracers count calls on sockets only", true, {}, {}, {}},
+        {"latency_sample_every", OptionType::Int,
+         "time one traced syscall in N per CPU for the latency histogram "
+         "(power of two; 1 = every call). Calls and bytes are always exact",
+         std::int64_t{16}, 1, 65536, {}},
         {"syscall_events", OptionType::Bool,
          "also stream one event per traced syscall (costly; off by default)",
          false, {}, {}, {}},
@@ -210,6 +214,9 @@ class ProbesPlugin final : public Plugin {
     if (kb & (kb - 1))
       p.push_back({"ring_buffer_kb", "must be a power of two",
                    "try " + std::to_string(std::int64_t(1) << (64 - __builtin_clzll(kb)))});
+    auto every = o.get_int("latency_sample_every");
+    if (every & (every - 1))
+      p.push_back({"latency_sample_every", "must be a power of two", ""});
     auto& comms = o.get_strings("comms");
     if (comms.size() > PROBES_MAX_COMMS)
       p.push_back({"comms", "at most 8 names", ""});
@@ -237,6 +244,8 @@ class ProbesPlugin final : public Plugin {
     ctx.set_global("traced_ops", ops_mask(o));
     set8("sockets_only", o.get_bool("sockets_only"));
     set8("syscall_events", o.get_bool("syscall_events"));
+    ctx.set_global("latency_sample_mask",
+                   std::uint32_t(o.get_int("latency_sample_every") - 1));
     std::uint8_t fam = 0;
     for (auto& f : o.get_strings("families")) fam |= f == "ipv4" ? 1 : 2;
     set8("family_mask", fam);
@@ -468,34 +477,46 @@ int ProbesPlugin::bench(BenchContext& ctx) {
 
   struct Row { std::vector<double> devnull, getpid, sockpair; };
   std::map<std::string, Row> rows;
-  const char* configs[] = {"none", "empty", "full"};
+  const std::vector<std::pair<std::string, std::string>> configs = {
+      {"none", ""},
+      {"empty", empty_m},
+      {"full", full_m},
+      {"full/every", full_m + "latency_sample_every = 1\n"},
+  };
   for (int r = 0; r < rounds; ++r) {
-    for (const char* cfg : configs) {
+    for (auto& [cfg, manifest] : configs) {
       std::unique_ptr<LoadedInstances> li;
-      if (std::string(cfg) == "empty") li = ctx.load(empty_m);
-      if (std::string(cfg) == "full") li = ctx.load(full_m);
+      if (!manifest.empty()) li = ctx.load(manifest);
       Row& row = rows[cfg];
       row.devnull.push_back(w::devnull_write_ns(iters));
       row.getpid.push_back(w::getpid_ns(iters));
       row.sockpair.push_back(w::socketpair_rw_ns(iters / 2));
     }
   }
-  auto med = [&](const char* c, std::vector<double> Row::*f) { return w::median(rows[c].*f); };
-  std::printf("syscall cost, ns per call (median of %d interleaved rounds, %llu calls each)\n",
+  auto med = [&](const std::string& c, std::vector<double> Row::*f) {
+    return w::median(rows[c].*f);
+  };
+  std::printf("syscall cost, thread CPU ns per call (median of %d interleaved rounds, "
+              "%llu calls each)\n",
               rounds, (unsigned long long)iters);
-  std::printf("%-34s %9s %9s %9s %9s %9s %8s\n", "workload", "none", "empty", "full",
-              "+empty", "+full", "ratio");
+  std::printf("  none: no programs; empty: empty programs on raw_tp sys_enter+sys_exit;\n"
+              "  full: the tracer (latency timed 1 call in 16); full/every: every call "
+              "timed\n");
+  std::printf("%-34s %7s %7s %7s %7s | %7s %7s %7s | %6s %6s %6s\n", "workload", "none",
+              "empty", "full", "f/every", "+empty", "+full", "+f/ev", "x add", "x tot",
+              "xe tot");
   auto line = [&](const char* name, std::vector<double> Row::*f) {
-    double n = med("none", f), e = med("empty", f), fl = med("full", f);
-    double ae = e - n, af = fl - n;
-    std::printf("%-34s %9.1f %9.1f %9.1f %9.1f %9.1f %8.2f\n", name, n, e, fl, ae, af,
-                ae > 0 ? af / ae : 0.0);
+    double n = med("none", f), e = med("empty", f), fl = med("full", f),
+           fe = med("full/every", f);
+    double ae = e - n, af = fl - n, afe = fe - n;
+    std::printf("%-34s %7.1f %7.1f %7.1f %7.1f | %7.1f %7.1f %7.1f | %6.2f %6.2f %6.2f\n",
+                name, n, e, fl, fe, ae, af, afe, ae > 0 ? af / ae : 0.0, fl / e, fe / e);
   };
   line("write 1B /dev/null (not a socket)", &Row::devnull);
   line("getpid (untraced)", &Row::getpid);
   line("socketpair write+read (per call)", &Row::sockpair);
-  std::printf("ratio = ns added by the full tracer / ns added by empty programs "
-              "on the same hooks\n\n");
+  std::printf("x add = ns added by full / ns added by empty; x tot = cost of a call "
+              "with full / with empty (xe: full/every)\n\n");
 
   // Connection churn.
   {

@@ -1,0 +1,77 @@
+// sockmsg plugin: sk_msg verdict on the sockops instance's sockhash that
+// hands every sendmsg() to the peer socket (see docs/sockops.md).
+#include <bpfmgr/plugin.hpp>
+
+#include <cstring>
+#include <string>
+
+#include "bypass_common.h"
+#include "sockmsg.skel.h"
+
+static_assert(sizeof(sockmsg_counters) == 8 * 8, "sockmsg_counters layout changed");
+static_assert(sizeof(sockmsg_ctl) == 8, "sockmsg_ctl layout changed");
+
+namespace {
+
+using bpfmgr::Error;
+
+class SockmsgPlugin final : public bpfmgr::Plugin {
+ public:
+  bpfmgr::PluginInfo info() const override {
+    return {"sockmsg", "0.1.0",
+            "sk_msg verdict redirecting each message to the peer socket of a "
+            "sockops sockhash (share its sock_hash through [instance.maps])"};
+  }
+  std::span<const std::byte> bpf_object() const override {
+    std::size_t sz = 0;
+    const void* p = sockmsg_bpf__elf_bytes(&sz);
+    return {static_cast<const std::byte*>(p), sz};
+  }
+
+  void attach(bpfmgr::InstanceContext& ctx) override {
+    ctx.attach_map("bypass_sk_msg", "sock_hash", BPF_SK_MSG_VERDICT);
+  }
+
+  // Sockets already in the sockhash keep the verdict program (and through
+  // it the map) alive after unpin, until they close. Switching them to the
+  // TCP path first means nothing new is queued on an ingress list whose
+  // psock could later go away; what is queued stays readable.
+  void before_unpin(bpfmgr::PinnedContext& ctx) override {
+    sockmsg_ctl ctl{1, 0};
+    std::uint32_t zero = 0;
+    if (bpf_map_update_elem(ctx.map_fd("sockmsg_ctl"), &zero, &ctl, BPF_ANY) != 0)
+      throw Error(std::string("setting sockmsg_ctl.draining: ") + std::strerror(errno));
+  }
+
+  bpfmgr::StatusReport status(bpfmgr::PinnedContext& ctx) const override {
+    bpfmgr::StatusReport r;
+    int ncpu = libbpf_num_possible_cpus();
+    if (ncpu <= 0) throw Error("cannot count possible CPUs");
+    std::vector<sockmsg_counters> v(static_cast<std::size_t>(ncpu));
+    std::uint32_t zero = 0;
+    if (bpf_map_lookup_elem(ctx.map_fd("sockmsg_counters"), &zero, v.data()) != 0)
+      throw Error(std::string("reading sockmsg_counters: ") + std::strerror(errno));
+    auto add = [&](const char* name, __u64 sockmsg_counters::*f) {
+      bpfmgr::Counter c{name, 0, {}};
+      for (auto& x : v) {
+        c.per_cpu.push_back(x.*f);
+        c.value += x.*f;
+      }
+      r.counters.push_back(std::move(c));
+    };
+    add("redirected_msgs", &sockmsg_counters::redirected_msgs);
+    add("redirected_bytes", &sockmsg_counters::redirected_bytes);
+    add("passed_msgs", &sockmsg_counters::passed_msgs);
+    add("passed_bytes", &sockmsg_counters::passed_bytes);
+    add("redirect_failed", &sockmsg_counters::redirect_failed);
+    add("passed_draining", &sockmsg_counters::passed_draining);
+    sockmsg_ctl ctl{};
+    if (bpf_map_lookup_elem(ctx.map_fd("sockmsg_ctl"), &zero, &ctl) == 0)
+      r.details.push_back({"mode", ctl.draining ? "draining (TCP path)" : "redirecting"});
+    return r;
+  }
+};
+
+}  // namespace
+
+BPFMGR_PLUGIN(SockmsgPlugin)

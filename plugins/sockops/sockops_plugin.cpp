@@ -1,0 +1,359 @@
+// sockops plugin: a cgroup sock_ops program that records established
+// same-host TCP sockets in a sockhash (see docs/sockops.md).
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <bpfmgr/plugin.hpp>
+
+#include <array>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <optional>
+#include <sstream>
+
+#include "bypass_common.h"
+#include "bypass_workload.hpp"
+#include "sockops.skel.h"
+
+static_assert(sizeof(bypass_key) == 48, "bypass_key layout changed");
+static_assert(offsetof(bypass_key, family) == 8);
+static_assert(offsetof(bypass_key, local_port) == 12);
+static_assert(offsetof(bypass_key, remote_port) == 14);
+static_assert(offsetof(bypass_key, local_ip) == 16);
+static_assert(offsetof(bypass_key, remote_ip) == 32);
+static_assert(sizeof(bypass_cidr) == 24);
+static_assert(sizeof(sockops_counters) == 8 * 8);
+static_assert(sizeof(sockmsg_counters) == 8 * 8);
+
+namespace {
+
+using bpfmgr::Error;
+
+constexpr std::size_t kMaxPorts = 16;
+constexpr std::size_t kMaxCidrs = 8;
+constexpr std::size_t kMaxHostAddrs = 16;
+
+// "10.0.0.0/8", "::1", "fd00::/64" -> bypass_cidr; nullopt if malformed.
+std::optional<bypass_cidr> parse_cidr(const std::string& text) {
+  bypass_cidr c{};
+  std::string addr = text;
+  long prefix = -1;
+  if (auto slash = text.find('/'); slash != std::string::npos) {
+    addr = text.substr(0, slash);
+    std::string p = text.substr(slash + 1);
+    if (p.empty() || p.find_first_not_of("0123456789") != std::string::npos)
+      return std::nullopt;
+    prefix = std::stol(p);
+  }
+  if (inet_pton(AF_INET, addr.c_str(), &c.addr[0]) == 1) {
+    c.family = AF_INET;
+    if (prefix < 0) prefix = 32;
+    if (prefix > 32) return std::nullopt;
+  } else if (inet_pton(AF_INET6, addr.c_str(), c.addr) == 1) {
+    c.family = AF_INET6;
+    if (prefix < 0) prefix = 128;
+    if (prefix > 128) return std::nullopt;
+  } else {
+    return std::nullopt;
+  }
+  c.prefix_len = static_cast<std::uint32_t>(prefix);
+  return c;
+}
+
+// This host's interface addresses (loopback is matched by the program).
+std::vector<bypass_cidr> host_addresses() {
+  std::vector<bypass_cidr> out;
+  ifaddrs* ifa = nullptr;
+  if (getifaddrs(&ifa) != 0) return out;
+  for (auto* i = ifa; i && out.size() < kMaxHostAddrs; i = i->ifa_next) {
+    if (!i->ifa_addr || (i->ifa_flags & IFF_LOOPBACK)) continue;
+    bypass_cidr c{};
+    if (i->ifa_addr->sa_family == AF_INET) {
+      c.family = AF_INET;
+      c.prefix_len = 32;
+      std::memcpy(&c.addr[0], &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, 4);
+    } else if (i->ifa_addr->sa_family == AF_INET6) {
+      c.family = AF_INET6;
+      c.prefix_len = 128;
+      std::memcpy(c.addr, &reinterpret_cast<sockaddr_in6*>(i->ifa_addr)->sin6_addr, 16);
+    } else {
+      continue;
+    }
+    out.push_back(c);
+  }
+  freeifaddrs(ifa);
+  return out;
+}
+
+std::string resolve_cgroup(const std::string& root, const std::string& opt) {
+  if (opt.empty() || opt == "/") return root;
+  if (opt.rfind(root, 0) == 0) return opt;
+  if (opt.front() == '/') return root + opt;
+  return root + "/" + opt;
+}
+
+template <class T>
+std::vector<T> read_percpu(int fd) {
+  int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) throw Error("cannot count possible CPUs");
+  std::vector<T> v(static_cast<std::size_t>(ncpu));
+  std::uint32_t zero = 0;
+  if (bpf_map_lookup_elem(fd, &zero, v.data()) != 0)
+    throw Error(std::string("reading counters: ") + std::strerror(errno));
+  return v;
+}
+
+bpfmgr::Counter counter(const std::string& name,
+                        const std::vector<sockops_counters>& v,
+                        __u64 sockops_counters::*field) {
+  bpfmgr::Counter c{name, 0, {}};
+  for (auto& x : v) {
+    c.per_cpu.push_back(x.*field);
+    c.value += x.*field;
+  }
+  return c;
+}
+
+std::size_t count_entries(int map_fd) {
+  std::size_t n = 0;
+  bypass_key k{}, next{};
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(map_fd, prev, &next) == 0) {
+    ++n;
+    k = next;
+    prev = &k;
+  }
+  return n;
+}
+
+// ------------------------------------------------------------- bench hook
+
+// A private cgroup for the bench; removed on destruction.
+class BenchCgroup {
+ public:
+  explicit BenchCgroup(const std::string& root)
+      : root_(root), name_("bpfmgr-bench-sockops-" + std::to_string(getpid())) {
+    path_ = root_ + "/" + name_;
+    if (mkdir(path_.c_str(), 0755) != 0 && errno != EEXIST)
+      throw Error("mkdir " + path_ + ": " + std::strerror(errno));
+  }
+  ~BenchCgroup() {
+    leave();
+    rmdir(path_.c_str());
+  }
+  const std::string& name() const { return name_; }
+  void enter() { move(path_); }
+  void leave() { move(root_); }
+
+ private:
+  void move(const std::string& cg) {
+    std::ofstream f(cg + "/cgroup.procs");
+    f << getpid() << std::endl;
+  }
+  std::string root_, name_, path_;
+};
+
+int run_bench(bpfmgr::BenchContext& ctx) {
+  namespace bp = bpfmgr::bypass;
+  std::size_t rr_iters = 2000, stream_mib = 32;
+  int rounds = 3;
+  const auto& args = ctx.args();
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    auto next = [&]() -> std::string {
+      if (i + 1 >= args.size()) throw Error(args[i] + " needs a value");
+      return args[++i];
+    };
+    if (args[i] == "--rr-iters") rr_iters = std::stoul(next());
+    else if (args[i] == "--stream-mib") stream_mib = std::stoul(next());
+    else if (args[i] == "--rounds") rounds = std::stoi(next());
+    else if (args[i] == "-h" || args[i] == "--help") {
+      std::cout << "bpfmgr bench sockops [--rr-iters N] [--stream-mib N] [--rounds N]\n"
+                   "Compares loopback TCP, TCP with the sockops+sockmsg bypass and an\n"
+                   "AF_UNIX socketpair, interleaved in one run; prints medians and ratios.\n";
+      return 0;
+    } else {
+      std::cerr << "bench sockops: unknown argument " << args[i] << "\n";
+      return 2;
+    }
+  }
+  BenchCgroup cg(ctx.cgroup2_root());
+  auto loaded = ctx.load(
+      "[[instance]]\nname = \"bench-bypass-ops\"\nplugin = \"sockops\"\n"
+      "[instance.options]\ncgroup = \"" + cg.name() + "\"\n"
+      "[[instance]]\nname = \"bench-bypass-msg\"\nplugin = \"sockmsg\"\n"
+      "[instance.maps]\nsock_hash = \"bench-bypass-ops\"\n");
+
+  enum Kind { Tcp, Bypass, Unix };
+  auto make = [&](Kind k, bool nodelay) {
+    if (k == Unix) return bp::unix_pair();
+    if (k == Bypass) cg.enter();
+    auto p = bp::tcp_pair(nodelay);
+    cg.leave();
+    return p;
+  };
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  std::cout << std::fixed << std::setprecision(2);
+  std::cout << "request/response mean round trip, us (median of " << rounds
+            << " interleaved rounds x " << rr_iters << " iterations)\n";
+  std::cout << "size      tcp      bypass   unix     bypass/tcp\n";
+  for (std::size_t size : {64, 1024, 16384, 65536}) {
+    std::array<std::vector<double>, 3> r;
+    for (int round = 0; round < rounds; ++round)
+      for (Kind k : {Tcp, Bypass, Unix}) {
+        auto p = make(k, true);
+        r[k].push_back(bp::rr_mean_ns(p, size, rr_iters) / 1000.0);
+      }
+    double t = median(r[Tcp]), b = median(r[Bypass]), u = median(r[Unix]);
+    std::cout << std::setw(6) << size << "  " << std::setw(8) << t << " " << std::setw(8)
+              << b << " " << std::setw(8) << u << " " << std::setw(8) << b / t << "x\n";
+  }
+  std::cout << "\none-way streaming, MB/s (" << stream_mib << " MiB per run)\n";
+  std::cout << "write   nodelay  tcp       bypass    unix      bypass/tcp\n";
+  for (bool nodelay : {true, false})
+    for (std::size_t size : {64, 4096, 65536}) {
+      std::array<std::vector<double>, 3> r;
+      std::size_t total = stream_mib << 20;
+      if (size == 64) total /= 8;
+      for (int round = 0; round < rounds; ++round)
+        for (Kind k : {Tcp, Bypass, Unix}) {
+          auto p = make(k, nodelay);
+          r[k].push_back(bp::stream_bps(p, size, total) / 1e6);
+        }
+      double t = median(r[Tcp]), b = median(r[Bypass]), u = median(r[Unix]);
+      std::cout << std::setw(6) << size << "  " << std::setw(7) << (nodelay ? "on" : "off")
+                << "  " << std::setw(8) << t << "  " << std::setw(8) << b << "  "
+                << std::setw(8) << u << "  " << std::setw(8) << b / t << "x\n";
+    }
+  return 0;
+}
+
+class SockopsPlugin final : public bpfmgr::Plugin {
+ public:
+  bpfmgr::PluginInfo info() const override {
+    return {"sockops", "0.1.0",
+            "records established same-host TCP sockets in a sockhash (pair with sockmsg)"};
+  }
+  std::span<const std::byte> bpf_object() const override {
+    std::size_t sz = 0;
+    const void* p = sockops_bpf__elf_bytes(&sz);
+    return {static_cast<const std::byte*>(p), sz};
+  }
+
+  std::vector<bpfmgr::OptionSpec> option_schema() const override {
+    using bpfmgr::OptionType;
+    return {
+        {"cgroup", OptionType::String,
+         "cgroup v2 to attach to: \"\" or \"/\" is the root, relative paths are "
+         "under the cgroup2 mount, absolute paths must be inside it",
+         std::string(""), {}, {}, {}},
+        {"ports", OptionType::IntList,
+         "accelerate only connections with one of these ports at either end "
+         "(empty: every port; at most 16)",
+         std::vector<std::int64_t>{}, 1, 65535, {}},
+        {"exclude_ports", OptionType::IntList,
+         "never accelerate connections with one of these ports at either end (at most 16)",
+         std::vector<std::int64_t>{}, 1, 65535, {}},
+        {"cidrs", OptionType::StringList,
+         "accelerate only when both addresses are inside one of these CIDRs "
+         "(empty: any same-host address; at most 8)",
+         std::vector<std::string>{}, {}, {}, {}},
+        {"host_addresses", OptionType::Bool,
+         "treat this host's interface addresses (read at load) as local, besides "
+         "loopback and connections to the socket's own address",
+         true, {}, {}, {}},
+    };
+  }
+
+  std::vector<bpfmgr::OptionProblem> validate(const bpfmgr::Options& o) const override {
+    std::vector<bpfmgr::OptionProblem> out;
+    if (o.get_ints("ports").size() > kMaxPorts)
+      out.push_back({"ports", "at most 16 ports", "use a CIDR or a cgroup instead"});
+    if (o.get_ints("exclude_ports").size() > kMaxPorts)
+      out.push_back({"exclude_ports", "at most 16 ports", ""});
+    if (o.get_strings("cidrs").size() > kMaxCidrs)
+      out.push_back({"cidrs", "at most 8 CIDRs", ""});
+    for (auto& c : o.get_strings("cidrs"))
+      if (!parse_cidr(c))
+        out.push_back({"cidrs", "'" + c + "' is not an IPv4/IPv6 address or CIDR",
+                       "e.g. \"127.0.0.0/8\" or \"::1/128\""});
+    return out;
+  }
+
+  void before_load(bpfmgr::InstanceContext& ctx) override {
+    const auto& o = ctx.options();
+    auto ports = to_ports(o.get_ints("ports"));
+    auto excl = to_ports(o.get_ints("exclude_ports"));
+    ctx.set_global("cfg_nr_ports", static_cast<std::uint32_t>(o.get_ints("ports").size()));
+    ctx.set_global("cfg_ports", ports);
+    ctx.set_global("cfg_nr_exclude_ports",
+                   static_cast<std::uint32_t>(o.get_ints("exclude_ports").size()));
+    ctx.set_global("cfg_exclude_ports", excl);
+
+    std::array<bypass_cidr, kMaxCidrs> cidrs{};
+    std::uint32_t n = 0;
+    for (auto& s : o.get_strings("cidrs")) {
+      auto c = parse_cidr(s);
+      if (!c) throw Error("cidrs: '" + s + "' is not a CIDR");
+      cidrs.at(n++) = *c;
+    }
+    ctx.set_global("cfg_nr_cidrs", n);
+    ctx.set_global("cfg_cidrs", cidrs);
+
+    std::array<bypass_cidr, kMaxHostAddrs> hosts{};
+    std::uint32_t h = 0;
+    if (o.get_bool("host_addresses"))
+      for (auto& c : host_addresses()) hosts.at(h++) = c;
+    ctx.set_global("cfg_nr_host_addrs", h);
+    ctx.set_global("cfg_host_addrs", hosts);
+  }
+
+  void attach(bpfmgr::InstanceContext& ctx) override {
+    auto path = resolve_cgroup(ctx.cgroup2_root(), ctx.options().get_string("cgroup"));
+    struct stat st{};
+    if (stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+      throw Error("cgroup '" + path + "' does not exist");
+    ctx.attach_cgroup("bypass_sockops", path);
+  }
+
+  bpfmgr::StatusReport status(bpfmgr::PinnedContext& ctx) const override {
+    bpfmgr::StatusReport r;
+    auto v = read_percpu<sockops_counters>(ctx.map_fd("sockops_counters"));
+    r.counters.push_back(counter("inserted", v, &sockops_counters::inserted));
+    r.counters.push_back(counter("skipped_not_local", v, &sockops_counters::skipped_not_local));
+    r.counters.push_back(counter("skipped_filtered", v, &sockops_counters::skipped_filtered));
+    r.counters.push_back(counter("insert_failed", v, &sockops_counters::insert_failed));
+    r.counters.push_back(counter("half_closed", v, &sockops_counters::half_closed));
+    r.counters.push_back(
+        {"sockets_in_map", count_entries(ctx.map_fd("sock_hash")), {}});
+    r.details.push_back({"cgroup", ctx.options().get_string("cgroup").empty()
+                                       ? "/ (cgroup v2 root)"
+                                       : ctx.options().get_string("cgroup")});
+    r.details.push_back({"sockhash", ctx.pin_dir() + "/maps/sock_hash"});
+    return r;
+  }
+
+  bool has_bench() const override { return true; }
+  int bench(bpfmgr::BenchContext& ctx) override { return run_bench(ctx); }
+
+ private:
+  static std::array<std::uint16_t, kMaxPorts> to_ports(const std::vector<std::int64_t>& v) {
+    std::array<std::uint16_t, kMaxPorts> out{};
+    if (v.size() > kMaxPorts) throw Error("at most 16 ports");
+    for (std::size_t i = 0; i < v.size(); ++i) out[i] = static_cast<std::uint16_t>(v[i]);
+    return out;
+  }
+};
+
+}  // namespace
+
+BPFMGR_PLUGIN(SockopsPlugin)

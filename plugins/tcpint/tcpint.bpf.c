@@ -704,10 +704,11 @@ static __always_inline int tuple_from_sk(struct sock *sk,
 		set_addr(t->remote_addr, 0, 0, bpf_htonl(0x0000ffff),
 			 BPF_CORE_READ(sk, __sk_common.skc_daddr));
 	} else if (family == AF_INET6) {
-		BPF_CORE_READ_INTO(t->local_addr, sk,
-				   __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(t->remote_addr, sk,
-				   __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		/* BPF_CORE_READ_INTO would size the read by *dst (1 byte) */
+		bpf_core_read(t->local_addr, 16,
+			      &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(t->remote_addr, 16,
+			      &sk->__sk_common.skc_v6_daddr);
 	} else {
 		return -1;
 	}

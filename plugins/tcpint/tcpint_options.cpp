@@ -9,6 +9,25 @@
 
 namespace tcpint {
 
+namespace {
+// Lists read tolerantly: options restored from a loaded instance's state
+// may carry an empty list typed as the other kind of list.
+std::vector<std::int64_t> int_list(const bpfmgr::Options& o,
+                                   const std::string& key) {
+  auto it = o.all().find(key);
+  if (it == o.all().end()) return {};
+  if (auto* v = std::get_if<std::vector<std::int64_t>>(&it->second)) return *v;
+  return {};
+}
+std::vector<std::string> string_list(const bpfmgr::Options& o,
+                                     const std::string& key) {
+  auto it = o.all().find(key);
+  if (it == o.all().end()) return {};
+  if (auto* v = std::get_if<std::vector<std::string>>(&it->second)) return *v;
+  return {};
+}
+}  // namespace
+
 using bpfmgr::OptionSpec;
 using bpfmgr::OptionType;
 
@@ -101,17 +120,17 @@ std::vector<bpfmgr::OptionProblem> validate(const bpfmgr::Options& o) {
     out.push_back({"exid", "0xF989 is TCP Fast Open's ExID",
                    "pick another 16-bit value, e.g. 0x5449"});
   if (o.has("cidrs")) {
-    for (const auto& c : o.get_strings("cidrs")) {
+    for (const auto& c : string_list(o, "cidrs")) {
       tcpint_cidr_key k;
       std::string why;
       if (!parse_cidr(c, k, why))
         out.push_back({"cidrs", "'" + c + "': " + why,
                        "write e.g. \"10.0.0.0/8\" or \"fd00::/8\""});
     }
-    if (o.get_strings("cidrs").size() > 64)
+    if (string_list(o, "cidrs").size() > 64)
       out.push_back({"cidrs", "at most 64 CIDRs", ""});
   }
-  if (o.has("ports") && o.get_ints("ports").size() > 64)
+  if (int_list(o, "ports").size() > 64)
     out.push_back({"ports", "at most 64 ports", ""});
   return out;
 }
@@ -140,15 +159,15 @@ Settings settings_from(const bpfmgr::Options& o, const std::string& cgroup2_root
   auto sid = o.get_int("sender_id");
   s.sender_id = sid ? static_cast<std::uint16_t>(sid)
                     : auto_sender_id(instance_name);
-  for (const auto& seg : o.get_strings("segments")) {
+  for (const auto& seg : string_list(o, "segments")) {
     if (seg == "syn") s.segments |= TCPINT_SEG_SYN;
     if (seg == "ack") s.segments |= TCPINT_SEG_ACK;
     if (seg == "data") s.segments |= TCPINT_SEG_DATA;
     if (seg == "fin") s.segments |= TCPINT_SEG_FIN;
   }
-  for (auto p : o.get_ints("ports"))
+  for (auto p : int_list(o, "ports"))
     s.ports.push_back(static_cast<std::uint16_t>(p));
-  for (const auto& c : o.get_strings("cidrs")) {
+  for (const auto& c : string_list(o, "cidrs")) {
     tcpint_cidr_key k;
     std::string why;
     parse_cidr(c, k, why);

@@ -102,7 +102,7 @@ class Capture {
       dup2(fd, 2);
       dup2(fd, 1);
       execlp("ip", "ip", "netns", "exec", h.netns.c_str(), "tcpdump", "-i",
-             h.ifname.c_str(), "-n", "-U", "-s", "256", "-w", file_.c_str(),
+             h.ifname.c_str(), "-n", "-U", "--immediate-mode", "-s", "256", "-w", file_.c_str(),
              "tcp", "port", std::to_string(port).c_str(), (char*)nullptr);
       _exit(127);
     }
@@ -116,8 +116,10 @@ class Capture {
   }
   ~Capture() {
     stop();
-    ::unlink(file_.c_str());
-    ::unlink(err_.c_str());
+    if (!getenv("TCPINT_KEEP_PCAP")) {
+      ::unlink(file_.c_str());
+      ::unlink(err_.c_str());
+    }
   }
   void stop() {
     if (pid_ <= 0) return;
@@ -134,7 +136,14 @@ class Capture {
     std::ifstream in(file_, std::ios::binary);
     std::vector<std::uint8_t> d((std::istreambuf_iterator<char>(in)),
                                 std::istreambuf_iterator<char>());
-    if (d.size() < 24) return out;
+    if (d.size() < 24) {
+      std::ifstream e(err_);
+      std::stringstream ss;
+      ss << e.rdbuf();
+      ADD_FAILURE() << "capture " << file_ << " has " << d.size()
+                    << " bytes; tcpdump said: " << ss.str();
+      return out;
+    }
     std::size_t off = 24;
     while (off + 16 <= d.size()) {
       std::uint32_t incl;
@@ -504,9 +513,10 @@ TEST_F(Tcpint, PeerWithoutPlugin) {
   EXPECT_EQ(c["rejected_magic"] + c["rejected_len"], 0u);
 }
 
-// Option space full: TCP-MD5 (20 bytes) next to MSS, SACK-permitted,
-// timestamps and window scaling leaves less than 20 bytes on every
-// segment. The connection works and the no-room counter moves.
+// Option space full on the SYN: TCP-MD5 (20 bytes) + MSS + SACK-permitted +
+// window scaling leave 8 bytes, less than our 20 (on this kernel MD5 turns
+// timestamps off, so later segments have room again). The connection works,
+// the SYN goes out without our option and the no-room counter moves.
 TEST_F(Tcpint, NoRoomWithMd5StillConnects) {
   load({{"host_a", hosts_->a.cgroup, "sender_id = 1"},
         {"host_b", hosts_->b.cgroup, "sender_id = 2"}});
@@ -554,13 +564,14 @@ TEST_F(Tcpint, NoRoomWithMd5StillConnects) {
   bool syn_seen = false;
   for (const auto& s : segs) {
     EXPECT_TRUE(has_kind(s, 19)) << "MD5 option missing";
-    EXPECT_FALSE(find_option(s, 254, TCPINT_DEFAULT_EXID));
-    if (s.from_a && (s.flags & kSyn)) syn_seen = true;
+    if (s.from_a && (s.flags & kSyn)) {
+      syn_seen = true;
+      EXPECT_FALSE(find_option(s, 254, TCPINT_DEFAULT_EXID));
+    }
   }
   EXPECT_TRUE(syn_seen);
   auto c = counters("host_a");
   EXPECT_GT(c["no_room"], 0u);
-  EXPECT_EQ(c["written"], 0u);
   EXPECT_EQ(c["helper_errors"], 0u);
 }
 
@@ -587,9 +598,12 @@ TEST_F(Tcpint, SyncookiesReceiverLearnsFromHandshakeAck) {
   EXPECT_EQ(srv->wait(), 0);
 }
 
-// Fast open: the first connection gets a cookie, the second sends data in
-// the SYN. The cookie leaves no room on that SYN; the context still arrives
-// (handshake ACK / data) and the exchange is intact.
+// Fast open: the first connection asks for a cookie, the second sends data
+// in the SYN. MSS + SACK + timestamps + window scaling + the TFO option
+// leave less than 20 bytes: both SYNs go out without our option (no room),
+// the exchange is intact, and the receiver still gets the context from the
+// later segments (the fast-open child answers with the option on its
+// SYN-ACK already).
 TEST_F(Tcpint, FastOpen) {
   hosts_->sysctl(hosts_->a, "net.ipv4.tcp_fastopen", "3");
   hosts_->sysctl(hosts_->b, "net.ipv4.tcp_fastopen", "3");
@@ -611,8 +625,13 @@ TEST_F(Tcpint, FastOpen) {
                  reinterpret_cast<sockaddr*>(&sin), sizeof(sin)) < 0)
         return 2;
       char back[sizeof(m)];
-      if (!lab::recv_exact(fd, back, sizeof(m)) || std::memcmp(back, m, sizeof(m)))
+      if (!lab::recv_exact(fd, back, sizeof(m)) ||
+          std::memcmp(back, m, sizeof(m)))
         return 3;
+      // A second message on the established flow.
+      if (!lab::send_all(fd, m, sizeof(m)) ||
+          !lab::recv_exact(fd, back, sizeof(m)))
+        return 4;
       ch.send("port " + std::to_string(lab::local_port(fd)));
       std::this_thread::sleep_for(20ms);
       ::close(fd);
@@ -626,22 +645,33 @@ TEST_F(Tcpint, FastOpen) {
   ASSERT_EQ(p2.rfind("port ", 0), 0u);
   auto cport2 = static_cast<std::uint16_t>(std::stoi(p2.substr(5)));
   auto rx = flow("host_b", "rx_context_map", sport, cport2);
-  ASSERT_TRUE(rx);
+  ASSERT_TRUE(rx) << dump("host_b", "rx_context_map").dump();
+  auto tx = flow("host_a", "flow_context_map", cport2, sport);
+  ASSERT_TRUE(tx);
+  EXPECT_EQ(rx->at("value").at("trace_id"), tx->at("value").at("trace_id"));
   EXPECT_GE(rx->at("value").at("msg_count"), 1);
-  // The second SYN carried data (a cookie was used).
   bool syn_with_data = false;
-  for (const auto& s : cap.segments(sport))
-    if (s.from_a && (s.flags & kSyn) && s.payload > 0 && s.sport == cport2)
-      syn_with_data = true;
+  for (const auto& s : cap.segments(sport)) {
+    if (s.from_a && (s.flags & kSyn)) {
+      EXPECT_TRUE(has_kind(s, 34)) << "no TFO option on the SYN";
+      EXPECT_FALSE(find_option(s, 254, TCPINT_DEFAULT_EXID));
+      if (s.payload > 0 && s.sport == cport2) syn_with_data = true;
+    }
+  }
   EXPECT_TRUE(syn_with_data) << "fast open did not put data in the SYN";
-  EXPECT_EQ(counters("host_a")["helper_errors"], 0u);
+  auto c = counters("host_a");
+  EXPECT_GE(c["no_room"], 2u);
+  EXPECT_EQ(c["helper_errors"], 0u);
 }
 
 // Helper return codes and foreign options: a second instance on A with the
 // same kind + ExID finds its option already written (bpf_store_hdr_opt
-// -EEXIST, recorded in helper_errors); an instance on B with another ExID
-// counts A's options as rejected (bad magic) and stores nothing.
+// -EEXIST, recorded in helper_errors; timestamps off on A so that data
+// segments have room for both reservations, else the second gets -ENOSPC,
+// counted as no room); an instance on B with another ExID counts A's
+// options as rejected (bad magic) and stores nothing.
 TEST_F(Tcpint, HelperCodesAndForeignMagic) {
+  hosts_->sysctl(hosts_->a, "net.ipv4.tcp_timestamps", "0");
   load({{"a_first", hosts_->a.cgroup, "sender_id = 1"},
         {"a_second", hosts_->a.cgroup, "sender_id = 3"},
         {"b_other", hosts_->b.cgroup, "sender_id = 2\nexid = 0x1234"}});
@@ -663,7 +693,8 @@ TEST_F(Tcpint, HelperCodesAndForeignMagic) {
     }
   auto w1 = counters("a_first")["written"], w2 = counters("a_second")["written"];
   EXPECT_GE(w1 + w2, 5u);
-  EXPECT_EQ(eexist, w1 + w2);  // every segment: one store, one EEXIST
+  EXPECT_GT(eexist, 0u);
+  EXPECT_LE(eexist, w1 + w2);  // at most one EEXIST per written option
   auto cb = counters("b_other");
   EXPECT_GT(cb["rejected_magic"], 0u);
   EXPECT_EQ(cb["parsed"], 0u);

@@ -7,5 +7,8 @@ cd "$(dirname "$0")/.."
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build build -j"$(nproc)"
 manifest="${1:-examples/manifests/bpfmgr.toml}"
+# The example's traffic-changing plugins act only inside this cgroup.
+cgroup2=$(findmnt -t cgroup2 -n -o TARGET | head -n1)
+mkdir -p "$cgroup2/bpfmgr-demo"
 build/bin/bpfmgr load "$manifest"
 build/bin/bpfmgr status

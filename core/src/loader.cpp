@@ -632,6 +632,19 @@ void InstanceTxn::rollback() noexcept {
   obj_.reset();
 }
 
+// libbpf 1.1 predates some link types the running kernel has.
+std::string link_type_name(std::uint32_t type) {
+  if (auto s = libbpf_bpf_link_type_str(bpf_link_type(type))) return s;
+  switch (type) {
+    case 10: return "netfilter";
+    case 11: return "tcx";
+    case 12: return "uprobe_multi";
+    case 13: return "netkit";
+    case 14: return "sockmap";
+  }
+  return "type " + std::to_string(type);
+}
+
 bool pins_present(const std::string& dir, const InstanceState& s) {
   auto exists = [](const std::string& p) {
     struct stat st {};
@@ -914,8 +927,7 @@ nlohmann::json instance_status(const std::string& pin_root,
     std::uint32_t len = sizeof(info);
     if (fd && bpf_obj_get_info_by_fd(fd.get(), &info, &len) == 0) {
       lj["id"] = info.id;
-      auto t = libbpf_bpf_link_type_str(bpf_link_type(info.type));
-      lj["type"] = t ? t : "?";
+      lj["type"] = link_type_name(info.type);
     } else {
       lj["error"] = "pin missing";
     }

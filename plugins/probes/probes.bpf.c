@@ -332,8 +332,12 @@ int probes_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		/* connect(): process context, the owner is current. The
 		 * source port may not be chosen yet: ports are checked at
 		 * ESTABLISHED. */
-		if (!family_pass(ctx->family, ctx->daddr_v6))
-			return 0;
+		if (family_mask != 3) {
+			__u8 d6[16];
+			bpf_probe_read_kernel(d6, sizeof(d6), ctx->daddr_v6);
+			if (!family_pass(ctx->family, d6))
+				return 0;
+		}
 		if (!proc_pass(bpf_get_current_pid_tgid()))
 			return 0;
 		struct probes_conn n = {};
@@ -671,7 +675,7 @@ int probes_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 {
 	struct probes_tuple t = {};
 	struct sk_buff *skb = (struct sk_buff *)ctx->skbaddr;
-	if (!tuple_from_skb(&t, skb, ctx->protocol))
+	if (!tuple_from_skb(&t, skb, BPF_CORE_READ(skb, protocol)))
 		return 0;
 	if (!tuple_pass(&t))
 		return 0;

@@ -365,7 +365,7 @@ int cmd_events(const EventsArgs& a) {
     std::cerr << "error: plugin '" << st->plugin << "' does not stream events\n";
     return kExitInvalid;
   }
-  auto ctx = open_pinned(a.pin_root, a.instance, *st);
+  auto ctx = open_pinned(a.pin_root, a.instance, *st, *plugin->plugin);
   auto formatter = plugin->plugin->event_formatter(ctx->options());
   if (!formatter) {
     std::cerr << "error: plugin '" << st->plugin << "' has no event formatter\n";

@@ -769,11 +769,12 @@ LoadReport load_manifest(const ResolvedManifest& rm, const LoadOptions& lo) {
 
 class PinnedInstance final : public PinnedContext {
  public:
-  PinnedInstance(std::string pin_root, std::string instance, InstanceState st)
+  PinnedInstance(std::string pin_root, std::string instance, InstanceState st,
+                 const std::vector<OptionSpec>& schema)
       : instance_(std::move(instance)),
         dir_(pin_root + "/" + instance_),
         state_(std::move(st)),
-        options_(options_from_json(state_.options)) {}
+        options_(options_from_json(state_.options, schema)) {}
 
   const std::string& instance_name() const override { return instance_; }
   const Options& options() const override { return options_; }
@@ -800,8 +801,10 @@ class PinnedInstance final : public PinnedContext {
 
 std::unique_ptr<PinnedContext> open_pinned(const std::string& pin_root,
                                            const std::string& instance,
-                                           const InstanceState& state) {
-  return std::make_unique<PinnedInstance>(pin_root, instance, state);
+                                           const InstanceState& state,
+                                           const Plugin& plugin) {
+  return std::make_unique<PinnedInstance>(pin_root, instance, state,
+                                          plugin.option_schema());
 }
 
 void unpin_instance(const std::string& pin_root, const std::string& instance,
@@ -810,7 +813,7 @@ void unpin_instance(const std::string& pin_root, const std::string& instance,
   if (auto st = read_state(dir)) {
     try {
       auto plugin = registry.load_file(st->plugin_path);
-      auto ctx = open_pinned(pin_root, instance, *st);
+      auto ctx = open_pinned(pin_root, instance, *st, *plugin->plugin);
       plugin->plugin->before_unpin(*ctx);
     } catch (const std::exception& e) {
       spdlog::warn("{}: before_unpin skipped: {}", instance, e.what());
@@ -942,7 +945,7 @@ nlohmann::json instance_status(const std::string& pin_root,
   j["details"] = nlohmann::json::object();
   try {
     auto plugin = registry.load_file(st->plugin_path);
-    auto ctx = open_pinned(pin_root, instance, *st);
+    auto ctx = open_pinned(pin_root, instance, *st, *plugin->plugin);
     auto rep = plugin->plugin->status(*ctx);
     for (auto& c : rep.counters) {
       nlohmann::json cj{{"name", c.name}, {"value", c.value}};

@@ -65,8 +65,10 @@ nlohmann::json instance_status(const std::string& pin_root,
 
 // A PinnedContext over an instance loaded earlier (by any process).
 class PinnedInstance;
+// Options are re-typed with `plugin`'s schema.
 std::unique_ptr<PinnedContext> open_pinned(const std::string& pin_root,
                                            const std::string& instance,
-                                           const InstanceState& state);
+                                           const InstanceState& state,
+                                           const Plugin& plugin);
 
 }  // namespace bpfmgr

@@ -175,9 +175,29 @@ nlohmann::json options_to_json(const Options& options) {
   return j;
 }
 
-Options options_from_json(const nlohmann::json& j) {
+Options options_from_json(const nlohmann::json& j,
+                          const std::vector<OptionSpec>& schema) {
   std::map<std::string, OptionValue> values;
   for (auto& [k, v] : j.items()) {
+    auto spec = std::find_if(schema.begin(), schema.end(),
+                             [&](auto& s) { return s.name == k; });
+    if (spec != schema.end()) {
+      try {
+        switch (spec->type) {
+          case OptionType::Bool: values[k] = v.get<bool>(); continue;
+          case OptionType::Int: values[k] = v.get<std::int64_t>(); continue;
+          case OptionType::String: values[k] = v.get<std::string>(); continue;
+          case OptionType::StringList:
+            values[k] = v.get<std::vector<std::string>>();
+            continue;
+          case OptionType::IntList:
+            values[k] = v.get<std::vector<std::int64_t>>();
+            continue;
+        }
+      } catch (const nlohmann::json::exception&) {
+        // The plugin's schema changed since the load: fall back to guessing.
+      }
+    }
     if (v.is_boolean())
       values[k] = v.get<bool>();
     else if (v.is_number_integer())

@@ -237,6 +237,30 @@ TEST(Loader, FailedUpdateKeepsThePreviousVersionRunning) {
   EXPECT_EQ(calls_in(root.path() + "/cg/maps/stats"), 3u);
 }
 
+TEST(Loader, CgroupLinkSwitchesToTheNewProgramInPlace) {
+  PinRoot root;
+  ScopedCgroup cg;
+  auto instance = [&](long tgid) {
+    return header(root) + "\n[[instance]]\nname = \"cg\"\nplugin = \"testcgroup\"\n"
+                          "[instance.options]\ntgid = " + std::to_string(tgid) +
+           "\ncgroup = \"" + cg.path() + "\"\n";
+  };
+  ASSERT_EQ(load(instance(1)).exit_code, 0);
+  auto link_pin = root.path() + "/cg/links/egress";
+  auto link = id_of("link", link_pin);
+  auto old_prog = id_of("prog", root.path() + "/cg/progs/egress");
+  auto r = load(instance(2));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // The same link (no moment without a program) now runs the new program.
+  EXPECT_EQ(id_of("link", link_pin), link);
+  auto new_prog = id_of("prog", root.path() + "/cg/progs/egress");
+  EXPECT_NE(new_prog, old_prog);
+  EXPECT_EQ(bpftool_json({"link", "show", "pinned", link_pin})["prog_id"], new_prog);
+  auto tree = bpftool_json({"cgroup", "show", cg.path()});
+  ASSERT_EQ(tree.size(), 1u);
+  EXPECT_EQ(tree[0]["id"], new_prog);
+}
+
 TEST(Loader, CgroupProgramsOfSeveralInstancesShareAHook) {
   PinRoot root;
   ScopedCgroup cg;

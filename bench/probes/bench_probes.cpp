@@ -1,0 +1,284 @@
+// bench_probes: the probes plugin's costs, side by side in one run.
+//
+//  * syscall cost per call (thread CPU time) with no programs, empty programs
+//    on raw_tp sys_enter/sys_exit, the full tracer (latency sampled 1/16),
+//    and the full tracer timing every call; rounds interleave the configs so
+//    a noisy host hits them all alike; medians are printed at the end;
+//  * loopback TCP connection churn with and without the connection probes;
+//  * ring-buffer events/s delivered to a real `bpfmgr events --json`
+//    process, at paced rates up to overload (drops counted, no stall).
+//
+// Instances are loaded with the real `bpfmgr load` under a private pin root
+// and unpinned afterwards. Run as root: build*/bin/bench_probes
+//   [--rounds=N] plus the usual --benchmark_* flags.
+#include <benchmark/benchmark.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "probes.h"
+#include "probes_workload.hpp"
+
+extern char** environ;
+
+namespace {
+
+namespace w = bpfmgr::probes::workload;
+namespace fs = std::filesystem;
+
+int run_cmd(const std::vector<std::string>& args, bool quiet = true) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  if (quiet) posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  pid_t pid;
+  int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc) return -1;
+  int st = 0;
+  waitpid(pid, &st, 0);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+const std::string kPinRoot = "/sys/fs/bpf/bench-probes-" + std::to_string(getpid());
+
+// One loaded instance; unpinned on destruction.
+class Loaded {
+ public:
+  explicit Loaded(const std::string& options) {
+    if (options == "none") return;
+    std::string path = "/tmp/bench-probes-" + std::to_string(getpid()) + ".toml";
+    std::ofstream(path) << "pin_root = \"" << kPinRoot
+                        << "\"\n[[instance]]\nname = \"bench\"\nplugin = \"probes\"\n"
+                           "[instance.options]\n"
+                        << options;
+    if (run_cmd({BPFMGR_BINARY, "load", path}) != 0)
+      throw std::runtime_error("bpfmgr load failed for: " + options);
+    fs::remove(path);
+    loaded_ = true;
+  }
+  ~Loaded() {
+    if (loaded_) run_cmd({BPFMGR_BINARY, "unpin", "--pin-root", kPinRoot});
+  }
+  std::string map(const std::string& m) const { return kPinRoot + "/bench/maps/" + m; }
+
+ private:
+  bool loaded_ = false;
+};
+
+struct Config {
+  const char* name;
+  const char* options;
+};
+const Config kConfigs[] = {
+    {"none", "none"},
+    {"empty", "bench_empty_hooks = true\n"},
+    {"full", "kinds = [\"syscalls\"]\n"},
+    {"full_every", "kinds = [\"syscalls\"]\nlatency_sample_every = 1\n"},
+};
+
+// name -> config -> samples (ns per call)
+std::map<std::string, std::map<std::string, std::vector<double>>> g_samples;
+
+using Workload = double (*)(std::uint64_t);
+double sockpair_per_call(std::uint64_t n) { return w::socketpair_rw_ns(n / 2); }
+
+void BM_Syscall(benchmark::State& state, std::string wl, Workload fn, Config cfg) {
+  Loaded l(cfg.options);
+  for (auto _ : state) {
+    double ns = fn(200000);
+    state.SetIterationTime(ns * 1e-9);  // per call
+    g_samples[wl][cfg.name].push_back(ns);
+  }
+  state.counters["ns_per_call"] = g_samples[wl][cfg.name].back();
+}
+
+void BM_TcpChurn(benchmark::State& state, bool probes) {
+  Loaded l(probes ? "kinds = [\"connect\", \"accept\", \"close\"]\n" : "none");
+  double rate = 0;
+  for (auto _ : state) rate = w::tcp_churn_per_sec(0.5);
+  state.counters["conn_per_s"] = rate;
+  g_samples["tcp churn conn/s"][probes ? "with probes" : "without"].push_back(rate);
+}
+
+std::uint64_t counter_sum(const std::string& path, __u64 probes_counters::*f) {
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) return 0;
+  std::vector<probes_counters> v(std::max(1, libbpf_num_possible_cpus()));
+  std::uint32_t zero = 0;
+  std::uint64_t s = 0;
+  if (!bpf_map_lookup_elem(fd, &zero, v.data()))
+    for (auto& c : v) s += c.*f;
+  close(fd);
+  return s;
+}
+
+struct RbRow {
+  double offered, achieved;
+  std::uint64_t emitted, dropped, delivered;
+};
+std::vector<RbRow> g_rb;
+
+// `bpfmgr events bench --json` as a child process; counts its lines.
+void BM_RingBuffer(benchmark::State& state) {
+  double rate = double(state.range(0));  // events/s offered, 0 = unpaced
+  Loaded l("kinds = [\"syscalls\"]\nsyscall_events = true\nring_buffer_kb = 1024\n"
+           "pids = [" + std::to_string(getpid()) + "]\n");
+  for (auto _ : state) {
+    int pfd[2];
+    if (pipe(pfd)) throw std::runtime_error("pipe");
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
+    posix_spawn_file_actions_addclose(&fa, pfd[0]);
+    std::vector<std::string> args = {BPFMGR_BINARY, "events", "bench", "--pin-root",
+                                     kPinRoot, "--json", "--duration", "30"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid;
+    posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pfd[1]);
+    std::atomic<std::uint64_t> lines{0};
+    std::thread reader([&] {
+      char buf[1 << 16];
+      ssize_t n;
+      while ((n = read(pfd[0], buf, sizeof buf)) > 0)
+        for (ssize_t i = 0; i < n; ++i) lines += buf[i] == '\n';
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // attach
+    std::uint64_t e0 = counter_sum(l.map("counters"), &probes_counters::events_emitted);
+    std::uint64_t d0 = counter_sum(l.map("counters"), &probes_counters::events_dropped);
+    std::uint64_t l0 = lines.load();
+    std::uint64_t msgs = rate > 0 ? std::uint64_t(rate / 2) : 300000;  // ~1 s
+    double achieved = w::paced_socketpair(msgs, rate / 2) * 2;
+    std::uint64_t e1 = counter_sum(l.map("counters"), &probes_counters::events_emitted);
+    std::uint64_t d1 = counter_sum(l.map("counters"), &probes_counters::events_dropped);
+    // Give the reader time to catch up with what was emitted.
+    for (int i = 0; i < 40 && lines.load() - l0 < e1 - e0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    kill(pid, SIGINT);
+    int st;
+    waitpid(pid, &st, 0);
+    reader.join();
+    close(pfd[0]);
+    std::uint64_t delivered = std::min<std::uint64_t>(lines.load() - l0, e1 - e0);
+    g_rb.push_back({rate, achieved, e1 - e0, d1 - d0, delivered});
+    state.counters["offered_ev_s"] = rate;
+    state.counters["achieved_ev_s"] = achieved;
+    state.counters["delivered"] = double(delivered);
+    state.counters["dropped"] = double(d1 - d0);
+  }
+}
+
+void print_summary() {
+  std::printf("\n==== probes: medians, thread CPU ns per call ====\n");
+  std::printf("%-34s %8s %8s %8s %8s | %7s %7s %7s | %6s %6s %6s\n", "workload", "none",
+              "empty", "full", "f_every", "+empty", "+full", "+f_ev", "x_add", "x_tot",
+              "xe_tot");
+  for (auto& [wl, byc] : g_samples) {
+    if (!byc.count("none")) continue;
+    double n = w::median(byc["none"]), e = w::median(byc["empty"]),
+           f = w::median(byc["full"]), fe = w::median(byc["full_every"]);
+    std::printf("%-34s %8.1f %8.1f %8.1f %8.1f | %7.1f %7.1f %7.1f | %6.2f %6.2f %6.2f\n",
+                wl.c_str(), n, e, f, fe, e - n, f - n, fe - n,
+                e - n > 0 ? (f - n) / (e - n) : 0.0, f / e, fe / e);
+  }
+  std::printf("x_add: ns added by the tracer / by empty programs on the same hooks;\n"
+              "x_tot: cost of a traced call with the tracer / with empty programs\n");
+  if (g_samples.count("tcp churn conn/s")) {
+    auto& c = g_samples["tcp churn conn/s"];
+    double a = w::median(c["without"]), b = w::median(c["with probes"]);
+    std::printf("\ntcp connect+accept+close, loopback: %.0f conn/s without, %.0f with "
+                "connection probes (%.1f%% fewer)\n",
+                a, b, a > 0 ? (a - b) / a * 100 : 0);
+  }
+  if (!g_rb.empty()) {
+    std::printf("\nring buffer -> `bpfmgr events --json` (separate process), 1 MiB ring\n");
+    std::printf("%12s %12s %10s %10s %10s\n", "offered/s", "achieved/s", "emitted",
+                "delivered", "dropped");
+    for (auto& r : g_rb)
+      std::printf("%12s %12.0f %10llu %10llu %10llu\n",
+                  r.offered > 0 ? std::to_string(std::uint64_t(r.offered)).c_str() : "unpaced",
+                  r.achieved, (unsigned long long)r.emitted,
+                  (unsigned long long)r.delivered, (unsigned long long)r.dropped);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int rounds = 5;
+  std::vector<char*> rest;
+  for (int i = 0; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--rounds=", 9) == 0)
+      rounds = std::atoi(argv[i] + 9);
+    else
+      rest.push_back(argv[i]);
+  }
+  int rc = argc;
+  argc = int(rest.size());
+  (void)rc;
+  setenv("BPFMGR_PLUGIN_PATH", BPFMGR_PLUGIN_DIR, 1);
+  setenv("BPFMGR_LOG_LEVEL", "error", 1);
+
+  struct Wl {
+    const char* name;
+    Workload fn;
+  };
+  const Wl wls[] = {{"write 1B /dev/null (not a socket)", &w::devnull_write_ns},
+                    {"getpid (untraced)", &w::getpid_ns},
+                    {"socketpair write+read (per call)", &sockpair_per_call}};
+  for (int r = 0; r < rounds; ++r)
+    for (auto& cfg : kConfigs)
+      for (auto& wl : wls)
+        benchmark::RegisterBenchmark(
+            ("syscall/" + std::string(cfg.name) + "/" + wl.name + "/round" +
+             std::to_string(r))
+                .c_str(),
+            BM_Syscall, std::string(wl.name), wl.fn, cfg)
+            ->Iterations(1)
+            ->UseManualTime();
+  for (int r = 0; r < std::max(2, rounds / 2); ++r) {
+    benchmark::RegisterBenchmark(("tcp_churn/without/round" + std::to_string(r)).c_str(),
+                                 BM_TcpChurn, false)
+        ->Iterations(1);
+    benchmark::RegisterBenchmark(("tcp_churn/with_probes/round" + std::to_string(r)).c_str(),
+                                 BM_TcpChurn, true)
+        ->Iterations(1);
+  }
+  benchmark::RegisterBenchmark("ring_buffer/offered_ev_s", BM_RingBuffer)
+      ->Arg(50000)
+      ->Arg(100000)
+      ->Arg(200000)
+      ->Arg(400000)
+      ->Arg(0)
+      ->Iterations(1);
+
+  benchmark::Initialize(&argc, rest.data());
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  print_summary();
+  run_cmd({BPFMGR_BINARY, "unpin", "--pin-root", kPinRoot});
+  std::error_code ec;
+  fs::remove_all(kPinRoot, ec);
+  return 0;
+}

@@ -67,6 +67,14 @@ struct sockmsg_counters {
 	__u64 pad[2];
 };
 
+/* Value of sockops' `sock_index`: the kernel refuses BTF on sockhash maps,
+ * so this plain hash mirrors the sockhash keys with named fields for
+ * `bpftool map dump`. Entries leave with the socket (TCP_CLOSE). */
+struct bypass_sock_info {
+	__u64 cookie;      /* socket cookie, as the sockhash value reads */
+	__u64 since_ns;    /* bpf_ktime_get_ns() at insertion */
+};
+
 /* sockmsg control: one ARRAY slot. The plugin sets `draining` before the
  * instance is unpinned: from then on every message takes the TCP path, so
  * sockets still in the (now unreferenced) sockhash keep working and nothing

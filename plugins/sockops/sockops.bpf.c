@@ -24,6 +24,14 @@ const volatile struct bypass_cidr cfg_host_addrs[MAX_HOST_ADDRS] = {};
 
 BYPASS_SOCK_HASH_DEF;
 
+/* Mirror of the sockhash with BTF (see bypass_common.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BYPASS_MAX_SOCKETS);
+	__type(key, struct bypass_key);
+	__type(value, struct bypass_sock_info);
+} sock_index SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -143,6 +151,11 @@ static __always_inline void insert(struct bpf_sock_ops *skops,
 		return;
 	}
 	COUNT(inserted);
+	struct bypass_sock_info info = {
+		.cookie = bpf_get_socket_cookie(skops),
+		.since_ns = bpf_ktime_get_ns(),
+	};
+	bpf_map_update_elem(&sock_index, key, &info, BPF_ANY);
 	/* Watch state changes: the FIN handling lives there. */
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 						 BPF_SOCK_OPS_STATE_CB_FLAG);
@@ -160,8 +173,14 @@ int bypass_sockops(struct bpf_sock_ops *skops)
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		/* args[0]: old state, args[1]: new state */
-		if (skops->args[1] == BPF_TCP_FIN_WAIT1)
-			COUNT(half_closed);
+		if (skops->args[1] == BPF_TCP_FIN_WAIT1 ||
+		    skops->args[1] == BPF_TCP_LAST_ACK)
+			COUNT(half_closed); /* this socket sent its FIN */
+		/* The kernel drops the socket from the sockhash itself when it
+		 * is closed; keep the index in step. */
+		if (skops->args[1] == BPF_TCP_CLOSE &&
+		    !BYPASS_FILL_KEY(&key, skops, bpf_get_netns_cookie(skops)))
+			bpf_map_delete_elem(&sock_index, &key);
 		return 1;
 	default:
 		return 1;

@@ -63,12 +63,19 @@ struct {
 	__type(value, struct probes_conn);
 } conns SEC(".maps");
 
+/* Syscall aggregates: an open-addressed table in a per-CPU array. Slot =
+ * hash(key) & mask, probing PROBES_SYS_PROBE slots; the key lives in the
+ * slot. No helper call and no hashing call on the hot path, no atomics
+ * (per CPU). A key may sit in different slots on different CPUs: readers
+ * sum every slot of every CPU by key. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 4096); /* option max_syscall_stats */
-	__type(key, struct probes_sys_key);
-	__type(value, struct probes_sys_stats);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 4096); /* option max_syscall_stats (power of two) */
+	__type(key, __u32);
+	__type(value, struct probes_sys_slot);
 } syscall_stats SEC(".maps");
+
+const volatile __u32 sys_slots_mask = 4095;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -89,14 +96,6 @@ struct {
 	__type(key, struct filter_pid_key);
 	__type(value, struct filter_pid_val);
 } filter_pid SEC(".maps");
-
-/* Scratch for building one syscall_stats value (too big for the stack). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct probes_sys_stats);
-} stats_scratch SEC(".maps");
 
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 
@@ -819,6 +818,29 @@ static __always_inline struct file *traced_file(struct task_struct *task,
 	return f;
 }
 
+static __always_inline struct probes_sys_stats *
+sys_slot(const struct probes_sys_key *k)
+{
+	__u64 h = k->sock_ino * 0x9E3779B97F4A7C15ULL;
+	h ^= (((__u64)k->tgid << 8) | k->op) * 0xC2B2AE3D27D4EB4FULL;
+	h ^= h >> 31;
+	for (__u32 i = 0; i < PROBES_SYS_PROBE; i++) {
+		__u32 idx = (__u32)(h + i) & sys_slots_mask;
+		struct probes_sys_slot *sl = bpf_map_lookup_elem(&syscall_stats, &idx);
+		if (!sl)
+			return NULL;
+		if (sl->key.tgid == k->tgid && sl->key.op == k->op &&
+		    sl->key.sock_ino == k->sock_ino)
+			return &sl->s;
+		if (sl->key.tgid == 0) { /* free: claim it on this CPU */
+			sl->key = *k;
+			bpf_get_current_comm(sl->s.comm, sizeof(sl->s.comm));
+			return &sl->s;
+		}
+	}
+	return NULL;
+}
+
 SEC("raw_tp/sys_enter")
 int probes_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -917,20 +939,10 @@ int probes_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 		.op = op,
 		.sock_ino = f->f_inode->i_ino,
 	};
-	struct probes_sys_stats *s = bpf_map_lookup_elem(&syscall_stats, &k);
+	struct probes_sys_stats *s = sys_slot(&k);
 	if (!s) {
-		__u32 zero = 0;
-		struct probes_sys_stats *init = bpf_map_lookup_elem(&stats_scratch, &zero);
-		if (!init)
-			return 0;
-		__builtin_memset(init, 0, sizeof(*init));
-		bpf_get_current_comm(init->comm, sizeof(init->comm));
-		bpf_map_update_elem(&syscall_stats, &k, init, BPF_NOEXIST);
-		s = bpf_map_lookup_elem(&syscall_stats, &k);
-		if (!s) {
-			COUNT(sys_stats_full);
-			return 0;
-		}
+		COUNT(sys_stats_full);
+		return 0;
 	}
 	s->calls++;
 	if (ret < 0)

@@ -136,8 +136,8 @@ struct probes_conn {
 	__u8 _pad[5];
 };
 
-/* Syscall tracer aggregates: per process, syscall and socket. Per-CPU hash
- * (no atomics on the hot path); readers sum the CPUs. */
+/* Syscall tracer aggregates: per process, syscall and socket (see
+ * syscall_stats in probes.bpf.c: per-CPU open-addressed table). */
 struct probes_sys_key {
 	__u32 tgid;
 	__u32 op;       /* enum probes_op */
@@ -155,6 +155,14 @@ struct probes_sys_stats {
 	__u64 hist[PROBES_HIST_SLOTS]; /* sampled latency, log2(ns) buckets */
 	char comm[PROBES_COMM_LEN];
 };
+
+/* One slot of the syscall_stats table (tgid 0: free). */
+struct probes_sys_slot {
+	struct probes_sys_key key;
+	struct probes_sys_stats s;
+};
+
+#define PROBES_SYS_PROBE 4 /* slots probed per key */
 
 /* Per-thread state between sys_enter and sys_exit (task storage): the
  * timestamp of a call whose latency is measured. */

@@ -2,14 +2,16 @@
 #include "probes_format.hpp"
 
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
 #include <bpf/btf.h>
+#include <bpf/libbpf.h>
 #include <sys/socket.h>
 
 #include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <mutex>
-#include <nlohmann/json.hpp>
+#include <vector>
 
 namespace bpfmgr::probes {
 
@@ -144,6 +146,32 @@ std::string KernelEnums::reset_reason(std::uint32_t v) const {
   return it != reset_.end() ? it->second : std::to_string(v);
 }
 
+SysStatsMap read_sys_stats(int fd) {
+  SysStatsMap out;
+  bpf_map_info info{};
+  __u32 len = sizeof info;
+  if (bpf_obj_get_info_by_fd(fd, &info, &len)) return out;
+  int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) return out;
+  std::vector<probes_sys_slot> v(ncpu);
+  for (std::uint32_t i = 0; i < info.max_entries; ++i) {
+    if (bpf_map_lookup_elem(fd, &i, v.data())) continue;
+    for (auto& sl : v) {
+      if (sl.key.tgid == 0) continue;
+      auto [it, fresh] = out.try_emplace(sl.key, probes_sys_stats{});
+      auto& s = it->second;
+      if (!s.comm[0]) std::memcpy(s.comm, sl.s.comm, sizeof s.comm);
+      s.calls += sl.s.calls;
+      s.bytes += sl.s.bytes;
+      s.errors += sl.s.errors;
+      s.timed_calls += sl.s.timed_calls;
+      s.total_ns += sl.s.total_ns;
+      for (int h = 0; h < PROBES_HIST_SLOTS; ++h) s.hist[h] += sl.s.hist[h];
+    }
+  }
+  return out;
+}
+
 ProbesFormatter::ProbesFormatter()
     : realtime_offset_ns_(clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC)),
       enums_(shared_enums()) {}
@@ -226,71 +254,123 @@ std::string ProbesFormatter::table_row(const probes_event& e) const {
   return buf;
 }
 
-std::string ProbesFormatter::json_line(const probes_event& e) const {
-  nlohmann::ordered_json j;
-  j["ts_ns"] = e.ts_ns;
-  j["time_unix_ns"] = std::int64_t(e.ts_ns) + realtime_offset_ns_;
-  j["kind"] = event_kind_name(e.kind);
-  j["cpu"] = e.cpu;
-  j["pid"] = e.pid;
-  j["tid"] = e.tid;
-  j["comm"] = comm_of(e);
-  j["cgroup_id"] = e.cgroup_id;
-  if (e.t.family) {
-    j["family"] = e.t.family == AF_INET ? "ipv4" : "ipv6";
-    j["proto"] = e.t.proto;
-    j["saddr"] = format_addr(e.t.family, e.t.saddr);
-    j["sport"] = e.t.sport;
-    j["daddr"] = format_addr(e.t.family, e.t.daddr);
-    j["dport"] = e.t.dport;
+namespace {
+
+// A small JSON line writer: `bpfmgr events --json` formats every record, so
+// this stays allocation-light (one string, no DOM).
+class JsonLine {
+ public:
+  JsonLine() { s_.reserve(512); s_ += '{'; }
+  JsonLine& u(const char* k, std::uint64_t v) {
+    key(k);
+    char b[24];
+    s_.append(b, std::snprintf(b, sizeof b, "%llu", (unsigned long long)v));
+    return *this;
   }
-  if (e.sock_ino) j["sock_ino"] = e.sock_ino;
-  if (e.role) j["role"] = role_name(e.role);
+  JsonLine& i(const char* k, std::int64_t v) {
+    key(k);
+    char b[24];
+    s_.append(b, std::snprintf(b, sizeof b, "%lld", (long long)v));
+    return *this;
+  }
+  JsonLine& str(const char* k, std::string_view v) {
+    key(k);
+    s_ += '"';
+    for (unsigned char c : v) {
+      switch (c) {
+        case '"': s_ += "\\\""; break;
+        case '\\': s_ += "\\\\"; break;
+        case '\n': s_ += "\\n"; break;
+        case '\t': s_ += "\\t"; break;
+        default:
+          if (c < 0x20 || c >= 0x7f) {  // comm is bytes, not UTF-8: escape
+            char b[8];
+            std::snprintf(b, sizeof b, "\\u%04x", c);
+            s_ += b;
+          } else {
+            s_ += char(c);
+          }
+      }
+    }
+    s_ += '"';
+    return *this;
+  }
+  std::string done() {
+    s_ += '}';
+    return std::move(s_);
+  }
+
+ private:
+  void key(const char* k) {
+    if (s_.size() > 1) s_ += ',';
+    s_ += '"';
+    s_ += k;
+    s_ += "\":";
+  }
+  std::string s_;
+};
+
+}  // namespace
+
+std::string ProbesFormatter::json_line(const probes_event& e) const {
+  JsonLine j;
+  j.u("ts_ns", e.ts_ns)
+      .i("time_unix_ns", std::int64_t(e.ts_ns) + realtime_offset_ns_)
+      .str("kind", event_kind_name(e.kind))
+      .u("cpu", e.cpu)
+      .u("pid", e.pid)
+      .u("tid", e.tid)
+      .str("comm", comm_of(e))
+      .u("cgroup_id", e.cgroup_id);
+  if (e.t.family) {
+    j.str("family", e.t.family == AF_INET ? "ipv4" : "ipv6")
+        .u("proto", e.t.proto)
+        .str("saddr", format_addr(e.t.family, e.t.saddr))
+        .u("sport", e.t.sport)
+        .str("daddr", format_addr(e.t.family, e.t.daddr))
+        .u("dport", e.t.dport);
+  }
+  if (e.sock_ino) j.u("sock_ino", e.sock_ino);
+  if (e.role) j.str("role", role_name(e.role));
   switch (e.kind) {
     case PROBES_EV_CONNECT:
     case PROBES_EV_CONNECT_FAILED:
-      j["duration_ns"] = e.duration_ns;
+      j.u("duration_ns", e.duration_ns);
       break;
     case PROBES_EV_ACCEPT:
-      j["fd"] = e.fd;
-      j["duration_ns"] = e.duration_ns;
+      j.u("fd", e.fd).u("duration_ns", e.duration_ns);
       break;
     case PROBES_EV_CLOSE:
-      j["bytes_sent"] = e.bytes_sent;
-      j["bytes_received"] = e.bytes_received;
-      j["duration_ns"] = e.duration_ns;
-      j["closer"] = closer_name(e.closer);
-      j["state"] = tcp_state_name(e.state);
+      j.u("bytes_sent", e.bytes_sent)
+          .u("bytes_received", e.bytes_received)
+          .u("duration_ns", e.duration_ns)
+          .str("closer", closer_name(e.closer))
+          .str("state", tcp_state_name(e.state));
       break;
     case PROBES_EV_RETRANSMIT:
-      j["state"] = tcp_state_name(e.state);
-      j["err"] = e.ret;
+      j.str("state", tcp_state_name(e.state)).i("err", e.ret);
       break;
     case PROBES_EV_RESET_SENT:
-      j["reason"] = enums_->reset_reason(e.reason);
-      j["state"] = tcp_state_name(e.state);
+      j.str("reason", enums_->reset_reason(e.reason)).str("state", tcp_state_name(e.state));
       break;
     case PROBES_EV_RESET_RECV:
-      j["state"] = tcp_state_name(e.state);
+      j.str("state", tcp_state_name(e.state));
       break;
     case PROBES_EV_DROP:
-      j["reason"] = enums_->drop_reason(e.reason);
-      j["reason_code"] = e.reason;
+      j.str("reason", enums_->drop_reason(e.reason)).u("reason_code", e.reason);
       break;
     case PROBES_EV_RCVQ_FULL:
-      j["rmem_alloc"] = e.rmem_alloc;
-      j["rcvbuf"] = e.rcvbuf;
-      j["truesize"] = e.bytes_received;
+      j.u("rmem_alloc", e.rmem_alloc).u("rcvbuf", e.rcvbuf).u("truesize", e.bytes_received);
       break;
     case PROBES_EV_SYSCALL:
-      j["syscall"] = e.op < PROBES_OP_MAX ? kOpNames[e.op] : "?";
-      j["fd"] = e.fd;
-      j["ret"] = e.ret;
-      j["bytes"] = e.op >= PROBES_OP_WRITE ? e.bytes_sent : e.bytes_received;
-      j["duration_ns"] = e.duration_ns;
+      j.str("syscall", e.op < PROBES_OP_MAX ? kOpNames[e.op] : "?")
+          .u("fd", e.fd)
+          .i("ret", e.ret)
+          .u("bytes", e.op >= PROBES_OP_WRITE ? e.bytes_sent : e.bytes_received)
+          .u("duration_ns", e.duration_ns);
       break;
   }
-  return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+  return j.done();
 }
 
 std::string ProbesFormatter::format(std::span<const std::byte> record,

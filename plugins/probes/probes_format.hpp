@@ -21,6 +21,8 @@ static_assert(sizeof(probes_conn) == 104);
 static_assert(sizeof(probes_sys_key) == 16);
 static_assert(sizeof(probes_sys_stats) == 5 * 8 + PROBES_HIST_SLOTS * 8 + 16);
 static_assert(sizeof(probes_counters) == 64);
+static_assert(sizeof(probes_sys_slot) ==
+              sizeof(probes_sys_key) + sizeof(probes_sys_stats));
 
 // Option/JSON names, indexed like the enums in probes.h.
 inline constexpr std::array<std::string_view, PROBES_OP_MAX> kOpNames = {
@@ -60,6 +62,18 @@ class KernelEnums {
  private:
   std::map<std::uint32_t, std::string> drop_, reset_;
 };
+
+// The syscall_stats table (per-CPU open-addressed array) summed over slots
+// and CPUs, by key. `comm` is taken from the first CPU that has one.
+struct SysKeyLess {
+  bool operator()(const probes_sys_key& a, const probes_sys_key& b) const {
+    if (a.tgid != b.tgid) return a.tgid < b.tgid;
+    if (a.op != b.op) return a.op < b.op;
+    return a.sock_ino < b.sock_ino;
+  }
+};
+using SysStatsMap = std::map<probes_sys_key, probes_sys_stats, SysKeyLess>;
+SysStatsMap read_sys_stats(int map_fd);
 
 class ProbesFormatter final : public EventFormatter {
  public:

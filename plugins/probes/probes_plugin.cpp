@@ -199,7 +199,8 @@ class ProbesPlugin final : public Plugin {
          "connections tracked at once (conns map size)", std::int64_t{65536},
          64, 1 << 22, {}},
         {"max_syscall_stats", OptionType::Int,
-         "(process, syscall, socket) aggregates (syscall_stats map size)",
+         "(process, syscall, socket) aggregate slots per CPU (syscall_stats "
+         "size, power of two)",
          std::int64_t{4096}, 16, 1 << 20, {}},
         {"bench_empty_hooks", OptionType::Bool,
          "load only empty programs on raw_tp sys_enter/sys_exit (baseline "
@@ -214,6 +215,10 @@ class ProbesPlugin final : public Plugin {
     if (kb & (kb - 1))
       p.push_back({"ring_buffer_kb", "must be a power of two",
                    "try " + std::to_string(std::int64_t(1) << (64 - __builtin_clzll(kb)))});
+    auto slots = o.get_int("max_syscall_stats");
+    if (slots & (slots - 1))
+      p.push_back({"max_syscall_stats", "must be a power of two",
+                   "try " + std::to_string(std::int64_t(1) << (64 - __builtin_clzll(slots)))});
     auto every = o.get_int("latency_sample_every");
     if (every & (every - 1))
       p.push_back({"latency_sample_every", "must be a power of two", ""});
@@ -290,6 +295,8 @@ class ProbesPlugin final : public Plugin {
     ctx.set_max_entries("conns", std::uint32_t(o.get_int("max_connections")));
     ctx.set_max_entries("syscall_stats",
                         std::uint32_t(o.get_int("max_syscall_stats")));
+    ctx.set_global("sys_slots_mask",
+                   std::uint32_t(o.get_int("max_syscall_stats") - 1));
     ctx.set_max_entries("filter_pid",
                         std::max<std::uint32_t>(1, o.get_ints("pids").size()));
 
@@ -361,24 +368,14 @@ class ProbesPlugin final : public Plugin {
 
     // Syscall aggregates summed per syscall.
     {
-      int fd = ctx.map_fd("syscall_stats");
-      std::vector<probes_sys_stats> vals(ncpu);
+      auto stats = read_sys_stats(ctx.map_fd("syscall_stats"));
       std::uint64_t calls[PROBES_OP_MAX] = {}, bytes[PROBES_OP_MAX] = {};
-      std::uint64_t entries = 0;
-      probes_sys_key k{}, next{};
-      void* prev = nullptr;
-      while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-        k = next;
-        prev = &k;
-        ++entries;
+      for (auto& [k, v] : stats) {
         if (k.op >= PROBES_OP_MAX) continue;
-        if (bpf_map_lookup_elem(fd, &k, vals.data())) continue;
-        for (auto& v : vals) {
-          calls[k.op] += v.calls;
-          bytes[k.op] += v.bytes;
-        }
+        calls[k.op] += v.calls;
+        bytes[k.op] += v.bytes;
       }
-      r.counters.push_back({"syscall_stats_entries", entries, {}});
+      r.counters.push_back({"syscall_stats_entries", stats.size(), {}});
       for (int i = 0; i < PROBES_OP_MAX; ++i) {
         if (!calls[i]) continue;
         r.counters.push_back(

@@ -4,10 +4,12 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -674,9 +676,30 @@ std::vector<std::string> list_instances(const std::string& pin_root) {
   return out;
 }
 
+namespace {
+// Ctrl-C (or a service manager's TERM) in the middle of a load would leave
+// staged, attached programs behind: hold these signals until the load has
+// committed or rolled back. SIGKILL cannot be held; the next load or unpin
+// removes what it leaves (see docs/pin-layout.md).
+class DeferTerminationSignals {
+ public:
+  DeferTerminationSignals() {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaddset(&set, s);
+    pthread_sigmask(SIG_BLOCK, &set, &old_);
+  }
+  ~DeferTerminationSignals() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+
+ private:
+  sigset_t old_;
+};
+}  // namespace
+
 LoadReport load_manifest(const ResolvedManifest& rm, const LoadOptions& lo) {
   const auto& m = rm.manifest;
   LoadReport report;
+  DeferTerminationSignals defer_signals;
   ensure_bpffs();
   ensure_tracefs();
 

@@ -77,6 +77,44 @@ void ensure_bpffs() {
   run({"mount", "-t", "bpf", "bpf", "/sys/fs/bpf"});
 }
 
+// "<prefix>-<pid>-<n>" names made by unique_name() of a process that is
+// gone: a test run that was killed could not clean up after itself.
+bool left_by_dead_process(const std::string& name) {
+  static const std::string prefix = "bpfmgr-test-";
+  if (name.rfind(prefix, 0) != 0) return false;
+  auto rest = name.substr(prefix.size());
+  auto dash = rest.find('-');
+  if (dash == std::string::npos) return false;
+  int pid = std::atoi(rest.substr(0, dash).c_str());
+  return pid > 0 && pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH;
+}
+
+// Removes pin roots, cgroups and network namespaces that earlier, killed
+// test processes left behind, once per process.
+void sweep_stale_leftovers() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator("/sys/fs/bpf", ec))
+      if (left_by_dead_process(e.path().filename().string())) {
+        run_bpfmgr({"unpin", "--pin-root", e.path().string(), "--quiet"});
+        fs::remove_all(e.path(), ec);
+      }
+    auto cg_root = cgroup2_mount();
+    for (auto& e : fs::directory_iterator(cg_root, ec))
+      if (e.is_directory(ec) && left_by_dead_process(e.path().filename().string())) {
+        std::ifstream procs(e.path() / "cgroup.procs");
+        for (std::string pid; procs >> pid;) {
+          std::ofstream(cg_root + "/cgroup.procs") << pid;
+        }
+        ::rmdir(e.path().c_str());
+      }
+    for (auto& e : fs::directory_iterator("/run/netns", ec))
+      if (left_by_dead_process(e.path().filename().string()))
+        run({"ip", "netns", "del", e.path().filename().string()});
+  });
+}
+
 }  // namespace
 
 CommandResult run(const std::vector<std::string>& argv) {
@@ -147,6 +185,7 @@ CommandResult run_bpfmgr(const std::vector<std::string>& args) {
 
 PinRoot::PinRoot() {
   ensure_bpffs();
+  sweep_stale_leftovers();
   path_ = "/sys/fs/bpf/" + unique_name("bpfmgr-test");
 }
 
@@ -162,6 +201,7 @@ PinRoot::~PinRoot() {
 // ------------------------------------------------------------- ScopedCgroup
 
 ScopedCgroup::ScopedCgroup() {
+  sweep_stale_leftovers();
   path_ = cgroup2_mount() + "/" + unique_name("bpfmgr-test");
   if (::mkdir(path_.c_str(), 0755) != 0)
     throw std::system_error(errno, std::generic_category(), "mkdir " + path_);
@@ -214,6 +254,7 @@ void ScopedCgroup::add_pid(int pid) {
 // -------------------------------------------------------------------- NetNs
 
 NetNs::NetNs() : name_(unique_name("bpfmgr-test")) {
+  sweep_stale_leftovers();
   auto r = run({"ip", "netns", "add", name_});
   if (r.exit_code != 0)
     throw std::runtime_error("ip netns add " + name_ + ": " + r.err);

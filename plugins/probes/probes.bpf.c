@@ -954,10 +954,6 @@ int probes_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 		s->hist[log2_slot(lat)]++;
 	}
 
-	struct probes_counters *c = ctrs();
-	if (c)
-		c->syscalls_traced++;
-
 	if (syscall_events) {
 		struct probes_event *e = ev_reserve(PROBES_EV_SYSCALL);
 		if (!e)

@@ -176,7 +176,7 @@ struct probes_inflight {
 struct probes_counters {
 	__u64 events_emitted;     /* ring-buffer records submitted */
 	__u64 events_dropped;     /* ring buffer full: record lost, counted */
-	__u64 syscalls_traced;    /* syscalls that reached the aggregates */
+	__u64 _unused0;           /* (calls are summed from syscall_stats) */
 	__u64 sys_stats_full;     /* syscall_stats map full: call not recorded */
 	__u64 conns_full;         /* conns map full: connection not tracked */
 	__u64 inflight_nomem;     /* task storage allocation failed */

@@ -345,7 +345,6 @@ class ProbesPlugin final : public Plugin {
       };
       add("events_emitted", &probes_counters::events_emitted);
       add("events_dropped", &probes_counters::events_dropped);
-      add("syscalls_traced", &probes_counters::syscalls_traced);
       add("syscall_stats_full", &probes_counters::sys_stats_full);
       add("conns_full", &probes_counters::conns_full);
       add("inflight_nomem", &probes_counters::inflight_nomem);
@@ -375,6 +374,9 @@ class ProbesPlugin final : public Plugin {
         calls[k.op] += v.calls;
         bytes[k.op] += v.bytes;
       }
+      std::uint64_t total = 0;
+      for (auto c : calls) total += c;
+      r.counters.push_back({"syscalls_traced", total, {}});
       r.counters.push_back({"syscall_stats_entries", stats.size(), {}});
       for (int i = 0; i < PROBES_OP_MAX; ++i) {
         if (!calls[i]) continue;

@@ -125,7 +125,6 @@ class Instance {
     for (auto& c : v) {
       sum.events_emitted += c.events_emitted;
       sum.events_dropped += c.events_dropped;
-      sum.syscalls_traced += c.syscalls_traced;
     }
     return sum;
   }

@@ -40,7 +40,7 @@ class BenchContextImpl final : public BenchContext {
     static std::atomic<int> counter{0};
     Diagnostics d;
     auto m = parse_manifest_text(manifest_toml, "<bench manifest>", ".", d);
-    if (!m) throw Error("bench manifest: " + d.format());
+    if (!m || !d.empty()) throw Error("bench manifest: " + d.format());
     m->pin_root = "/sys/fs/bpf/bpfmgr-bench-" + std::to_string(::getpid()) + "-" +
                   std::to_string(counter++);
     PluginRegistry registry(m->plugin_path);

@@ -43,22 +43,19 @@ void print_diagnostics(const Diagnostics& d, bool json) {
 }
 
 // Parses and resolves a manifest; prints every problem on failure.
+// `registry` must outlive the result: it caches the loaded plugins.
 std::optional<ResolvedManifest> prepare(const std::string& path,
                                         const std::string& pin_root_override,
-                                        PluginRegistry*& registry_out,
                                         std::unique_ptr<PluginRegistry>& registry,
                                         bool json) {
   Diagnostics d;
   auto m = parse_manifest_file(path, d);
-  if (!m) {
-    print_diagnostics(d, json);
-    return std::nullopt;
+  std::optional<ResolvedManifest> r;
+  if (m) {
+    if (!pin_root_override.empty()) m->pin_root = pin_root_override;
+    registry = std::make_unique<PluginRegistry>(m->plugin_path);
+    r = resolve_manifest(std::move(*m), *registry, d);
   }
-  if (!pin_root_override.empty()) m->pin_root = pin_root_override;
-  m->path = fs::absolute(path).lexically_normal().string();
-  registry = std::make_unique<PluginRegistry>(m->plugin_path);
-  registry_out = registry.get();
-  auto r = resolve_manifest(std::move(*m), *registry, d);
   if (!r) print_diagnostics(d, json);
   return r;
 }
@@ -72,9 +69,8 @@ std::string join(const std::vector<std::string>& v) {
 }  // namespace
 
 int cmd_validate(const std::string& manifest, bool json) {
-  PluginRegistry* reg = nullptr;
-  std::unique_ptr<PluginRegistry> owner;
-  auto r = prepare(manifest, "", reg, owner, json);
+  std::unique_ptr<PluginRegistry> registry;
+  auto r = prepare(manifest, "", registry, json);
   if (!r) return kExitInvalid;
   if (json) {
     auto inst = nlohmann::json::array();
@@ -91,9 +87,8 @@ int cmd_validate(const std::string& manifest, bool json) {
 }
 
 int cmd_load(const LoadArgs& a) {
-  PluginRegistry* reg = nullptr;
-  std::unique_ptr<PluginRegistry> owner;
-  auto r = prepare(a.manifest, a.pin_root_override, reg, owner, a.json);
+  std::unique_ptr<PluginRegistry> registry;
+  auto r = prepare(a.manifest, a.pin_root_override, registry, a.json);
   if (!r) return kExitInvalid;
   LoadReport rep;
   try {

@@ -412,7 +412,8 @@ void InstanceTxn::stage() {
   new_.plugin_version = r_.plugin->info.version;
   new_.plugin_path = r_.plugin->path;
   new_.api_version = to_string(r_.plugin->api);
-  new_.manifest_path = manifest_.path;
+  new_.manifest_path =
+      manifest_.absolute_path.empty() ? manifest_.path : manifest_.absolute_path;
   new_.manifest_hash = fnv1a_hex(manifest_.text);
   new_.config_hash = config_hash(r_, manifest_);
   new_.loaded_at = now_utc();
@@ -780,7 +781,7 @@ LoadReport load_manifest(const ResolvedManifest& rm, const LoadOptions& lo) {
   for (auto& name : list_instances(m.pin_root)) {
     if (wanted.count(name)) continue;
     auto st = read_state(m.pin_root + "/" + name);
-    if (st && st->manifest_path == m.path) {
+    if (st && !m.absolute_path.empty() && st->manifest_path == m.absolute_path) {
       unpin_instance(m.pin_root, name, registry);
       report.removed.push_back(name);
     }

@@ -276,7 +276,8 @@ std::optional<Manifest> parse_manifest_text(const std::string& text,
                                    share.instance + "', which is disabled");
       }
     }
-  if (!diags.empty()) return std::nullopt;
+  // Returned even with errors, so that resolve_manifest() can add the
+  // plugin-level problems and the user sees every error at once.
   return m;
 }
 
@@ -290,8 +291,10 @@ std::optional<Manifest> parse_manifest_file(const std::string& path,
   }
   std::stringstream ss;
   ss << in.rdbuf();
-  auto dir = fs::absolute(path).parent_path().string();
-  return parse_manifest_text(ss.str(), path, dir, diags);
+  auto absolute = fs::absolute(path).lexically_normal();
+  auto m = parse_manifest_text(ss.str(), path, absolute.parent_path().string(), diags);
+  if (m) m->absolute_path = absolute.string();
+  return m;
 }
 
 }  // namespace bpfmgr

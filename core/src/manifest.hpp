@@ -39,7 +39,8 @@ struct InstanceSpec {
 };
 
 struct Manifest {
-  std::string path;  // as given, used in messages
+  std::string path;           // as given, used in messages
+  std::string absolute_path;  // recorded in state records; "" for text
   std::string dir;   // base for relative paths in the manifest
   std::string text;  // raw content, hashed into the state record
   std::string pin_root = kDefaultPinRoot;
@@ -53,7 +54,10 @@ struct Manifest {
 
 SourcePos pos_of(const toml::node& node, const std::string& file);
 
-// Parses and checks structure; problems go to `diags` (all of them).
+// Parses and checks structure; problems go to `diags` (all of them). The
+// manifest is returned unless the TOML itself is malformed, even when
+// `diags` has errors: resolve_manifest() then reports plugin-level problems
+// of the well-formed instances too.
 std::optional<Manifest> parse_manifest_text(const std::string& text,
                                             const std::string& display_path,
                                             const std::string& base_dir,

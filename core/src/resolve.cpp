@@ -227,7 +227,10 @@ std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
   std::map<std::string, ResolvedInstance> by_name;
   std::map<std::string, std::optional<ObjectMaps>> maps_of;
   for (auto& spec : m.instances) {
-    if (!spec.enabled) continue;
+    // Instances already reported as malformed or duplicate are skipped.
+    if (!spec.enabled || spec.name.empty() || spec.plugin.empty() ||
+        by_name.count(spec.name))
+      continue;
     ResolvedInstance r;
     r.spec = &spec;
     try {

@@ -18,7 +18,7 @@ struct Result {
 Result check(const std::string& text) {
   Result r;
   auto m = parse_manifest_text(text, "m.toml", "/", r.diags);
-  if (!m) return r;
+  if (!m) return r;  // malformed TOML
   m->plugin_path.insert(m->plugin_path.begin(), test::test_plugin_dir());
   PluginRegistry registry(m->plugin_path);
   r.ok = resolve_manifest(std::move(*m), registry, r.diags).has_value();
@@ -209,6 +209,30 @@ TEST(Manifest, AbiProblemsNameTheFileAndVersions) {
   auto& sym = find(r, "is not a bpfmgr plugin: missing symbol "
                       "bpfmgr_plugin_api_version bpfmgr_plugin_create");
   EXPECT_EQ(sym.pos.line, 6);
+}
+
+TEST(Manifest, StructuralAndPluginErrorsAreReportedTogether) {
+  auto r = check(R"(pin_rot = "/x"
+[[instance]]
+name = "a"
+plugin = "testcount"
+[instance.options]
+tgid = -5
+
+[[instance]]
+name = "a"
+plugin = "testcount"
+
+[[instance]]
+name = "b"
+plugin = "nosuchplugin"
+)");
+  ASSERT_FALSE(r.ok);
+  EXPECT_EQ(r.diags.items().size(), 4u) << r.diags.format();
+  find(r, "unknown key 'pin_rot'");
+  find(r, "-5 is out of range");
+  find(r, "duplicate instance name 'a'");
+  find(r, "plugin 'nosuchplugin' not found");
 }
 
 TEST(Manifest, EmptyManifestNeedsAnInstance) {

@@ -121,6 +121,12 @@ std::string failing_program(const std::string& captured) {
   return captured.substr(b + 6, p - b - 6);
 }
 
+// A failure already phrased with its instance and plugin.
+class InstanceError : public Error {
+ public:
+  using Error::Error;
+};
+
 using SharedMapLookup =
     std::function<int(const std::string& instance, const std::string& map)>;
 
@@ -190,7 +196,7 @@ class InstanceTxn final : public InstanceContext {
   enum class Phase { Open, BeforeLoad, Loaded, Attach, AfterAttach };
 
   [[noreturn]] void fail(const std::string& what) const {
-    throw Error("instance '" + r_.spec->name + "' (plugin " +
+    throw InstanceError("instance '" + r_.spec->name + "' (plugin " +
                 r_.plugin->info.name + "): " + what);
   }
   void require(Phase p, const char* what) const {
@@ -216,9 +222,8 @@ class InstanceTxn final : public InstanceContext {
   void hook(const char* name, F&& f) {
     try {
       f();
-    } catch (const Error& e) {
-      if (std::string(e.what()).rfind("instance '", 0) == 0) throw;
-      fail(std::string(name) + ": " + e.what());
+    } catch (const InstanceError&) {
+      throw;  // from a context call the hook made: already phrased
     } catch (const std::exception& e) {
       fail(std::string(name) + ": " + e.what());
     }

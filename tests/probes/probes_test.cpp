@@ -886,6 +886,66 @@ TEST(Probes, EventsCliStreamsAnInstanceLoadedEarlier) {
   EXPECT_NE(st.out.find("tracepoint/sock/inet_sock_set_state"), std::string::npos) << st.out;
 }
 
+// IDs of the programs, maps and links pinned under `dir`.
+std::vector<std::pair<std::string, std::uint32_t>> pinned_ids(const std::string& dir) {
+  std::vector<std::pair<std::string, std::uint32_t>> out;
+  for (auto& pin : bpfmgr::test::pins_under(dir)) {
+    Fd fd(bpf_obj_get(pin.c_str()));
+    if (fd.fd < 0) continue;
+    std::string kind = pin.find("/progs/") != std::string::npos   ? "prog"
+                       : pin.find("/maps/") != std::string::npos  ? "map"
+                       : pin.find("/links/") != std::string::npos ? "link"
+                                                                  : "";
+    if (kind == "prog") {
+      bpf_prog_info i{};
+      __u32 l = sizeof i;
+      if (!bpf_obj_get_info_by_fd(fd.fd, &i, &l)) out.push_back({kind, i.id});
+    } else if (kind == "map") {
+      bpf_map_info i{};
+      __u32 l = sizeof i;
+      if (!bpf_obj_get_info_by_fd(fd.fd, &i, &l)) out.push_back({kind, i.id});
+    } else if (kind == "link") {
+      bpf_link_info i{};
+      __u32 l = sizeof i;
+      if (!bpf_obj_get_info_by_fd(fd.fd, &i, &l)) out.push_back({kind, i.id});
+    }
+  }
+  return out;
+}
+
+bool id_alive(const std::string& kind, std::uint32_t id) {
+  int fd = kind == "prog"  ? bpf_prog_get_fd_by_id(id)
+           : kind == "map" ? bpf_map_get_fd_by_id(id)
+                           : bpf_link_get_fd_by_id(id);
+  if (fd >= 0) close(fd);
+  return fd >= 0;
+}
+
+TEST(Probes, UnpinLeavesNothingBehind) {
+  std::vector<std::pair<std::string, std::uint32_t>> ids;
+  {
+    Instance inst("syscall_events = true\n");
+    ids = pinned_ids(inst.pin_root());
+    // 10 programs, 10 links, 8 maps (incl. .rodata/.bss) at least.
+    EXPECT_GE(ids.size(), 25u);
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_DGRAM, 0, sv), 0);
+    Fd a(sv[0]), b(sv[1]);
+    char c = 'x';
+    for (int i = 0; i < 100; ++i) (void)!write(a.fd, &c, 1), (void)!read(b.fd, &c, 1);
+    inst.drain(100ms);
+  }  // PinRoot: `bpfmgr unpin`
+  std::string alive;
+  for (int i = 0; i < 60; ++i) {
+    alive.clear();
+    for (auto& [k, id] : ids)
+      if (id_alive(k, id)) alive += k + " " + std::to_string(id) + "; ";
+    if (alive.empty()) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(alive, "");
+}
+
 TEST(ProbesFormat, TableAndJson) {
   probes_event e{};
   e.kind = PROBES_EV_CLOSE;

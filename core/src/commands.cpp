@@ -3,6 +3,9 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <spdlog/spdlog.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -371,6 +374,24 @@ int cmd_events(const EventsArgs& a) {
     fd = ctx->map_fd(*map);
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
+    return kExitFailed;
+  }
+  // A ring buffer has one consumer position: two readers would each see
+  // only part of the records. One reader per map, enforced with a lock
+  // file named after the map's id (bpffs pins cannot be locked).
+  bpf_map_info info{};
+  std::uint32_t info_len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &info_len) != 0) {
+    std::cerr << "error: cannot inspect ring buffer: " << errno_text(errno) << "\n";
+    return kExitFailed;
+  }
+  ::mkdir("/run/bpfmgr", 0755);
+  auto lock_path = "/run/bpfmgr/events-map-" + std::to_string(info.id) + ".lock";
+  Fd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock || ::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+    std::cerr << "error: another `bpfmgr events` is reading instance '" << a.instance
+              << "' (ring buffer map id " << info.id
+              << "); a second reader would split the records between the two\n";
     return kExitFailed;
   }
   EventSink sink{formatter.get(), a.json ? EventFormat::Json : EventFormat::Table, 0,

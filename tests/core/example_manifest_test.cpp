@@ -2,6 +2,9 @@
 // unpins cleanly. The test points its cgroups at its own cgroup.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+
 #include <chrono>
 #include <fstream>
 #include <thread>
@@ -55,6 +58,28 @@ TEST(ExampleManifest, ValidatesLoadsEveryPluginAndUnpins) {
       if (!h["live"].get<bool>()) ADD_FAILURE() << "hook not live: " << h.dump();
   }
   EXPECT_EQ(plugins, (std::set<std::string>{"sockops", "sockmsg", "tcpint", "probes"}));
+
+  // One reader per ring buffer: a second `bpfmgr events` is refused while
+  // the first runs, instead of silently splitting the records.
+  ::setenv("BPFMGR_PLUGIN_PATH", plugin_dir().c_str(), 1);
+  pid_t first = ::fork();
+  ASSERT_GE(first, 0);
+  if (first == 0) {
+    ::execl(bpfmgr_binary().c_str(), "bpfmgr", "events", "probes", "--pin-root",
+            root.path().c_str(), "--duration", "10", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto second = run_bpfmgr({"events", "probes", "--pin-root", root.path(), "--count", "1"});
+  ::kill(first, SIGINT);
+  int first_status = 0;
+  ::waitpid(first, &first_status, 0);
+  EXPECT_EQ(second.exit_code, 1);
+  EXPECT_NE(second.err.find("another `bpfmgr events` is reading instance 'probes'"),
+            std::string::npos)
+      << second.err;
+  EXPECT_TRUE(WIFEXITED(first_status) && WEXITSTATUS(first_status) == 0)
+      << "first reader: " << first_status;
 
   // Again: nothing to do.
   r = run_bpfmgr({"load", path});

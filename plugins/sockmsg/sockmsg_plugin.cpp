@@ -45,26 +45,17 @@ class SockmsgPlugin final : public bpfmgr::Plugin {
 
   bpfmgr::StatusReport status(bpfmgr::PinnedContext& ctx) const override {
     bpfmgr::StatusReport r;
-    int ncpu = libbpf_num_possible_cpus();
-    if (ncpu <= 0) throw Error("cannot count possible CPUs");
-    std::vector<sockmsg_counters> v(static_cast<std::size_t>(ncpu));
+    auto v = bpfmgr::read_percpu<sockmsg_counters>(ctx.map_fd("sockmsg_counters"));
+    for (auto [name, field] : {
+             std::pair{"redirected_msgs", &sockmsg_counters::redirected_msgs},
+             std::pair{"redirected_bytes", &sockmsg_counters::redirected_bytes},
+             std::pair{"passed_msgs", &sockmsg_counters::passed_msgs},
+             std::pair{"passed_bytes", &sockmsg_counters::passed_bytes},
+             std::pair{"redirect_failed", &sockmsg_counters::redirect_failed},
+             std::pair{"passed_draining", &sockmsg_counters::passed_draining},
+             std::pair{"passed_sticky", &sockmsg_counters::passed_sticky}})
+      r.counters.push_back(bpfmgr::percpu_counter(name, v, field));
     std::uint32_t zero = 0;
-    if (bpf_map_lookup_elem(ctx.map_fd("sockmsg_counters"), &zero, v.data()) != 0)
-      throw Error(std::string("reading sockmsg_counters: ") + std::strerror(errno));
-    auto add = [&](const char* name, __u64 sockmsg_counters::*f) {
-      bpfmgr::Counter c{name, 0, {}};
-      for (auto& x : v) {
-        c.per_cpu.push_back(x.*f);
-        c.value += x.*f;
-      }
-      r.counters.push_back(std::move(c));
-    };
-    add("redirected_msgs", &sockmsg_counters::redirected_msgs);
-    add("redirected_bytes", &sockmsg_counters::redirected_bytes);
-    add("passed_msgs", &sockmsg_counters::passed_msgs);
-    add("passed_bytes", &sockmsg_counters::passed_bytes);
-    add("redirect_failed", &sockmsg_counters::redirect_failed);
-    add("passed_draining", &sockmsg_counters::passed_draining);
     sockmsg_ctl ctl{};
     if (bpf_map_lookup_elem(ctx.map_fd("sockmsg_ctl"), &zero, &ctl) == 0)
       r.details.push_back({"mode", ctl.draining ? "draining (TCP path)" : "redirecting"});

@@ -64,7 +64,10 @@ struct sockmsg_counters {
 	__u64 passed_bytes;
 	__u64 redirect_failed;   /* the peer is not in the sockhash (passed) */
 	__u64 passed_draining;   /* passed because the instance is unpinning */
-	__u64 pad[2];
+	__u64 passed_sticky;     /* passed because this socket already sent on
+				  * the TCP path (never switch back: the peer
+				  * would read redirected bytes first) */
+	__u64 pad;
 };
 
 /* Value of sockops' `sock_index`: the kernel refuses BTF on sockhash maps,
@@ -73,6 +76,13 @@ struct sockmsg_counters {
 struct bypass_sock_info {
 	__u64 cookie;      /* socket cookie, as the sockhash value reads */
 	__u64 since_ns;    /* bpf_ktime_get_ns() at insertion */
+};
+
+/* sockmsg per-socket state (BPF_MAP_TYPE_SK_STORAGE, freed with the
+ * socket). */
+struct sockmsg_sk_state {
+	__u32 tcp_path; /* 1 once a message of this socket took the TCP path */
+	__u32 pad;
 };
 
 /* sockmsg control: one ARRAY slot. The plugin sets `draining` before the

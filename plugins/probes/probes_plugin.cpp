@@ -328,28 +328,16 @@ class ProbesPlugin final : public Plugin {
 
   StatusReport status(PinnedContext& ctx) const override {
     StatusReport r;
-    int ncpu = libbpf_num_possible_cpus();
-    if (ncpu <= 0) ncpu = 1;
-
     // Per-CPU counters, one struct per CPU.
-    std::vector<probes_counters> pc(ncpu);
-    std::uint32_t zero = 0;
-    if (bpf_map_lookup_elem(ctx.map_fd("counters"), &zero, pc.data()) == 0) {
-      auto add = [&](const char* name, __u64 probes_counters::*f) {
-        Counter c{name, 0, {}};
-        for (auto& v : pc) {
-          c.per_cpu.push_back(v.*f);
-          c.value += v.*f;
-        }
-        r.counters.push_back(std::move(c));
-      };
-      add("events_emitted", &probes_counters::events_emitted);
-      add("events_dropped", &probes_counters::events_dropped);
-      add("syscall_stats_full", &probes_counters::sys_stats_full);
-      add("conns_full", &probes_counters::conns_full);
-      add("inflight_nomem", &probes_counters::inflight_nomem);
-      add("mmsg_truncated", &probes_counters::mmsg_truncated);
-    }
+    auto pc = bpfmgr::read_percpu<probes_counters>(ctx.map_fd("counters"));
+    for (auto [name, field] : {
+             std::pair{"events_emitted", &probes_counters::events_emitted},
+             std::pair{"events_dropped", &probes_counters::events_dropped},
+             std::pair{"syscall_stats_full", &probes_counters::sys_stats_full},
+             std::pair{"conns_full", &probes_counters::conns_full},
+             std::pair{"inflight_nomem", &probes_counters::inflight_nomem},
+             std::pair{"mmsg_truncated", &probes_counters::mmsg_truncated}})
+      r.counters.push_back(bpfmgr::percpu_counter(name, pc, field));
 
     // Connections tracked now.
     {

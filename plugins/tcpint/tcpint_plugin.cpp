@@ -129,18 +129,9 @@ class TcpintPlugin final : public bpfmgr::Plugin {
   bpfmgr::StatusReport status(bpfmgr::PinnedContext& ctx) const override {
     bpfmgr::StatusReport r;
     int cfd = ctx.map_fd("counters");
-    int ncpu = libbpf_num_possible_cpus();
-    if (ncpu <= 0) throw Error("tcpint: cannot count possible CPUs");
-    std::vector<std::uint64_t> vals(static_cast<std::size_t>(ncpu));
-    for (std::uint32_t k = 0; k < TCPINT_C_MAX; ++k) {
-      bpfmgr::Counter c;
-      c.name = kCounterNames[k];
-      if (bpf_map_lookup_elem(cfd, &k, vals.data()) == 0) {
-        c.per_cpu = vals;
-        for (auto v : vals) c.value += v;
-      }
-      r.counters.push_back(std::move(c));
-    }
+    for (std::uint32_t k = 0; k < TCPINT_C_MAX; ++k)
+      r.counters.push_back(bpfmgr::percpu_counter(
+          kCounterNames[k], bpfmgr::read_percpu<std::uint64_t>(cfd, k)));
     // Flow tables: how many, how many still open.
     auto count_flows = [&](const char* map, auto value_type_tag) {
       using V = decltype(value_type_tag);

@@ -20,6 +20,8 @@
 #include <bpf/libbpf.h>
 #include <boost/config.hpp>
 
+#include <cerrno>
+
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -131,6 +133,40 @@ struct StatusReport {
   // Free-form facts ("hooks live", "cgroup", ...), shown as key: value.
   std::vector<std::pair<std::string, std::string>> details;
 };
+
+// Entry `key` of a per-CPU map (PERCPU_ARRAY or PERCPU_HASH): one T per
+// possible CPU. The kernel lays per-CPU values out 8-byte aligned, so T's
+// size must be a multiple of 8.
+template <class T>
+std::vector<T> read_percpu(int map_fd, std::uint32_t key = 0) {
+  static_assert(sizeof(T) % 8 == 0, "per-CPU values are 8-byte aligned");
+  int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) throw Error("cannot count the possible CPUs");
+  std::vector<T> values(static_cast<std::size_t>(ncpu));
+  if (bpf_map_lookup_elem(map_fd, &key, values.data()) != 0)
+    throw Error("per-CPU map lookup of key " + std::to_string(key) + " failed: errno " +
+                std::to_string(errno));
+  return values;
+}
+
+// A counter summed over CPUs, keeping the per-CPU values. With a member
+// pointer, from one field of per-CPU structs; without, from plain values.
+template <class T, class Field>
+Counter percpu_counter(std::string name, const std::vector<T>& values,
+                       Field T::*field) {
+  Counter c{std::move(name), 0, {}};
+  for (auto& v : values) {
+    c.per_cpu.push_back(static_cast<std::uint64_t>(v.*field));
+    c.value += static_cast<std::uint64_t>(v.*field);
+  }
+  return c;
+}
+inline Counter percpu_counter(std::string name,
+                              const std::vector<std::uint64_t>& values) {
+  Counter c{std::move(name), 0, values};
+  for (auto v : values) c.value += v;
+  return c;
+}
 
 // ------------------------------------------------------------- contexts
 

@@ -50,7 +50,7 @@ struct sockops_counters {
 	__u64 inserted;          /* sockets added to the sockhash */
 	__u64 skipped_not_local; /* an end is not a local address */
 	__u64 skipped_filtered;  /* excluded by ports / CIDR options */
-	__u64 skipped_no_peer;   /* passive side whose client is not in the map */
+	__u64 skipped_no_peer;   /* server end whose client end is not in the map */
 	__u64 insert_failed;     /* bpf_sock_hash_update() returned an error */
 	__u64 half_closed;       /* accelerated sockets that sent a FIN */
 	__u64 pad[2];

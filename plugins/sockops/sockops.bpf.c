@@ -196,6 +196,18 @@ int bypass_sockops(struct bpf_sock_ops *skops)
 		COUNT(skipped_filtered);
 		return 1;
 	}
+	/* The client end was established (and inserted) first: its ACK is
+	 * what makes this end established. No client entry means a peer
+	 * outside the cgroup or filtered: nothing would ever be redirected
+	 * to or from this socket, so keep it off the (costlier) sockmap path. */
+	if (op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
+		struct bypass_key peer;
+		bypass_peer_key(&key, &peer);
+		if (!bpf_map_lookup_elem(&sock_index, &peer)) {
+			COUNT(skipped_no_peer);
+			return 1;
+		}
+	}
 	insert(skops, &key);
 	return 1;
 }

@@ -99,28 +99,6 @@ std::string resolve_cgroup(const std::string& root, const std::string& opt) {
   return root + "/" + opt;
 }
 
-template <class T>
-std::vector<T> read_percpu(int fd) {
-  int ncpu = libbpf_num_possible_cpus();
-  if (ncpu <= 0) throw Error("cannot count possible CPUs");
-  std::vector<T> v(static_cast<std::size_t>(ncpu));
-  std::uint32_t zero = 0;
-  if (bpf_map_lookup_elem(fd, &zero, v.data()) != 0)
-    throw Error(std::string("reading counters: ") + std::strerror(errno));
-  return v;
-}
-
-bpfmgr::Counter counter(const std::string& name,
-                        const std::vector<sockops_counters>& v,
-                        __u64 sockops_counters::*field) {
-  bpfmgr::Counter c{name, 0, {}};
-  for (auto& x : v) {
-    c.per_cpu.push_back(x.*field);
-    c.value += x.*field;
-  }
-  return c;
-}
-
 std::size_t count_entries(int map_fd) {
   std::size_t n = 0;
   bypass_key k{}, next{};
@@ -327,12 +305,15 @@ class SockopsPlugin final : public bpfmgr::Plugin {
 
   bpfmgr::StatusReport status(bpfmgr::PinnedContext& ctx) const override {
     bpfmgr::StatusReport r;
-    auto v = read_percpu<sockops_counters>(ctx.map_fd("sockops_counters"));
-    r.counters.push_back(counter("inserted", v, &sockops_counters::inserted));
-    r.counters.push_back(counter("skipped_not_local", v, &sockops_counters::skipped_not_local));
-    r.counters.push_back(counter("skipped_filtered", v, &sockops_counters::skipped_filtered));
-    r.counters.push_back(counter("insert_failed", v, &sockops_counters::insert_failed));
-    r.counters.push_back(counter("half_closed", v, &sockops_counters::half_closed));
+    auto v = bpfmgr::read_percpu<sockops_counters>(ctx.map_fd("sockops_counters"));
+    for (auto [name, field] : {
+             std::pair{"inserted", &sockops_counters::inserted},
+             std::pair{"skipped_not_local", &sockops_counters::skipped_not_local},
+             std::pair{"skipped_filtered", &sockops_counters::skipped_filtered},
+             std::pair{"skipped_no_peer", &sockops_counters::skipped_no_peer},
+             std::pair{"insert_failed", &sockops_counters::insert_failed},
+             std::pair{"half_closed", &sockops_counters::half_closed}})
+      r.counters.push_back(bpfmgr::percpu_counter(name, v, field));
     r.counters.push_back(
         {"sockets_in_map", count_entries(ctx.map_fd("sock_hash")), {}});
     r.details.push_back({"cgroup", ctx.options().get_string("cgroup").empty()

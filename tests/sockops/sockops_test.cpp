@@ -219,6 +219,34 @@ TEST_F(Bypass, AcceleratedPairIsInTheMapWithConsistentKeys) {
   EXPECT_EQ(keys().size(), 2u);
 }
 
+// A server in the cgroup whose client is not: the client never enters the
+// map, so neither does the server end (nothing could be redirected).
+TEST_F(Bypass, ServerWithoutAcceleratedClientStaysOut) {
+  load();
+  cg_.enter();
+  int ls = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  cg_.leave();
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(ls, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  socklen_t sl = sizeof sa;
+  ::getsockname(ls, reinterpret_cast<sockaddr*>(&sa), &sl);
+  ::listen(ls, 4);
+  int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);  // outside
+  ASSERT_EQ(::connect(c, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  int s = ::accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
+  ::close(ls);
+  bp::SocketPair p(c, s);
+  bp::write_all(p.b, "hi", 2);
+  char b[2];
+  bp::read_all(p.a, b, 2);
+  EXPECT_EQ(ops().skipped_no_peer, 1u);
+  EXPECT_EQ(ops().inserted, 0u);
+  EXPECT_EQ(keys().size(), 0u);
+  EXPECT_EQ(index_entries(), 0u);
+}
+
 TEST_F(Bypass, StatusAndBpftoolShowNamedFields) {
   load();
   auto p = accel_pair();

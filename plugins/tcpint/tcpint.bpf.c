@@ -466,6 +466,31 @@ static __always_inline __u8 segment_class(struct bpf_sock_ops *skops,
 	return payload ? TCPINT_SEG_DATA : TCPINT_SEG_ACK;
 }
 
+/* Segment classes written, with data_changed counted as data (the
+ * reservation decides which data segments actually carry it). */
+#define SEG_WRITTEN                                                          \
+	(segments | ((segments & TCPINT_SEG_DATA_CHANGED) ? TCPINT_SEG_DATA : 0))
+
+/* data_changed: true when the context the option would carry (trace id,
+ * flags) differs from the last option this socket wrote. */
+static __always_inline bool data_ctx_changed(struct bpf_sock_ops *skops)
+{
+	struct tcpint_sk_state *st = sk_state_get(skops, false);
+	struct tcpint_tuple t = {};
+	struct tcpint_tx_ctx *c;
+
+	if (!st || !st->written)
+		return true;
+	if (tuple_from_skops(skops, &t))
+		return false;
+	c = bpf_map_lookup_elem(&flow_context_map, &t);
+	if (!c)
+		return false;
+	return c->trace_id != st->last_trace ||
+	       (c->flags & (TCPINT_F_INHERITED | TCPINT_F_PASSIVE)) !=
+		       st->last_flags;
+}
+
 static __always_inline void handle_hdr_opt_len(struct bpf_sock_ops *skops)
 {
 	__u8 cls;
@@ -474,12 +499,12 @@ static __always_inline void handle_hdr_opt_len(struct bpf_sock_ops *skops)
 	if (skops->args[0] == BPF_WRITE_HDR_TCP_CURRENT_MSS) {
 		/* The kernel is sizing full data segments: reserve what a
 		 * data segment will carry so that MSS accounts for it. */
-		if (segments & TCPINT_SEG_DATA)
+		if (SEG_WRITTEN & TCPINT_SEG_DATA)
 			bpf_reserve_hdr_opt(skops, TCPINT_OPT_LEN, 0);
 		return;
 	}
 	cls = segment_class(skops, false);
-	if (!(segments & cls))
+	if (!(SEG_WRITTEN & cls))
 		return;
 	if (cls == TCPINT_SEG_ACK) {
 		struct tcpint_sk_state *st = sk_state_get(skops, false);
@@ -487,6 +512,9 @@ static __always_inline void handle_hdr_opt_len(struct bpf_sock_ops *skops)
 		if (!st || !st->pending_ack)
 			return;
 	}
+	if (cls == TCPINT_SEG_DATA && !(segments & TCPINT_SEG_DATA) &&
+	    !data_ctx_changed(skops))
+		return;
 	err = bpf_reserve_hdr_opt(skops, TCPINT_OPT_LEN, 0);
 	if (err == -ENOSPC)
 		count(TCPINT_C_NO_ROOM); /* the segment goes out without it */
@@ -503,7 +531,7 @@ static __always_inline void handle_write_hdr_opt(struct bpf_sock_ops *skops)
 	long err;
 
 	cls = segment_class(skops, true);
-	if (!(segments & cls))
+	if (!(SEG_WRITTEN & cls))
 		return;
 	if (tuple_from_skops(skops, &t))
 		return;
@@ -538,11 +566,17 @@ static __always_inline void handle_write_hdr_opt(struct bpf_sock_ops *skops)
 		return;
 	}
 	count(TCPINT_C_WRITTEN);
-	if (cls == TCPINT_SEG_ACK || cls == TCPINT_SEG_DATA) {
+	{
 		struct tcpint_sk_state *st = sk_state_get(skops, false);
 
-		if (st && st->pending_ack)
-			st->pending_ack = 0;
+		if (st) {
+			if (cls == TCPINT_SEG_ACK || cls == TCPINT_SEG_DATA)
+				st->pending_ack = 0;
+			st->written = 1;
+			st->last_trace = c->trace_id;
+			st->last_flags = c->flags & (TCPINT_F_INHERITED |
+						     TCPINT_F_PASSIVE);
+		}
 	}
 }
 
@@ -719,6 +753,18 @@ static __always_inline int tuple_from_sk(struct sock *sk,
 	return 0;
 }
 
+static __always_inline bool same_tuple(const struct tcpint_tuple *a,
+				       const struct tcpint_tuple *b)
+{
+	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+	__u32 diff = 0;
+	int i;
+
+	for (i = 0; i < (int)(sizeof(*a) / 4); i++)
+		diff |= x[i] ^ y[i];
+	return diff == 0;
+}
+
 /* Bytes of a msghdr's first iovecs (user memory); best effort. */
 static __always_inline __u64 iov_bytes(const struct iovec *iov, __u64 n)
 {
@@ -783,7 +829,14 @@ int tcpint_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		struct tcpint_thread_ctx th;
 		__u32 tid = (__u32)id;
 
+		struct tcpint_thread_ctx *old;
+
 		if (!bpf_map_lookup_elem(&rx_context_map, &t))
+			return 0;
+		/* Same flow as last time (the common case: a thread serving
+		 * one connection): no LRU update. */
+		old = bpf_map_lookup_elem(&thread_map, &tid);
+		if (old && same_tuple(&old->last_rx, &t))
 			return 0;
 		th.last_rx = t;
 		bpf_map_update_elem(&thread_map, &tid, &th, BPF_ANY);

@@ -52,6 +52,12 @@
 #define TCPINT_SEG_ACK 0x02  /* the ACK completing the 3-way handshake */
 #define TCPINT_SEG_DATA 0x04 /* every data segment, retransmits included */
 #define TCPINT_SEG_FIN 0x08  /* FIN segments */
+/* data segments only when the context on the wire (trace id, flags) differs
+ * from the last option this socket wrote; ignored when TCPINT_SEG_DATA is
+ * set. Keeps most segments untouched (no option written, none parsed, the
+ * receiver stays on TCP's fast path); msg_count then reaches the peer only
+ * with changes and on the FIN. */
+#define TCPINT_SEG_DATA_CHANGED 0x10
 
 /* The option as it is on the wire. */
 struct tcpint_opt {
@@ -115,7 +121,9 @@ struct tcpint_rx_ctx {
 struct tcpint_sk_state {
 	TCPINT_U8 pending_ack; /* write on the next pure ACK (handshake) */
 	TCPINT_U8 active;      /* 1: this side connected */
-	TCPINT_U8 pad[2];
+	TCPINT_U8 written;     /* 1: an option went out on this socket */
+	TCPINT_U8 last_flags;  /* context flags of the last option written */
+	TCPINT_U32 last_trace; /* trace id of the last option written */
 };
 
 /* Last process that received on a tracked socket, per thread: used to give

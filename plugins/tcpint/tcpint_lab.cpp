@@ -376,25 +376,36 @@ struct Sample {
   double getppid_ns = 0, devnull_write_ns = 0;
 };
 
-enum class Mode { Off, SockOps, Full };
+// Modes measured side by side: plugin off, sock_ops only (no syscall hook),
+// full (sock_ops + syscall hook), each of the last two also with
+// `data_changed` instead of `data` (data segments carry the option only
+// when the context changed).
+enum class Mode { Off, SockOps, Full, SockOpsChanged, FullChanged };
+constexpr int kModes = 5;
 const char* mode_name(Mode m) {
   switch (m) {
     case Mode::Off: return "off";
-    case Mode::SockOps: return "sockops-only";
+    case Mode::SockOps: return "sockops";
     case Mode::Full: return "full";
+    case Mode::SockOpsChanged: return "sockops-chg";
+    case Mode::FullChanged: return "full-chg";
   }
   return "?";
 }
 
 std::string manifest_for(const TwoHosts& h, Mode m) {
   std::ostringstream o;
-  const bool hooks = m == Mode::Full;
+  const bool hooks = m == Mode::Full || m == Mode::FullChanged;
+  const bool changed = m == Mode::SockOpsChanged || m == Mode::FullChanged;
   int sid = 1;
   for (const Host* host : {&h.a, &h.b}) {
     o << "[[instance]]\nname = \"tcpint_" << (sid == 1 ? "a" : "b")
       << "\"\nplugin = \"tcpint\"\n[instance.options]\ncgroup = \""
       << host->cgroup << "\"\nsender_id = " << sid
-      << "\nsyscall_hooks = " << (hooks ? "true" : "false") << "\n\n";
+      << "\nsyscall_hooks = " << (hooks ? "true" : "false") << "\n";
+    if (changed)
+      o << "segments = [\"syn\", \"ack\", \"data_changed\", \"fin\"]\n";
+    o << "\n";
     ++sid;
   }
   return o.str();
@@ -543,23 +554,25 @@ int run_bench(const std::vector<std::string>& args, const LoadFn& load,
   auto echo_port = static_cast<std::uint16_t>(std::stoi(echo->channel().recv()));
   auto sink_port = static_cast<std::uint16_t>(std::stoi(sink->channel().recv()));
 
-  const Mode modes[] = {Mode::Off, Mode::SockOps, Mode::Full};
-  std::vector<Sample> samples[3];
+  const Mode modes[kModes] = {Mode::Off, Mode::SockOps, Mode::Full,
+                              Mode::SockOpsChanged, Mode::FullChanged};
+  std::vector<Sample> samples[kModes];
   std::cout << "tcpint bench: " << cfg.rounds << " rounds, modes interleaved "
-            << "(off / sockops-only / full), RR " << cfg.rr_iters << " x "
-            << cfg.rr_size << " B, bulk " << cfg.bulk_ms << " ms x "
-            << cfg.bulk_chunk / 1024 << " KiB writes, veth between two netns"
-            << std::endl;
+            << "(off / sockops / full / sockops-chg / full-chg), RR "
+            << cfg.rr_iters << " x " << cfg.rr_size << " B, bulk "
+            << cfg.bulk_ms << " ms x " << cfg.bulk_chunk / 1024
+            << " KiB writes, veth between two netns" << std::endl;
   for (int r = 0; r < cfg.rounds; ++r) {
-    for (int k = 0; k < 3; ++k) {
-      int idx = (r % 2 == 0) ? k : 2 - k;  // alternate order per round
+    for (int k = 0; k < kModes; ++k) {
+      // alternate the order every other round
+      int idx = (r % 2 == 0) ? k : kModes - 1 - k;
       Mode m = modes[idx];
       std::unique_ptr<bpfmgr::LoadedInstances> guard;
       if (m != Mode::Off) guard = load(manifest_for(hosts, m));
       samples[idx].push_back(measure(hosts, echo_port, sink_port, cfg));
       guard.reset();
       const auto& s = samples[idx].back();
-      std::printf("  round %d %-13s rr mean %7.2f us p50 %7.2f p99 %7.2f | "
+      std::printf("  round %d %-12s rr mean %7.2f us p50 %7.2f p99 %7.2f | "
                   "bulk %6.2f Gbit/s | getppid %6.1f ns write(/dev/null) "
                   "%6.1f ns\n",
                   r + 1, mode_name(m), s.rr_mean_us, s.rr_p50_us,
@@ -573,8 +586,9 @@ int run_bench(const std::vector<std::string>& args, const LoadFn& load,
     for (const auto& s : samples[i]) v.push_back(s.*f);
     return median(v);
   };
-  std::printf("\nmedian of %d rounds        %-12s %-14s %-12s\n", cfg.rounds,
-              "off", "sockops-only", "full");
+  std::printf("\nmedian of %d rounds   %-9s", cfg.rounds, "off");
+  for (int i = 1; i < kModes; ++i) std::printf(" %-17s", mode_name(modes[i]));
+  std::printf("\n");
   struct Row {
     const char* name;
     double Sample::*f;
@@ -586,13 +600,14 @@ int run_bench(const std::vector<std::string>& args, const LoadFn& load,
               {"getppid (ns)", &Sample::getppid_ns, false},
               {"write /dev/null (ns)", &Sample::devnull_write_ns, false}};
   for (const auto& row : rows) {
-    double off = med(0, row.f), so = med(1, row.f), full = med(2, row.f);
-    auto pct = [&](double v) {
+    double off = med(0, row.f);
+    std::printf("%-21s %-9.2f", row.name, off);
+    for (int i = 1; i < kModes; ++i) {
+      double v = med(i, row.f);
       double d = row.higher_is_better ? (off - v) / off : (v - off) / off;
-      return 100.0 * d;
-    };
-    std::printf("%-26s %-12.2f %-7.2f(%+5.1f%%) %-7.2f(%+5.1f%%)\n", row.name,
-                off, so, pct(so), full, pct(full));
+      std::printf(" %-8.2f(%+6.1f%%)", v, 100.0 * d);
+    }
+    std::printf("\n");
   }
   std::printf("(percentages: overhead against off; positive = worse)\n");
   return 0;

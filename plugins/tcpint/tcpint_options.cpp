@@ -55,9 +55,11 @@ std::vector<OptionSpec> option_schema() {
        std::int64_t{0}, 0, 65535, {}},
       {"segments", OptionType::StringList,
        "segments that carry the option: syn, ack (the one completing the "
-       "handshake), data (retransmits included), fin",
+       "handshake), data (every data segment, retransmits included), "
+       "data_changed (data segments only when trace id/flags differ from "
+       "the last option the socket wrote; ignored with data), fin",
        std::vector<std::string>{"syn", "ack", "data", "fin"}, {}, {},
-       {"syn", "ack", "data", "fin"}},
+       {"syn", "ack", "data", "data_changed", "fin"}},
       {"syscall_hooks", OptionType::Bool,
        "keep the context current from send/recv syscalls (raw tracepoint "
        "sys_enter); off: context is what connect/accept saw",
@@ -164,6 +166,7 @@ Settings settings_from(const bpfmgr::Options& o, const std::string& cgroup2_root
     if (seg == "ack") s.segments |= TCPINT_SEG_ACK;
     if (seg == "data") s.segments |= TCPINT_SEG_DATA;
     if (seg == "fin") s.segments |= TCPINT_SEG_FIN;
+    if (seg == "data_changed") s.segments |= TCPINT_SEG_DATA_CHANGED;
   }
   for (auto p : int_list(o, "ports"))
     s.ports.push_back(static_cast<std::uint16_t>(p));

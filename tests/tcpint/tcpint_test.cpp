@@ -445,6 +445,80 @@ TEST_F(Tcpint, ContextOnTheWireAndInReceiverMap) {
   EXPECT_NE(st.out.find("options_written"), std::string::npos) << st.out;
 }
 
+// segments = [syn, ack, data_changed, fin]: data segments carry the option
+// only when the context (trace id, flags) differs from the last option the
+// socket wrote. A's handshake ACK already carried it, so none of A's data
+// segments does; B (a listener's child: no SYN-ACK option) writes it on its
+// first data segment only. The FIN still brings the final msg_count.
+TEST_F(Tcpint, DataChangedWritesOnlyChanges) {
+  const std::string segs =
+      "\nsegments = [\"syn\", \"ack\", \"data_changed\", \"fin\"]";
+  load({{"host_a", hosts_->a.cgroup, "sender_id = 11" + segs},
+        {"host_b", hosts_->b.cgroup, "sender_id = 22" + segs}});
+  auto srv = echo_server(hosts_->b, hosts_->b.addr4);
+  auto sport = port_of(*srv);
+  Capture cap(hosts_->a, sport);
+  auto cli = client(hosts_->a, hosts_->b.addr4, sport, 3);
+  auto cport = sent_port(*cli);
+  ASSERT_NE(cport, 0);
+  auto tx = flow("host_a", "flow_context_map", cport, sport);
+  ASSERT_TRUE(tx);
+  EXPECT_EQ(tx->at("value").at("msg_count"), 3);
+  std::uint32_t trace = tx->at("value").at("trace_id");
+  cli->channel().send("close");
+  EXPECT_EQ(cli->wait(), 0);
+  EXPECT_EQ(srv->channel().recv().rfind("done", 0), 0u);
+  EXPECT_EQ(srv->wait(), 0);
+
+  int syn = 0, hs_ack = 0, a_data = 0, a_data_with = 0, fin = 0,
+      b_data = 0, b_data_with = 0;
+  bool first_pure_ack = true;
+  for (const auto& s : cap.segments(sport)) {
+    auto o = find_option(s, 254, 0x5449);
+    bool pure_ack = s.flags == kAck && s.payload == 0;
+    if (s.from_a) {
+      if (s.flags & kSyn) {
+        EXPECT_TRUE(o) << "SYN without option";
+        ++syn;
+      } else if (s.flags & kFin) {
+        ASSERT_TRUE(o) << "FIN without option";
+        EXPECT_EQ(ntohl(o->msg_count), 3u);
+        EXPECT_EQ(ntohl(o->trace_id), trace);
+        ++fin;
+      } else if (s.payload > 0) {
+        ++a_data;
+        a_data_with += o ? 1 : 0;
+      } else if (pure_ack && first_pure_ack) {
+        first_pure_ack = false;
+        EXPECT_TRUE(o) << "handshake ACK without option";
+        hs_ack += o ? 1 : 0;
+      }
+    } else if (s.payload > 0) {
+      ++b_data;
+      if (o) {
+        EXPECT_EQ(b_data, 1) << "only B's first data segment carries it";
+        EXPECT_EQ(ntohs(o->sender_id), 22);
+        ++b_data_with;
+      }
+    }
+  }
+  EXPECT_EQ(syn, 1);
+  EXPECT_EQ(hs_ack, 1);
+  EXPECT_EQ(a_data, 3);
+  EXPECT_EQ(a_data_with, 0);
+  EXPECT_EQ(fin, 1);
+  EXPECT_EQ(b_data, 3);
+  EXPECT_EQ(b_data_with, 1);
+  // The receiver still has the sender's context, final count from the FIN.
+  auto rx = flow("host_b", "rx_context_map", sport, cport);
+  ASSERT_TRUE(rx);
+  EXPECT_EQ(rx->at("value").at("trace_id"), trace);
+  EXPECT_EQ(rx->at("value").at("msg_count"), 3);
+  EXPECT_TRUE(rx->at("value").at("flags").get<int>() & TCPINT_F_FIN);
+  auto ca = counters("host_a");
+  EXPECT_EQ(ca["helper_errors"], 0u);
+}
+
 // The (pid, fd) -> socket -> tuple join for native IPv6 and for an IPv4
 // flow seen through a dual-stack socket (v4-mapped) on both ends.
 TEST_F(Tcpint, Ipv6AndV4MappedJoin) {

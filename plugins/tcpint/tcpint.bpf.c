@@ -687,70 +687,83 @@ int tcpint_sockops(struct bpf_sock_ops *skops)
 #define NR_recvmmsg 299
 #define NR_sendmmsg 307
 
-/* (current task, fd) -> struct sock * of a TCP socket, or NULL. */
-static __always_inline struct sock *fd_to_tcp_sock(int fd)
+/* Byte offset of a (possibly nested) field, relocated by CO-RE. */
+#define OFF(type, field) ((__u32)bpf_core_field_offset(type, field))
+/* A field of `type` out of a chunk read from the object at chunk offset
+ * `lo` (fields proven inside the chunk by the caller). */
+#define CHUNK(buf, lo, ftype, type, field)                                    \
+	(*(ftype *)((buf) + chunk_delta(OFF(type, field), (lo))))
+
+/* field offset - chunk start, as a scalar: the verifier refuses
+ * subtracting from a stack pointer, which clang would otherwise emit. */
+static __always_inline __u32 chunk_delta(__u32 off, __u32 lo)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u32 d = off - lo;
+
+	asm volatile("" : "+r"(d));
+	return d;
+}
+
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+/* (current task, fd) -> struct sock * of a TCP socket and its canonical
+ * tuple. Runs for every traced socket syscall, so it avoids helper calls:
+ * the task comes from bpf_get_current_task_btf() and the pointers it leads
+ * to are read with direct (BTF, fault-checked) loads; only the fd array
+ * slot needs bpf_probe_read_kernel (variable index), and the file it holds
+ * is cast back to a BTF pointer with the bpf_rdonly_cast kfunc. */
+static __always_inline struct sock *fd_to_tcp_tuple(int fd,
+						    struct tcpint_tuple *t)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
 	struct files_struct *files;
 	struct fdtable *fdt;
-	struct file **fds, *f;
+	struct file **fds, *fp, *f;
 	struct socket *sock;
 	struct sock *sk;
-	unsigned int max_fds;
-	umode_t mode;
+	__u16 family;
 
 	if (fd < 0)
 		return NULL;
-	files = BPF_CORE_READ(task, files);
+	files = task->files;
 	if (!files)
 		return NULL;
-	fdt = BPF_CORE_READ(files, fdt);
-	if (!fdt)
+	fdt = files->fdt;
+	if (!fdt || (unsigned int)fd >= fdt->max_fds)
 		return NULL;
-	max_fds = BPF_CORE_READ(fdt, max_fds);
-	if ((unsigned int)fd >= max_fds)
+	fds = fdt->fd;
+	if (bpf_probe_read_kernel(&fp, sizeof(fp), &fds[fd]) || !fp)
 		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+	f = bpf_rdonly_cast(fp, bpf_core_type_id_kernel(struct file));
+	if (!f->f_inode || (f->f_inode->i_mode & S_IFMT_) != S_IFSOCK_)
 		return NULL;
-	mode = BPF_CORE_READ(f, f_inode, i_mode);
-	if ((mode & S_IFMT_) != S_IFSOCK_)
-		return NULL;
-	sock = BPF_CORE_READ(f, private_data);
+	sock = bpf_rdonly_cast(f->private_data,
+			       bpf_core_type_id_kernel(struct socket));
 	if (!sock)
 		return NULL;
-	sk = BPF_CORE_READ(sock, sk);
-	if (!sk)
+	sk = sock->sk;
+	if (!sk || sk->sk_protocol != IPPROTO_TCP_NR)
 		return NULL;
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP_NR)
-		return NULL;
-	return sk;
-}
-
-static __always_inline int tuple_from_sk(struct sock *sk,
-					 struct tcpint_tuple *t)
-{
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-
+	family = sk->__sk_common.skc_family;
 	if (family == AF_INET) {
 		set_addr(t->local_addr, 0, 0, bpf_htonl(0x0000ffff),
-			 BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
+			 sk->__sk_common.skc_rcv_saddr);
 		set_addr(t->remote_addr, 0, 0, bpf_htonl(0x0000ffff),
-			 BPF_CORE_READ(sk, __sk_common.skc_daddr));
+			 sk->__sk_common.skc_daddr);
 	} else if (family == AF_INET6) {
-		/* BPF_CORE_READ_INTO would size the read by *dst (1 byte) */
-		bpf_core_read(t->local_addr, 16,
-			      &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(t->remote_addr, 16,
-			      &sk->__sk_common.skc_v6_daddr);
+		const __u32 *l = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32;
+		const __u32 *r = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32;
+
+		set_addr(t->local_addr, l[0], l[1], l[2], l[3]);
+		set_addr(t->remote_addr, r[0], r[1], r[2], r[3]);
 	} else {
-		return -1;
+		return NULL;
 	}
 	t->family = family;
-	t->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	t->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	t->local_port = sk->__sk_common.skc_num;
+	t->remote_port = bpf_ntohs(sk->__sk_common.skc_dport);
 	canonicalize(t);
-	return 0;
+	return sk;
 }
 
 static __always_inline bool same_tuple(const struct tcpint_tuple *a,
@@ -819,9 +832,11 @@ int tcpint_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	    bpf_get_current_ancestor_cgroup_id(cgroup_level) != cgroup_id)
 		return 0;
 
-	regs = (struct pt_regs *)ctx->args[0];
-	sk = fd_to_tcp_sock((int)BPF_CORE_READ(regs, di));
-	if (!sk || tuple_from_sk(sk, &t))
+	/* direct loads instead of a bpf_probe_read_kernel per register */
+	regs = bpf_rdonly_cast((void *)ctx->args[0],
+			       bpf_core_type_id_kernel(struct pt_regs));
+	sk = fd_to_tcp_tuple((int)regs->di, &t);
+	if (!sk)
 		return 0;
 	id = bpf_get_current_pid_tgid();
 
@@ -849,22 +864,21 @@ int tcpint_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	switch (nr) {
 	case NR_write:
 	case NR_sendto:
-		bytes = BPF_CORE_READ(regs, dx);
+		bytes = regs->dx;
 		break;
 	case NR_writev:
-		bytes = iov_bytes((const struct iovec *)BPF_CORE_READ(regs, si),
-				  BPF_CORE_READ(regs, dx));
+		bytes = iov_bytes((const struct iovec *)regs->si, regs->dx);
 		break;
 	case NR_sendmsg: {
 		struct user_msghdr m;
 
 		if (!bpf_probe_read_user(&m, sizeof(m),
-					 (void *)BPF_CORE_READ(regs, si)))
+					 (void *)regs->si))
 			bytes = iov_bytes(m.msg_iov, m.msg_iovlen);
 		break;
 	}
 	case NR_sendmmsg:
-		msgs = BPF_CORE_READ(regs, dx); /* vlen; bytes not counted */
+		msgs = regs->dx; /* vlen; bytes not counted */
 		break;
 	}
 	__sync_fetch_and_add(&c->msg_count, (__u32)msgs);

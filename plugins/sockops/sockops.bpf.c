@@ -156,7 +156,7 @@ static __always_inline void insert(struct bpf_sock_ops *skops,
 		.since_ns = bpf_ktime_get_ns(),
 	};
 	bpf_map_update_elem(&sock_index, key, &info, BPF_ANY);
-	/* Watch state changes: the FIN handling lives there. */
+	/* State changes: count FINs, drop the sock_index entry on close. */
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 						 BPF_SOCK_OPS_STATE_CB_FLAG);
 }

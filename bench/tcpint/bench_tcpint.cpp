@@ -1,5 +1,5 @@
 // bench_tcpint [--rounds N] [--rr-iters N] [--rr-size B] [--bulk-ms MS]
-//              [--micro-iters N]
+//              [--micro-iters N] [--pin-cpu CPU]
 // Runs the tcpint plugin's benchmark in process through the core (the
 // plugin is found next to this binary, or on BPFMGR_PLUGIN_PATH): two netns
 // joined by a veth, request/response latency, bulk throughput and syscall

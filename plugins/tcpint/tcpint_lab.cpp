@@ -368,7 +368,19 @@ struct BenchConfig {
   int bulk_ms = 1000;
   std::size_t bulk_chunk = 128 * 1024;
   int micro_iters = 200000;
+  int pin_cpu = -1;  // >= 0: client and servers pinned to this CPU
 };
+
+// Pins the calling process to `cpu` (no-op when negative): with client and
+// servers on one CPU the round trip no longer depends on where the
+// scheduler puts them, which otherwise makes rounds bimodal here.
+void pin_to(int cpu) {
+  if (cpu < 0) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  sched_setaffinity(0, sizeof(set), &set);
+}
 
 struct Sample {
   double rr_mean_us = 0, rr_p50_us = 0, rr_p99_us = 0;
@@ -424,6 +436,7 @@ double median(std::vector<double> v) { return percentile(std::move(v), 0.5); }
 Sample measure(const TwoHosts& h, std::uint16_t echo_port,
                std::uint16_t sink_port, const BenchConfig& cfg) {
   Child c(h.a, [&](Channel& ch) {
+    pin_to(cfg.pin_cpu);
     Sample s;
     // Request/response: rr_size bytes each way, TCP_NODELAY.
     {
@@ -515,9 +528,11 @@ int run_bench(const std::vector<std::string>& args, const LoadFn& load,
     else if (k == "--rr-size") cfg.rr_size = static_cast<std::size_t>(v);
     else if (k == "--bulk-ms") cfg.bulk_ms = v;
     else if (k == "--micro-iters") cfg.micro_iters = v;
+    else if (k == "--pin-cpu") cfg.pin_cpu = v;
     else {
       std::cerr << "usage: bench tcpint [--rounds N] [--rr-iters N] "
-                   "[--rr-size BYTES] [--bulk-ms MS] [--micro-iters N]\n";
+                   "[--rr-size BYTES] [--bulk-ms MS] [--micro-iters N] "
+                   "[--pin-cpu CPU]\n";
       return 2;
     }
   }
@@ -530,7 +545,8 @@ int run_bench(const std::vector<std::string>& args, const LoadFn& load,
   // Servers in host B live for the whole run: connections made while the
   // plugin is loaded get its callbacks whatever the listener's age.
   auto server = [&](bool echo) {
-    return std::make_unique<Child>(hosts.b, [echo](Channel& ch) -> int {
+    return std::make_unique<Child>(hosts.b, [echo, &cfg](Channel& ch) -> int {
+      pin_to(cfg.pin_cpu);
       int lfd = tcp_listen("0.0.0.0");
       ch.send(std::to_string(local_port(lfd)));
       for (;;) {
@@ -610,6 +626,43 @@ int run_bench(const std::vector<std::string>& args, const LoadFn& load,
     std::printf("\n");
   }
   std::printf("(percentages: overhead against off; positive = worse)\n");
+  std::printf("\nbest of %d rounds (least disturbed)\n", cfg.rounds);
+  for (const auto& row : rows) {
+    auto best = [&](int i) {
+      double b = samples[i][0].*row.f;
+      for (const auto& s : samples[i])
+        b = row.higher_is_better ? std::max(b, s.*row.f)
+                                 : std::min(b, s.*row.f);
+      return b;
+    };
+    double off = best(0);
+    std::printf("%-21s %-9.2f", row.name, off);
+    for (int i = 1; i < kModes; ++i) {
+      double v = best(i);
+      double d = row.higher_is_better ? (off - v) / off : (v - off) / off;
+      std::printf(" %-8.2f(%+6.1f%%)", v, 100.0 * d);
+    }
+    std::printf("\n");
+  }
+  // The machine drifts between rounds (other load): the paired figure is
+  // the median over rounds of each mode's overhead against the off sample
+  // of the same round.
+  std::printf("\nmedian of per-round overhead against the same round's "
+              "off\n");
+  for (const auto& row : rows) {
+    std::printf("%-21s %-9s", row.name, "");
+    for (int i = 1; i < kModes; ++i) {
+      std::vector<double> d;
+      for (std::size_t r = 0; r < samples[0].size(); ++r) {
+        double off = samples[0][r].*row.f, v = samples[i][r].*row.f;
+        if (off > 0)
+          d.push_back(100.0 * (row.higher_is_better ? (off - v) / off
+                                                    : (v - off) / off));
+      }
+      std::printf(" %+8.1f%%         ", median(d));
+    }
+    std::printf("\n");
+  }
   return 0;
 }
 

@@ -230,24 +230,21 @@ static __always_inline void enable_hdr_cbs(struct bpf_sock_ops *skops)
 		helper_error(TCPINT_H_CB_FLAGS, err);
 }
 
-/* Trace id this thread should carry on: that of the tracked flow it last
- * received on, if that flow has a received context. */
+/* Trace id this thread should carry on: the received trace id of the
+ * tracked flow it last read from (recorded by the recv hook, so a send
+ * costs one small lookup). */
 static __always_inline bool inherited_trace(__u32 tid,
 					    const struct tcpint_tuple *self,
 					    __u32 *trace_id)
 {
 	struct tcpint_thread_ctx *th;
-	struct tcpint_rx_ctx *rx;
 
 	if (!propagate)
 		return false;
 	th = bpf_map_lookup_elem(&thread_map, &tid);
 	if (!th)
 		return false;
-	rx = bpf_map_lookup_elem(&rx_context_map, &th->last_rx);
-	if (!rx)
-		return false;
-	*trace_id = rx->trace_id;
+	*trace_id = th->trace_id;
 	return true;
 }
 
@@ -845,15 +842,20 @@ int tcpint_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		__u32 tid = (__u32)id;
 
 		struct tcpint_thread_ctx *old;
+		struct tcpint_rx_ctx *rx;
 
-		if (!bpf_map_lookup_elem(&rx_context_map, &t))
+		rx = bpf_map_lookup_elem(&rx_context_map, &t);
+		if (!rx)
 			return 0;
-		/* Same flow as last time (the common case: a thread serving
-		 * one connection): no LRU update. */
+		/* Same flow and trace as last time (the common case: a thread
+		 * serving one connection): no LRU update. */
 		old = bpf_map_lookup_elem(&thread_map, &tid);
-		if (old && same_tuple(&old->last_rx, &t))
+		if (old && old->trace_id == rx->trace_id &&
+		    same_tuple(&old->last_rx, &t))
 			return 0;
 		th.last_rx = t;
+		th.trace_id = rx->trace_id;
+		th.pad = 0;
 		bpf_map_update_elem(&thread_map, &tid, &th, BPF_ANY);
 		return 0;
 	}

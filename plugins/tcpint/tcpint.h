@@ -130,6 +130,9 @@ struct tcpint_sk_state {
  * a new outgoing flow the trace id of the flow its thread is serving. */
 struct tcpint_thread_ctx {
 	struct tcpint_tuple last_rx; /* tuple of the last received-on socket */
+	TCPINT_U32 trace_id;         /* that flow's received trace id when the
+					thread read from it */
+	TCPINT_U32 pad;
 };
 
 /* Slots of the per-CPU `counters` array. */

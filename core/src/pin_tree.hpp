@@ -1,0 +1,19 @@
+// Removing pins from bpffs: shared by the load transaction (staging,
+// rollback) and unpin.
+#pragma once
+
+#include <string>
+
+namespace bpfmgr {
+
+// Staging directories: bpffs refuses names containing '.', and instance
+// names cannot start with '_'.
+inline constexpr const char* kStagingPrefix = "_staging-";
+
+// Removes a pin or a directory of pins (dropping the kernel references
+// they hold); logs, never throws.
+void remove_tree(const std::string& path);
+// Links go first so programs stop running before their maps lose a pin.
+void remove_instance_dir(const std::string& dir);
+
+}  // namespace bpfmgr

@@ -4,6 +4,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
 
@@ -99,11 +100,20 @@ int main(int argc, char** argv) {
   auto* c_bench = app.add_subcommand(
       "bench", "Run a plugin's benchmark (loads it under a private pin root)");
   c_bench->add_option("plugin", bench_plugin, "plugin name")->required();
-  c_bench->add_option("args", bench_args, "arguments for the plugin's benchmark");
-  c_bench->prefix_command(false);
+  // Everything after the plugin's name is the plugin's own arguments.
+  c_bench->allow_extras();
+  c_bench->footer("Arguments after PLUGIN go to the plugin's benchmark, e.g.\n"
+                  "  bpfmgr bench sockops --rounds 5");
+
+  // `bpfmgr bench PLUGIN -- ARGS` is accepted too: the `--` is dropped, as
+  // everything after PLUGIN goes to the plugin anyway.
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (auto bench = std::find(args.begin(), args.end(), "bench"); bench != args.end())
+    if (auto dash = std::find(bench, args.end(), "--"); dash != args.end()) args.erase(dash);
+  std::reverse(args.begin(), args.end());  // CLI11 takes them in reverse
 
   try {
-    app.parse(argc, argv);
+    app.parse(args);
   } catch (const CLI::ParseError& e) {
     int rc = app.exit(e);
     return rc == 0 ? kExitOk : kExitInvalid;
@@ -129,7 +139,10 @@ int main(int argc, char** argv) {
       events.pin_root = pin_root;
       return cmd_events(events);
     }
-    if (*c_bench) return cmd_bench(bench_plugin, bench_args);
+    if (*c_bench) {
+      bench_args = c_bench->remaining();
+      return cmd_bench(bench_plugin, bench_args);
+    }
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return kExitFailed;

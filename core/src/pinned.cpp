@@ -158,6 +158,43 @@ nlohmann::json instance_status(const std::string& pin_root,
   j["complete"] = st->complete;
   j["options"] = st->options;
 
+  // Whether each hook really runs comes from the kernel, not the record:
+  // a link pin removed by hand, or a cgroup deleted under a cgroup link,
+  // leaves the record saying "live".
+  std::map<std::pair<std::string, std::string>, std::string> link_problem;
+  auto links = nlohmann::json::array();
+  for (auto& l : st->links) {
+    nlohmann::json lj{{"name", l.name}, {"prog", l.prog}, {"target", l.target},
+                      {"pin", dir + "/links/" + l.name}};
+    Fd fd(bpf_obj_get((dir + "/links/" + l.name).c_str()));
+    bpf_link_info info{};
+    std::uint32_t len = sizeof(info);
+    std::string problem;
+    if (fd && bpf_obj_get_info_by_fd(fd.get(), &info, &len) == 0) {
+      lj["id"] = info.id;
+      lj["type"] = link_type_name(info.type);
+      if (info.type == BPF_LINK_TYPE_CGROUP && info.cgroup.cgroup_id == 0)
+        problem = "its cgroup was removed; the link is detached";
+    } else {
+      problem = "its link pin is missing (removed by hand?)";
+    }
+    if (!problem.empty()) lj["error"] = problem;
+    link_problem[{l.prog, l.target}] = problem;
+    links.push_back(lj);
+  }
+  auto hooks = nlohmann::json::array();
+  for (auto& h : st->hooks) {
+    bool live = h.live;
+    std::string reason = h.reason;
+    if (auto it = link_problem.find({h.prog, h.target});
+        live && it != link_problem.end() && !it->second.empty()) {
+      live = false;
+      reason = it->second;
+    }
+    hooks.push_back({{"prog", h.prog}, {"target", h.target}, {"live", live},
+                     {"reason", reason}});
+  }
+
   auto& progs = j["programs"] = nlohmann::json::array();
   for (auto& name : st->progs) {
     nlohmann::json p{{"name", name}, {"pin", dir + "/progs/" + name}};
@@ -172,8 +209,8 @@ nlohmann::json instance_status(const std::string& pin_root,
       p["error"] = "pin missing";
     }
     auto& at = p["attached_to"] = nlohmann::json::array();
-    for (auto& h : st->hooks)
-      if (h.prog == name && h.live) at.push_back(h.target);
+    for (auto& h : hooks)
+      if (h["prog"] == name && h["live"].get<bool>()) at.push_back(h["target"]);
     progs.push_back(p);
   }
   auto map_json = [&](const std::string& name, const std::string& pin,
@@ -200,25 +237,8 @@ nlohmann::json instance_status(const std::string& pin_root,
   for (auto& name : st->maps) maps.push_back(map_json(name, dir + "/maps/" + name, ""));
   for (auto& s : st->shared_maps) maps.push_back(map_json(s.map, s.pin, s.instance));
 
-  auto& links = j["links"] = nlohmann::json::array();
-  for (auto& l : st->links) {
-    nlohmann::json lj{{"name", l.name}, {"prog", l.prog}, {"target", l.target},
-                      {"pin", dir + "/links/" + l.name}};
-    Fd fd(bpf_obj_get((dir + "/links/" + l.name).c_str()));
-    bpf_link_info info{};
-    std::uint32_t len = sizeof(info);
-    if (fd && bpf_obj_get_info_by_fd(fd.get(), &info, &len) == 0) {
-      lj["id"] = info.id;
-      lj["type"] = link_type_name(info.type);
-    } else {
-      lj["error"] = "pin missing";
-    }
-    links.push_back(lj);
-  }
-  auto& hooks = j["hooks"] = nlohmann::json::array();
-  for (auto& h : st->hooks)
-    hooks.push_back({{"prog", h.prog}, {"target", h.target}, {"live", h.live},
-                     {"reason", h.reason}});
+  j["links"] = std::move(links);
+  j["hooks"] = std::move(hooks);
 
   j["counters"] = nlohmann::json::array();
   j["details"] = nlohmann::json::object();

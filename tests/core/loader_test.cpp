@@ -126,6 +126,30 @@ TEST(Loader, LoadPinsAttachesAndUnpinLeavesNothing) {
   EXPECT_EQ(leftovers(before), "");
 }
 
+TEST(Loader, StatusSeesAHookWhoseLinkWasRemovedByHand) {
+  PinRoot root;
+  ASSERT_EQ(load(header(root) + counter_instance("counter", ::getpid())).exit_code, 0);
+  auto dir = root.path() + "/counter";
+  ASSERT_EQ(::unlink((dir + "/links/count_getppid").c_str()), 0);  // detaches it
+  auto st = json::parse(run_bpfmgr({"status", "--json", "--pin-root", root.path()}).out);
+  bool checked = false;
+  for (auto& h : st["instances"][0]["hooks"])
+    if (h["prog"] == "count_getppid") {
+      EXPECT_EQ(h["live"], false);
+      EXPECT_NE(h["reason"].get<std::string>().find("link pin is missing"), std::string::npos);
+      checked = true;
+    }
+  EXPECT_TRUE(checked);
+  call_getppid(3);  // really detached: nothing counts
+  EXPECT_EQ(calls_in(dir + "/maps/stats"), 0u);
+  // The next load sees the missing pin and restores the instance.
+  auto r = load(header(root) + counter_instance("counter", ::getpid()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("updated: counter"), std::string::npos) << r.out;
+  call_getppid(2);
+  EXPECT_EQ(calls_in(dir + "/maps/stats"), 2u);
+}
+
 TEST(Loader, SecondLoadChangesNothing) {
   PinRoot root;
   auto text = header(root) + counter_instance("counter", ::getpid());

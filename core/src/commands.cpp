@@ -326,6 +326,22 @@ struct EventSink {
   long limit = 0;
 };
 
+// Takes the lock file at `path` without waiting; an invalid Fd if another
+// process holds it. The holder unlinks the file when it is done, so after
+// locking, the path must still name the locked file: otherwise the lock was
+// won on a file already removed, and the attempt starts over.
+Fd lock_reader(const std::string& path) {
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!fd || ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) return Fd();
+    struct stat held {}, named {};
+    if (::fstat(fd.get(), &held) == 0 && ::stat(path.c_str(), &named) == 0 &&
+        held.st_ino == named.st_ino)
+      return fd;
+  }
+  return Fd();
+}
+
 int on_record(void* ctx, void* data, size_t size) {
   auto* sink = static_cast<EventSink*>(ctx);
   auto line = sink->formatter->format(
@@ -387,13 +403,18 @@ int cmd_events(const EventsArgs& a) {
   }
   ::mkdir("/run/bpfmgr", 0755);
   auto lock_path = "/run/bpfmgr/events-map-" + std::to_string(info.id) + ".lock";
-  Fd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!lock || ::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+  Fd lock = lock_reader(lock_path);
+  if (!lock) {
     std::cerr << "error: another `bpfmgr events` is reading instance '" << a.instance
               << "' (ring buffer map id " << info.id
               << "); a second reader would split the records between the two\n";
     return kExitFailed;
   }
+  // The holder removes the lock file, so none pile up in /run.
+  struct RemoveLockFile {
+    const std::string& path;
+    ~RemoveLockFile() { ::unlink(path.c_str()); }
+  } remove_lock_file{lock_path};
   EventSink sink{formatter.get(), a.json ? EventFormat::Json : EventFormat::Table, 0,
                  a.count};
   RingBuffer rb(ring_buffer__new(fd, on_record, &sink, nullptr));

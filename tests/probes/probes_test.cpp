@@ -32,6 +32,7 @@
 
 #include "probes.h"
 #include "probes_format.hpp"
+#include "probes_workload.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -45,23 +46,8 @@ using bpfmgr::test::run_bpfmgr;
 
 // ------------------------------------------------------------ helpers
 
-struct Fd {
-  int fd = -1;
-  Fd() = default;
-  explicit Fd(int f) : fd(f) {}
-  Fd(Fd&& o) noexcept : fd(o.fd) { o.fd = -1; }
-  Fd& operator=(Fd&& o) noexcept {
-    reset();
-    fd = o.fd;
-    o.fd = -1;
-    return *this;
-  }
-  ~Fd() { reset(); }
-  void reset() {
-    if (fd >= 0) ::close(fd);
-    fd = -1;
-  }
-};
+// The owning fd wrapper the plugin's workloads use.
+using bpfmgr::probes::workload::Fd;
 
 std::string self_comm() {
   char c[16] = {};

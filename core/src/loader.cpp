@@ -123,8 +123,9 @@ class InstanceTxn final : public InstanceContext {
  public:
   InstanceTxn(const ResolvedInstance& r, const Manifest& m,
               std::optional<InstanceState> old, const LoadOptions& lo,
-              SharedMapLookup lookup)
-      : r_(r),
+              SharedMapLookup lookup, std::string config_hash)
+      : config_hash_(std::move(config_hash)),
+        r_(r),
         manifest_(m),
         old_(std::move(old)),
         lo_(lo),
@@ -234,6 +235,7 @@ class InstanceTxn final : public InstanceContext {
   void load_object();
   void pin_objects();
 
+  std::string config_hash_;
   const ResolvedInstance& r_;
   const Manifest& manifest_;
   std::optional<InstanceState> old_;
@@ -407,7 +409,7 @@ void InstanceTxn::stage() {
   new_.manifest_path =
       manifest_.absolute_path.empty() ? manifest_.path : manifest_.absolute_path;
   new_.manifest_hash = fnv1a_hex(manifest_.text);
-  new_.config_hash = config_hash(r_, manifest_);
+  new_.config_hash = config_hash_;
   new_.loaded_at = now_utc();
   new_.options = options_to_json(r_.options);
 
@@ -593,12 +595,7 @@ void InstanceTxn::commit() {
   if (old_) {
     for (auto& l : old_->links)
       if (!new_links.count(l.name)) ::unlink((final_dir_ + "/links/" + l.name).c_str());
-    for (auto& a : old_->map_attachments) {
-      Fd map(bpf_obj_get(a.map_pin.c_str()));
-      Fd prog(bpf_obj_get((final_dir_ + "/progs/" + a.prog).c_str()));
-      if (map && prog)
-        bpf_prog_detach2(prog.get(), map.get(), bpf_attach_type(a.attach_type));
-    }
+    for (auto& a : old_->map_attachments) detach_map_attachment(final_dir_, a);
     for (auto& p : old_->progs)
       if (!new_progs.count(p)) ::unlink((final_dir_ + "/progs/" + p).c_str());
     for (auto& m : old_->maps)
@@ -717,14 +714,17 @@ LoadReport load_manifest(const ResolvedManifest& rm, const LoadOptions& lo) {
         if (auto it = staged.find(share.instance);
             it != staged.end() && it->second->recreated_map(share.remote_map))
           owner_restaged = true;
+      // Hashes the plugin's whole BPF object: once per instance.
+      auto hash = config_hash(r, m);
       if (old && old->complete && !lo.reset_maps && !owner_restaged &&
-          old->config_hash == config_hash(r, m) && pins_present(dir, *old)) {
+          old->config_hash == hash && pins_present(dir, *old)) {
         report.unchanged.push_back(name);
         continue;
       }
       if (old && !old->complete) old.reset();  // crashed before: start over
       bool is_update = old.has_value() || fs::exists(dir);
-      auto txn = std::make_unique<InstanceTxn>(r, m, std::move(old), lo, lookup);
+      auto txn = std::make_unique<InstanceTxn>(r, m, std::move(old), lo, lookup,
+                                               std::move(hash));
       staged[name] = txn.get();
       txns.push_back(std::move(txn));
       txns.back()->stage();

@@ -97,14 +97,10 @@ void unpin_instance(const std::string& pin_root, const std::string& instance,
     } catch (const std::exception& e) {
       spdlog::warn("{}: before_unpin skipped: {}", instance, e.what());
     }
-    for (auto& a : st->map_attachments) {
-      Fd map(bpf_obj_get(a.map_pin.c_str()));
-      Fd prog(bpf_obj_get((dir + "/progs/" + a.prog).c_str()));
-      if (map && prog &&
-          bpf_prog_detach2(prog.get(), map.get(), bpf_attach_type(a.attach_type)))
+    for (auto& a : st->map_attachments)
+      if (!detach_map_attachment(dir, a))
         spdlog::warn("{}: cannot detach {} from {}: {}", instance, a.prog,
                      a.map_pin, errno_text(errno));
-    }
   } else {
     spdlog::warn("{}: no state record; removing whatever is pinned in {}",
                  instance, dir);

@@ -62,10 +62,11 @@ std::map<std::string, std::string> PluginRegistry::discover() const {
     std::error_code ec;
     for (auto& e : fs::directory_iterator(dir, ec)) {
       auto f = e.path().filename().string();
-      if (f.rfind(kFilePrefix, 0) != 0 || f.size() <= 3 ||
-          f.compare(f.size() - 3, 3, kFileSuffix) != 0)
+      std::string_view prefix = kFilePrefix, suffix = kFileSuffix;
+      if (f.size() <= prefix.size() + suffix.size() || f.rfind(prefix, 0) != 0 ||
+          f.compare(f.size() - suffix.size(), suffix.size(), suffix) != 0)
         continue;
-      auto name = f.substr(7, f.size() - 7 - 3);
+      auto name = f.substr(prefix.size(), f.size() - prefix.size() - suffix.size());
       found.emplace(name, e.path().string());
     }
   }

@@ -9,7 +9,7 @@ packages=(
   libboost-dev libboost-filesystem-dev
   libspdlog-dev libfmt-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
-  iproute2 tcpdump procps
+  iproute2 tcpdump procps strace util-linux
 )
 
 missing=()

@@ -19,7 +19,8 @@ class LoadedGuard final : public LoadedInstances {
   ~LoadedGuard() override {
     PluginRegistry registry;
     try {
-      unpin_all(pin_root_, registry);
+      auto rep = unpin(pin_root_, {}, registry);
+      for (auto& e : rep.errors) std::cerr << "bench: " << e << "\n";
     } catch (const std::exception& e) {
       std::cerr << "bench: cannot unpin " << pin_root_ << ": " << e.what() << "\n";
     }

@@ -95,7 +95,17 @@ int cmd_load(const LoadArgs& a) {
   if (!r) return kExitInvalid;
   LoadReport rep;
   try {
-    rep = load_manifest(*r, {a.dry_run, a.reset_maps});
+    LoadOptions lo;
+    lo.dry_run = a.dry_run;
+    lo.reset_maps = a.reset_maps;
+    lo.lock_wait = a.no_wait ? LockWait::Fail : LockWait::Block;
+    rep = load_manifest(*r, lo);
+  } catch (const LockBusy& e) {
+    if (a.json)
+      std::cout << nlohmann::json{{"ok", false}, {"error", e.what()},
+                                  {"lock_holder", e.holder}}.dump(2) << "\n";
+    std::cerr << "error: " << e.what() << "\nnothing was done (--no-wait)\n";
+    return kExitFailed;
   } catch (const std::exception& e) {
     if (a.json)
       std::cout << nlohmann::json{{"ok", false}, {"error", e.what()}}.dump(2) << "\n";
@@ -135,40 +145,30 @@ int cmd_load(const LoadArgs& a) {
   return kExitOk;
 }
 
-int cmd_unpin(const std::string& pin_root, const std::vector<std::string>& instances,
-              bool quiet, bool json) {
+int cmd_unpin(const UnpinArgs& a) {
   PluginRegistry registry;
-  std::error_code ec;
-  if (!fs::exists(pin_root, ec)) {
-    if (!quiet && !json) std::cout << "nothing pinned under " << pin_root << "\n";
-    if (json) std::cout << nlohmann::json{{"removed", nlohmann::json::array()}}.dump() << "\n";
-    return instances.empty() ? kExitOk : kExitFailed;
+  UnpinReport rep;
+  try {
+    rep = unpin(a.pin_root, a.instances, registry,
+                a.no_wait ? LockWait::Fail : LockWait::Block);
+  } catch (const std::exception& e) {
+    if (a.json)
+      std::cout << nlohmann::json{{"ok", false}, {"error", e.what()}}.dump() << "\n";
+    std::cerr << "error: " << e.what() << "\n";
+    return kExitFailed;
   }
-  std::vector<std::string> removed;
-  int rc = kExitOk;
-  if (instances.empty()) {
-    removed = unpin_all(pin_root, registry);
-  } else {
-    auto present = list_instances(pin_root);
-    for (auto& i : instances) {
-      bool staging = fs::exists(pin_root + "/_staging-" + i, ec);
-      if (std::find(present.begin(), present.end(), i) == present.end() && !staging) {
-        std::cerr << "error: no instance '" << i << "' under " << pin_root;
-        auto hint = did_you_mean(i, present);
-        std::cerr << (hint.empty() ? "" : "; " + hint) << "\n";
-        rc = kExitFailed;
-        continue;
-      }
-      unpin_instance(pin_root, i, registry);
-      removed.push_back(i);
-    }
-  }
-  if (json)
-    std::cout << nlohmann::json{{"removed", removed}}.dump() << "\n";
-  else if (!quiet)
-    std::cout << (removed.empty() ? "nothing to unpin" : "unpinned: " + join(removed))
+  if (a.json)
+    std::cout << nlohmann::json{{"ok", rep.ok()}, {"removed", rep.removed},
+                                {"errors", rep.errors}}
+                     .dump()
               << "\n";
-  return rc;
+  else if (!a.quiet || !rep.ok())
+    std::cout << (rep.removed.empty() ? "nothing to unpin under " + a.pin_root
+                                      : "unpinned: " + join(rep.removed))
+              << "\n";
+  if (!a.json)
+    for (auto& e : rep.errors) std::cerr << "error: " << e << "\n";
+  return rep.ok() ? kExitOk : kExitFailed;
 }
 
 int cmd_status(const std::string& pin_root, const std::vector<std::string>& instances,

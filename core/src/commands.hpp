@@ -19,13 +19,20 @@ struct LoadArgs {
   std::string pin_root_override;
   bool dry_run = false;
   bool reset_maps = false;
+  bool no_wait = false;  // fail at once when another process holds the pin root
   bool json = false;
 };
 int cmd_load(const LoadArgs& a);
 int cmd_validate(const std::string& manifest, bool json);
 
-int cmd_unpin(const std::string& pin_root, const std::vector<std::string>& instances,
-              bool quiet, bool json);
+struct UnpinArgs {
+  std::string pin_root;
+  std::vector<std::string> instances;  // none: all
+  bool quiet = false;
+  bool json = false;
+  bool no_wait = false;
+};
+int cmd_unpin(const UnpinArgs& a);
 int cmd_status(const std::string& pin_root, const std::vector<std::string>& instances,
                bool json);
 int cmd_plugins(const std::vector<std::string>& extra_dirs, bool json);

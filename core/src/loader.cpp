@@ -665,9 +665,13 @@ class DeferTerminationSignals {
 LoadReport load_manifest(const ResolvedManifest& rm, const LoadOptions& lo) {
   const auto& m = rm.manifest;
   LoadReport report;
-  DeferTerminationSignals defer_signals;
   ensure_bpffs();
   ensure_tracefs();
+  // Taken before signals are held: Ctrl-C while waiting for another
+  // process simply ends this one, nothing done.
+  std::optional<PinRootLock> lock;
+  if (!lo.dry_run) lock.emplace(PinRootLock::acquire(m.pin_root, lo.lock_wait));
+  DeferTerminationSignals defer_signals;
 
   bool created_root = false;
   if (!lo.dry_run) {
@@ -679,7 +683,8 @@ LoadReport load_manifest(const ResolvedManifest& rm, const LoadOptions& lo) {
     }
     if (!is_on_bpffs(m.pin_root))
       throw Error("pin root " + m.pin_root + " is not on a bpf filesystem");
-    // A staging dir left by a load that crashed holds nothing committed.
+    // Staging directories belong to the lock holder: one present now was
+    // left by a load that crashed, and holds nothing committed.
     for (auto& e : fs::directory_iterator(m.pin_root, ec))
       if (e.path().filename().string().rfind(kStagingPrefix, 0) == 0) {
         spdlog::info("removing {} left by an interrupted load", e.path().string());
@@ -746,13 +751,19 @@ LoadReport load_manifest(const ResolvedManifest& rm, const LoadOptions& lo) {
   std::set<std::string> wanted;
   for (auto& r : rm.instances) wanted.insert(r.spec->name);
   PluginRegistry registry(m.plugin_path);
+  std::vector<std::string> errors;
   for (auto& name : list_instances(m.pin_root)) {
     if (wanted.count(name)) continue;
     auto st = read_state(m.pin_root + "/" + name);
     if (st && !m.absolute_path.empty() && st->manifest_path == m.absolute_path) {
-      unpin_instance(m.pin_root, name, registry);
+      unpin_instance_locked(m.pin_root, name, registry, errors);
       report.removed.push_back(name);
     }
+  }
+  if (!errors.empty()) {
+    std::string msg = "loaded, but instances dropped from the manifest were not fully removed:";
+    for (auto& e : errors) msg += "\n  " + e;
+    throw Error(msg);
   }
   return report;
 }

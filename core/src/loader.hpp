@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "pin_root_lock.hpp"
 #include "plugins.hpp"
 #include "resolve.hpp"
 #include "state.hpp"
@@ -31,6 +32,9 @@ struct LoadOptions {
   bool dry_run = false;
   // Recreate maps instead of keeping pinned contents on update.
   bool reset_maps = false;
+  // When another process changes the same pin root: wait for it, or fail
+  // at once with LockBusy (`--no-wait`). A dry run takes no lock.
+  LockWait lock_wait = LockWait::Block;
 };
 
 struct LoadReport {
@@ -41,6 +45,7 @@ struct LoadReport {
   std::vector<std::string> verified;   // dry run: passed the verifier
 };
 
+// Takes the pin root's lock (options.lock_wait) for the whole load.
 // Throws bpfmgr::Error (after rolling back) on any failure.
 LoadReport load_manifest(const ResolvedManifest& manifest,
                          const LoadOptions& options);
@@ -48,15 +53,25 @@ LoadReport load_manifest(const ResolvedManifest& manifest,
 // Instance directories under a pin root (names; staging dirs excluded).
 std::vector<std::string> list_instances(const std::string& pin_root);
 
-// Removes one instance: runs the plugin's before_unpin (best effort),
-// detaches non-link attachments, removes every pin in its directory and its
-// staging directory. Works without a state record (crash half-way).
-void unpin_instance(const std::string& pin_root, const std::string& instance,
-                    PluginRegistry& registry);
-// Removes every instance and the stale staging directories, then the pin
-// root itself when it is empty.
-std::vector<std::string> unpin_all(const std::string& pin_root,
-                                   PluginRegistry& registry);
+struct UnpinReport {
+  std::vector<std::string> removed;  // instances removed
+  std::vector<std::string> errors;   // what could not be removed, and why
+  bool ok() const { return errors.empty(); }
+};
+
+// Removes the named instances (all of bpfmgr's when `instances` is empty,
+// then crash leftovers and the pin root itself when empty) under the pin
+// root's lock. For each: the plugin's before_unpin (best effort), non-link
+// attachments undone, links first, the state record last. A name that is
+// not an instance is an error in the report.
+UnpinReport unpin(const std::string& pin_root,
+                  const std::vector<std::string>& instances,
+                  PluginRegistry& registry, LockWait wait = LockWait::Block);
+
+// One instance, for callers that hold the pin root's lock (load removing
+// instances dropped from its manifest). Appends failures to `errors`.
+void unpin_instance_locked(const std::string& pin_root, const std::string& instance,
+                           PluginRegistry& registry, std::vector<std::string>& errors);
 
 // `bpfmgr status` for one instance, as JSON (the text form is made from it).
 nlohmann::json instance_status(const std::string& pin_root,

@@ -52,6 +52,9 @@ int main(int argc, char** argv) {
                    "recreate maps of updated instances instead of keeping their contents");
   c_load->add_option("--pin-root", load.pin_root_override,
                      "override the manifest's pin_root");
+  c_load->add_flag("--no-wait", load.no_wait,
+                   "fail at once (exit 1, naming its PID) when another bpfmgr is "
+                   "changing the same pin root, instead of waiting for it");
   c_load->add_flag("--json", load.json, "machine-readable result");
 
   std::string validate_manifest;
@@ -62,14 +65,15 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   c_validate->add_flag("--json", validate_json, "machine-readable result");
 
-  std::vector<std::string> unpin_instances;
-  bool unpin_quiet = false, unpin_json = false;
+  UnpinArgs unpin_args;
   auto* c_unpin = app.add_subcommand(
       "unpin", "Detach and remove instances (all when none is named)");
-  c_unpin->add_option("instances", unpin_instances, "instance names");
+  c_unpin->add_option("instances", unpin_args.instances, "instance names");
   add_pin_root(c_unpin);
-  c_unpin->add_flag("--quiet", unpin_quiet, "print nothing on success");
-  c_unpin->add_flag("--json", unpin_json, "machine-readable result");
+  c_unpin->add_flag("--quiet", unpin_args.quiet, "print nothing on success");
+  c_unpin->add_flag("--no-wait", unpin_args.no_wait,
+                    "fail at once when another bpfmgr is changing the pin root");
+  c_unpin->add_flag("--json", unpin_args.json, "machine-readable result");
 
   std::vector<std::string> status_instances;
   bool status_json = false;
@@ -132,7 +136,10 @@ int main(int argc, char** argv) {
   try {
     if (*c_load) return cmd_load(load);
     if (*c_validate) return cmd_validate(validate_manifest, validate_json);
-    if (*c_unpin) return cmd_unpin(pin_root, unpin_instances, unpin_quiet, unpin_json);
+    if (*c_unpin) {
+      unpin_args.pin_root = pin_root;
+      return cmd_unpin(unpin_args);
+    }
     if (*c_status) return cmd_status(pin_root, status_instances, status_json);
     if (*c_plugins) return cmd_plugins(plugin_dirs, plugins_json);
     if (*c_events) {

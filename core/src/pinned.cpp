@@ -10,6 +10,7 @@
 #include <set>
 
 #include "handles.hpp"
+#include "diagnostics.hpp"
 #include "loader.hpp"
 #include "pin_tree.hpp"
 #include "system.hpp"
@@ -86,8 +87,8 @@ std::unique_ptr<PinnedContext> open_pinned(const std::string& pin_root,
                                           plugin.option_schema());
 }
 
-void unpin_instance(const std::string& pin_root, const std::string& instance,
-                    PluginRegistry& registry) {
+void unpin_instance_locked(const std::string& pin_root, const std::string& instance,
+                           PluginRegistry& registry, std::vector<std::string>& errors) {
   auto dir = pin_root + "/" + instance;
   if (auto st = read_state(dir)) {
     try {
@@ -107,31 +108,54 @@ void unpin_instance(const std::string& pin_root, const std::string& instance,
   }
   remove_instance_dir(dir);
   remove_instance_dir(pin_root + "/" + kStagingPrefix + instance);
+  std::error_code ec;
+  if (fs::exists(dir, ec)) errors.push_back(instance + ": " + dir + " is still there");
 }
 
-std::vector<std::string> unpin_all(const std::string& pin_root,
-                                   PluginRegistry& registry) {
-  std::vector<std::string> removed;
+UnpinReport unpin(const std::string& pin_root,
+                  const std::vector<std::string>& instances,
+                  PluginRegistry& registry, LockWait wait) {
+  UnpinReport report;
+  auto lock = PinRootLock::acquire(pin_root, wait);
+  std::error_code ec;
+  if (!fs::exists(pin_root, ec)) {
+    for (auto& i : instances)
+      report.errors.push_back("no instance '" + i + "' under " + pin_root);
+    return report;
+  }
+  auto present = list_instances(pin_root);
+  if (!instances.empty()) {
+    for (auto& i : instances) {
+      bool staging = fs::exists(pin_root + "/" + kStagingPrefix + i, ec);
+      if (std::find(present.begin(), present.end(), i) == present.end() && !staging) {
+        auto hint = did_you_mean(i, present);
+        report.errors.push_back("no instance '" + i + "' under " + pin_root +
+                                (hint.empty() ? "" : "; " + hint));
+        continue;
+      }
+      unpin_instance_locked(pin_root, i, registry, report.errors);
+      report.removed.push_back(i);
+    }
+    return report;
+  }
   // Sharers before owners: an instance whose maps others use goes last.
-  auto names = list_instances(pin_root);
   std::set<std::string> owners;
-  for (auto& n : names)
+  for (auto& n : present)
     if (auto st = read_state(pin_root + "/" + n))
       for (auto& s : st->shared_maps) owners.insert(s.instance);
-  std::stable_partition(names.begin(), names.end(),
+  std::stable_partition(present.begin(), present.end(),
                         [&](auto& n) { return !owners.count(n); });
-  for (auto& n : names) {
-    unpin_instance(pin_root, n, registry);
-    removed.push_back(n);
+  for (auto& n : present) {
+    unpin_instance_locked(pin_root, n, registry, report.errors);
+    report.removed.push_back(n);
   }
-  std::error_code ec;
   for (auto& e : fs::directory_iterator(pin_root, ec))
     if (e.path().filename().string().rfind(kStagingPrefix, 0) == 0)
       remove_instance_dir(e.path().string());
   if (fs::exists(pin_root, ec) && fs::is_empty(pin_root, ec) &&
       pin_root != "/sys/fs/bpf")
     ::rmdir(pin_root.c_str());
-  return removed;
+  return report;
 }
 
 nlohmann::json instance_status(const std::string& pin_root,

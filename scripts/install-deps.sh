@@ -10,6 +10,7 @@ packages=(
   libspdlog-dev libfmt-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   iproute2 tcpdump procps strace util-linux
+  libbpf-tools   # tcplife and syscount, the peers bench_probes compares against
 )
 
 missing=()

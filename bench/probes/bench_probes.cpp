@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_support.hpp"
 #include "probes.h"
 #include "probes_workload.hpp"
 
@@ -41,46 +42,21 @@ namespace {
 namespace w = bpfmgr::probes::workload;
 namespace fs = std::filesystem;
 
-int run_cmd(const std::vector<std::string>& args, bool quiet = true) {
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  if (quiet) posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  pid_t pid;
-  int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc) return -1;
-  int st = 0;
-  waitpid(pid, &st, 0);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-const std::string kPinRoot = "/sys/fs/bpf/bench-probes-" + std::to_string(getpid());
-
-// One loaded instance; unpinned on destruction.
+// One loaded instance named "bench" under a private pin root ("none": nothing).
 class Loaded {
  public:
   explicit Loaded(const std::string& options) {
     if (options == "none") return;
-    std::string path = "/tmp/bench-probes-" + std::to_string(getpid()) + ".toml";
-    std::ofstream(path) << "pin_root = \"" << kPinRoot
-                        << "\"\n[[instance]]\nname = \"bench\"\nplugin = \"probes\"\n"
-                           "[instance.options]\n"
-                        << options;
-    if (run_cmd({BPFMGR_BINARY, "load", path}) != 0)
-      throw std::runtime_error("bpfmgr load failed for: " + options);
-    fs::remove(path);
-    loaded_ = true;
+    m_ = std::make_unique<bpfmgr::bench::LoadedManifest>(
+        "[[instance]]\nname = \"bench\"\nplugin = \"probes\"\n[instance.options]\n" +
+        options);
   }
-  ~Loaded() {
-    if (loaded_) run_cmd({BPFMGR_BINARY, "unpin", "--pin-root", kPinRoot});
-  }
-  std::string map(const std::string& m) const { return kPinRoot + "/bench/maps/" + m; }
+  std::string map(const std::string& m) const { return m_->map_pin("bench", m); }
+  std::string prog(const std::string& p) const { return m_->prog_pin("bench", p); }
+  const std::string& pin_root() const { return m_->pin_root(); }
 
  private:
-  bool loaded_ = false;
+  std::unique_ptr<bpfmgr::bench::LoadedManifest> m_;
 };
 
 struct Config {
@@ -148,8 +124,8 @@ void BM_RingBuffer(benchmark::State& state) {
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
     posix_spawn_file_actions_addclose(&fa, pfd[0]);
-    std::vector<std::string> args = {BPFMGR_BINARY, "events", "bench", "--pin-root",
-                                     kPinRoot, "--json", "--duration", "30"};
+    std::vector<std::string> args = {bpfmgr::test::bpfmgr_binary(), "events", "bench",
+                                     "--pin-root", l.pin_root(), "--json", "--duration", "30"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -199,32 +175,17 @@ struct ProgTime {
 };
 std::vector<ProgTime> g_prog;
 
-double prog_avg_ns(const std::string& pin) {
-  int fd = bpf_obj_get(pin.c_str());
-  if (fd < 0) return 0;
-  bpf_prog_info info{};
-  __u32 len = sizeof info;
-  double avg = 0;
-  if (!bpf_obj_get_info_by_fd(fd, &info, &len) && info.run_cnt)
-    avg = double(info.run_time_ns) / double(info.run_cnt);
-  close(fd);
-  return avg;
-}
-
 void BM_ProgTime(benchmark::State& state, Config cfg, std::string wl, Workload fn) {
-  std::string prev;
-  std::ifstream("/proc/sys/kernel/bpf_stats_enabled") >> prev;
-  std::ofstream("/proc/sys/kernel/bpf_stats_enabled") << "1";
-  {
-    Loaded l(cfg.options);
-    bool empty = std::string(cfg.name) == "empty";
-    std::string progs = kPinRoot + "/bench/progs/";
-    for (auto _ : state) fn(200000);
-    g_prog.push_back({cfg.name, wl,
-                      prog_avg_ns(progs + (empty ? "probes_empty_enter" : "probes_sys_enter")),
-                      prog_avg_ns(progs + (empty ? "probes_empty_exit" : "probes_sys_exit"))});
-  }
-  std::ofstream("/proc/sys/kernel/bpf_stats_enabled") << (prev.empty() ? "0" : prev);
+  bpfmgr::bench::BpfStats stats;
+  Loaded l(cfg.options);
+  bool empty = std::string(cfg.name) == "empty";
+  for (auto _ : state) fn(200000);
+  g_prog.push_back(
+      {cfg.name, wl,
+       bpfmgr::bench::prog_run_time(l.prog(empty ? "probes_empty_enter" : "probes_sys_enter"))
+           .ns_per_run(),
+       bpfmgr::bench::prog_run_time(l.prog(empty ? "probes_empty_exit" : "probes_sys_exit"))
+           .ns_per_run()});
 }
 
 void print_summary() {
@@ -283,7 +244,6 @@ int main(int argc, char** argv) {
   int rc = argc;
   argc = int(rest.size());
   (void)rc;
-  setenv("BPFMGR_PLUGIN_PATH", BPFMGR_PLUGIN_DIR, 1);
   setenv("BPFMGR_LOG_LEVEL", "error", 1);
 
   struct Wl {
@@ -331,8 +291,5 @@ int main(int argc, char** argv) {
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   print_summary();
-  run_cmd({BPFMGR_BINARY, "unpin", "--pin-root", kPinRoot});
-  std::error_code ec;
-  fs::remove_all(kPinRoot, ec);
   return 0;
 }

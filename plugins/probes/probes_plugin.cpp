@@ -2,7 +2,8 @@
 //
 // The BPF side is probes.bpf.c; the contract is probes.h. This file maps
 // options to globals/map sizes/programs, attaches (optional hooks may be
-// missing), reports counters and live hooks, formats events and benchmarks.
+// missing), reports counters and live hooks and formats events. Its benchmark is
+// bench/probes, outside the shipped plugin.
 #include <bpfmgr/plugin.hpp>
 
 #include <bpf/bpf.h>
@@ -11,18 +12,15 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
 #include <sstream>
-#include <thread>
 
 #include "probes.skel.h"
 #include "probes_format.hpp"
-#include "probes_workload.hpp"
 
 namespace bpfmgr::probes {
 namespace {
@@ -407,166 +405,7 @@ class ProbesPlugin final : public Plugin {
     return std::make_unique<ProbesFormatter>();
   }
 
-  bool has_bench() const override { return true; }
-  int bench(BenchContext& ctx) override;
 };
-
-// ------------------------------------------------------------------ bench
-// `bpfmgr bench probes [--iters N] [--rounds R] [--quick]`: syscall cost with
-// no programs, with empty programs on raw_tp sys_enter/sys_exit and with the
-// full tracer, interleaved over rounds (medians); connection churn with and
-// without the connection probes; ring-buffer delivery and overload.
-
-struct RbCount {
-  std::atomic<std::uint64_t> n{0};
-  ProbesFormatter* fmt = nullptr;
-};
-
-int rb_cb(void* c, void* data, size_t size) {
-  auto* rc = static_cast<RbCount*>(c);
-  // Format like `bpfmgr events --json` would, so the consumer pays that cost.
-  std::string s = rc->fmt->format(
-      std::span<const std::byte>(static_cast<const std::byte*>(data), size),
-      EventFormat::Json);
-  if (!s.empty()) rc->n.fetch_add(1, std::memory_order_relaxed);
-  return 0;
-}
-
-std::uint64_t sum_counter(int fd, __u64 probes_counters::*f) {
-  int ncpu = std::max(1, libbpf_num_possible_cpus());
-  std::vector<probes_counters> pc(ncpu);
-  std::uint32_t zero = 0;
-  if (bpf_map_lookup_elem(fd, &zero, pc.data())) return 0;
-  std::uint64_t s = 0;
-  for (auto& v : pc) s += v.*f;
-  return s;
-}
-
-int ProbesPlugin::bench(BenchContext& ctx) {
-  namespace w = workload;
-  std::uint64_t iters = 1000000;
-  int rounds = 5;
-  for (std::size_t i = 0; i < ctx.args().size(); ++i) {
-    const auto& a = ctx.args()[i];
-    if (a == "--iters" && i + 1 < ctx.args().size()) iters = std::stoull(ctx.args()[++i]);
-    else if (a == "--rounds" && i + 1 < ctx.args().size()) rounds = std::stoi(ctx.args()[++i]);
-    else if (a == "--quick") { iters = 200000; rounds = 3; }
-    else {
-      std::fprintf(stderr, "usage: bpfmgr bench probes [--iters N] [--rounds R] [--quick]\n");
-      return 2;
-    }
-  }
-  const std::string inst = "[[instance]]\nname = \"probes_bench\"\nplugin = \"probes\"\n"
-                           "[instance.options]\n";
-  const std::string empty_m = inst + "bench_empty_hooks = true\n";
-  const std::string full_m = inst + "kinds = [\"syscalls\"]\n";
-  const std::string conn_m = inst + "kinds = [\"connect\", \"accept\", \"close\"]\n";
-
-  struct Row { std::vector<double> devnull, getpid, sockpair; };
-  std::map<std::string, Row> rows;
-  const std::vector<std::pair<std::string, std::string>> configs = {
-      {"none", ""},
-      {"empty", empty_m},
-      {"full", full_m},
-      {"full/every", full_m + "latency_sample_every = 1\n"},
-  };
-  for (int r = 0; r < rounds; ++r) {
-    for (auto& [cfg, manifest] : configs) {
-      std::unique_ptr<LoadedInstances> li;
-      if (!manifest.empty()) li = ctx.load(manifest);
-      Row& row = rows[cfg];
-      row.devnull.push_back(w::devnull_write_ns(iters));
-      row.getpid.push_back(w::getpid_ns(iters));
-      row.sockpair.push_back(w::socketpair_rw_ns(iters / 2));
-    }
-  }
-  auto med = [&](const std::string& c, std::vector<double> Row::*f) {
-    return w::median(rows[c].*f);
-  };
-  std::printf("syscall cost, thread CPU ns per call (median of %d interleaved rounds, "
-              "%llu calls each)\n",
-              rounds, (unsigned long long)iters);
-  std::printf("  none: no programs; empty: empty programs on raw_tp sys_enter+sys_exit;\n"
-              "  full: the tracer (latency timed 1 call in 16); full/every: every call "
-              "timed\n");
-  std::printf("%-34s %7s %7s %7s %7s | %7s %7s %7s | %6s %6s %6s\n", "workload", "none",
-              "empty", "full", "f/every", "+empty", "+full", "+f/ev", "x add", "x tot",
-              "xe tot");
-  auto line = [&](const char* name, std::vector<double> Row::*f) {
-    double n = med("none", f), e = med("empty", f), fl = med("full", f),
-           fe = med("full/every", f);
-    double ae = e - n, af = fl - n, afe = fe - n;
-    std::printf("%-34s %7.1f %7.1f %7.1f %7.1f | %7.1f %7.1f %7.1f | %6.2f %6.2f %6.2f\n",
-                name, n, e, fl, fe, ae, af, afe, ae > 0 ? af / ae : 0.0, fl / e, fe / e);
-  };
-  line("write 1B /dev/null (not a socket)", &Row::devnull);
-  line("getpid (untraced)", &Row::getpid);
-  line("socketpair write+read (per call)", &Row::sockpair);
-  std::printf("x add = ns added by full / ns added by empty; x tot = cost of a call "
-              "with full / with empty (xe: full/every)\n\n");
-
-  // Connection churn.
-  {
-    std::vector<double> without, with;
-    for (int r = 0; r < std::max(2, rounds / 2); ++r) {
-      without.push_back(w::tcp_churn_per_sec(0.5));
-      auto li = ctx.load(conn_m);
-      with.push_back(w::tcp_churn_per_sec(0.5));
-    }
-    double a = w::median(without), b = w::median(with);
-    std::printf("loopback TCP connect+accept+close: %.0f conn/s without, %.0f with "
-                "connection probes (%.1f%% slower)\n\n",
-                a, b, a > 0 ? (a - b) / a * 100 : 0);
-  }
-
-  // Ring buffer: in-process consumer formatting JSON like `bpfmgr events`.
-  {
-    const std::string ev_m = inst + "kinds = [\"syscalls\"]\nsyscall_events = true\n"
-                                    "ring_buffer_kb = 1024\n";
-    std::printf("ring buffer (syscall_events, 152-byte records, 1 MiB ring, "
-                "consumer formats JSON):\n");
-    std::printf("%14s %14s %12s %12s\n", "offered ev/s", "achieved ev/s", "delivered",
-                "dropped");
-    for (double rate : {50000.0, 100000.0, 200000.0, 400000.0, 0.0}) {
-      auto li = ctx.load(ev_m);
-      std::string maps = li->pin_root() + "/probes_bench/maps/";
-      int rb_fd = bpf_obj_get((maps + "events").c_str());
-      int ctr_fd = bpf_obj_get((maps + "counters").c_str());
-      if (rb_fd < 0 || ctr_fd < 0) {
-        std::fprintf(stderr, "cannot open pinned maps under %s\n", maps.c_str());
-        return 1;
-      }
-      ProbesFormatter fmt;
-      RbCount rc;
-      rc.fmt = &fmt;
-      ring_buffer* rb = ring_buffer__new(rb_fd, rb_cb, &rc, nullptr);
-      std::atomic<bool> stop{false};
-      std::thread consumer([&] {
-        while (!stop.load()) ring_buffer__poll(rb, 50);
-        ring_buffer__consume(rb);
-      });
-      std::uint64_t before = sum_counter(ctr_fd, &probes_counters::events_emitted);
-      std::uint64_t dbefore = sum_counter(ctr_fd, &probes_counters::events_dropped);
-      std::uint64_t msgs = rate > 0 ? std::uint64_t(rate / 2) : 400000;  // ~1 s
-      double achieved = w::paced_socketpair(msgs, rate / 2) * 2;
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-      stop = true;
-      consumer.join();
-      std::uint64_t emitted = sum_counter(ctr_fd, &probes_counters::events_emitted) - before;
-      std::uint64_t dropped = sum_counter(ctr_fd, &probes_counters::events_dropped) - dbefore;
-      ring_buffer__free(rb);
-      ::close(rb_fd);
-      ::close(ctr_fd);
-      char offered[32];
-      if (rate > 0) std::snprintf(offered, sizeof offered, "%.0f", rate);
-      else std::snprintf(offered, sizeof offered, "unpaced");
-      std::printf("%14s %14.0f %12llu %12llu%s\n", offered, achieved,
-                  (unsigned long long)rc.n.load(), (unsigned long long)dropped,
-                  emitted != rc.n.load() ? "  (emitted != delivered)" : "");
-    }
-  }
-  return 0;
-}
 
 }  // namespace
 }  // namespace bpfmgr::probes

@@ -1,4 +1,5 @@
-// tcpint plugin: options, load-time settings, attachment, status and bench.
+// tcpint plugin: options, load-time settings, attachment and status (its
+// benchmark is bench/tcpint, outside the shipped plugin).
 // The BPF side is tcpint.bpf.c; the contract between both is tcpint.h.
 #include <arpa/inet.h>
 #include <sys/stat.h>
@@ -18,7 +19,6 @@
 
 #include "tcpint.h"
 #include "tcpint.skel.h"
-#include "tcpint_lab.hpp"
 #include "tcpint_options.hpp"
 
 namespace {
@@ -172,14 +172,6 @@ class TcpintPlugin final : public bpfmgr::Plugin {
         << std::dec << " sender " << s.sender_id << " len " << TCPINT_OPT_LEN;
     r.details.emplace_back("option", opt.str());
     return r;
-  }
-
-  bool has_bench() const override { return true; }
-  int bench(bpfmgr::BenchContext& ctx) override {
-    return tcpint::lab::run_bench(
-        ctx.args(),
-        [&ctx](const std::string& manifest) { return ctx.load(manifest); },
-        ctx.cgroup2_root());
   }
 
  private:

@@ -181,6 +181,8 @@ CommandResult run_bpfmgr(const std::vector<std::string>& args) {
   return run(argv);
 }
 
+std::string cgroup2_root() { return cgroup2_mount(); }
+
 // ------------------------------------------------------------------ PinRoot
 
 PinRoot::PinRoot() {

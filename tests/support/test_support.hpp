@@ -18,6 +18,8 @@ std::string plugin_dir();      // build/lib/bpfmgr/plugins
 std::string test_plugin_dir(); // build/lib/bpfmgr/test-plugins (core tests)
 std::string source_dir();      // repository root
 std::string build_dir();       // CMake build tree
+// Mount point of cgroup v2, from /proc/self/mounts.
+std::string cgroup2_root();
 
 // A unique name: "<prefix>-<pid>-<counter>".
 std::string unique_name(const std::string& prefix);

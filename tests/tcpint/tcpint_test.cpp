@@ -23,15 +23,15 @@
 #include <thread>
 
 #include "tcpint.h"
-#include "tcpint_lab.hpp"
 #include "tcpint_options.hpp"
 #include "test_support.hpp"
+#include "two_hosts.hpp"
 
 namespace {
 
 using json = nlohmann::json;
 using namespace std::chrono_literals;
-namespace lab = tcpint::lab;
+namespace lab = bpfmgr::test::lab;
 namespace bt = bpfmgr::test;
 
 std::string cgroup2_root() {

@@ -1,4 +1,4 @@
-// tcpint lab: two "hosts" on one machine (each a network namespace + a
+// Two "hosts" on one machine (each a network namespace + a
 // cgroup v2 child, joined by a veth pair), processes placed in them, and the
 // workloads the tests and the benchmark run between them.
 //
@@ -8,8 +8,6 @@
 
 #include <sys/types.h>
 
-#include <bpfmgr/plugin.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -17,7 +15,7 @@
 #include <string>
 #include <vector>
 
-namespace tcpint::lab {
+namespace bpfmgr::test::lab {
 
 struct ExecResult {
   int exit_code = -1;
@@ -98,12 +96,4 @@ bool recv_exact(int fd, void* buf, std::size_t n);
 // Echoes every byte until EOF; returns bytes echoed.
 std::uint64_t echo_until_eof(int fd);
 
-// ---- the benchmark (`bpfmgr bench tcpint`, bench_tcpint)
-// `load` loads a manifest through the core and returns a guard that
-// unloads it on destruction (BenchContext::load).
-using LoadFn = std::function<std::unique_ptr<bpfmgr::LoadedInstances>(
-    const std::string&)>;
-int run_bench(const std::vector<std::string>& args, const LoadFn& load,
-              const std::string& cgroup2_root);
-
-}  // namespace tcpint::lab
+}  // namespace bpfmgr::test::lab

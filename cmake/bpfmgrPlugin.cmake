@@ -20,6 +20,15 @@ find_program(BPFMGR_CLANG NAMES clang clang-19 clang-16 clang-14 REQUIRED)
 find_program(BPFMGR_BPFTOOL NAMES bpftool PATHS /usr/sbin /sbin REQUIRED)
 set(BPFMGR_VMLINUX_BTF /sys/kernel/btf/vmlinux CACHE FILEPATH
     "Kernel BTF that vmlinux.h is generated from")
+# __TARGET_ARCH_* for libbpf's bpf_tracing.h and bpfmgr/syscalls.h: the
+# architecture the plugin is built for (x86, arm64).
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64)$")
+  set(_bpfmgr_default_arch arm64)
+else()
+  set(_bpfmgr_default_arch x86)
+endif()
+set(BPFMGR_BPF_ARCH ${_bpfmgr_default_arch} CACHE STRING
+    "__TARGET_ARCH_ of BPF objects (x86, arm64)")
 
 # Where this file lives decides where the SDK's BPF headers are: the source
 # tree's bpf/include in tree, <prefix>/include when installed.
@@ -72,13 +81,15 @@ function(bpfmgr_add_plugin)
     list(APPEND includes -I${i})
   endforeach()
 
-  # Header dependencies of the BPF file: everything next to it.
+  # Header dependencies of the BPF file: clang's depfile names every header
+  # it included (the SDK's bpf/include too); the glob covers a fresh tree.
   file(GLOB bpf_deps "${CMAKE_CURRENT_SOURCE_DIR}/*.h")
   add_custom_command(
     OUTPUT "${obj}"
-    COMMAND "${BPFMGR_CLANG}" -O2 -g -target bpf -D__TARGET_ARCH_x86
+    COMMAND "${BPFMGR_CLANG}" -O2 -g -target bpf -D__TARGET_ARCH_${BPFMGR_BPF_ARCH}
             -Wall -Wno-unused-function -Werror=implicit-function-declaration
-            ${includes} -c "${bpf_src}" -o "${obj}"
+            ${includes} -MD -MF "${obj}.d" -c "${bpf_src}" -o "${obj}"
+    DEPFILE "${obj}.d"
     DEPENDS "${bpf_src}" ${bpf_deps} bpfmgr_vmlinux "${vmlinux_dir}/vmlinux.h"
     COMMENT "BPF ${P_NAME}: clang -target bpf ${P_BPF}"
     VERBATIM)

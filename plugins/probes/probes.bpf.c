@@ -16,13 +16,14 @@
  *                                          program each, filtered by nr
  */
 #include <bpfmgr/bpf_common.h>
+#include <bpfmgr/kfuncs.h>
+#include <bpfmgr/socket.h>
+#include <bpfmgr/syscalls.h>
 
 #include "probes.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define S_IFMT 00170000
-#define S_IFSOCK 0140000
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 
@@ -97,8 +98,6 @@ struct {
 	__type(value, struct filter_pid_val);
 } filter_pid SEC(".maps");
 
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
-
 /* ------------------------------------------------------------ helpers */
 
 static __always_inline struct probes_counters *ctrs(void)
@@ -134,12 +133,6 @@ static __always_inline void ev_submit(struct probes_event *e)
 	COUNT(events_emitted);
 }
 
-static __always_inline bool is_v4mapped(const __u8 *a)
-{
-	const __u32 *w = (const __u32 *)a;
-	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff);
-}
-
 /* Family filter: v4-mapped IPv6 is IPv4 on the wire and counts as ipv4. */
 static __always_inline bool family_pass(__u16 family, const __u8 *addr6)
 {
@@ -148,7 +141,7 @@ static __always_inline bool family_pass(__u16 family, const __u8 *addr6)
 	if (family == AF_INET)
 		return family_mask & 1;
 	if (family == AF_INET6)
-		return family_mask & (is_v4mapped(addr6) ? 1 : 2);
+		return family_mask & (bpfmgr_is_v4_mapped(addr6) ? 1 : 2);
 	return false;
 }
 
@@ -289,25 +282,6 @@ static __always_inline void tuple_from_sk(struct probes_tuple *t, struct sock *s
 static __always_inline bool tuple_pass(const struct probes_tuple *t)
 {
 	return family_pass(t->family, t->saddr) && ports_pass(t->sport, t->dport);
-}
-
-/* fd -> struct file of the current task: direct (BTF) loads, one probe read
- * for the fd array slot. */
-static __always_inline struct file *fd_file(struct task_struct *task, __u32 fd)
-{
-	struct files_struct *files = task->files;
-	if (!files)
-		return NULL;
-	struct fdtable *fdt = files->fdt;
-	if (fd >= fdt->max_fds)
-		return NULL;
-	struct file **arr = fdt->fd;
-	/* The slot is a `struct file *`; so is the first member of struct
-	 * kiocb. Casting the slot address to a kiocb turns the read into a
-	 * direct (exception-table protected) load instead of a helper call. */
-	struct kiocb *slot = bpf_rdonly_cast(&arr[fd],
-					     bpf_core_type_id_kernel(struct kiocb));
-	return slot->ki_filp;
 }
 
 static __always_inline __u64 sock_ino_of(struct sock *sk)
@@ -495,14 +469,10 @@ static __always_inline int probes_accept(long ret)
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct file *f = fd_file(task, (__u32)ret);
+	struct file *f = bpfmgr_fd_file(task, (__u32)ret);
 	if (!f)
 		return 0;
-	struct socket *sock = bpf_rdonly_cast(f->private_data,
-					      bpf_core_type_id_kernel(struct socket));
-	if (!sock)
-		return 0;
-	struct sock *sk = sock->sk;
+	struct sock *sk = bpfmgr_file_sock(f);
 	if (!sk)
 		return 0;
 	struct probes_conn_key key = { .skaddr = (__u64)sk };
@@ -752,16 +722,16 @@ struct {
 static __always_inline int op_of(long nr)
 {
 	switch (nr) {
-	case 0: return PROBES_OP_READ;
-	case 1: return PROBES_OP_WRITE;
-	case 19: return PROBES_OP_READV;
-	case 20: return PROBES_OP_WRITEV;
-	case 44: return PROBES_OP_SENDTO;
-	case 45: return PROBES_OP_RECVFROM;
-	case 46: return PROBES_OP_SENDMSG;
-	case 47: return PROBES_OP_RECVMSG;
-	case 299: return PROBES_OP_RECVMMSG;
-	case 307: return PROBES_OP_SENDMMSG;
+	case BPFMGR_NR_read: return PROBES_OP_READ;
+	case BPFMGR_NR_write: return PROBES_OP_WRITE;
+	case BPFMGR_NR_readv: return PROBES_OP_READV;
+	case BPFMGR_NR_writev: return PROBES_OP_WRITEV;
+	case BPFMGR_NR_sendto: return PROBES_OP_SENDTO;
+	case BPFMGR_NR_recvfrom: return PROBES_OP_RECVFROM;
+	case BPFMGR_NR_sendmsg: return PROBES_OP_SENDMSG;
+	case BPFMGR_NR_recvmsg: return PROBES_OP_RECVMSG;
+	case BPFMGR_NR_recvmmsg: return PROBES_OP_RECVMMSG;
+	case BPFMGR_NR_sendmmsg: return PROBES_OP_SENDMMSG;
 	default: return -1;
 	}
 }
@@ -788,19 +758,16 @@ static __always_inline __u32 log2_slot(__u64 v)
 static __always_inline struct file *traced_file(struct task_struct *task,
 						__u32 fd, bool *is_sock)
 {
-	struct file *f = fd_file(task, fd);
+	struct file *f = bpfmgr_fd_file(task, fd);
 	if (!f)
 		return NULL;
-	struct inode *inode = f->f_inode;
-	*is_sock = (inode->i_mode & S_IFMT) == S_IFSOCK;
+	*is_sock = bpfmgr_file_is_socket(f);
 	if (sockets_only && !*is_sock)
 		return NULL;
 	if (family_mask != 3 || filter_ports) {
 		if (!*is_sock)
 			return NULL;
-		struct socket *sock = bpf_rdonly_cast(f->private_data,
-						      bpf_core_type_id_kernel(struct socket));
-		struct sock *sk = sock->sk;
+		struct sock *sk = bpfmgr_file_sock(f);
 		if (!sk)
 			return NULL;
 		__u16 fam = sk->__sk_common.skc_family;
@@ -855,11 +822,11 @@ int probes_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	}
 	if (proc_filters_on() && !proc_pass(bpf_get_current_pid_tgid()))
 		return 0;
-	struct pt_regs *regs = bpf_rdonly_cast((void *)ctx->args[0],
-					       bpf_core_type_id_kernel(struct pt_regs));
+	const bpfmgr_sys_regs *regs = bpfmgr_sys_regs_of(ctx);
 	struct task_struct *task = bpf_get_current_task_btf();
 	bool is_sock = false;
-	if (!traced_file(task, regs->di, &is_sock))
+	__u32 fd = BPFMGR_SYS_ARG1(regs);
+	if (!traced_file(task, fd, &is_sock))
 		return 0;
 	struct probes_inflight *in = bpf_task_storage_get(
 		&inflight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -870,7 +837,7 @@ int probes_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (latency_sample_mask && !in->ts)
 		__sync_fetch_and_add(&inflight_count, 1);
 	in->op = op;
-	in->fd = regs->di;
+	in->fd = fd;
 	in->ts = bpf_ktime_get_ns();
 	return 0;
 }
@@ -895,9 +862,8 @@ static __always_inline __u64 mmsg_bytes(__u64 msgvec, long n)
 SEC("raw_tp/sys_exit")
 int probes_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-	struct pt_regs *regs = bpf_rdonly_cast((void *)ctx->args[0],
-					       bpf_core_type_id_kernel(struct pt_regs));
-	int op = op_of(regs->orig_ax);
+	const bpfmgr_sys_regs *regs = bpfmgr_sys_regs_of(ctx);
+	int op = op_of(BPFMGR_SYSCALL_NR(regs));
 	if (op < 0 || !((traced_ops >> op) & 1))
 		return 0;
 	if (proc_filters_on() && !proc_pass(bpf_get_current_pid_tgid()))
@@ -920,7 +886,7 @@ int probes_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 		}
 	}
 
-	__u32 fd = regs->di;
+	__u32 fd = BPFMGR_SYS_ARG1(regs);
 	bool is_sock = false;
 	struct file *f = traced_file(task, fd, &is_sock);
 	if (!f)
@@ -929,7 +895,7 @@ int probes_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	__u64 bytes = 0;
 	if (ret > 0) {
 		if (op == PROBES_OP_RECVMMSG || op == PROBES_OP_SENDMMSG)
-			bytes = mmsg_bytes(regs->si, ret);
+			bytes = mmsg_bytes(BPFMGR_SYS_ARG2(regs), ret);
 		else
 			bytes = ret;
 	}

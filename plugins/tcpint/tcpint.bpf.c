@@ -10,6 +10,9 @@
  *    time) by joining (task, fd) -> struct socket -> sock -> tuple.
  */
 #include "bpfmgr/bpf_common.h"
+#include "bpfmgr/kfuncs.h"
+#include "bpfmgr/socket.h"
+#include "bpfmgr/syscalls.h"
 #include "tcpint.h"
 
 #ifndef ENOENT
@@ -30,8 +33,6 @@
 #define TCPHDR_FIN 0x01
 #define TCPHDR_SYN 0x02
 #define IPPROTO_TCP_NR 6
-#define S_IFMT_ 00170000
-#define S_IFSOCK_ 0140000
 
 /* ------------------------------------------------------------ settings */
 /* Set by the plugin before load (InstanceContext::set_global). */
@@ -144,19 +145,12 @@ static __always_inline void set_addr(__u8 *dst, __u32 w0, __u32 w1, __u32 w2,
 	w[3] = w3;
 }
 
-static __always_inline bool is_v4_mapped(const __u8 *a)
-{
-	const __u32 *w = (const __u32 *)a;
-
-	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff);
-}
-
 /* Canonical form: IPv4 and v4-mapped both become family AF_INET with
  * ::ffff:a.b.c.d addresses; native IPv6 stays AF_INET6. */
 static __always_inline void canonicalize(struct tcpint_tuple *t)
 {
-	if (t->family == AF_INET6 && is_v4_mapped(t->local_addr) &&
-	    is_v4_mapped(t->remote_addr))
+	if (t->family == AF_INET6 && bpfmgr_is_v4_mapped(t->local_addr) &&
+	    bpfmgr_is_v4_mapped(t->remote_addr))
 		t->family = AF_INET;
 }
 
@@ -672,18 +666,6 @@ int tcpint_sockops(struct bpf_sock_ops *skops)
 
 /* --------------------------------------------------------- syscall side */
 
-/* x86_64 syscall numbers. */
-#define NR_read 0
-#define NR_write 1
-#define NR_readv 19
-#define NR_writev 20
-#define NR_sendto 44
-#define NR_recvfrom 45
-#define NR_sendmsg 46
-#define NR_recvmsg 47
-#define NR_recvmmsg 299
-#define NR_sendmmsg 307
-
 /* Byte offset of a (possibly nested) field, relocated by CO-RE. */
 #define OFF(type, field) ((__u32)bpf_core_field_offset(type, field))
 /* A field of `type` out of a chunk read from the object at chunk offset
@@ -701,44 +683,18 @@ static __always_inline __u32 chunk_delta(__u32 off, __u32 lo)
 	return d;
 }
 
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
-
 /* (current task, fd) -> struct sock * of a TCP socket and its canonical
  * tuple. Runs for every traced socket syscall, so it avoids helper calls:
- * the task comes from bpf_get_current_task_btf() and the pointers it leads
- * to are read with direct (BTF, fault-checked) loads; only the fd array
- * slot needs bpf_probe_read_kernel (variable index), and the file it holds
- * is cast back to a BTF pointer with the bpf_rdonly_cast kfunc. */
+ * the fd walk is bpfmgr_current_fd_sock() (direct BTF loads). */
 static __always_inline struct sock *fd_to_tcp_tuple(int fd,
 						    struct tcpint_tuple *t)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct files_struct *files;
-	struct fdtable *fdt;
-	struct file **fds, *fp, *f;
-	struct socket *sock;
 	struct sock *sk;
 	__u16 family;
 
 	if (fd < 0)
 		return NULL;
-	files = task->files;
-	if (!files)
-		return NULL;
-	fdt = files->fdt;
-	if (!fdt || (unsigned int)fd >= fdt->max_fds)
-		return NULL;
-	fds = fdt->fd;
-	if (bpf_probe_read_kernel(&fp, sizeof(fp), &fds[fd]) || !fp)
-		return NULL;
-	f = bpf_rdonly_cast(fp, bpf_core_type_id_kernel(struct file));
-	if (!f->f_inode || (f->f_inode->i_mode & S_IFMT_) != S_IFSOCK_)
-		return NULL;
-	sock = bpf_rdonly_cast(f->private_data,
-			       bpf_core_type_id_kernel(struct socket));
-	if (!sock)
-		return NULL;
-	sk = sock->sk;
+	sk = bpfmgr_current_fd_sock((__u32)fd);
 	if (!sk || sk->sk_protocol != IPPROTO_TCP_NR)
 		return NULL;
 	family = sk->__sk_common.skc_family;
@@ -797,7 +753,7 @@ SEC("raw_tracepoint/sys_enter")
 int tcpint_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	long nr = (long)ctx->args[1];
-	struct pt_regs *regs;
+	const bpfmgr_sys_regs *regs;
 	struct tcpint_tuple t = {};
 	struct tcpint_tx_ctx *c;
 	struct sock *sk;
@@ -806,18 +762,18 @@ int tcpint_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	__u32 trace;
 
 	switch (nr) {
-	case NR_write:
-	case NR_writev:
-	case NR_sendto:
-	case NR_sendmsg:
-	case NR_sendmmsg:
+	case BPFMGR_NR_write:
+	case BPFMGR_NR_writev:
+	case BPFMGR_NR_sendto:
+	case BPFMGR_NR_sendmsg:
+	case BPFMGR_NR_sendmmsg:
 		send = true;
 		break;
-	case NR_read:
-	case NR_readv:
-	case NR_recvfrom:
-	case NR_recvmsg:
-	case NR_recvmmsg:
+	case BPFMGR_NR_read:
+	case BPFMGR_NR_readv:
+	case BPFMGR_NR_recvfrom:
+	case BPFMGR_NR_recvmsg:
+	case BPFMGR_NR_recvmmsg:
 		if (!propagate)
 			return 0;
 		send = false;
@@ -830,9 +786,8 @@ int tcpint_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 
 	/* direct loads instead of a bpf_probe_read_kernel per register */
-	regs = bpf_rdonly_cast((void *)ctx->args[0],
-			       bpf_core_type_id_kernel(struct pt_regs));
-	sk = fd_to_tcp_tuple((int)regs->di, &t);
+	regs = bpfmgr_sys_regs_of(ctx);
+	sk = fd_to_tcp_tuple((int)BPFMGR_SYS_ARG1(regs), &t);
 	if (!sk)
 		return 0;
 	id = bpf_get_current_pid_tgid();
@@ -864,23 +819,24 @@ int tcpint_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (!c)
 		return 0;
 	switch (nr) {
-	case NR_write:
-	case NR_sendto:
-		bytes = regs->dx;
+	case BPFMGR_NR_write:
+	case BPFMGR_NR_sendto:
+		bytes = BPFMGR_SYS_ARG3(regs);
 		break;
-	case NR_writev:
-		bytes = iov_bytes((const struct iovec *)regs->si, regs->dx);
+	case BPFMGR_NR_writev:
+		bytes = iov_bytes((const struct iovec *)BPFMGR_SYS_ARG2(regs),
+				  BPFMGR_SYS_ARG3(regs));
 		break;
-	case NR_sendmsg: {
+	case BPFMGR_NR_sendmsg: {
 		struct user_msghdr m;
 
 		if (!bpf_probe_read_user(&m, sizeof(m),
-					 (void *)regs->si))
+					 (void *)BPFMGR_SYS_ARG2(regs)))
 			bytes = iov_bytes(m.msg_iov, m.msg_iovlen);
 		break;
 	}
-	case NR_sendmmsg:
-		msgs = regs->dx; /* vlen; bytes not counted */
+	case BPFMGR_NR_sendmmsg:
+		msgs = BPFMGR_SYS_ARG3(regs); /* vlen; bytes not counted */
 		break;
 	}
 	__sync_fetch_and_add(&c->msg_count, (__u32)msgs);

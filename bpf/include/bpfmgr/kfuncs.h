@@ -1,0 +1,18 @@
+/* Kernel functions (kfuncs) and BTF-pointer helpers for bpfmgr programs. */
+#ifndef BPFMGR_KFUNCS_H
+#define BPFMGR_KFUNCS_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+
+/* Treats `obj` as a read-only pointer to the kernel type `btf_id`, so its
+ * fields are read with direct loads (fault-checked by the JIT) instead of a
+ * bpf_probe_read_kernel call per field. Kernel >= 6.2 (tracing programs). */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+/* bpfmgr_cast(ptr, struct file) -> const-free `struct file *` view of ptr. */
+#define bpfmgr_cast(ptr, type) \
+	((type *)bpf_rdonly_cast((const void *)(ptr), bpf_core_type_id_kernel(type)))
+
+#endif

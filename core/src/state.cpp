@@ -26,6 +26,7 @@ nlohmann::json to_json(const InstanceState& s) {
   j["plugin"] = s.plugin;
   j["plugin_version"] = s.plugin_version;
   j["plugin_path"] = s.plugin_path;
+  j["plugin_sha256"] = s.plugin_sha256;
   j["api_version"] = s.api_version;
   j["manifest_path"] = s.manifest_path;
   j["manifest_hash"] = s.manifest_hash;
@@ -59,6 +60,7 @@ InstanceState state_from_json(const nlohmann::json& j) {
   s.plugin = j.value("plugin", "");
   s.plugin_version = j.value("plugin_version", "");
   s.plugin_path = j.value("plugin_path", "");
+  s.plugin_sha256 = j.value("plugin_sha256", "");
   s.api_version = j.value("api_version", "");
   s.manifest_path = j.value("manifest_path", "");
   s.manifest_hash = j.value("manifest_hash", "");

@@ -45,6 +45,10 @@ struct InstanceState {
   std::string plugin;
   std::string plugin_version;
   std::string plugin_path;
+  // sha256 (hex) of the plugin file that was loaded; status and events run
+  // that file's code again only if it still has this content. "" in records
+  // written before the field existed.
+  std::string plugin_sha256;
   std::string api_version;
   std::string manifest_path;
   std::string manifest_hash;

@@ -11,6 +11,7 @@ packages=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   iproute2 tcpdump procps strace util-linux
   libbpf-tools   # tcplife and syscount, the peers bench_probes compares against
+  libssl-dev     # sha256 of plugin files (libcrypto)
 )
 
 missing=()

@@ -22,6 +22,7 @@
 #include "handles.hpp"
 #include "loader.hpp"
 #include "manifest.hpp"
+#include "plugin_trust.hpp"
 #include "resolve.hpp"
 #include "system.hpp"
 
@@ -61,6 +62,30 @@ std::optional<ResolvedManifest> prepare(const std::string& path,
   }
   if (!r) print_diagnostics(d, json);
   return r;
+}
+
+// Why `pin_root` cannot be read ("" when it can, or when it does not
+// exist: then there is truly nothing under it). A non-root user must hear
+// "permission denied", not "no instances".
+std::string pin_root_unreadable(const std::string& pin_root) {
+  if (::access(pin_root.c_str(), R_OK | X_OK) == 0 || errno == ENOENT) return "";
+  int err = errno;
+  return std::string(err == EACCES ? "permission denied: " : "") + "cannot read " +
+         pin_root + ": " + errno_text(err) +
+         (err == EACCES ? " (bpfmgr needs root to see pinned instances)" : "");
+}
+
+// Reading a pinned object needs privileges even where the directory is
+// world-readable: a denied bpf() says so instead of "no state record".
+std::string bpf_access_denied(const std::string& pin_root,
+                              const std::vector<std::string>& names) {
+  for (auto& n : names) {
+    Fd fd(bpf_obj_get((pin_root + "/" + n + "/" + kStatePinName).c_str()));
+    if (!fd && (errno == EPERM || errno == EACCES))
+      return "permission denied: cannot open the pins under " + pin_root + ": " +
+             errno_text(errno) + " (bpfmgr needs root, or CAP_BPF and CAP_SYS_ADMIN)";
+  }
+  return "";
 }
 
 std::string join(const std::vector<std::string>& v) {
@@ -147,6 +172,22 @@ int cmd_load(const LoadArgs& a) {
 
 int cmd_unpin(const UnpinArgs& a) {
   PluginRegistry registry;
+  // Without privileges the truth is "permission denied", not "nothing
+  // pinned" (and not a lock error from /run).
+  if (auto why = pin_root_unreadable(a.pin_root); !why.empty()) {
+    std::cerr << "error: " << why << "\n";
+    return kExitFailed;
+  }
+  {
+    std::error_code ec;
+    if (fs::exists(a.pin_root, ec))
+      if (auto why = bpf_access_denied(
+              a.pin_root, a.instances.empty() ? list_instances(a.pin_root) : a.instances);
+          !why.empty()) {
+        std::cerr << "error: " << why << "\n";
+        return kExitFailed;
+      }
+  }
   UnpinReport rep;
   try {
     rep = unpin(a.pin_root, a.instances, registry,
@@ -174,17 +215,44 @@ int cmd_unpin(const UnpinArgs& a) {
 int cmd_status(const std::string& pin_root, const std::vector<std::string>& instances,
                bool json) {
   PluginRegistry registry;
-  auto names = instances.empty() ? list_instances(pin_root) : instances;
+  if (auto why = pin_root_unreadable(pin_root); !why.empty()) {
+    std::cerr << "error: " << why << "\n";
+    return kExitFailed;
+  }
+  auto present = list_instances(pin_root);
+  std::vector<std::string> names;
+  int rc = kExitOk;
+  for (auto& n : instances) {
+    std::error_code ec;
+    if (std::find(present.begin(), present.end(), n) != present.end() ||
+        fs::exists(pin_root + "/" + n, ec)) {
+      names.push_back(n);
+      continue;
+    }
+    auto hint = did_you_mean(n, present);
+    std::cerr << "error: no instance '" << n << "' under " << pin_root
+              << (hint.empty() ? "" : "; " + hint) << "\n";
+    rc = kExitFailed;
+  }
+  if (instances.empty()) names = present;
+  if (auto why = bpf_access_denied(pin_root, names); !why.empty()) {
+    std::cerr << "error: " << why << "\n";
+    return kExitFailed;
+  }
   auto all = nlohmann::json::array();
-  for (auto& n : names) all.push_back(instance_status(pin_root, n, registry));
+  for (auto& n : names) {
+    all.push_back(instance_status(pin_root, n, registry));
+    // Kernel facts are still shown; the plugin's own code was not run.
+    if (all.back().value("plugin_refused", false) && rc == kExitOk) rc = kExitInvalid;
+  }
   if (json) {
     std::cout << nlohmann::json{{"pin_root", pin_root}, {"instances", all}}.dump(2)
               << "\n";
-    return kExitOk;
+    return rc;
   }
   if (all.empty()) {
-    std::cout << "no instances under " << pin_root << "\n";
-    return kExitOk;
+    if (instances.empty()) std::cout << "no instances under " << pin_root << "\n";
+    return rc;
   }
   for (auto& s : all) {
     std::cout << "instance " << s["instance"].get<std::string>();
@@ -258,12 +326,13 @@ int cmd_status(const std::string& pin_root, const std::vector<std::string>& inst
       std::cout << "  counters unavailable: " << s["status_error"].get<std::string>() << "\n";
     std::cout << "\n";
   }
-  return kExitOk;
+  return rc;
 }
 
 int cmd_plugins(const std::vector<std::string>& extra_dirs, bool json) {
   PluginRegistry registry(extra_dirs);
   auto arr = nlohmann::json::array();
+  int rc = kExitOk;
   for (auto& [name, path] : registry.discover()) {
     nlohmann::json p{{"name", name}, {"path", path}};
     try {
@@ -277,6 +346,10 @@ int cmd_plugins(const std::vector<std::string>& extra_dirs, bool json) {
       for (auto& o : lp->plugin->option_schema())
         opts.push_back({{"name", o.name}, {"type", option_type_name(o.type)},
                         {"description", o.description}});
+    } catch (const PluginTrustError& e) {
+      p["error"] = e.what();
+      p["refused"] = true;
+      rc = kExitInvalid;
     } catch (const std::exception& e) {
       p["error"] = e.what();
     }
@@ -288,7 +361,7 @@ int cmd_plugins(const std::vector<std::string>& extra_dirs, bool json) {
                                 {"plugins", arr}}
                      .dump(2)
               << "\n";
-    return kExitOk;
+    return rc;
   }
   std::cout << "plugin API " << to_string(kPluginApiVersion) << "; search path:\n";
   for (auto& d : registry.search_dirs()) std::cout << "  " << d << "\n";
@@ -310,7 +383,7 @@ int cmd_plugins(const std::vector<std::string>& extra_dirs, bool json) {
                   o["type"].get<std::string>().c_str(),
                   o["description"].get<std::string>().c_str());
   }
-  return kExitOk;
+  return rc;
 }
 
 // ------------------------------------------------------------------ events
@@ -326,20 +399,74 @@ struct EventSink {
   long limit = 0;
 };
 
-// Takes the lock file at `path` without waiting; an invalid Fd if another
-// process holds it. The holder unlinks the file when it is done, so after
-// locking, the path must still name the locked file: otherwise the lock was
-// won on a file already removed, and the attempt starts over.
-Fd lock_reader(const std::string& path) {
+constexpr const char* kRunDir = "/run/bpfmgr";
+
+// The directory of reader lock files, created if missing, and trusted only
+// when root's (or ours) and writable by nobody else: a lock file opened in
+// a directory others control could be a link to anywhere.
+Fd open_run_dir(std::string& error) {
+  if (::mkdir(kRunDir, 0755) != 0 && errno != EEXIST) {
+    error = std::string("cannot create ") + kRunDir + ": " + errno_text(errno);
+    return Fd();
+  }
+  Fd dir(::open(kRunDir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  struct stat st {};
+  if (!dir || ::fstat(dir.get(), &st) != 0) {
+    error = std::string("cannot open ") + kRunDir + " (it must be a directory, "
+            "not a link): " + errno_text(errno);
+    return Fd();
+  }
+  if ((st.st_uid != 0 && st.st_uid != ::geteuid()) || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+    error = std::string(kRunDir) + " is owned by uid " + std::to_string(st.st_uid) +
+            " with mode " + std::to_string((st.st_mode >> 6) & 7) +
+            std::to_string((st.st_mode >> 3) & 7) + std::to_string(st.st_mode & 7) +
+            "; bpfmgr uses it only when root's and writable by nobody else";
+    return Fd();
+  }
+  return dir;
+}
+
+// Takes the lock file `name` in `dir` without waiting. Returns an invalid
+// Fd with `busy` set if another process holds it, or with `error` set when
+// the file cannot be made at all (a read-only /run is not a second reader).
+// The holder unlinks the file when it is done, so after locking, the name
+// must still be the locked file: otherwise the lock was won on a file
+// already removed, and the attempt starts over.
+Fd lock_reader(int dir, const std::string& name, bool& busy, std::string& error) {
+  busy = false;
   for (int attempt = 0; attempt < 8; ++attempt) {
-    Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-    if (!fd || ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) return Fd();
+    Fd fd(::openat(dir, name.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd) {
+      error = "cannot create the reader lock " + std::string(kRunDir) + "/" + name +
+              ": " + errno_text(errno);
+      return Fd();
+    }
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (errno == EWOULDBLOCK)
+        busy = true;
+      else
+        error = "cannot lock " + std::string(kRunDir) + "/" + name + ": " +
+                errno_text(errno);
+      return Fd();
+    }
     struct stat held {}, named {};
-    if (::fstat(fd.get(), &held) == 0 && ::stat(path.c_str(), &named) == 0 &&
+    if (::fstat(fd.get(), &held) == 0 &&
+        ::fstatat(dir, name.c_str(), &named, AT_SYMLINK_NOFOLLOW) == 0 &&
         held.st_ino == named.st_ino)
       return fd;
   }
+  error = "the reader lock " + std::string(kRunDir) + "/" + name +
+          " keeps being replaced";
   return Fd();
+}
+
+// Id of the map pinned at `pin`, 0 when the pin is gone.
+std::uint32_t pinned_map_id(const std::string& pin) {
+  Fd fd(bpf_obj_get(pin.c_str()));
+  bpf_map_info info{};
+  std::uint32_t len = sizeof(info);
+  if (!fd || bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0) return 0;
+  return info.id;
 }
 
 int on_record(void* ctx, void* data, size_t size) {
@@ -369,7 +496,11 @@ int cmd_events(const EventsArgs& a) {
   PluginRegistry registry;
   std::shared_ptr<LoadedPlugin> plugin;
   try {
-    plugin = registry.load_file(st->plugin_path);
+    plugin = registry.load_file(st->plugin_path, st->plugin_sha256,
+                                kRecordedHashOrigin);
+  } catch (const PluginTrustError& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return kExitInvalid;
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return kExitFailed;
@@ -401,20 +532,36 @@ int cmd_events(const EventsArgs& a) {
     std::cerr << "error: cannot inspect ring buffer: " << errno_text(errno) << "\n";
     return kExitFailed;
   }
-  ::mkdir("/run/bpfmgr", 0755);
-  auto lock_path = "/run/bpfmgr/events-map-" + std::to_string(info.id) + ".lock";
-  Fd lock = lock_reader(lock_path);
-  if (!lock) {
+  std::string lock_error;
+  Fd run_dir = open_run_dir(lock_error);
+  if (!run_dir) {
+    std::cerr << "error: " << lock_error << "\n";
+    return kExitFailed;
+  }
+  auto lock_name = "events-map-" + std::to_string(info.id) + ".lock";
+  bool busy = false;
+  Fd lock = lock_reader(run_dir.get(), lock_name, busy, lock_error);
+  if (!lock && busy) {
     std::cerr << "error: another `bpfmgr events` is reading instance '" << a.instance
               << "' (ring buffer map id " << info.id
               << "); a second reader would split the records between the two\n";
     return kExitFailed;
   }
+  if (!lock) {
+    std::cerr << "error: " << lock_error << "\n";
+    return kExitFailed;
+  }
   // The holder removes the lock file, so none pile up in /run.
   struct RemoveLockFile {
-    const std::string& path;
-    ~RemoveLockFile() { ::unlink(path.c_str()); }
-  } remove_lock_file{lock_path};
+    int dir;
+    const std::string& name;
+    ~RemoveLockFile() { ::unlinkat(dir, name.c_str(), 0); }
+  } remove_lock_file{run_dir.get(), lock_name};
+  // Where the ring buffer is pinned: if that pin goes (unpin) or names
+  // another map (a reload with --reset-maps), nothing will arrive here again.
+  std::string ring_pin = dir + "/maps/" + *map;
+  for (auto& sm : st->shared_maps)
+    if (sm.map == *map) ring_pin = sm.pin;
   EventSink sink{formatter.get(), a.json ? EventFormat::Json : EventFormat::Table, 0,
                  a.count};
   RingBuffer rb(ring_buffer__new(fd, on_record, &sink, nullptr));
@@ -433,11 +580,26 @@ int cmd_events(const EventsArgs& a) {
   }
   auto deadline = std::chrono::steady_clock::now() +
                   std::chrono::duration<double>(a.duration_s);
+  auto next_check = std::chrono::steady_clock::now();
   while (!g_stop) {
     int n = ring_buffer__poll(rb.get(), 100);
-    if (n < 0 && n != -EINTR) break;  // -1 from on_record: limit reached
-    if (a.count > 0 && sink.seen >= a.count) break;
-    if (a.duration_s > 0 && std::chrono::steady_clock::now() >= deadline) break;
+    if (a.count > 0 && sink.seen >= a.count) break;  // on_record stopped the poll
+    if (n < 0 && n != -EINTR) {
+      std::cerr << "error: reading ring buffer '" << *map << "' of instance '"
+                << a.instance << "': " << errno_text(n) << "\n";
+      return kExitFailed;
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (a.duration_s > 0 && now >= deadline) break;
+    if (now >= next_check) {
+      next_check = now + std::chrono::milliseconds(500);
+      if (pinned_map_id(ring_pin) != info.id) {
+        std::cerr << "error: instance '" << a.instance << "' was unpinned or its "
+                  << "ring buffer replaced while reading (" << ring_pin
+                  << "); stopping after " << sink.seen << " event(s)\n";
+        return kExitFailed;
+      }
+    }
   }
   return kExitOk;
 }

@@ -15,6 +15,39 @@ std::string Diagnostic::format() const {
   return s;
 }
 
+std::string shorten(const std::string& value, std::size_t max) {
+  std::string out;
+  std::size_t i = 0;
+  for (; i < value.size() && out.size() < max; ++i) {
+    auto c = static_cast<unsigned char>(value[i]);
+    if (c < 0x20 || c == 0x7f) {
+      static const char* digits = "0123456789abcdef";
+      out += "\\x";
+      out += digits[c >> 4];
+      out += digits[c & 15];
+    } else {
+      out += char(c);
+    }
+  }
+  if (i < value.size())
+    out += "... (" + std::to_string(value.size() - i) + " more bytes)";
+  return out;
+}
+
+namespace {
+std::string cap(std::string s) {
+  if (s.size() <= kMaxMessageBytes) return s;
+  auto cut = s.size() - kMaxMessageBytes;
+  s.resize(kMaxMessageBytes);
+  return s + "... (" + std::to_string(cut) + " more bytes not shown)";
+}
+}  // namespace
+
+void Diagnostics::error(SourcePos pos, std::string message, std::string hint) {
+  if (pos.file.size() > kMaxMessageBytes) pos.file = shorten(pos.file, kMaxMessageBytes);
+  items_.push_back({std::move(pos), cap(std::move(message)), cap(std::move(hint))});
+}
+
 std::vector<Diagnostic> Diagnostics::sorted() const {
   auto out = items_;
   std::stable_sort(out.begin(), out.end(), [](auto& a, auto& b) {

@@ -21,11 +21,19 @@ struct Diagnostic {
   std::string format() const;
 };
 
+// Longest message or hint kept whole; longer ones are cut (a 50 MB option
+// value must not be echoed back whole).
+inline constexpr std::size_t kMaxMessageBytes = 2048;
+// Longest value quoted in a message.
+inline constexpr std::size_t kMaxQuotedBytes = 80;
+
+// `value` for a message: control bytes (NUL included) escaped as \xNN, cut
+// to kMaxQuotedBytes with the number of bytes left out.
+std::string shorten(const std::string& value, std::size_t max = kMaxQuotedBytes);
+
 class Diagnostics {
  public:
-  void error(SourcePos pos, std::string message, std::string hint = {}) {
-    items_.push_back({std::move(pos), std::move(message), std::move(hint)});
-  }
+  void error(SourcePos pos, std::string message, std::string hint = {});
   bool empty() const { return items_.empty(); }
   const std::vector<Diagnostic>& items() const { return items_; }
   // In file order (line, then column), for printing.

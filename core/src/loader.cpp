@@ -368,7 +368,7 @@ void InstanceTxn::load_object() {
   auto prog = failing_program(capture.text());
   if (!prog.empty())
     fail("program '" + prog + "' was rejected by the verifier (" +
-         errno_text(err) + "); end of the verifier log:\n" +
+         errno_text(err) + "):\n" +
          verifier_log_tail(capture.text(), prog));
   fail("loading the BPF object failed (" + errno_text(err) + "):\n" +
        verifier_log_tail(capture.text(), "", 12));
@@ -405,6 +405,7 @@ void InstanceTxn::stage() {
   new_.plugin = r_.plugin->info.name;
   new_.plugin_version = r_.plugin->info.version;
   new_.plugin_path = r_.plugin->path;
+  new_.plugin_sha256 = r_.plugin->sha256;
   new_.api_version = to_string(r_.plugin->api);
   new_.manifest_path =
       manifest_.absolute_path.empty() ? manifest_.path : manifest_.absolute_path;

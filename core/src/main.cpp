@@ -56,6 +56,10 @@ int main(int argc, char** argv) {
                    "fail at once (exit 1, naming its PID) when another bpfmgr is "
                    "changing the same pin root, instead of waiting for it");
   c_load->add_flag("--json", load.json, "machine-readable result");
+  std::string verifier_log;
+  c_load->add_option("--verifier-log", verifier_log,
+                     "write the whole verifier log of every rejected program to FILE "
+                     "(messages show its reason, instruction, source line and tail)");
 
   std::string validate_manifest;
   bool validate_json = false;
@@ -132,6 +136,15 @@ int main(int argc, char** argv) {
     spdlog::set_level(spdlog::level::from_str(env));
   if (!log_level.empty()) spdlog::set_level(spdlog::level::from_str(log_level));
   install_libbpf_logger();
+
+  if (!verifier_log.empty()) {
+    try {
+      set_verifier_log_file(verifier_log);
+    } catch (const std::exception& e) {
+      std::cerr << "error: " << e.what() << "\n";
+      return kExitInvalid;
+    }
+  }
 
   try {
     if (*c_load) return cmd_load(load);

@@ -1,5 +1,9 @@
 #include "manifest.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
@@ -15,8 +19,8 @@ namespace {
 
 const std::vector<std::string> kTopKeys = {"pin_root", "plugin_path",
                                            "instance"};
-const std::vector<std::string> kInstanceKeys = {"name", "plugin", "enabled",
-                                                "options", "maps"};
+const std::vector<std::string> kInstanceKeys = {"name",    "plugin", "sha256",
+                                                "enabled", "options", "maps"};
 
 const char* type_name(const toml::node& n) {
   switch (n.type()) {
@@ -46,7 +50,7 @@ class Checker {
         hint = "known keys:";
         for (auto& kk : known) hint += " " + kk;
       }
-      d_.error(pos_of_key(k, v), "unknown key '" + key + "' in " + where, hint);
+      d_.error(pos_of_key(k, v), "unknown key '" + shorten(key) + "' in " + where, hint);
     }
   }
 
@@ -202,7 +206,7 @@ std::optional<Manifest> parse_manifest_text(const std::string& text,
         if (auto s = n->as_string()) {
           inst.name = s->get();
           if (!valid_instance_name(inst.name))
-            diags.error(c.at(*n), "invalid instance name '" + inst.name + "'",
+            diags.error(c.at(*n), "invalid instance name '" + shorten(inst.name) + "'",
                         "use letters, digits, '-' and '_' (bpffs allows no '.'), "
                         "at most 64 characters, starting with a letter or digit");
           else if (auto it = seen.find(inst.name); it != seen.end())
@@ -221,13 +225,27 @@ std::optional<Manifest> parse_manifest_text(const std::string& text,
 
       if (auto n = t["plugin"].node()) {
         inst.plugin_pos = c.at(*n);
-        if (auto s = n->as_string())
+        if (auto s = n->as_string()) {
           inst.plugin = s->get();
-        else
+          if (inst.plugin.empty())
+            diags.error(c.at(*n), "plugin of instance '" + inst.name + "' is empty",
+                        "a plugin name (see `bpfmgr plugins`) or a path to a .so");
+        } else
           c.wrong_type(*n, "plugin", "a string (a plugin name or a .so path)");
       } else {
         diags.error(inst.pos, "instance '" + inst.name + "' has no plugin",
                     "add plugin = \"NAME\" (see `bpfmgr plugins`)");
+      }
+
+      if (auto n = t["sha256"].node()) {
+        auto s = n->as_string();
+        if (!s || s->get().size() != 64 ||
+            !std::all_of(s->get().begin(), s->get().end(),
+                         [](char ch) { return std::isxdigit(static_cast<unsigned char>(ch)); }))
+          diags.error(c.at(*n), "sha256 must be 64 hex digits (the plugin file's SHA-256)",
+                      "sha256sum /path/to/bpfmgr-NAME.so");
+        else
+          inst.sha256 = s->get();
       }
 
       if (auto n = t["enabled"].node()) {
@@ -268,8 +286,8 @@ std::optional<Manifest> parse_manifest_text(const std::string& text,
         std::vector<std::string> names;
         for (auto& i : m.instances) names.push_back(i.name);
         diags.error(share.pos,
-                    "maps." + share.map + " refers to unknown instance '" +
-                        share.instance + "'",
+                    "maps." + shorten(share.map) + " refers to unknown instance '" +
+                        shorten(share.instance) + "'",
                     did_you_mean(share.instance, names));
       } else if (!other->enabled && inst.enabled) {
         diags.error(share.pos, "maps." + share.map + " refers to instance '" +
@@ -283,16 +301,41 @@ std::optional<Manifest> parse_manifest_text(const std::string& text,
 
 std::optional<Manifest> parse_manifest_file(const std::string& path,
                                             Diagnostics& diags) {
-  std::ifstream in(path);
-  if (!in) {
-    diags.error({path, 0, 0}, "cannot read manifest: " +
-                                  std::string(std::strerror(errno)));
+  // A manifest is a regular file of bounded size: a FIFO must not hang the
+  // read (O_NONBLOCK opens it at once, fstat then refuses it) and a link to
+  // /dev/zero must not eat memory. Links to regular files are fine.
+  auto fail = [&](const std::string& why) {
+    diags.error({path, 0, 0}, "cannot read manifest: " + why);
     return std::nullopt;
+  };
+  int raw = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (raw < 0) return fail(std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{raw};
+  struct stat st {};
+  if (::fstat(raw, &st) != 0) return fail(std::strerror(errno));
+  if (!S_ISREG(st.st_mode))
+    return fail("not a regular file (FIFOs, devices and directories are refused)");
+  if (std::uint64_t(st.st_size) > kMaxManifestBytes)
+    return fail("it is " + std::to_string(st.st_size) + " bytes; manifests are limited to " +
+                std::to_string(kMaxManifestBytes) + " bytes");
+  std::string text;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(raw, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail(std::strerror(errno));
+    if (n == 0) break;
+    text.append(buf, size_t(n));
+    // The file may grow after fstat.
+    if (text.size() > kMaxManifestBytes)
+      return fail("it grew past the limit of " + std::to_string(kMaxManifestBytes) +
+                  " bytes while being read");
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
   auto absolute = fs::absolute(path).lexically_normal();
-  auto m = parse_manifest_text(ss.str(), path, absolute.parent_path().string(), diags);
+  auto m = parse_manifest_text(text, path, absolute.parent_path().string(), diags);
   if (m) m->absolute_path = absolute.string();
   return m;
 }

@@ -15,6 +15,8 @@
 namespace bpfmgr {
 
 inline constexpr const char* kDefaultPinRoot = "/sys/fs/bpf/bpfmgr";
+// Largest manifest accepted (docs/manifest.md); real ones are a few KiB.
+inline constexpr std::size_t kMaxManifestBytes = 1 << 20;
 
 // `[instance.maps] local = "other"` or `local = { instance = "other", map = "m" }`:
 // this instance's map `local` is the one instance `other` pinned as `m`.
@@ -30,6 +32,8 @@ struct InstanceSpec {
   SourcePos pos;
   std::string plugin;
   SourcePos plugin_pos;
+  // Optional `sha256 = "..."`: the plugin file must have this content.
+  std::string sha256;
   bool enabled = true;
   // Points into Manifest::document (copies of toml nodes lose their source
   // positions); never null.

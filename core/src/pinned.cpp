@@ -13,6 +13,7 @@
 #include "diagnostics.hpp"
 #include "loader.hpp"
 #include "pin_tree.hpp"
+#include "plugin_trust.hpp"
 #include "system.hpp"
 
 namespace bpfmgr {
@@ -91,8 +92,12 @@ void unpin_instance_locked(const std::string& pin_root, const std::string& insta
                            PluginRegistry& registry, std::vector<std::string>& errors) {
   auto dir = pin_root + "/" + instance;
   if (auto st = read_state(dir)) {
+    // The plugin's hook is a courtesy: a plugin file that is missing,
+    // untrusted or changed since the load is not run, and the pins and
+    // links go all the same.
     try {
-      auto plugin = registry.load_file(st->plugin_path);
+      auto plugin = registry.load_file(st->plugin_path, st->plugin_sha256,
+                                       kRecordedHashOrigin);
       auto ctx = open_pinned(pin_root, instance, *st, *plugin->plugin);
       plugin->plugin->before_unpin(*ctx);
     } catch (const std::exception& e) {
@@ -173,6 +178,7 @@ nlohmann::json instance_status(const std::string& pin_root,
   j["plugin"] = st->plugin;
   j["plugin_version"] = st->plugin_version;
   j["plugin_path"] = st->plugin_path;
+  j["plugin_sha256"] = st->plugin_sha256;
   j["manifest"] = st->manifest_path;
   j["loaded_at"] = st->loaded_at;
   j["complete"] = st->complete;
@@ -263,7 +269,8 @@ nlohmann::json instance_status(const std::string& pin_root,
   j["counters"] = nlohmann::json::array();
   j["details"] = nlohmann::json::object();
   try {
-    auto plugin = registry.load_file(st->plugin_path);
+    auto plugin = registry.load_file(st->plugin_path, st->plugin_sha256,
+                                     kRecordedHashOrigin);
     auto ctx = open_pinned(pin_root, instance, *st, *plugin->plugin);
     auto rep = plugin->plugin->status(*ctx);
     for (auto& c : rep.counters) {
@@ -272,6 +279,9 @@ nlohmann::json instance_status(const std::string& pin_root,
       j["counters"].push_back(cj);
     }
     for (auto& [k, v] : rep.details) j["details"][k] = v;
+  } catch (const PluginTrustError& e) {
+    j["status_error"] = e.what();
+    j["plugin_refused"] = true;
   } catch (const std::exception& e) {
     j["status_error"] = e.what();
   }

@@ -1,5 +1,7 @@
 #include "plugins.hpp"
 
+#include "plugin_trust.hpp"
+
 #include <boost/dll/runtime_symbol_info.hpp>
 #include <boost/dll/shared_library.hpp>
 #include <spdlog/spdlog.h>
@@ -36,20 +38,27 @@ std::string to_string(const ApiVersion& v) {
 
 PluginRegistry::PluginRegistry(std::vector<std::string> extra_dirs)
     : dirs_(std::move(extra_dirs)) {
+  auto normal = [](const std::string& d) {
+    std::error_code ec;
+    auto norm = fs::weakly_canonical(d, ec).string();
+    return ec ? d : norm;
+  };
   if (const char* env = std::getenv("BPFMGR_PLUGIN_PATH")) {
     std::stringstream ss(env);
     for (std::string d; std::getline(ss, d, ':');)
-      if (!d.empty()) dirs_.push_back(d);
+      if (!d.empty()) {
+        dirs_.push_back(d);
+        env_dirs_.push_back(normal(d));
+      }
   }
   auto exe_dir = boost::dll::program_location().parent_path();
-  dirs_.push_back((exe_dir.parent_path() / "lib/bpfmgr/plugins").string());
-  dirs_.push_back(BPFMGR_INSTALL_PLUGIN_DIR_FULL);
+  builtin_dirs_.push_back(normal((exe_dir.parent_path() / "lib/bpfmgr/plugins").string()));
+  builtin_dirs_.push_back(normal(BPFMGR_INSTALL_PLUGIN_DIR_FULL));
+  dirs_.insert(dirs_.end(), builtin_dirs_.begin(), builtin_dirs_.end());
   // Drop duplicates (after normalising), keeping the first occurrence.
   std::vector<std::string> unique;
   for (auto& d : dirs_) {
-    std::error_code ec;
-    auto norm = fs::weakly_canonical(d, ec).string();
-    if (ec) norm = d;
+    auto norm = normal(d);
     if (std::find(unique.begin(), unique.end(), norm) == unique.end())
       unique.push_back(norm);
   }
@@ -74,16 +83,25 @@ std::map<std::string, std::string> PluginRegistry::discover() const {
 }
 
 std::shared_ptr<LoadedPlugin> PluginRegistry::load(
-    const std::string& name_or_path, const std::string& base_dir) {
+    const std::string& name_or_path, const std::string& base_dir,
+    const std::string& expected_sha256) {
+  if (name_or_path.empty()) throw PluginLoadError("plugin name is empty");
+  const std::string why = "by the manifest's sha256";
   if (looks_like_path(name_or_path)) {
     fs::path p(name_or_path);
-    if (p.is_relative()) p = fs::path(base_dir) / p;
-    return load_file(p.string());
+    if (p.is_relative())
+      return load_file(resolve_relative_plugin(base_dir, name_or_path),
+                       expected_sha256, why);
+    return load_file(p.string(), expected_sha256, why);
   }
   for (auto& dir : dirs_) {
     auto candidate = fs::path(dir) / (kFilePrefix + name_or_path + kFileSuffix);
     std::error_code ec;
-    if (fs::exists(candidate, ec)) return load_file(candidate.string());
+    if (fs::exists(candidate, ec)) {
+      check_env_shadowing(name_or_path, candidate.string(), env_dirs_,
+                          builtin_dirs_);
+      return load_file(candidate.string(), expected_sha256, why);
+    }
   }
   std::string msg = "plugin '" + name_or_path + "' not found; searched:";
   for (auto& d : dirs_) msg += " " + d;
@@ -91,17 +109,33 @@ std::shared_ptr<LoadedPlugin> PluginRegistry::load(
 }
 
 std::shared_ptr<LoadedPlugin> PluginRegistry::load_file(
-    const std::string& path) {
-  std::error_code ec;
-  auto canonical = fs::canonical(path, ec);
-  if (ec) throw PluginLoadError("plugin file " + path + ": " + ec.message());
-  auto key = canonical.string();
-  if (auto it = cache_.find(key); it != cache_.end()) return it->second;
+    const std::string& path, const std::string& expected_sha256,
+    const std::string& hash_origin) {
+  // Owner, mode and content are checked before any code of the file runs;
+  // the library is then loaded through the checked descriptor.
+  auto trusted = open_trusted_plugin(path);
+  check_plugin_hash(trusted, expected_sha256, hash_origin);
+  auto key = trusted.path;
+  if (auto it = cache_.find(key); it != cache_.end()) {
+    if (it->second->sha256 != trusted.sha256)
+      throw PluginTrustError("plugin " + key + " changed while bpfmgr ran");
+    return it->second;
+  }
 
-  auto lib = std::make_shared<boost::dll::shared_library>();
+  // glibc knows a library loaded through /proc/self/fd/N by that name and
+  // hands it out again for any later dlopen of the same name: the
+  // descriptor stays open, its number taken, until the library is unloaded.
+  struct FdLoadedLibrary {
+    Fd fd;
+    boost::dll::shared_library lib;  // destroyed (dlclose) before fd closes
+  };
+  auto load_path = trusted.load_path();
+  auto holder = std::make_shared<FdLoadedLibrary>();
+  holder->fd = std::move(trusted.fd);
+  std::shared_ptr<boost::dll::shared_library> lib(holder, &holder->lib);
   boost::system::error_code bec;
-  lib->load(key, boost::dll::load_mode::rtld_now |
-                     boost::dll::load_mode::rtld_local, bec);
+  lib->load(load_path, boost::dll::load_mode::rtld_now |
+                           boost::dll::load_mode::rtld_local, bec);
   if (bec) throw PluginLoadError("cannot load plugin " + key + ": " + bec.message());
 
   std::vector<std::string> missing;
@@ -137,6 +171,7 @@ std::shared_ptr<LoadedPlugin> PluginRegistry::load_file(
 
   auto loaded = std::make_shared<LoadedPlugin>();
   loaded->path = key;
+  loaded->sha256 = trusted.sha256;
   loaded->api = api;
   loaded->plugin = std::move(plugin);
   try {

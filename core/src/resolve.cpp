@@ -8,6 +8,7 @@
 #include <set>
 
 #include "handles.hpp"
+#include "plugin_trust.hpp"
 #include "system.hpp"
 
 namespace bpfmgr {
@@ -52,8 +53,8 @@ bool check_choice(const OptionSpec& s, const std::string& v, SourcePos pos,
       std::find(s.choices.begin(), s.choices.end(), v) != s.choices.end())
     return true;
   auto hint = did_you_mean(v, s.choices);
-  d.error(pos, "option '" + s.name + "' of instance '" + inst + "': '" + v +
-                   "' is not allowed",
+  d.error(pos, "option '" + s.name + "' of instance '" + inst + "': '" +
+                   shorten(v) + "' is not allowed",
           hint.empty() ? choices_text(s) : hint);
   return false;
 }
@@ -234,7 +235,10 @@ std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
     ResolvedInstance r;
     r.spec = &spec;
     try {
-      r.plugin = registry.load(spec.plugin, m.dir);
+      r.plugin = registry.load(spec.plugin, m.dir, spec.sha256);
+    } catch (const PluginTrustError& e) {
+      d.error(spec.plugin_pos, e.what());  // found, but refused: no "did you mean"
+      continue;
     } catch (const PluginLoadError& e) {
       auto hint = did_you_mean(spec.plugin, available);
       if (hint.empty() && !available.empty()) {
@@ -279,7 +283,7 @@ std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
                                : "options of '" + spec.plugin + "':";
           for (auto& kk : known) hint += " " + kk;
         }
-        d.error(kp, "unknown option '" + key + "' for plugin '" + spec.plugin +
+        d.error(kp, "unknown option '" + shorten(key) + "' for plugin '" + spec.plugin +
                         "' (instance '" + spec.name + "')",
                 hint);
         options_ok = false;
@@ -371,7 +375,8 @@ std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
   // Owners before sharers (depth-first; cycles are reported).
   std::set<std::string> done, visiting;
   std::function<bool(const std::string&)> visit = [&](const std::string& n) {
-    if (done.count(n)) return true;
+    // Only resolved instances have a spec; never create an empty entry.
+    if (done.count(n) || !by_name.count(n)) return true;
     if (visiting.count(n)) {
       d.error(by_name[n].spec->pos,
               "instances share maps in a cycle through '" + n + "'");

@@ -38,7 +38,16 @@ static __always_inline int count(__u32 slot)
 SEC("tracepoint/syscalls/sys_enter_getppid")
 int count_getppid(void *ctx)
 {
-#ifdef TESTCOUNT_VERIFIER_REJECT
+#if defined(TESTCOUNT_LONG_REJECT)
+	/* A long straight path (the loop is unrolled) that ends in a read the
+	 * verifier refuses: the log runs far past 8 KiB and the reason is its
+	 * last line. */
+	__u64 sum = 0;
+#pragma unroll
+	for (int i = 0; i < 400; i++)
+		sum += bpf_get_prandom_u32() & i;
+	return *(volatile __u64 *)(long)sum; /* a number is no pointer */
+#elif defined(TESTCOUNT_VERIFIER_REJECT)
 	/* Reads through a pointer the verifier knows may be NULL. */
 	__u32 key = 0;
 	struct call_stats *s = bpf_map_lookup_elem(&stats, &key);

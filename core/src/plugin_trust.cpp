@@ -1,0 +1,201 @@
+#include "plugin_trust.hpp"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+
+namespace bpfmgr {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string mode_text(mode_t m) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "%04o", unsigned(m & 07777));
+  return buf;
+}
+
+// Root always; the effective user too, whose own files gain nothing by
+// being run by themselves (validate as a normal user).
+bool trusted_owner(uid_t uid) { return uid == 0 || uid == ::geteuid(); }
+
+// Why `st` (of `what`) cannot be trusted, or "" when it can. A directory
+// others may write to is fine only when it is root's and sticky (/tmp):
+// then nobody else can rename or replace the entries root made in it.
+std::string distrust(const struct stat& st, const std::string& what) {
+  if (!trusted_owner(st.st_uid))
+    return what + " is owned by uid " + std::to_string(st.st_uid) +
+           ", not by root";
+  bool others_write = st.st_mode & (S_IWGRP | S_IWOTH);
+  if (!others_write) return "";
+  if (S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX) && st.st_uid == 0) return "";
+  return what + " is writable by " +
+         ((st.st_mode & S_IWOTH) ? std::string("everyone") : "its group") +
+         " (mode " + mode_text(st.st_mode) + ")";
+}
+
+[[noreturn]] void refuse(const std::string& plugin, const std::string& why) {
+  throw PluginTrustError("refusing to load plugin " + plugin + ": " + why +
+                         "; bpfmgr runs only code that root alone can change "
+                         "(see docs/safety.md)");
+}
+
+struct MdCtxFree {
+  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
+};
+
+std::string hex(const unsigned char* p, unsigned n) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  out.reserve(n * 2);
+  for (unsigned i = 0; i < n; ++i) {
+    out += digits[p[i] >> 4];
+    out += digits[p[i] & 15];
+  }
+  return out;
+}
+
+std::string sha256_of_fd(int fd, const std::string& path) {
+  std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
+    throw PluginLoadError("cannot hash " + path + ": libcrypto failed");
+  std::vector<char> buf(1 << 16);
+  off_t off = 0;
+  for (;;) {
+    ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0)
+      throw PluginLoadError("cannot read " + path + ": " + std::strerror(errno));
+    if (n == 0) break;
+    EVP_DigestUpdate(ctx.get(), buf.data(), size_t(n));
+    off += n;
+  }
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned len = 0;
+  EVP_DigestFinal_ex(ctx.get(), md, &len);
+  return hex(md, len);
+}
+
+}  // namespace
+
+std::string TrustedPluginFile::load_path() const {
+  return "/proc/self/fd/" + std::to_string(fd.get());
+}
+
+TrustedPluginFile open_trusted_plugin(const std::string& path) {
+  // Symlinks in the given path are resolved once, here; the walk below
+  // then follows none, so what is checked is what is opened.
+  std::unique_ptr<char, decltype(&std::free)> real(::realpath(path.c_str(), nullptr),
+                                                  &std::free);
+  if (!real)
+    throw PluginLoadError("plugin file " + path + ": " + std::strerror(errno));
+  std::string canonical = real.get();
+
+  Fd dir(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) refuse(canonical, std::string("cannot open /: ") + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(dir.get(), &st) != 0) refuse(canonical, std::strerror(errno));
+  if (auto why = distrust(st, "directory /"); !why.empty()) refuse(canonical, why);
+
+  fs::path p(canonical);
+  std::string walked;
+  auto leaf = p.filename().string();
+  for (auto& comp : p.parent_path().relative_path()) {
+    walked += "/" + comp.string();
+    Fd next(::openat(dir.get(), comp.c_str(),
+                     O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!next)
+      refuse(canonical, "cannot open directory " + walked + " without following "
+                        "links: " + std::strerror(errno));
+    if (::fstat(next.get(), &st) != 0) refuse(canonical, std::strerror(errno));
+    if (auto why = distrust(st, "directory " + walked); !why.empty())
+      refuse(canonical, why);
+    dir = std::move(next);
+  }
+
+  TrustedPluginFile out;
+  // O_NONBLOCK: a FIFO put in the plugin's place must not hang the open.
+  out.fd.reset(::openat(dir.get(), leaf.c_str(),
+                        O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (!out.fd)
+    refuse(canonical, std::string("cannot open it without following links: ") +
+                          std::strerror(errno));
+  if (::fstat(out.fd.get(), &st) != 0) refuse(canonical, std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) refuse(canonical, "it is not a regular file");
+  if (auto why = distrust(st, "the file"); !why.empty()) refuse(canonical, why);
+  out.path = canonical;
+  out.sha256 = sha256_of_fd(out.fd.get(), canonical);
+  return out;
+}
+
+void check_plugin_hash(const TrustedPluginFile& file,
+                       const std::string& expected_sha256,
+                       const std::string& why) {
+  if (expected_sha256.empty()) return;
+  std::string want = expected_sha256;
+  for (auto& c : want) c = char(std::tolower(static_cast<unsigned char>(c)));
+  if (want == file.sha256) return;
+  throw PluginTrustError("refusing to load plugin " + file.path +
+                         ": its content changed (sha256 " + file.sha256 +
+                         ", expected " + want + " " + why + ")");
+}
+
+std::string resolve_relative_plugin(const std::string& manifest_dir,
+                                    const std::string& relative) {
+  std::error_code ec;
+  auto base = fs::weakly_canonical(manifest_dir, ec);
+  if (ec) base = fs::path(manifest_dir).lexically_normal();
+  auto joined = fs::weakly_canonical(base / relative, ec);
+  if (ec) joined = (base / relative).lexically_normal();
+  auto rel = joined.lexically_relative(base);
+  if (rel.empty() || *rel.begin() == ".." || rel.is_absolute())
+    throw PluginTrustError(
+        "plugin path '" + relative + "' leaves the manifest's directory " +
+        base.string() + " (it resolves to " + joined.string() +
+        "); give an absolute path, or a plugin name found on plugin_path");
+  return joined.string();
+}
+
+void check_env_shadowing(const std::string& name, const std::string& found,
+                         const std::vector<std::string>& env_dirs,
+                         const std::vector<std::string>& builtin_dirs) {
+  auto found_dir = fs::path(found).parent_path().string();
+  bool from_env = false;
+  for (auto& d : env_dirs) from_env |= (d == found_dir);
+  for (auto& d : builtin_dirs) from_env &= (d != found_dir);
+  if (!from_env) return;
+  for (auto& d : builtin_dirs) {
+    auto builtin = fs::path(d) / ("bpfmgr-" + name + ".so");
+    std::error_code ec;
+    if (fs::exists(builtin, ec))
+      throw PluginTrustError(
+          "plugin '" + name + "' in BPFMGR_PLUGIN_PATH (" + found +
+          ") would replace the installed " + builtin.string() +
+          "; bpfmgr does not let an environment variable swap an installed "
+          "plugin silently. Name the file by path (plugin = \"" + found +
+          "\") or list its directory in the manifest's plugin_path");
+  }
+}
+
+std::string sha256_hex(std::string_view data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  return hex(md, len);
+}
+
+bool is_sha256_hex(std::string_view s) {
+  if (s.size() != 64) return false;
+  for (char c : s)
+    if (!std::isxdigit(static_cast<unsigned char>(c))) return false;
+  return true;
+}
+
+}  // namespace bpfmgr

@@ -1,0 +1,256 @@
+// Plugin trust (issue #8 item 1): bpfmgr, run as root, loads no library
+// that someone else could have written, swapped or slipped onto its search
+// path. Each refusal is checked twice: the message and exit code, and that
+// the refused library's constructor never ran (the `testmarker` plugin
+// writes $BPFMGR_TEST_MARKER when loaded).
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "test_support.hpp"
+
+namespace bpfmgr::test {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+constexpr uid_t kNobody = 65534;
+
+// A directory of its own under /tmp, removed with everything in it.
+struct TempDir {
+  std::string path;
+  explicit TempDir(mode_t mode = 0755) {
+    char tmpl[] = "/tmp/bpfmgr-trust-XXXXXX";
+    path = ::mkdtemp(tmpl);
+    ::chmod(path.c_str(), mode);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+std::string marker_path() {
+  static std::string p = "/tmp/bpfmgr-tests-marker-" + std::to_string(::getpid());
+  return p;
+}
+
+// True when a testmarker library was loaded since the last reset.
+bool plugin_code_ran() { return fs::exists(marker_path()); }
+void reset_marker() {
+  ::unlink(marker_path().c_str());
+  ::setenv("BPFMGR_TEST_MARKER", marker_path().c_str(), 1);
+}
+
+// Copies the testmarker plugin into `dir` as bpfmgr-NAME.so (mode 0755).
+std::string install_marker(const std::string& dir, const std::string& name = "testmarker") {
+  auto to = dir + "/bpfmgr-" + name + ".so";
+  fs::copy_file(test_plugin_dir() + "/bpfmgr-testmarker.so", to,
+                fs::copy_options::overwrite_existing);
+  ::chmod(to.c_str(), 0755);
+  return to;
+}
+
+std::string marker_manifest(const std::string& plugin_dir, const std::string& plugin,
+                            const std::string& extra = "") {
+  return "plugin_path = [\"" + plugin_dir + "\"]\n[[instance]]\nname = \"m\"\nplugin = \"" +
+         plugin + "\"\n" + extra;
+}
+
+CommandResult validate(const std::string& manifest_text) {
+  return run_bpfmgr({"validate", write_temp_file(manifest_text)});
+}
+
+TEST(PluginTrust, AcceptsRootsFileAndRunsIt) {
+  // The control for every refusal below: the same file, kept as root keeps
+  // it, loads, and the marker proves its code runs when loaded.
+  TempDir dir;
+  install_marker(dir.path);
+  reset_marker();
+  auto r = validate(marker_manifest(dir.path, "testmarker"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(plugin_code_ran());
+}
+
+TEST(PluginTrust, RefusesAPluginInAWorldWritableDirectory) {
+  TempDir dir(0777);  // not sticky: anyone may replace the file
+  install_marker(dir.path);
+  reset_marker();
+  auto r = validate(marker_manifest(dir.path, "testmarker"));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("directory " + dir.path + " is writable by everyone"),
+            std::string::npos) << r.err;
+  EXPECT_FALSE(plugin_code_ran()) << "validate ran code from a world-writable directory";
+
+  // `plugins` lists it as refused, exits 2, and runs nothing either.
+  auto p = run_bpfmgr({"plugins", "--path", dir.path, "--json"});
+  EXPECT_EQ(p.exit_code, 2) << p.err;
+  bool listed = false;
+  auto listing = json::parse(p.out);
+  for (auto& pl : listing["plugins"])
+    if (pl["name"] == "testmarker") {
+      listed = true;
+      EXPECT_EQ(pl.value("refused", false), true) << pl.dump();
+    }
+  EXPECT_TRUE(listed) << p.out;
+  EXPECT_FALSE(plugin_code_ran());
+}
+
+TEST(PluginTrust, RefusesAFileOwnedByAnotherUserOrWritableByOthers) {
+  TempDir dir;
+  auto so = install_marker(dir.path);
+  ASSERT_EQ(::chown(so.c_str(), kNobody, kNobody), 0);
+  reset_marker();
+  auto r = validate(marker_manifest(dir.path, "testmarker"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("owned by uid 65534, not by root"), std::string::npos) << r.err;
+  EXPECT_FALSE(plugin_code_ran());
+
+  ASSERT_EQ(::chown(so.c_str(), 0, 0), 0);
+  ASSERT_EQ(::chmod(so.c_str(), 0775), 0);
+  r = validate(marker_manifest(dir.path, "testmarker"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("writable by its group"), std::string::npos) << r.err;
+  EXPECT_FALSE(plugin_code_ran());
+}
+
+TEST(PluginTrust, RefusesADirectoryOfAnotherUserAboveThePlugin) {
+  TempDir top;
+  auto sub = top.path + "/sub";
+  ASSERT_EQ(::mkdir(sub.c_str(), 0755), 0);
+  install_marker(sub);
+  ASSERT_EQ(::chown(top.path.c_str(), kNobody, kNobody), 0);  // may rename sub
+  reset_marker();
+  auto r = validate(marker_manifest(sub, "testmarker"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("directory " + top.path + " is owned by uid 65534"),
+            std::string::npos) << r.err;
+  EXPECT_FALSE(plugin_code_ran());
+}
+
+TEST(PluginTrust, FollowsASymlinkOnlyToCheckWhereItLeads) {
+  // A link from a trusted place into a world-writable directory is judged
+  // by where it leads.
+  TempDir good, bad(0777);
+  auto so = install_marker(bad.path);
+  fs::create_symlink(so, good.path + "/bpfmgr-testmarker.so");
+  reset_marker();
+  auto r = validate(marker_manifest(good.path, "testmarker"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("writable by everyone"), std::string::npos) << r.err;
+  EXPECT_FALSE(plugin_code_ran());
+}
+
+TEST(PluginTrust, RelativePluginPathMayNotLeaveTheManifestsDirectory) {
+  TempDir base, elsewhere;
+  auto so = install_marker(elsewhere.path);
+  auto inside = base.path + "/plugins";
+  ASSERT_EQ(::mkdir(inside.c_str(), 0755), 0);
+  install_marker(inside);
+  reset_marker();
+  auto escape = "../" + fs::path(elsewhere.path).filename().string() + "/bpfmgr-testmarker.so";
+  auto manifest = base.path + "/m.toml";
+  std::ofstream(manifest) << "[[instance]]\nname = \"m\"\nplugin = \"" << escape << "\"\n";
+  auto r = run_bpfmgr({"validate", manifest});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("leaves the manifest's directory"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("m.toml:3:"), std::string::npos) << r.err;
+  EXPECT_FALSE(plugin_code_ran());
+
+  std::ofstream(manifest, std::ios::trunc)
+      << "[[instance]]\nname = \"m\"\nplugin = \"plugins/bpfmgr-testmarker.so\"\n";
+  r = run_bpfmgr({"validate", manifest});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(plugin_code_ran());
+}
+
+TEST(PluginTrust, EnvironmentPathCannotShadowAnInstalledPlugin) {
+  // bpfmgr-sockops.so exists beside the binary (build/lib/bpfmgr/plugins);
+  // a directory on BPFMGR_PLUGIN_PATH offering another one is refused.
+  if (!fs::exists(plugin_dir() + "/bpfmgr-sockops.so")) GTEST_SKIP() << "sockops not built";
+  TempDir env_dir;
+  install_marker(env_dir.path, "sockops");
+  reset_marker();
+  auto manifest = write_temp_file("[[instance]]\nname = \"s\"\nplugin = \"sockops\"\n");
+  ::setenv("BPFMGR_PLUGIN_PATH", env_dir.path.c_str(), 1);
+  auto r = run({bpfmgr_binary(), "validate", manifest});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("in BPFMGR_PLUGIN_PATH (" + env_dir.path + "/bpfmgr-sockops.so)"),
+            std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("would replace the installed " + plugin_dir() + "/bpfmgr-sockops.so"),
+            std::string::npos) << r.err;
+  EXPECT_FALSE(plugin_code_ran());
+}
+
+TEST(PluginTrust, ManifestSha256PinsThePluginFile) {
+  TempDir dir;
+  auto so = install_marker(dir.path);
+  auto sum = run({"sha256sum", so});
+  ASSERT_EQ(sum.exit_code, 0);
+  auto good = sum.out.substr(0, 64);
+  auto bad = std::string(64, '0');
+  reset_marker();
+  auto r = validate(marker_manifest(dir.path, "testmarker", "sha256 = \"" + bad + "\"\n"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("its content changed (sha256 " + good + ", expected " + bad),
+            std::string::npos) << r.err;
+  EXPECT_FALSE(plugin_code_ran());
+
+  r = validate(marker_manifest(dir.path, "testmarker", "sha256 = \"abc\"\n"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find(":5:10: error: sha256 must be 64 hex digits"), std::string::npos) << r.err;
+
+  r = validate(marker_manifest(dir.path, "testmarker", "sha256 = \"" + good + "\"\n"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(plugin_code_ran());
+}
+
+TEST(PluginTrust, APluginChangedSinceLoadIsNotRunButUnpinStillRemovesEverything) {
+  auto before = KernelObjects::settled({"count_getppid", "testmark.rodata"});
+  PinRoot root;
+  TempDir dir;
+  auto so = install_marker(dir.path);
+  auto manifest = write_temp_file("pin_root = \"" + root.path() + "\"\n" +
+                                  marker_manifest(dir.path, "testmarker") +
+                                  "[instance.options]\ntgid = " +
+                                  std::to_string(::getpid()) + "\n");
+  ASSERT_EQ(run_bpfmgr({"load", manifest}).exit_code, 0);
+  auto st = run_bpfmgr({"status", "--json", "--pin-root", root.path()});
+  ASSERT_EQ(st.exit_code, 0) << st.err;
+  auto recorded = json::parse(st.out)["instances"][0]["plugin_sha256"].get<std::string>();
+  EXPECT_EQ(recorded, run({"sha256sum", so}).out.substr(0, 64));
+
+  // Root's file, rewritten in place (as an upgrade or an intruder with
+  // root's file would): still trusted by owner and mode, but not the code
+  // the instance was loaded with.
+  std::ofstream(so, std::ios::app) << "changed";
+  reset_marker();
+  st = run_bpfmgr({"status", "--json", "--pin-root", root.path()});
+  EXPECT_EQ(st.exit_code, 2) << st.err;
+  auto inst = json::parse(st.out)["instances"][0];
+  EXPECT_NE(inst["status_error"].get<std::string>().find("content changed"), std::string::npos)
+      << inst.dump();
+  EXPECT_TRUE(inst["programs"][0].contains("id")) << "kernel facts are still shown";
+  EXPECT_FALSE(plugin_code_ran()) << "status ran the changed plugin";
+
+  auto ev = run_bpfmgr({"events", "m", "--pin-root", root.path(), "--duration", "1"});
+  EXPECT_EQ(ev.exit_code, 2);
+  EXPECT_NE(ev.err.find("content changed"), std::string::npos) << ev.err;
+  EXPECT_FALSE(plugin_code_ran()) << "events ran the changed plugin";
+
+  auto u = run_bpfmgr({"unpin", "--pin-root", root.path()});
+  EXPECT_EQ(u.exit_code, 0) << u.err;
+  EXPECT_NE(u.err.find("before_unpin skipped"), std::string::npos) << u.err;
+  EXPECT_FALSE(plugin_code_ran()) << "unpin ran the changed plugin";
+  EXPECT_TRUE(pins_under(root.path()).empty());
+  EXPECT_EQ(before.diff_settled({"count_getppid", "testmark.rodata"}), "");
+}
+
+}  // namespace
+}  // namespace bpfmgr::test

@@ -7,6 +7,7 @@
 #include <bpf/libbpf.h>
 #include <sys/socket.h>
 
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -187,11 +188,16 @@ std::string ProbesFormatter::table_header() const {
 std::string ProbesFormatter::table_row(const probes_event& e) const {
   std::int64_t wall = std::int64_t(e.ts_ns) + realtime_offset_ns_;
   time_t secs = wall / 1000000000;
-  tm tmv{};
-  localtime_r(&secs, &tmv);
+  // localtime_r once per second of records, not per record.
+  if (secs != hms_secs_) {
+    tm tmv{};
+    localtime_r(&secs, &tmv);
+    std::snprintf(hms_, sizeof hms_, "%02d:%02d:%02d", tmv.tm_hour, tmv.tm_min,
+                  tmv.tm_sec);
+    hms_secs_ = secs;
+  }
   char tbuf[32];
-  std::snprintf(tbuf, sizeof tbuf, "%02d:%02d:%02d.%03d", tmv.tm_hour,
-                tmv.tm_min, tmv.tm_sec, int((wall / 1000000) % 1000));
+  std::snprintf(tbuf, sizeof tbuf, "%s.%03d", hms_, int((wall / 1000000) % 1000));
 
   std::string details;
   auto add = [&](const std::string& s) {
@@ -257,57 +263,96 @@ std::string ProbesFormatter::table_row(const probes_event& e) const {
 namespace {
 
 // A small JSON line writer: `bpfmgr events --json` formats every record, so
-// this stays allocation-light (one string, no DOM).
+// it writes into a fixed stack buffer (no growth checks per character, no
+// snprintf: those were most of the reader's time per record) and makes one
+// string at the end. A record's line is bounded (16-byte comm escaped,
+// short enum names, ~25 fields), far below the buffer; anything that would
+// not fit is cut and the line ends with "truncated":true.
 class JsonLine {
  public:
-  JsonLine() { s_.reserve(512); s_ += '{'; }
+  JsonLine() { put('{'); }
   JsonLine& u(const char* k, std::uint64_t v) {
     key(k);
-    char b[24];
-    s_.append(b, std::snprintf(b, sizeof b, "%llu", (unsigned long long)v));
+    num(v);
     return *this;
   }
   JsonLine& i(const char* k, std::int64_t v) {
     key(k);
-    char b[24];
-    s_.append(b, std::snprintf(b, sizeof b, "%lld", (long long)v));
+    num(v);
+    return *this;
+  }
+  // An address straight into the line (no temporary string).
+  JsonLine& addr(const char* k, std::uint16_t family, const std::uint8_t* a) {
+    key(k);
+    char b[INET6_ADDRSTRLEN] = {};
+    put('"');
+    if (inet_ntop(family == AF_INET ? AF_INET : AF_INET6, a, b, sizeof b)) raw(b);
+    else put('?');
+    put('"');
     return *this;
   }
   JsonLine& str(const char* k, std::string_view v) {
     key(k);
-    s_ += '"';
+    put('"');
+    static constexpr char hex[] = "0123456789abcdef";
     for (unsigned char c : v) {
-      switch (c) {
-        case '"': s_ += "\\\""; break;
-        case '\\': s_ += "\\\\"; break;
-        case '\n': s_ += "\\n"; break;
-        case '\t': s_ += "\\t"; break;
-        default:
-          if (c < 0x20 || c >= 0x7f) {  // comm is bytes, not UTF-8: escape
-            char b[8];
-            std::snprintf(b, sizeof b, "\\u%04x", c);
-            s_ += b;
-          } else {
-            s_ += char(c);
-          }
+      if (c == '"' || c == '\\') {
+        put('\\');
+        put(char(c));
+      } else if (c == '\n') {
+        raw("\\n");
+      } else if (c == '\t') {
+        raw("\\t");
+      } else if (c < 0x20 || c >= 0x7f) {  // comm is bytes, not UTF-8: escape
+        raw("\\u00");
+        put(hex[c >> 4]);
+        put(hex[c & 15]);
+      } else {
+        put(char(c));
       }
     }
-    s_ += '"';
+    put('"');
     return *this;
   }
   std::string done() {
-    s_ += '}';
-    return std::move(s_);
+    if (full_) {
+      // room was kept for this: never cut mid-way through the closing
+      len_ = std::min(len_, sizeof buf_ - 32);
+      raw(",\"truncated\":true");
+    }
+    buf_[len_++] = '}';
+    return std::string(buf_, len_);
   }
 
  private:
-  void key(const char* k) {
-    if (s_.size() > 1) s_ += ',';
-    s_ += '"';
-    s_ += k;
-    s_ += "\":";
+  static constexpr std::size_t kRoom = 2048 - 48;  // past this: truncated
+  void put(char c) {
+    if (len_ < kRoom) buf_[len_++] = c;
+    else full_ = true;
   }
-  std::string s_;
+  void raw(std::string_view v) {
+    if (len_ + v.size() <= kRoom) {
+      std::memcpy(buf_ + len_, v.data(), v.size());
+      len_ += v.size();
+    } else {
+      full_ = true;
+    }
+  }
+  void key(const char* k) {
+    if (len_ > 1) put(',');
+    put('"');
+    raw(k);
+    raw("\":");
+  }
+  template <class T>
+  void num(T v) {
+    char b[24];
+    auto r = std::to_chars(b, b + sizeof b, v);
+    raw(std::string_view(b, std::size_t(r.ptr - b)));
+  }
+  char buf_[2048];
+  std::size_t len_ = 0;
+  bool full_ = false;
 };
 
 }  // namespace
@@ -320,14 +365,14 @@ std::string ProbesFormatter::json_line(const probes_event& e) const {
       .u("cpu", e.cpu)
       .u("pid", e.pid)
       .u("tid", e.tid)
-      .str("comm", comm_of(e))
+      .str("comm", std::string_view(e.comm, strnlen(e.comm, sizeof e.comm)))
       .u("cgroup_id", e.cgroup_id);
   if (e.t.family) {
     j.str("family", e.t.family == AF_INET ? "ipv4" : "ipv6")
         .u("proto", e.t.proto)
-        .str("saddr", format_addr(e.t.family, e.t.saddr))
+        .addr("saddr", e.t.family, e.t.saddr)
         .u("sport", e.t.sport)
-        .str("daddr", format_addr(e.t.family, e.t.daddr))
+        .addr("daddr", e.t.family, e.t.daddr)
         .u("dport", e.t.dport);
   }
   if (e.sock_ino) j.u("sock_ino", e.sock_ino);

@@ -88,6 +88,9 @@ class ProbesFormatter final : public EventFormatter {
 
  private:
   std::int64_t realtime_offset_ns_;  // CLOCK_REALTIME - CLOCK_MONOTONIC
+  // "HH:MM:SS" of the last second formatted (table rows)
+  mutable std::int64_t hms_secs_ = -1;
+  mutable char hms_[16] = {};
   std::shared_ptr<KernelEnums> enums_;
 };
 

@@ -200,6 +200,16 @@ class ProbesPlugin final : public Plugin {
          "(process, syscall, socket) aggregate slots per CPU (syscall_stats "
          "size, power of two)",
          std::int64_t{4096}, 16, 1 << 20, {}},
+        {"ring_buffer_wakeup_kb", OptionType::Int,
+         "wake the events reader once this many KiB wait in the ring, at "
+         "most a quarter of the ring (fewer wake-ups; records late by at "
+         "most the reader's 100 ms poll); 0: wake it whenever it has caught "
+         "up (about once per record)",
+         std::int64_t{64}, 0, 1 << 19, {}},
+        {"bench_event_burst", OptionType::Int,
+         "benchmark only: submit each syscall record this many times, to "
+         "load the event pipeline beyond what one CPU's syscalls produce",
+         std::int64_t{1}, 1, 64, {}},
         {"bench_empty_hooks", OptionType::Bool,
          "load only empty programs on raw_tp sys_enter/sys_exit (baseline "
          "for benchmarks)",
@@ -290,6 +300,11 @@ class ProbesPlugin final : public Plugin {
 
     ctx.set_max_entries("events",
                         std::uint32_t(o.get_int("ring_buffer_kb")) * 1024);
+    ctx.set_global("wakeup_bytes",
+                   std::uint64_t(std::min(o.get_int("ring_buffer_wakeup_kb"),
+                                          o.get_int("ring_buffer_kb") / 4)) *
+                       1024);
+    ctx.set_global("event_burst", std::uint32_t(o.get_int("bench_event_burst")));
     ctx.set_max_entries("conns", std::uint32_t(o.get_int("max_connections")));
     ctx.set_max_entries("syscall_stats",
                         std::uint32_t(o.get_int("max_syscall_stats")));

@@ -79,13 +79,23 @@ std::string pin_root_unreadable(const std::string& pin_root) {
 // world-readable: a denied bpf() says so instead of "no state record".
 std::string bpf_access_denied(const std::string& pin_root,
                               const std::vector<std::string>& names) {
+  PinLayout layout(pin_root);
   for (auto& n : names) {
-    Fd fd(bpf_obj_get((pin_root + "/" + n + "/" + kStatePinName).c_str()));
+    Fd fd(bpf_obj_get(layout.instance(n).state().c_str()));
     if (!fd && (errno == EPERM || errno == EACCES))
       return "permission denied: cannot open the pins under " + pin_root + ": " +
              errno_text(errno) + " (bpfmgr needs root, or CAP_BPF and CAP_SYS_ADMIN)";
   }
   return "";
+}
+
+// Every directory entry of a pin root: without privileges, bpfmgr's own
+// instances cannot be told from foreign ones, so all are checked.
+std::vector<std::string> entries_of(const std::string& pin_root) {
+  auto seen = observe_pin_root(PinLayout(pin_root));
+  auto out = seen.instances;
+  for (auto& f : seen.foreign) out.push_back(f.name);
+  return out;
 }
 
 std::string join(const std::vector<std::string>& v) {
@@ -118,6 +128,17 @@ int cmd_load(const LoadArgs& a) {
   std::unique_ptr<PluginRegistry> registry;
   auto r = prepare(a.manifest, a.pin_root_override, registry, a.json);
   if (!r) return kExitInvalid;
+  auto fail = [&](const std::string& what, const std::string& then, int code) {
+    if (a.json)
+      std::cout << nlohmann::json{{"ok", false}, {"error", what}, {"then", then}}.dump(2)
+                << "\n";
+    std::cerr << "error: " << what << "\n" << then << "\n";
+    return code;
+  };
+  // Checked before anything is created (a relative --pin-root included).
+  ensure_bpffs();
+  if (auto why = pin_root_problem(r->manifest.pin_root); !why.empty())
+    return fail(why, "nothing was done", kExitInvalid);
   LoadReport rep;
   try {
     LoadOptions lo;
@@ -126,11 +147,17 @@ int cmd_load(const LoadArgs& a) {
     lo.lock_wait = a.no_wait ? LockWait::Fail : LockWait::Block;
     rep = load_manifest(*r, lo);
   } catch (const LockBusy& e) {
-    if (a.json)
-      std::cout << nlohmann::json{{"ok", false}, {"error", e.what()},
-                                  {"lock_holder", e.holder}}.dump(2) << "\n";
-    std::cerr << "error: " << e.what() << "\nnothing was done (--no-wait)\n";
-    return kExitFailed;
+    return fail(e.what(), "nothing was done (--no-wait)", kExitFailed);
+  } catch (const Interrupted& e) {
+    return fail(e.what(), "", 128 + (e.signal ? e.signal : SIGTERM));
+  } catch (const RollbackIncomplete& e) {
+    return fail(e.what(), "`bpfmgr status` shows what is left; `bpfmgr unpin` removes it",
+                kExitFailed);
+  } catch (const CommitIncomplete& e) {
+    return fail(e.what(),
+                "the commit is journaled: the next `bpfmgr load` or `bpfmgr unpin` "
+                "finishes it",
+                kExitFailed);
   } catch (const std::exception& e) {
     if (a.json)
       std::cout << nlohmann::json{{"ok", false}, {"error", e.what()}}.dump(2) << "\n";
@@ -138,8 +165,14 @@ int cmd_load(const LoadArgs& a) {
               << "the load was rolled back; nothing it made is left\n";
     return kExitFailed;
   }
+  for (auto& x : rep.recovered) std::cerr << "recovered: " << x << "\n";
+  for (auto& x : rep.repaired) std::cerr << "repaired: " << x << "\n";
+  if (rep.interrupted_by)
+    std::cerr << "interrupted during the commit: the load was finished\n";
   if (a.json) {
     std::cout << nlohmann::json{{"ok", true},
+                                {"recovered", rep.recovered},
+                                {"repaired", rep.repaired},
                                 {"pin_root", r->manifest.pin_root},
                                 {"dry_run", a.dry_run},
                                 {"loaded", rep.loaded},
@@ -182,7 +215,7 @@ int cmd_unpin(const UnpinArgs& a) {
     std::error_code ec;
     if (fs::exists(a.pin_root, ec))
       if (auto why = bpf_access_denied(
-              a.pin_root, a.instances.empty() ? list_instances(a.pin_root) : a.instances);
+              a.pin_root, a.instances.empty() ? entries_of(a.pin_root) : a.instances);
           !why.empty()) {
         std::cerr << "error: " << why << "\n";
         return kExitFailed;
@@ -198,68 +231,92 @@ int cmd_unpin(const UnpinArgs& a) {
     std::cerr << "error: " << e.what() << "\n";
     return kExitFailed;
   }
-  if (a.json)
+  if (a.json) {
     std::cout << nlohmann::json{{"ok", rep.ok()}, {"removed", rep.removed},
+                                {"recovered", rep.recovered},
+                                {"left_alone", rep.left_alone},
                                 {"errors", rep.errors}}
                      .dump()
               << "\n";
-  else if (!a.quiet || !rep.ok())
-    std::cout << (rep.removed.empty() ? "nothing to unpin under " + a.pin_root
-                                      : "unpinned: " + join(rep.removed))
-              << "\n";
-  if (!a.json)
+  } else {
+    if (!a.quiet || !rep.ok()) {
+      for (auto& x : rep.recovered) std::cout << "recovered: " << x << "\n";
+      std::cout << (rep.removed.empty() ? "nothing to unpin under " + a.pin_root
+                                        : "unpinned: " + join(rep.removed))
+                << "\n";
+      if (!rep.left_alone.empty())
+        std::cout << "left alone (not bpfmgr's): " << join(rep.left_alone) << "\n";
+    }
     for (auto& e : rep.errors) std::cerr << "error: " << e << "\n";
+  }
   return rep.ok() ? kExitOk : kExitFailed;
 }
 
 int cmd_status(const std::string& pin_root, const std::vector<std::string>& instances,
                bool json) {
   PluginRegistry registry;
+  if (pin_root.empty() || pin_root[0] != '/') {
+    std::cerr << "error: pin root '" << pin_root << "' must be an absolute path\n";
+    return kExitInvalid;
+  }
   if (auto why = pin_root_unreadable(pin_root); !why.empty()) {
     std::cerr << "error: " << why << "\n";
     return kExitFailed;
   }
-  auto present = list_instances(pin_root);
-  std::vector<std::string> names;
-  int rc = kExitOk;
-  for (auto& n : instances) {
-    std::error_code ec;
-    if (std::find(present.begin(), present.end(), n) != present.end() ||
-        fs::exists(pin_root + "/" + n, ec)) {
-      names.push_back(n);
-      continue;
-    }
-    auto hint = did_you_mean(n, present);
-    std::cerr << "error: no instance '" << n << "' under " << pin_root
-              << (hint.empty() ? "" : "; " + hint) << "\n";
-    rc = kExitFailed;
-  }
-  if (instances.empty()) names = present;
-  if (auto why = bpf_access_denied(pin_root, names); !why.empty()) {
+  if (auto why = bpf_access_denied(pin_root, instances.empty() ? entries_of(pin_root)
+                                                               : instances);
+      !why.empty()) {
     std::cerr << "error: " << why << "\n";
     return kExitFailed;
   }
-  auto all = nlohmann::json::array();
-  for (auto& n : names) {
-    all.push_back(instance_status(pin_root, n, registry));
+  auto whole = pin_root_status(pin_root, instances, registry);
+  auto& all = whole["instances"];
+  int rc = kExitOk;
+  for (auto& s : all) {
+    if (s.value("missing", false)) {
+      std::cerr << "error: " << s["error"].get<std::string>() << "\n";
+      rc = kExitFailed;
+    }
     // Kernel facts are still shown; the plugin's own code was not run.
-    if (all.back().value("plugin_refused", false) && rc == kExitOk) rc = kExitInvalid;
+    if (s.value("plugin_refused", false) && rc == kExitOk) rc = kExitInvalid;
   }
   if (json) {
-    std::cout << nlohmann::json{{"pin_root", pin_root}, {"instances", all}}.dump(2)
-              << "\n";
+    std::cout << whole.dump(2) << "\n";
     return rc;
+  }
+  for (auto& i : whole["interrupted"]) {
+    std::cout << "interrupted load of " << i["instance"].get<std::string>() << ": "
+              << i["staging"].get<std::string>() << " (" << i["next"].get<std::string>()
+              << ")\n";
+    for (auto& l : i["links"])
+      std::cout << "  staged link " << l["name"].get<std::string>()
+                << (l.contains("id") ? " id " + std::to_string(l["id"].get<int>()) +
+                                           " runs prog " +
+                                           std::to_string(l["prog_id"].get<int>())
+                                     : std::string(""))
+                << "\n";
+    std::cout << "\n";
+  }
+  if (!whole["foreign"].empty()) {
+    std::cout << "not bpfmgr's (left alone):";
+    for (auto& f : whole["foreign"])
+      std::cout << " " << f["name"].get<std::string>() << " (" << f["why"].get<std::string>()
+                << ")";
+    std::cout << "\n\n";
   }
   if (all.empty()) {
     if (instances.empty()) std::cout << "no instances under " << pin_root << "\n";
     return rc;
   }
   for (auto& s : all) {
+    if (s.value("missing", false)) continue;  // said on stderr
     std::cout << "instance " << s["instance"].get<std::string>();
     if (s.contains("error")) {
       std::cout << ": " << s["error"].get<std::string>() << "\n\n";
       continue;
     }
+    if (s.contains("drift"))
+      std::cout << "  NOT AS LOADED: " << s["drift"].get<std::string>() << "\n";
     std::cout << "  plugin " << s["plugin"].get<std::string>() << " "
               << s["plugin_version"].get<std::string>() << "  loaded "
               << s["loaded_at"].get<std::string>() << "\n"
@@ -487,8 +544,8 @@ int on_record(void* ctx, void* data, size_t size) {
 }  // namespace
 
 int cmd_events(const EventsArgs& a) {
-  auto dir = a.pin_root + "/" + a.instance;
-  auto st = read_state(dir);
+  PinLayout layout(a.pin_root);
+  auto st = read_state(layout.instance(a.instance).state());
   if (!st) {
     std::cerr << "error: no instance '" << a.instance << "' under " << a.pin_root
               << " (load it first with `bpfmgr load`)\n";
@@ -511,7 +568,7 @@ int cmd_events(const EventsArgs& a) {
     std::cerr << "error: plugin '" << st->plugin << "' does not stream events\n";
     return kExitInvalid;
   }
-  auto ctx = open_pinned(a.pin_root, a.instance, *st, *plugin->plugin);
+  auto ctx = open_pinned(layout, a.instance, *st, *plugin->plugin);
   auto formatter = plugin->plugin->event_formatter(ctx->options());
   if (!formatter) {
     std::cerr << "error: plugin '" << st->plugin << "' has no event formatter\n";
@@ -560,7 +617,7 @@ int cmd_events(const EventsArgs& a) {
   } remove_lock_file{run_dir.get(), lock_name};
   // Where the ring buffer is pinned: if that pin goes (unpin) or names
   // another map (a reload with --reset-maps), nothing will arrive here again.
-  std::string ring_pin = dir + "/maps/" + *map;
+  std::string ring_pin = layout.instance(a.instance).map(*map);
   for (auto& sm : st->shared_maps)
     if (sm.map == *map) ring_pin = sm.pin;
   EventSink sink{formatter.get(), a.json ? EventFormat::Json : EventFormat::Table, 0,

@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
+#include <atomic>
 #include <csignal>
 #include <cerrno>
 #include <chrono>
@@ -21,6 +23,7 @@
 #include <map>
 #include <set>
 
+#include "commit.hpp"
 #include "handles.hpp"
 #include "pin_tree.hpp"
 #include "system.hpp"
@@ -121,23 +124,27 @@ using SharedMapLookup =
 // plugin's hooks see.
 class InstanceTxn final : public InstanceContext {
  public:
-  InstanceTxn(const ResolvedInstance& r, const Manifest& m,
+  InstanceTxn(const ResolvedInstance& r, const Manifest& m, const PinLayout& layout,
               std::optional<InstanceState> old, const LoadOptions& lo,
-              SharedMapLookup lookup, std::string config_hash)
+              SharedMapLookup lookup, std::string config_hash,
+              std::function<void()> check_cancel)
       : config_hash_(std::move(config_hash)),
         r_(r),
         manifest_(m),
+        layout_(layout),
         old_(std::move(old)),
         lo_(lo),
         lookup_(std::move(lookup)),
-        final_dir_(m.pin_root + "/" + r.spec->name),
-        staging_dir_(m.pin_root + "/" + kStagingPrefix + r.spec->name) {}
+        check_cancel_(std::move(check_cancel)),
+        final_(layout.instance(r.spec->name)),
+        staging_(layout.staging(r.spec->name)) {}
 
   ~InstanceTxn() override = default;
 
   void stage();
   void commit();
-  void rollback() noexcept;
+  // Appends what it could not undo to `errors`.
+  void rollback(std::vector<std::string>& errors) noexcept;
 
   // Map fd of this (staged) instance, for instances sharing its maps.
   int own_map_fd(const std::string& map) const {
@@ -151,7 +158,7 @@ class InstanceTxn final : public InstanceContext {
   // ---- InstanceContext
   const std::string& instance_name() const override { return r_.spec->name; }
   const Options& options() const override { return r_.options; }
-  const std::string& pin_dir() const override { return final_dir_; }
+  const std::string& pin_dir() const override { return final_.dir; }
   const std::string& cgroup2_root() const override {
     return ::bpfmgr::cgroup2_root();
   }
@@ -238,11 +245,13 @@ class InstanceTxn final : public InstanceContext {
   std::string config_hash_;
   const ResolvedInstance& r_;
   const Manifest& manifest_;
+  const PinLayout& layout_;
   std::optional<InstanceState> old_;
   const LoadOptions& lo_;
   SharedMapLookup lookup_;
-  std::string final_dir_;
-  std::string staging_dir_;
+  std::function<void()> check_cancel_;
+  InstancePaths final_;
+  InstancePaths staging_;
   Phase phase_ = Phase::Open;
 
   BpfObject obj_;
@@ -332,8 +341,7 @@ void InstanceTxn::bind_maps() {
       fail("cannot reuse map '" + share.remote_map + "': " + errno_text(errno));
     shared.insert(share.map);
     new_.shared_maps.push_back({share.map, share.instance,
-                                manifest_.pin_root + "/" + share.instance +
-                                    "/maps/" + share.remote_map});
+                                layout_.instance(share.instance).map(share.remote_map)});
   }
   bpf_map* map;
   bpf_object__for_each_map(map, obj_.get()) {
@@ -342,7 +350,7 @@ void InstanceTxn::bind_maps() {
     if (shared.count(name)) continue;
     new_.maps.push_back(name);
     if (!old_ || lo_.reset_maps || lo_.dry_run) continue;
-    auto pin = final_dir_ + "/maps/" + name;
+    auto pin = final_.map(name);
     Fd fd(bpf_obj_get(pin.c_str()));
     if (!fd) continue;
     auto def = pinned_map_def(fd.get());
@@ -375,16 +383,19 @@ void InstanceTxn::load_object() {
 }
 
 void InstanceTxn::pin_objects() {
-  remove_tree(staging_dir_);
-  for (auto* sub : {"", "/maps", "/progs", "/links"})
-    if (::mkdir((staging_dir_ + sub).c_str(), 0700) != 0)
-      fail("cannot create " + staging_dir_ + sub + ": " + errno_text(errno));
+  // Under the lock, after recovery: a staging directory here now is not
+  // ours to remove.
+  if (::mkdir(staging_.dir.c_str(), 0700) != 0)
+    fail("cannot create " + staging_.dir + ": " + errno_text(errno));
   staging_created_ = true;
-  write_state(staging_dir_, new_);  // incomplete: records intent
+  write_state(staging_.state(), new_);  // incomplete: marks the directory ours
+  for (auto& sub : {staging_.maps_dir(), staging_.progs_dir(), staging_.links_dir()})
+    if (::mkdir(sub.c_str(), 0700) != 0)
+      fail("cannot create " + sub + ": " + errno_text(errno));
 
   for (auto& name : new_.maps) {
     if (reused_maps_.count(name)) continue;
-    auto path = staging_dir_ + "/maps/" + name;
+    auto path = staging_.map(name);
     if (bpf_obj_pin(bpf_map__fd(find_map(name)), path.c_str()) != 0)
       fail("cannot pin map '" + name + "': " + errno_text(errno));
   }
@@ -392,7 +403,7 @@ void InstanceTxn::pin_objects() {
   bpf_object__for_each_program(p, obj_.get()) {
     if (!bpf_program__autoload(p)) continue;
     std::string name = bpf_program__name(p);
-    auto path = staging_dir_ + "/progs/" + name;
+    auto path = staging_.prog(name);
     if (bpf_obj_pin(bpf_program__fd(p), path.c_str()) != 0)
       fail("cannot pin program '" + name + "': " + errno_text(errno));
     new_.progs.push_back(name);
@@ -418,12 +429,15 @@ void InstanceTxn::stage() {
   phase_ = Phase::BeforeLoad;
   hook("before_load", [&] { plugin.before_load(*this); });
   bind_maps();
+  check_cancel_();
   load_object();
+  check_cancel_();
   phase_ = Phase::Loaded;
   hook("after_load", [&] { plugin.after_load(*this); });
   if (lo_.dry_run) return;
 
   pin_objects();
+  check_cancel_();
   phase_ = Phase::Attach;
   hook("attach", [&] { plugin.attach(*this); });
   bpf_program* p;
@@ -434,7 +448,7 @@ void InstanceTxn::stage() {
   phase_ = Phase::AfterAttach;
   hook("after_attach", [&] { plugin.after_attach(*this); });
   new_.complete = true;
-  write_state(staging_dir_, new_);
+  write_state(staging_.state(), new_);
 }
 
 bool InstanceTxn::update_in_place(const std::string& name,
@@ -444,7 +458,7 @@ bool InstanceTxn::update_in_place(const std::string& name,
   auto it = std::find_if(old_->links.begin(), old_->links.end(),
                          [&](auto& l) { return l.name == name; });
   if (it == old_->links.end() || it->target != target) return false;
-  auto pin = final_dir_ + "/links/" + name;
+  auto pin = final_.link(name);
   Fd link(bpf_obj_get(pin.c_str()));
   if (!link) return false;
   bpf_link_info info{};
@@ -464,7 +478,7 @@ bool InstanceTxn::update_in_place(const std::string& name,
 }
 
 void InstanceTxn::pin_link_fd(int fd, const std::string& name) {
-  auto path = staging_dir_ + "/links/" + name;
+  auto path = staging_.link(name);
   if (bpf_obj_pin(fd, path.c_str()) != 0)
     fail("cannot pin link '" + name + "': " + errno_text(errno));
 }
@@ -536,7 +550,7 @@ void InstanceTxn::attach_map(std::string_view prog_name, std::string_view map,
   std::string map_pin;
   for (auto& s : new_.shared_maps)
     if (s.map == map) map_pin = s.pin;
-  if (map_pin.empty()) map_pin = final_dir_ + "/maps/" + std::string(map);
+  if (map_pin.empty()) map_pin = final_.map(map);
   new_.map_attachments.push_back({prog, map_pin, int(attach_type)});
   new_.hooks.push_back({prog, target, true, ""});
   attached_.insert(prog);
@@ -576,121 +590,128 @@ bool InstanceTxn::attach_auto(std::string_view prog_name, bool optional) {
 }
 
 void InstanceTxn::commit() {
-  for (auto* sub : {"", "/maps", "/progs", "/links"}) ::mkdir((final_dir_ + sub).c_str(), 0700);
-  auto move_in = [&](const std::string& rel) {
-    auto from = staging_dir_ + "/" + rel, to = final_dir_ + "/" + rel;
-    if (::rename(from.c_str(), to.c_str()) != 0)
-      spdlog::error("{}: cannot move {} to {}: {}", r_.spec->name, from, to,
-                    errno_text(errno));
-  };
-  std::set<std::string> new_links, new_progs, new_maps(new_.maps.begin(), new_.maps.end());
-  for (auto& l : new_.links) new_links.insert(l.name);
-  for (auto& p : new_.progs) new_progs.insert(p);
-  // Maps and programs first, links next (a staged link replacing an old one
-  // of the same name detaches the old one as it lands), state last.
-  for (auto& m : new_.maps)
-    if (!reused_maps_.count(m)) move_in("maps/" + m);
-  for (auto& p : new_.progs) move_in("progs/" + p);
-  for (auto& l : new_.links)  // links updated in place have no staged pin
-    if (fs::exists(staging_dir_ + "/links/" + l.name)) move_in("links/" + l.name);
-  if (old_) {
-    for (auto& l : old_->links)
-      if (!new_links.count(l.name)) ::unlink((final_dir_ + "/links/" + l.name).c_str());
-    for (auto& a : old_->map_attachments) detach_map_attachment(final_dir_, a);
-    for (auto& p : old_->progs)
-      if (!new_progs.count(p)) ::unlink((final_dir_ + "/progs/" + p).c_str());
-    for (auto& m : old_->maps)
-      if (!new_maps.count(m)) ::unlink((final_dir_ + "/maps/" + m).c_str());
-  }
-  move_in(kStatePinName);
-  remove_tree(staging_dir_);
+  commit_staged(layout_, r_.spec->name, new_, old_);
+  // Committed: the pins hold every reference now.
   links_.clear();
   link_fds_.clear();
   updated_links_.clear();
   attachments_.clear();
 }
 
-void InstanceTxn::rollback() noexcept {
+void InstanceTxn::rollback(std::vector<std::string>& errors) noexcept {
   for (auto& u : updated_links_)
     if (bpf_link_update(u.link.get(), u.old_prog.get(), nullptr) != 0)
-      spdlog::error("{}: cannot restore the previous program of a link: {}",
-                    r_.spec->name, errno_text(errno));
+      errors.push_back(r_.spec->name + ": cannot restore the previous program of a link: " +
+                       errno_text(errno));
   updated_links_.clear();
   for (auto& a : attachments_)
     bpf_prog_detach2(a.prog.get(), a.map.get(), a.type);
   attachments_.clear();
-  if (staging_created_) remove_instance_dir(staging_dir_);
+  if (staging_created_) remove_owned_dir(staging_, errors);
   links_.clear();  // unpinned links detach as their last fd closes
   link_fds_.clear();
   obj_.reset();
 }
 
-bool pins_present(const std::string& dir, const InstanceState& s) {
-  auto exists = [](const std::string& p) {
-    struct stat st {};
-    return ::stat(p.c_str(), &st) == 0;
-  };
-  for (auto& m : s.maps)
-    if (!exists(dir + "/maps/" + m)) return false;
-  for (auto& p : s.progs)
-    if (!exists(dir + "/progs/" + p)) return false;
-  for (auto& l : s.links)
-    if (!exists(dir + "/links/" + l.name)) return false;
-  for (auto& sm : s.shared_maps)
-    if (!exists(sm.pin)) return false;
-  return true;
+}  // namespace
+
+namespace {
+
+// Ctrl-C (or a service manager's TERM) during a load: before the commit
+// the load stops at the next step and rolls back; during the commit it
+// says "committing, please wait" and finishes. SIGKILL cannot be caught;
+// the next load or unpin finishes or reverts what it leaves (commit.hpp).
+std::atomic<int> g_signal{0};
+std::atomic<bool> g_committing{false};
+
+extern "C" void on_load_signal(int sig) {
+  g_signal.store(sig);
+  if (g_committing.load()) {
+    static const char msg[] = "bpfmgr: committing, please wait\n";
+    (void)!::write(STDERR_FILENO, msg, sizeof msg - 1);
+  }
+}
+
+class LoadSignals {
+ public:
+  explicit LoadSignals(bool install) : installed_(install) {
+    g_signal = 0;
+    g_committing = false;
+    if (!installed_) return;
+    struct sigaction sa {};
+    sa.sa_handler = on_load_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (std::size_t i = 0; i < kSignals.size(); ++i) sigaction(kSignals[i], &sa, &old_[i]);
+  }
+  ~LoadSignals() {
+    g_committing = false;
+    if (!installed_) return;
+    for (std::size_t i = 0; i < kSignals.size(); ++i) sigaction(kSignals[i], &old_[i], nullptr);
+  }
+  LoadSignals(const LoadSignals&) = delete;
+  LoadSignals& operator=(const LoadSignals&) = delete;
+
+ private:
+  static constexpr std::array<int, 4> kSignals{SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+  bool installed_;
+  std::array<struct sigaction, 4> old_{};
+};
+
+std::string signal_name(int sig) {
+  if (sig == 0) return "cancellation";
+  const char* abbrev = sigabbrev_np(sig);
+  return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
 }
 
 }  // namespace
 
-namespace {
-// Ctrl-C (or a service manager's TERM) in the middle of a load would leave
-// staged, attached programs behind: hold these signals until the load has
-// committed or rolled back. SIGKILL cannot be held; the next load or unpin
-// removes what it leaves (see docs/pin-layout.md).
-class DeferTerminationSignals {
- public:
-  DeferTerminationSignals() {
-    sigset_t set;
-    sigemptyset(&set);
-    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaddset(&set, s);
-    pthread_sigmask(SIG_BLOCK, &set, &old_);
-  }
-  ~DeferTerminationSignals() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
-
- private:
-  sigset_t old_;
-};
-}  // namespace
+Interrupted::Interrupted(int sig)
+    : Error("interrupted by " + signal_name(sig) +
+            " before the commit; the load was rolled back, nothing was changed"),
+      signal(sig) {}
 
 LoadReport load_manifest(const ResolvedManifest& rm, const LoadOptions& lo) {
   const auto& m = rm.manifest;
   LoadReport report;
   ensure_bpffs();
   ensure_tracefs();
-  // Taken before signals are held: Ctrl-C while waiting for another
+  if (auto why = pin_root_problem(m.pin_root); !why.empty()) throw Error(why);
+  PinLayout layout(m.pin_root);
+  // Taken before signals are caught: Ctrl-C while waiting for another
   // process simply ends this one, nothing done.
   std::optional<PinRootLock> lock;
-  if (!lo.dry_run) lock.emplace(PinRootLock::acquire(m.pin_root, lo.lock_wait));
-  DeferTerminationSignals defer_signals;
+  if (!lo.dry_run) lock.emplace(PinRootLock::acquire(layout.root(), lo.lock_wait));
+  LoadSignals signals(lo.catch_signals);
+  auto check_cancel = [&] {
+    if (int sig = g_signal.load()) throw Interrupted(sig);
+    if (lo.cancel && lo.cancel->load()) throw Interrupted(0);
+  };
 
   bool created_root = false;
+  ObservedPinRoot seen;
   if (!lo.dry_run) {
+    std::vector<std::string> errors;
+    report.recovered = recover_pin_root(layout, errors);
+    if (!errors.empty()) {
+      std::string msg = "cannot recover what an interrupted load left under " + layout.root() + ":";
+      for (auto& e : errors) msg += "\n  " + e;
+      throw Error(msg);
+    }
     std::error_code ec;
-    if (!fs::exists(m.pin_root, ec)) {
-      fs::create_directories(m.pin_root, ec);
-      if (ec) throw Error("cannot create pin root " + m.pin_root + ": " + ec.message());
+    if (!fs::exists(layout.root(), ec)) {
+      fs::create_directories(layout.root(), ec);
+      if (ec) throw Error("cannot create pin root " + layout.root() + ": " + ec.message());
       created_root = true;
     }
-    if (!is_on_bpffs(m.pin_root))
-      throw Error("pin root " + m.pin_root + " is not on a bpf filesystem");
-    // Staging directories belong to the lock holder: one present now was
-    // left by a load that crashed, and holds nothing committed.
-    for (auto& e : fs::directory_iterator(m.pin_root, ec))
-      if (e.path().filename().string().rfind(kStagingPrefix, 0) == 0) {
-        spdlog::info("removing {} left by an interrupted load", e.path().string());
-        remove_instance_dir(e.path().string());
-      }
+    seen = observe_pin_root(layout);
+    std::string foreign;
+    for (auto& r : rm.instances)
+      if (auto* f = seen.find_foreign(r.spec->name))
+        foreign += "\n  " + layout.instance(r.spec->name).dir + ": " + f->why;
+    if (!foreign.empty())
+      throw Error("these paths are not bpfmgr's, and bpfmgr never touches what it did not "
+                  "make; remove them or rename the instances:" + foreign);
   }
 
   std::vector<std::unique_ptr<InstanceTxn>> txns;
@@ -701,7 +722,7 @@ LoadReport load_manifest(const ResolvedManifest& rm, const LoadOptions& lo) {
       int fd = it->second->own_map_fd(map);
       if (fd >= 0) return fd;
     }
-    auto pin = m.pin_root + "/" + inst + "/maps/" + map;
+    auto pin = layout.instance(inst).map(map);
     Fd fd(bpf_obj_get(pin.c_str()));
     if (!fd)
       throw Error("instance '" + inst + "' has no pinned map '" + map +
@@ -712,9 +733,25 @@ LoadReport load_manifest(const ResolvedManifest& rm, const LoadOptions& lo) {
 
   try {
     for (auto& r : rm.instances) {
+      check_cancel();
       const auto& name = r.spec->name;
-      auto dir = m.pin_root + "/" + name;
-      auto old = lo.dry_run ? std::nullopt : read_state(dir);
+      auto paths = layout.instance(name);
+      std::optional<InstanceState> old;
+      if (!lo.dry_run) {
+        if (auto it = seen.records.find(name); it != seen.records.end()) {
+          if (it->second.state) {
+            old = it->second.state;
+          } else {
+            // Recognisably ours but unreadable: replace it whole.
+            std::vector<std::string> errors;
+            spdlog::warn("{}: {}; removing it to load it again", name, it->second.why);
+            if (!remove_owned_dir(paths, errors))
+              throw Error("cannot replace instance '" + name + "' (" + it->second.why +
+                          "): " + errors.front());
+            report.repaired.push_back(name + ": " + it->second.why);
+          }
+        }
+      }
       bool owner_restaged = false;
       for (auto& share : r.spec->maps)
         if (auto it = staged.find(share.instance);
@@ -722,15 +759,22 @@ LoadReport load_manifest(const ResolvedManifest& rm, const LoadOptions& lo) {
           owner_restaged = true;
       // Hashes the plugin's whole BPF object: once per instance.
       auto hash = config_hash(r, m);
+      // "Unchanged" means the kernel runs what the record says, not only
+      // that the input hashes the same.
+      std::string drift = old ? kernel_drift(paths, *old) : "";
       if (old && old->complete && !lo.reset_maps && !owner_restaged &&
-          old->config_hash == hash && pins_present(dir, *old)) {
+          old->config_hash == hash && drift.empty()) {
         report.unchanged.push_back(name);
         continue;
       }
-      if (old && !old->complete) old.reset();  // crashed before: start over
-      bool is_update = old.has_value() || fs::exists(dir);
-      auto txn = std::make_unique<InstanceTxn>(r, m, std::move(old), lo, lookup,
-                                               std::move(hash));
+      if (!drift.empty()) {
+        spdlog::warn("{}: {}; replacing it", name, drift);
+        report.repaired.push_back(name + ": " + drift);
+      }
+      if (old && !old->complete) old.reset();
+      bool is_update = old.has_value();
+      auto txn = std::make_unique<InstanceTxn>(r, m, layout, std::move(old), lo, lookup,
+                                               std::move(hash), check_cancel);
       staged[name] = txn.get();
       txns.push_back(std::move(txn));
       txns.back()->stage();
@@ -739,32 +783,67 @@ LoadReport load_manifest(const ResolvedManifest& rm, const LoadOptions& lo) {
       else
         (is_update ? report.updated : report.loaded).push_back(name);
     }
+    check_cancel();
+  } catch (Error& e) {
+    std::vector<std::string> errors;
+    for (auto it = txns.rbegin(); it != txns.rend(); ++it) (*it)->rollback(errors);
+    if (created_root) ::rmdir(layout.root().c_str());
+    if (errors.empty()) throw;
+    std::string msg = std::string(e.what()) + "\nthe rollback could not undo everything:";
+    for (auto& x : errors) msg += "\n  " + x;
+    throw RollbackIncomplete(msg);
   } catch (...) {
-    for (auto it = txns.rbegin(); it != txns.rend(); ++it) (*it)->rollback();
-    if (created_root) ::rmdir(m.pin_root.c_str());
+    std::vector<std::string> errors;
+    for (auto it = txns.rbegin(); it != txns.rend(); ++it) (*it)->rollback(errors);
+    if (created_root) ::rmdir(layout.root().c_str());
     throw;
   }
   if (lo.dry_run) return report;
 
-  for (auto& t : txns) t->commit();
+  // From here on the load goes forward: the journal names every instance
+  // about to be committed, so a crash at any rename is finished by the
+  // next load or unpin; a signal only makes us say so.
+  std::vector<std::string> errors;
+  if (!txns.empty()) {
+    Journal journal;
+    for (auto& t : txns) journal.committing.push_back(t->instance_name());
+    journal.manifest_path = m.absolute_path.empty() ? m.path : m.absolute_path;
+    journal.pid = ::getpid();
+    g_committing = true;
+    if (g_signal.load()) on_load_signal(g_signal.load());
+    write_journal(layout.journal(), journal);
+    for (auto& t : txns) {
+      try {
+        t->commit();
+      } catch (const std::exception& e) {
+        errors.push_back(e.what());
+      }
+    }
+    if (errors.empty() && ::unlink(layout.journal().c_str()) != 0)
+      errors.push_back("cannot remove the journal " + layout.journal() + ": " +
+                       errno_text(errno));
+  }
 
-  // Instances an earlier load of this manifest made that it no longer has.
+  // Instances an earlier load of this manifest made that it no longer has;
+  // instances of other manifests are left alone.
   std::set<std::string> wanted;
   for (auto& r : rm.instances) wanted.insert(r.spec->name);
   PluginRegistry registry(m.plugin_path);
-  std::vector<std::string> errors;
-  for (auto& name : list_instances(m.pin_root)) {
-    if (wanted.count(name)) continue;
-    auto st = read_state(m.pin_root + "/" + name);
-    if (st && !m.absolute_path.empty() && st->manifest_path == m.absolute_path) {
-      unpin_instance_locked(m.pin_root, name, registry, errors);
-      report.removed.push_back(name);
+  if (errors.empty() && !m.absolute_path.empty()) {
+    auto now = observe_pin_root(layout);
+    for (auto& name : now.instances) {
+      if (wanted.count(name)) continue;
+      auto& st = now.records.at(name).state;
+      if (st && st->manifest_path == m.absolute_path &&
+          unpin_instance_locked(layout, name, registry, errors))
+        report.removed.push_back(name);
     }
   }
+  report.interrupted_by = g_signal.load();
   if (!errors.empty()) {
-    std::string msg = "loaded, but instances dropped from the manifest were not fully removed:";
+    std::string msg = "the load did not complete:";
     for (auto& e : errors) msg += "\n  " + e;
-    throw Error(msg);
+    throw CommitIncomplete(msg);
   }
   return report;
 }

@@ -24,7 +24,8 @@ int main(int argc, char** argv) {
       "and shows or removes them again."};
   app.require_subcommand(1);
   app.footer(
-      "Exit codes: 0 ok, 1 operation failed (rolled back), 2 invalid input.\n"
+      "Exit codes: 0 ok, 1 operation failed (the message says what is left),\n"
+      "2 invalid input, 130/143 load interrupted by SIGINT/SIGTERM (rolled back).\n"
       "Environment: BPFMGR_LOG_LEVEL (trace|debug|info|warn|error|off),\n"
       "BPFMGR_PLUGIN_PATH (colon-separated plugin directories).\n"
       "Run `bpfmgr COMMAND --help` for a command's options.");

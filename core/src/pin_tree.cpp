@@ -1,31 +1,84 @@
 #include "pin_tree.hpp"
 
 #include <bpf/bpf.h>
-#include <spdlog/spdlog.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-#include <filesystem>
-#include <system_error>
+#include <cerrno>
 
 #include "handles.hpp"
+#include "system.hpp"
 
 namespace bpfmgr {
-namespace fs = std::filesystem;
 
-void remove_tree(const std::string& path) {
-  std::error_code ec;
-  fs::remove_all(path, ec);
-  if (ec) spdlog::warn("cannot remove {}: {}", path, ec.message());
+namespace {
+
+// Unlinks every non-directory entry of `sub` under `parent`, then `sub`.
+void remove_subdir(int parent, const std::string& parent_path, const char* sub,
+                   std::vector<std::string>& errors) {
+  int fd = ::openat(parent, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return;
+    errors.push_back(parent_path + "/" + sub + ": " +
+                     (errno == ELOOP || errno == ENOTDIR ? std::string("not a directory; left alone")
+                                                         : errno_text(errno)));
+    return;
+  }
+  DIR* d = ::fdopendir(fd);
+  if (!d) {
+    ::close(fd);
+    errors.push_back(parent_path + "/" + sub + ": " + errno_text(errno));
+    return;
+  }
+  while (auto* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    struct stat st {};
+    if (::fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+      errors.push_back(parent_path + "/" + sub + "/" + name +
+                       ": unexpected directory; left alone");
+      continue;
+    }
+    if (::unlinkat(fd, name.c_str(), 0) != 0 && errno != ENOENT)
+      errors.push_back("cannot remove " + parent_path + "/" + sub + "/" + name + ": " +
+                       errno_text(errno));
+  }
+  ::closedir(d);
+  if (::unlinkat(parent, sub, AT_REMOVEDIR) != 0 && errno != ENOENT &&
+      errno != ENOTEMPTY)
+    errors.push_back("cannot remove " + parent_path + "/" + sub + ": " + errno_text(errno));
 }
 
-void remove_instance_dir(const std::string& dir) {
-  remove_tree(dir + "/links");
-  remove_tree(dir);
+}  // namespace
+
+bool remove_owned_dir(const InstancePaths& p, std::vector<std::string>& errors) {
+  Fd dir(::open(p.dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dir) {
+    if (errno == ENOENT) return true;
+    errors.push_back(p.dir + ": " + (errno == ELOOP || errno == ENOTDIR
+                                         ? std::string("not a directory; left alone")
+                                         : errno_text(errno)));
+    return false;
+  }
+  auto before = errors.size();
+  for (auto* sub : {"links", "progs", "maps"}) remove_subdir(dir.get(), p.dir, sub, errors);
+  // The record goes only once its pins are gone: a directory with pins
+  // left and no record would no longer be recognisably bpfmgr's.
+  if (errors.size() != before) return false;
+  if (::unlinkat(dir.get(), "state", 0) != 0 && errno != ENOENT)
+    errors.push_back("cannot remove " + p.state() + ": " + errno_text(errno));
+  if (::rmdir(p.dir.c_str()) == 0 || errno == ENOENT) return true;
+  errors.push_back("cannot remove " + p.dir + ": " + errno_text(errno) +
+                   (errno == ENOTEMPTY ? " (holds entries bpfmgr did not make; left alone)" : ""));
+  return false;
 }
 
-bool detach_map_attachment(const std::string& instance_dir,
+bool detach_map_attachment(const InstancePaths& instance,
                            const MapAttachmentRecord& attachment) {
   Fd map(bpf_obj_get(attachment.map_pin.c_str()));
-  Fd prog(bpf_obj_get((instance_dir + "/progs/" + attachment.prog).c_str()));
+  Fd prog(bpf_obj_get(instance.prog(attachment.prog).c_str()));
   return map && prog &&
          bpf_prog_detach2(prog.get(), map.get(),
                           bpf_attach_type(attachment.attach_type)) == 0;

@@ -1,26 +1,29 @@
 // Removing pins from bpffs: shared by the load transaction (staging,
-// rollback) and unpin.
+// rollback, recovery) and unpin. Only directories bpfmgr owns are handed
+// here, and nothing is followed: entries are removed relative to a
+// directory opened with O_NOFOLLOW, symlinks are unlinked (never resolved),
+// and unexpected subdirectories are left and reported.
 #pragma once
 
 #include <string>
+#include <vector>
 
+#include "pin_layout.hpp"
 #include "state.hpp"
 
 namespace bpfmgr {
 
-// Staging directories: bpffs refuses names containing '.', and instance
-// names cannot start with '_'.
-inline constexpr const char* kStagingPrefix = "_staging-";
+// Removes an instance or staging directory: links/ first (programs stop
+// running before their maps lose a pin), then progs/, maps/, the state
+// record last (so a crash half-way leaves a directory that is still
+// recognisably bpfmgr's), then the directory. What cannot be removed is
+// appended to `errors`. Returns true when the directory is gone.
+bool remove_owned_dir(const InstancePaths& dir, std::vector<std::string>& errors);
 
-// Removes a pin or a directory of pins (dropping the kernel references
-// they hold); logs, never throws.
-void remove_tree(const std::string& path);
-// Links go first so programs stop running before their maps lose a pin.
-void remove_instance_dir(const std::string& dir);
 // Undoes an attachment made without a link (bpf_prog_attach on a sockmap,
-// pre-6.10 kernels), through the pins of the program in `instance_dir` and
-// of the map. Returns false, with errno set, when it could not.
-bool detach_map_attachment(const std::string& instance_dir,
+// pre-6.10 kernels), through the pin of the program in `instance` and of
+// the map. Returns false, with errno set, when it could not.
+bool detach_map_attachment(const InstancePaths& instance,
                            const MapAttachmentRecord& attachment);
 
 }  // namespace bpfmgr

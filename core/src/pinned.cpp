@@ -10,10 +10,18 @@
 #include <set>
 
 #include "handles.hpp"
+#include "pinned.hpp"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <cstring>
+
+#include "commit.hpp"
 #include "diagnostics.hpp"
-#include "loader.hpp"
 #include "pin_tree.hpp"
 #include "plugin_trust.hpp"
+#include "resolve.hpp"
 #include "system.hpp"
 
 namespace bpfmgr {
@@ -34,26 +42,111 @@ std::string link_type_name(std::uint32_t type) {
   return "type " + std::to_string(type);
 }
 
+// Sockmap links (Linux 6.10) postdate libbpf 1.1's bpf_link_info: their
+// map id is the union's first field, at offset 16.
+constexpr std::uint32_t kLinkTypeSockmap = 14;
+std::uint32_t sockmap_link_map_id(const bpf_link_info& info) {
+  std::uint32_t id;
+  std::memcpy(&id, reinterpret_cast<const char*>(&info) + 16, sizeof id);
+  return id;
+}
+
 }  // namespace
 
-std::vector<std::string> list_instances(const std::string& pin_root) {
-  std::vector<std::string> out;
-  std::error_code ec;
-  for (auto& e : fs::directory_iterator(pin_root, ec)) {
-    auto name = e.path().filename().string();
-    if (e.is_directory(ec) && !name.empty() && name[0] != '_') out.push_back(name);
+ObservedPinRoot observe_pin_root(const PinLayout& layout) {
+  ObservedPinRoot out;
+  DIR* d = ::opendir(layout.root().c_str());
+  if (!d) return out;
+  out.exists = true;
+  std::vector<std::string> names;
+  while (auto* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(n);
   }
-  std::sort(out.begin(), out.end());
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  for (auto& n : names) {
+    struct stat st {};
+    if (::lstat((layout.root() + "/" + n).c_str(), &st) != 0) continue;
+    if (n == PinLayout::kJournalName) {
+      out.journal = true;
+      continue;
+    }
+    if (S_ISLNK(st.st_mode)) {
+      out.foreign.push_back({n, "a symlink; never followed"});
+      continue;
+    }
+    if (auto inst = PinLayout::staged_instance(n); inst && S_ISDIR(st.st_mode)) {
+      out.staging.push_back(*inst);
+      continue;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+      out.foreign.push_back({n, "a pin bpfmgr did not make"});
+      continue;
+    }
+    auto rec = lookup_state(layout.instance(n).state());
+    if (!rec.ours()) {
+      out.foreign.push_back({n, "no bpfmgr state record (" + rec.why + ")"});
+      continue;
+    }
+    out.instances.push_back(n);
+    out.records.emplace(n, std::move(rec));
+  }
   return out;
 }
 
+std::string link_problem(const InstancePaths& dir, const LinkRecord& l) {
+  Fd fd(bpf_obj_get(dir.link(l.name).c_str()));
+  bpf_link_info info{};
+  std::uint32_t len = sizeof(info);
+  if (!fd || bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0)
+    return "its link pin is missing (removed by hand?)";
+  if (info.type == BPF_LINK_TYPE_CGROUP && info.cgroup.cgroup_id == 0)
+    return "the link is detached (its cgroup was removed, or `bpftool link detach`)";
+  if (info.type == kLinkTypeSockmap && sockmap_link_map_id(info) == 0)
+    return "the link is detached from its map (`bpftool link detach`?)";
+  Fd prog(bpf_obj_get(dir.prog(l.prog).c_str()));
+  bpf_prog_info pinfo{};
+  std::uint32_t plen = sizeof(pinfo);
+  if (!prog || bpf_obj_get_info_by_fd(prog.get(), &pinfo, &plen) != 0)
+    return "its program's pin is missing";
+  if (pinfo.id != info.prog_id)
+    return "the link runs program id " + std::to_string(info.prog_id) +
+           ", not the pinned '" + l.prog + "' (id " + std::to_string(pinfo.id) + ")";
+  return "";
+}
+
+std::string kernel_drift(const InstancePaths& dir, const InstanceState& s) {
+  struct stat st {};
+  for (auto& m : s.maps)
+    if (::lstat(dir.map(m).c_str(), &st) != 0) return "map pin " + dir.map(m) + " is missing";
+  for (auto& p : s.progs)
+    if (::lstat(dir.prog(p).c_str(), &st) != 0) return "program pin " + dir.prog(p) + " is missing";
+  for (auto& sm : s.shared_maps)
+    if (::lstat(sm.pin.c_str(), &st) != 0) return "shared map " + sm.pin + " is missing";
+  for (auto& l : s.links)
+    if (auto why = link_problem(dir, l); !why.empty()) return "link " + l.name + ": " + why;
+  for (auto& a : s.map_attachments) {
+    Fd map(bpf_obj_get(a.map_pin.c_str()));
+    Fd prog(bpf_obj_get(dir.prog(a.prog).c_str()));
+    std::uint32_t ids[8], count = 8, flags = 0;
+    bpf_prog_info pinfo{};
+    std::uint32_t plen = sizeof(pinfo);
+    if (!map || !prog || bpf_obj_get_info_by_fd(prog.get(), &pinfo, &plen) != 0 ||
+        bpf_prog_query(map.get(), bpf_attach_type(a.attach_type), 0, &flags, ids, &count) != 0 ||
+        std::find(ids, ids + count, pinfo.id) == ids + count)
+      return "program '" + a.prog + "' is no longer attached to " + a.map_pin;
+  }
+  return "";
+}
 
 class PinnedInstance final : public PinnedContext {
  public:
-  PinnedInstance(std::string pin_root, std::string instance, InstanceState st,
+  PinnedInstance(const PinLayout& layout, std::string instance, InstanceState st,
                  const std::vector<OptionSpec>& schema)
       : instance_(std::move(instance)),
-        dir_(pin_root + "/" + instance_),
+        paths_(layout.instance(instance_)),
+        dir_(paths_.dir),
         state_(std::move(st)),
         options_(options_from_json(state_.options, schema)) {}
 
@@ -63,7 +156,7 @@ class PinnedInstance final : public PinnedContext {
   int map_fd(std::string_view map) const override {
     std::string name(map);
     if (auto it = fds_.find(name); it != fds_.end()) return it->second.get();
-    std::string pin = dir_ + "/maps/" + name;
+    std::string pin = paths_.map(name);
     for (auto& s : state_.shared_maps)
       if (s.map == name) pin = s.pin;
     Fd fd(bpf_obj_get(pin.c_str()));
@@ -74,107 +167,112 @@ class PinnedInstance final : public PinnedContext {
 
  private:
   std::string instance_;
+  InstancePaths paths_;
   std::string dir_;
   InstanceState state_;
   Options options_;
   mutable std::map<std::string, Fd> fds_;
 };
 
-std::unique_ptr<PinnedContext> open_pinned(const std::string& pin_root,
+std::unique_ptr<PinnedContext> open_pinned(const PinLayout& layout,
                                            const std::string& instance,
                                            const InstanceState& state,
                                            const Plugin& plugin) {
-  return std::make_unique<PinnedInstance>(pin_root, instance, state,
+  return std::make_unique<PinnedInstance>(layout, instance, state,
                                           plugin.option_schema());
 }
 
-void unpin_instance_locked(const std::string& pin_root, const std::string& instance,
+bool unpin_instance_locked(const PinLayout& layout, const std::string& instance,
                            PluginRegistry& registry, std::vector<std::string>& errors) {
-  auto dir = pin_root + "/" + instance;
-  if (auto st = read_state(dir)) {
+  auto dir = layout.instance(instance);
+  auto rec = lookup_state(dir.state());
+  if (!rec.ours()) {
+    errors.push_back(dir.dir + " is not bpfmgr's (" + rec.why + "); left alone");
+    return false;
+  }
+  if (auto& st = rec.state) {
     // The plugin's hook is a courtesy: a plugin file that is missing,
     // untrusted or changed since the load is not run, and the pins and
     // links go all the same.
     try {
       auto plugin = registry.load_file(st->plugin_path, st->plugin_sha256,
                                        kRecordedHashOrigin);
-      auto ctx = open_pinned(pin_root, instance, *st, *plugin->plugin);
+      auto ctx = open_pinned(layout, instance, *st, *plugin->plugin);
       plugin->plugin->before_unpin(*ctx);
     } catch (const std::exception& e) {
       spdlog::warn("{}: before_unpin skipped: {}", instance, e.what());
     }
     for (auto& a : st->map_attachments)
-      if (!detach_map_attachment(dir, a))
-        spdlog::warn("{}: cannot detach {} from {}: {}", instance, a.prog,
-                     a.map_pin, errno_text(errno));
+      if (!detach_map_attachment(dir, a) && errno != ENOENT)
+        errors.push_back(instance + ": cannot detach " + a.prog + " from " + a.map_pin +
+                         ": " + errno_text(errno));
   } else {
-    spdlog::warn("{}: no state record; removing whatever is pinned in {}",
-                 instance, dir);
+    spdlog::warn("{}: {}; removing what is pinned in {}", instance, rec.why, dir.dir);
   }
-  remove_instance_dir(dir);
-  remove_instance_dir(pin_root + "/" + kStagingPrefix + instance);
-  std::error_code ec;
-  if (fs::exists(dir, ec)) errors.push_back(instance + ": " + dir + " is still there");
+  return remove_owned_dir(dir, errors);
 }
 
 UnpinReport unpin(const std::string& pin_root,
                   const std::vector<std::string>& instances,
                   PluginRegistry& registry, LockWait wait) {
   UnpinReport report;
-  auto lock = PinRootLock::acquire(pin_root, wait);
-  std::error_code ec;
-  if (!fs::exists(pin_root, ec)) {
-    for (auto& i : instances)
-      report.errors.push_back("no instance '" + i + "' under " + pin_root);
-    return report;
-  }
-  auto present = list_instances(pin_root);
+  if (auto why = pin_root_problem(pin_root); !why.empty()) throw Error(why);
+  PinLayout layout(pin_root);
+  auto lock = PinRootLock::acquire(layout.root(), wait);
+  report.recovered = recover_pin_root(layout, report.errors);
+  auto seen = observe_pin_root(layout);
+  for (auto& f : seen.foreign)
+    report.left_alone.push_back(f.name + ": " + f.why);
   if (!instances.empty()) {
     for (auto& i : instances) {
-      bool staging = fs::exists(pin_root + "/" + kStagingPrefix + i, ec);
-      if (std::find(present.begin(), present.end(), i) == present.end() && !staging) {
-        auto hint = did_you_mean(i, present);
-        report.errors.push_back("no instance '" + i + "' under " + pin_root +
+      if (!seen.is_instance(i)) {
+        if (auto* f = seen.find_foreign(i)) {
+          report.errors.push_back(layout.instance(i).dir + " is not bpfmgr's (" + f->why +
+                                  "); left alone");
+          continue;
+        }
+        auto hint = did_you_mean(i, seen.instances);
+        report.errors.push_back("no instance '" + i + "' under " + layout.root() +
                                 (hint.empty() ? "" : "; " + hint));
         continue;
       }
-      unpin_instance_locked(pin_root, i, registry, report.errors);
-      report.removed.push_back(i);
+      if (unpin_instance_locked(layout, i, registry, report.errors))
+        report.removed.push_back(i);
     }
     return report;
   }
   // Sharers before owners: an instance whose maps others use goes last.
+  auto names = seen.instances;
   std::set<std::string> owners;
-  for (auto& n : present)
-    if (auto st = read_state(pin_root + "/" + n))
+  for (auto& n : names)
+    if (auto& st = seen.records.at(n).state)
       for (auto& s : st->shared_maps) owners.insert(s.instance);
-  std::stable_partition(present.begin(), present.end(),
+  std::stable_partition(names.begin(), names.end(),
                         [&](auto& n) { return !owners.count(n); });
-  for (auto& n : present) {
-    unpin_instance_locked(pin_root, n, registry, report.errors);
-    report.removed.push_back(n);
-  }
-  for (auto& e : fs::directory_iterator(pin_root, ec))
-    if (e.path().filename().string().rfind(kStagingPrefix, 0) == 0)
-      remove_instance_dir(e.path().string());
-  if (fs::exists(pin_root, ec) && fs::is_empty(pin_root, ec) &&
-      pin_root != "/sys/fs/bpf")
-    ::rmdir(pin_root.c_str());
+  for (auto& n : names)
+    if (unpin_instance_locked(layout, n, registry, report.errors))
+      report.removed.push_back(n);
+  // The pin root goes when nothing is left in it (never /sys/fs/bpf).
+  if (seen.exists && layout.root() != "/sys/fs/bpf" && ::rmdir(layout.root().c_str()) != 0 &&
+      errno != ENOTEMPTY && errno != EEXIST && errno != ENOENT)
+    report.errors.push_back("cannot remove " + layout.root() + ": " + errno_text(errno));
   return report;
 }
 
-nlohmann::json instance_status(const std::string& pin_root,
-                               const std::string& instance,
-                               PluginRegistry& registry) {
+nlohmann::json instance_status(const PinLayout& layout, const std::string& instance,
+                               const StateLookup& record, PluginRegistry& registry) {
   nlohmann::json j;
   j["instance"] = instance;
-  auto dir = pin_root + "/" + instance;
-  auto st = read_state(dir);
-  if (!st) {
-    j["error"] = "no state record (a load was interrupted?); `bpfmgr unpin " +
-                 instance + "` removes what is pinned";
+  auto paths = layout.instance(instance);
+  auto dir = paths.dir;
+  if (!record.state) {
+    j["error"] = record.why + "; `bpfmgr unpin " + instance +
+                 "` removes what is pinned, the next `bpfmgr load` replaces it";
     return j;
   }
+  const auto* st = &*record.state;
+  if (auto drift = kernel_drift(paths, *st); !drift.empty())
+    j["drift"] = drift + "; the next `bpfmgr load` of its manifest repairs it";
   j["plugin"] = st->plugin;
   j["plugin_version"] = st->plugin_version;
   j["plugin_path"] = st->plugin_path;
@@ -187,33 +285,30 @@ nlohmann::json instance_status(const std::string& pin_root,
   // Whether each hook really runs comes from the kernel, not the record:
   // a link pin removed by hand, or a cgroup deleted under a cgroup link,
   // leaves the record saying "live".
-  std::map<std::pair<std::string, std::string>, std::string> link_problem;
+  std::map<std::pair<std::string, std::string>, std::string> hook_problem;
   auto links = nlohmann::json::array();
   for (auto& l : st->links) {
     nlohmann::json lj{{"name", l.name}, {"prog", l.prog}, {"target", l.target},
-                      {"pin", dir + "/links/" + l.name}};
-    Fd fd(bpf_obj_get((dir + "/links/" + l.name).c_str()));
+                      {"pin", paths.link(l.name)}};
+    Fd fd(bpf_obj_get(paths.link(l.name).c_str()));
     bpf_link_info info{};
     std::uint32_t len = sizeof(info);
-    std::string problem;
     if (fd && bpf_obj_get_info_by_fd(fd.get(), &info, &len) == 0) {
       lj["id"] = info.id;
       lj["type"] = link_type_name(info.type);
-      if (info.type == BPF_LINK_TYPE_CGROUP && info.cgroup.cgroup_id == 0)
-        problem = "its cgroup was removed; the link is detached";
-    } else {
-      problem = "its link pin is missing (removed by hand?)";
+      lj["prog_id"] = info.prog_id;
     }
+    std::string problem = link_problem(paths, l);
     if (!problem.empty()) lj["error"] = problem;
-    link_problem[{l.prog, l.target}] = problem;
+    hook_problem[{l.prog, l.target}] = problem;
     links.push_back(lj);
   }
   auto hooks = nlohmann::json::array();
   for (auto& h : st->hooks) {
     bool live = h.live;
     std::string reason = h.reason;
-    if (auto it = link_problem.find({h.prog, h.target});
-        live && it != link_problem.end() && !it->second.empty()) {
+    if (auto it = hook_problem.find({h.prog, h.target});
+        live && it != hook_problem.end() && !it->second.empty()) {
       live = false;
       reason = it->second;
     }
@@ -223,8 +318,8 @@ nlohmann::json instance_status(const std::string& pin_root,
 
   auto& progs = j["programs"] = nlohmann::json::array();
   for (auto& name : st->progs) {
-    nlohmann::json p{{"name", name}, {"pin", dir + "/progs/" + name}};
-    Fd fd(bpf_obj_get((dir + "/progs/" + name).c_str()));
+    nlohmann::json p{{"name", name}, {"pin", paths.prog(name)}};
+    Fd fd(bpf_obj_get(paths.prog(name).c_str()));
     bpf_prog_info info{};
     std::uint32_t len = sizeof(info);
     if (fd && bpf_obj_get_info_by_fd(fd.get(), &info, &len) == 0) {
@@ -260,7 +355,7 @@ nlohmann::json instance_status(const std::string& pin_root,
     return mj;
   };
   auto& maps = j["maps"] = nlohmann::json::array();
-  for (auto& name : st->maps) maps.push_back(map_json(name, dir + "/maps/" + name, ""));
+  for (auto& name : st->maps) maps.push_back(map_json(name, paths.map(name), ""));
   for (auto& s : st->shared_maps) maps.push_back(map_json(s.map, s.pin, s.instance));
 
   j["links"] = std::move(links);
@@ -271,7 +366,7 @@ nlohmann::json instance_status(const std::string& pin_root,
   try {
     auto plugin = registry.load_file(st->plugin_path, st->plugin_sha256,
                                      kRecordedHashOrigin);
-    auto ctx = open_pinned(pin_root, instance, *st, *plugin->plugin);
+    auto ctx = open_pinned(layout, instance, *st, *plugin->plugin);
     auto rep = plugin->plugin->status(*ctx);
     for (auto& c : rep.counters) {
       nlohmann::json cj{{"name", c.name}, {"value", c.value}};
@@ -285,6 +380,65 @@ nlohmann::json instance_status(const std::string& pin_root,
   } catch (const std::exception& e) {
     j["status_error"] = e.what();
   }
+  return j;
+}
+
+nlohmann::json pin_root_status(const std::string& pin_root,
+                               const std::vector<std::string>& only,
+                               PluginRegistry& registry) {
+  PinLayout layout(pin_root);
+  auto seen = observe_pin_root(layout);
+  nlohmann::json j{{"pin_root", layout.root()}};
+  auto& all = j["instances"] = nlohmann::json::array();
+  auto names = only.empty() ? seen.instances : only;
+  for (auto& n : names) {
+    if (auto it = seen.records.find(n); it != seen.records.end()) {
+      all.push_back(instance_status(layout, n, it->second, registry));
+    } else if (auto* f = seen.find_foreign(n)) {
+      all.push_back({{"instance", n}, {"error", "not bpfmgr's: " + f->why}});
+    } else if (std::find(seen.staging.begin(), seen.staging.end(), n) == seen.staging.end()) {
+      auto hint = did_you_mean(n, seen.instances);
+      all.push_back({{"instance", n},
+                     {"missing", true},
+                     {"error", "no instance '" + n + "' under " + layout.root() +
+                                   (hint.empty() ? "" : "; " + hint)}});
+    }
+  }
+  // What a crash left: staged pins (and links, which run) that the next
+  // load or unpin finishes or removes.
+  auto journal = read_journal(layout.journal());
+  auto& interrupted = j["interrupted"] = nlohmann::json::array();
+  for (auto& n : seen.staging) {
+    if (!only.empty() && std::find(only.begin(), only.end(), n) == only.end()) continue;
+    auto stg = layout.staging(n);
+    bool committing = journal && std::count(journal->committing.begin(),
+                                            journal->committing.end(), n);
+    nlohmann::json e{{"instance", n}, {"staging", stg.dir}, {"committing", committing}};
+    e["next"] = committing ? "the next load or unpin finishes its commit"
+                           : "the next load or unpin reverts it";
+    auto& links = e["links"] = nlohmann::json::array();
+    if (DIR* d = ::opendir(stg.links_dir().c_str())) {
+      while (auto* de = ::readdir(d)) {
+        std::string ln = de->d_name;
+        if (ln == "." || ln == "..") continue;
+        nlohmann::json lj{{"name", ln}, {"pin", stg.link(ln)}};
+        Fd fd(bpf_obj_get(stg.link(ln).c_str()));
+        bpf_link_info info{};
+        std::uint32_t len = sizeof(info);
+        if (fd && bpf_obj_get_info_by_fd(fd.get(), &info, &len) == 0) {
+          lj["id"] = info.id;
+          lj["prog_id"] = info.prog_id;
+          lj["type"] = link_type_name(info.type);
+        }
+        links.push_back(lj);
+      }
+      ::closedir(d);
+    }
+    interrupted.push_back(e);
+  }
+  auto& foreign = j["foreign"] = nlohmann::json::array();
+  for (auto& f : seen.foreign) foreign.push_back({{"name", f.name}, {"why", f.why}});
+  j["journal"] = seen.journal;
   return j;
 }
 

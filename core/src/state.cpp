@@ -1,6 +1,8 @@
 #include "state.hpp"
 
 #include <bpf/bpf.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -85,50 +87,116 @@ InstanceState state_from_json(const nlohmann::json& j) {
   return s;
 }
 
-void write_state(const std::string& dir, const InstanceState& state) {
-  auto path = dir + "/" + kStatePinName;
-  std::string text = to_json(state).dump();
+namespace {
+constexpr const char* kRecordMapName = "bpfmgr_state";
+
+Fd create_record_map() {
+  LIBBPF_OPTS(bpf_map_create_opts, opts);
+  Fd fd(bpf_map_create(BPF_MAP_TYPE_ARRAY, kRecordMapName, 4, kStateValueSize, 1, &opts));
+  if (!fd) throw Error("cannot create state map: " + errno_text(errno));
+  return fd;
+}
+
+void write_record(int fd, const std::string& text, const std::string& path) {
   if (text.size() + 4 > kStateValueSize)
-    throw Error("state record of '" + state.instance + "' is too large (" +
-                std::to_string(text.size()) + " bytes)");
-  Fd fd(bpf_obj_get(path.c_str()));
-  if (!fd) {
-    LIBBPF_OPTS(bpf_map_create_opts, opts);
-    fd.reset(bpf_map_create(BPF_MAP_TYPE_ARRAY, "bpfmgr_state", 4,
-                            kStateValueSize, 1, &opts));
-    if (!fd) throw Error("cannot create state map: " + errno_text(errno));
-    if (bpf_obj_pin(fd.get(), path.c_str()) != 0)
-      throw Error("cannot pin state map at " + path + ": " + errno_text(errno));
-  }
+    throw Error("record " + path + " is too large (" + std::to_string(text.size()) +
+                " bytes)");
   std::vector<char> value(kStateValueSize, 0);
   std::uint32_t len = text.size();
   std::memcpy(value.data(), &len, 4);
   std::memcpy(value.data() + 4, text.data(), text.size());
   std::uint32_t key = 0;
-  if (bpf_map_update_elem(fd.get(), &key, value.data(), BPF_ANY) != 0)
-    throw Error("cannot write state record at " + path + ": " +
-                errno_text(errno));
+  if (bpf_map_update_elem(fd, &key, value.data(), BPF_ANY) != 0)
+    throw Error("cannot write record " + path + ": " + errno_text(errno));
 }
 
-std::optional<InstanceState> read_state(const std::string& dir) {
-  auto path = dir + "/" + kStatePinName;
+// The record's JSON text, or why there is none.
+struct RawRecord {
+  StateLookup::Kind kind;
+  std::string text_or_why;
+};
+
+RawRecord read_record(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return {StateLookup::Absent, "no state record"};
+  if (S_ISLNK(st.st_mode)) return {StateLookup::Foreign, "its state record is a symlink"};
   Fd fd(bpf_obj_get(path.c_str()));
-  if (!fd) return std::nullopt;
+  if (!fd) return {StateLookup::Foreign, "its 'state' is not a BPF map"};
   bpf_map_info info{};
   std::uint32_t info_len = sizeof(info);
   if (bpf_obj_get_info_by_fd(fd.get(), &info, &info_len) != 0 ||
-      info.value_size < 4)
-    return std::nullopt;
+      info.type != BPF_MAP_TYPE_ARRAY || std::string(info.name) != kRecordMapName ||
+      info.key_size != 4 || info.value_size < 4)
+    return {StateLookup::Foreign, "its 'state' is not a bpfmgr state record"};
   std::vector<char> value(info.value_size);
   std::uint32_t key = 0;
   if (bpf_map_lookup_elem(fd.get(), &key, value.data()) != 0)
-    return std::nullopt;
+    return {StateLookup::Corrupt, "its state record cannot be read: " + errno_text(errno)};
   std::uint32_t len;
   std::memcpy(&len, value.data(), 4);
-  if (len == 0 || len > info.value_size - 4) return std::nullopt;
+  if (len == 0 || len > info.value_size - 4)
+    return {StateLookup::Corrupt, "its state record is empty or damaged"};
+  return {StateLookup::Valid, std::string(value.data() + 4, len)};
+}
+}  // namespace
+
+void write_state(const std::string& path, const InstanceState& state) {
+  std::string text = to_json(state).dump();
+  Fd fd(bpf_obj_get(path.c_str()));
+  if (fd) {
+    write_record(fd.get(), text, path);
+    return;
+  }
+  // Written in full before it is pinned: a reader never sees a half record.
+  fd = create_record_map();
+  write_record(fd.get(), text, path);
+  if (bpf_obj_pin(fd.get(), path.c_str()) != 0)
+    throw Error("cannot pin state map at " + path + ": " + errno_text(errno));
+}
+
+StateLookup lookup_state(const std::string& path) {
+  auto raw = read_record(path);
+  if (raw.kind != StateLookup::Valid) return {raw.kind, std::nullopt, raw.text_or_why};
   try {
-    return state_from_json(
-        nlohmann::json::parse(std::string(value.data() + 4, len)));
+    auto j = nlohmann::json::parse(raw.text_or_why);
+    if (!j.is_object() || !j.contains("instance"))
+      return {StateLookup::Corrupt, std::nullopt, "its state record is not a bpfmgr record"};
+    return {StateLookup::Valid, state_from_json(j), ""};
+  } catch (const std::exception& e) {
+    return {StateLookup::Corrupt, std::nullopt,
+            std::string("its state record is damaged: ") + e.what()};
+  }
+}
+
+std::optional<InstanceState> read_state(const std::string& path) {
+  return lookup_state(path).state;
+}
+
+void write_journal(const std::string& path, const Journal& j) {
+  auto text = nlohmann::json{{"journal", 1},
+                             {"committing", j.committing},
+                             {"manifest_path", j.manifest_path},
+                             {"pid", j.pid}}
+                  .dump();
+  // A fresh map each time, pinned only once written: the journal appears
+  // whole or not at all.
+  auto fd = create_record_map();
+  write_record(fd.get(), text, path);
+  ::unlink(path.c_str());
+  if (bpf_obj_pin(fd.get(), path.c_str()) != 0)
+    throw Error("cannot pin the commit journal at " + path + ": " + errno_text(errno));
+}
+
+std::optional<Journal> read_journal(const std::string& path) {
+  auto raw = read_record(path);
+  if (raw.kind != StateLookup::Valid) return std::nullopt;
+  try {
+    auto j = nlohmann::json::parse(raw.text_or_why);
+    Journal out;
+    out.committing = j.at("committing").get<std::vector<std::string>>();
+    out.manifest_path = j.value("manifest_path", "");
+    out.pid = j.value("pid", 0);
+    return out;
   } catch (const std::exception&) {
     return std::nullopt;
   }

@@ -67,12 +67,31 @@ struct InstanceState {
 nlohmann::json to_json(const InstanceState& s);
 InstanceState state_from_json(const nlohmann::json& j);
 
-inline constexpr const char* kStatePinName = "state";
+// Writes the record at `path` (InstancePaths::state()), creating and
+// pinning the map if needed. Throws bpfmgr::Error.
+void write_state(const std::string& path, const InstanceState& state);
 
-// Writes the record into <dir>/state, creating and pinning the map if
-// needed. Throws bpfmgr::Error.
-void write_state(const std::string& dir, const InstanceState& state);
-// Reads <dir>/state; nullopt if absent or unreadable.
-std::optional<InstanceState> read_state(const std::string& dir);
+// What is pinned at a state path. Only a map bpfmgr made (an array map named
+// bpfmgr_state) makes a directory bpfmgr's: Valid or Corrupt. Absent and
+// Foreign directories belong to someone else and are never touched.
+struct StateLookup {
+  enum Kind { Absent, Foreign, Corrupt, Valid } kind = Absent;
+  std::optional<InstanceState> state;  // when Valid
+  std::string why;                     // when Foreign or Corrupt
+  bool ours() const { return kind == Valid || kind == Corrupt; }
+};
+StateLookup lookup_state(const std::string& path);
+// The record at `path` when Valid; nullopt otherwise.
+std::optional<InstanceState> read_state(const std::string& path);
+
+// The commit journal (PinLayout::journal()): which staged instances a load
+// had started to commit. Same kind of map as the state record.
+struct Journal {
+  std::vector<std::string> committing;
+  std::string manifest_path;
+  int pid = 0;
+};
+void write_journal(const std::string& path, const Journal& j);
+std::optional<Journal> read_journal(const std::string& path);
 
 }  // namespace bpfmgr

@@ -408,15 +408,15 @@ TEST(Loader, UnpinRecoversFromAnInterruptedLoad) {
     PinRoot root;
     ASSERT_EQ(load(header(root) + counter_instance("a", 1) +
                    counter_instance("b", 1)).exit_code, 0);
-    // A crash can leave an instance without its state record, and a staging
-    // directory with attached links. Simulate both.
-    ASSERT_EQ(::unlink((root.path() + "/a/state").c_str()), 0);
+    // A crash before the commit leaves a staging directory with attached
+    // links (simulated by moving a committed instance there).
     ASSERT_EQ(::rename((root.path() + "/b").c_str(),
                        (root.path() + "/_staging-b").c_str()), 0);
     auto st = run_bpfmgr({"status", "--pin-root", root.path()});
-    EXPECT_NE(st.out.find("no state record"), std::string::npos) << st.out;
+    EXPECT_NE(st.out.find("interrupted load of b"), std::string::npos) << st.out;
     auto r = run_bpfmgr({"unpin", "--pin-root", root.path()});
     ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("b: reverted"), std::string::npos) << r.out;
     EXPECT_FALSE(fs::exists(root.path()));
   }
   EXPECT_EQ(leftovers(before), "");

@@ -1,6 +1,7 @@
 // Root-safety of the core: one lock per pin root, what bpfmgr owns under a
 // pin root and what it leaves alone, crash recovery, signals. Real kernel,
 // real processes; SIGKILL and delays injected at exact syscalls with strace.
+#include <bpf/bpf.h>
 #include <gtest/gtest.h>
 #include <sched.h>
 #include <signal.h>
@@ -10,11 +11,15 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <future>
 #include <thread>
 
 #include <nlohmann/json.hpp>
+
+#include <cstdlib>
+#include <fstream>
 
 #include "pin_root_lock.hpp"
 #include "test_support.hpp"
@@ -172,7 +177,8 @@ TEST(PinRootLock, RefusesUnsafeLockDirectoryAndSymlinks) {
 TEST(PinRootLock, ConcurrentLoadsOfTwoManifestsBothLand) {
   // Before the lock, the second load deleted the first's staging while the
   // first was in its commit: "loaded: a" with empty directories. Every
-  // rename of the first load is slowed by 100 ms to hold it in its commit.
+  // mkdir and rename of the first load (staging and commit) is slowed by
+  // 200 ms so the second arrives while the first holds the pin root.
   PinRoot root;
   auto first = write_temp_file(header(root.path()) + counter_instance("a") +
                                counter_instance("b"));
@@ -180,7 +186,7 @@ TEST(PinRootLock, ConcurrentLoadsOfTwoManifestsBothLand) {
   ::setenv("BPFMGR_PLUGIN_PATH", plugin_dir().c_str(), 1);
   auto slow = std::async(std::launch::async, [&] {
     return run({"strace", "-f", "-qq", "-o", "/dev/null", "-e",
-                "inject=rename:delay_enter=100000", bpfmgr_binary(), "load", first});
+                "inject=mkdir,rename:delay_enter=200000", bpfmgr_binary(), "load", first});
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   auto fast = run_bpfmgr({"load", second});
@@ -195,6 +201,414 @@ TEST(PinRootLock, ConcurrentLoadsOfTwoManifestsBothLand) {
     EXPECT_EQ(inst["complete"], true) << inst.dump(2);
     for (auto& p : inst["programs"]) EXPECT_FALSE(p.contains("error")) << inst.dump(2);
   }
+}
+
+// -------------------------------------------------------------- ownership
+
+json status_of(const std::string& pin_root) {
+  auto r = run_bpfmgr({"status", "--json", "--pin-root", pin_root});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return json::parse(r.out);
+}
+
+bool has_foreign(const json& st, const std::string& name) {
+  for (auto& f : st["foreign"])
+    if (f["name"] == name) return true;
+  return false;
+}
+
+TEST(Ownership, ForeignPinsAndSymlinksAreNeverTouched) {
+  PinRoot root;
+  auto manifest = write_temp_file(header(root.path()) + counter_instance("a"));
+  ASSERT_EQ(run_bpfmgr({"load", manifest}).exit_code, 0);
+  // Another tool's map in a directory of its own, a symlink to an ordinary
+  // directory holding a links/ subtree, a map pinned loose in the root.
+  ASSERT_EQ(::mkdir((root.path() + "/foreign").c_str(), 0700), 0);
+  auto mk = run({"bpftool", "map", "create", root.path() + "/foreign/m", "type", "array",
+                 "key", "4", "value", "4", "entries", "1", "name", "foreign_m"});
+  ASSERT_EQ(mk.exit_code, 0) << mk.err;
+  auto outside = fs::temp_directory_path() / unique_name("bpfmgr-outside");
+  fs::create_directories(outside / "links");
+  std::ofstream(outside / "links" / "precious") << "keep me";
+  fs::create_directory_symlink(outside, root.path() + "/evil");
+  mk = run({"bpftool", "map", "create", root.path() + "/loose", "type", "array",
+            "key", "4", "value", "4", "entries", "1", "name", "foreign_l"});
+  ASSERT_EQ(mk.exit_code, 0) << mk.err;
+
+  auto st = status_of(root.path());
+  EXPECT_EQ(st["instances"].size(), 1u) << st.dump(2);
+  for (auto name : {"foreign", "evil", "loose"}) EXPECT_TRUE(has_foreign(st, name)) << name;
+
+  // A manifest naming a foreign directory is refused before anything moves.
+  auto clash = write_temp_file(header(root.path()) + counter_instance("foreign"));
+  auto r = run_bpfmgr({"load", clash});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.err, "not bpfmgr's")) << r.err;
+  r = run_bpfmgr({"unpin", "--pin-root", root.path(), "evil"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.err, "not bpfmgr's")) << r.err;
+
+  r = run_bpfmgr({"unpin", "--pin-root", root.path()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "unpinned: a")) << r.out;
+  EXPECT_TRUE(contains(r.out, "left alone")) << r.out;
+  EXPECT_FALSE(fs::exists(root.path() + "/a"));
+  EXPECT_TRUE(fs::exists(root.path() + "/foreign/m"));
+  EXPECT_TRUE(fs::exists(root.path() + "/loose"));
+  EXPECT_TRUE(fs::is_symlink(root.path() + "/evil"));
+  EXPECT_TRUE(fs::exists(outside / "links" / "precious"));
+  fs::remove(root.path() + "/evil");
+  fs::remove_all(outside);
+}
+
+TEST(Ownership, UnpinAtTheBpffsRootRemovesOnlyBpfmgrInstances) {
+  // In a private mount namespace with a fresh bpffs at /sys/fs/bpf, so the
+  // host's pins (other engineers' tests included) are not in reach.
+  auto manifest = write_temp_file(header("/sys/fs/bpf") + counter_instance("mine"));
+  std::string script =
+      "set -e; mount -t bpf bpf /sys/fs/bpf; "
+      "mkdir /sys/fs/bpf/othertool; "
+      "bpftool map create /sys/fs/bpf/othertool/m type array key 4 value 4 entries 1 name other_m; "
+      "bpftool map create /sys/fs/bpf/loose type array key 4 value 4 entries 1 name other_l; " +
+      bpfmgr_binary() + " --log-level error load " + manifest + " >/dev/null; " +
+      "test -e /sys/fs/bpf/mine/state; " + bpfmgr_binary() +
+      " unpin --pin-root /sys/fs/bpf; "
+      "test ! -e /sys/fs/bpf/mine; test -e /sys/fs/bpf/othertool/m; test -e /sys/fs/bpf/loose; "
+      "echo survived";
+  ::setenv("BPFMGR_PLUGIN_PATH", test_plugin_dir().c_str(), 1);
+  auto r = run({"unshare", "-m", "--propagation", "private", "sh", "-c", script});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "unpinned: mine")) << r.out;
+  EXPECT_TRUE(contains(r.out, "survived")) << r.out << r.err;
+}
+
+TEST(Ownership, LoadRemovesOnlyInstancesOfItsOwnManifest) {
+  PinRoot root;
+  auto first = write_temp_file(header(root.path()) + counter_instance("a"));
+  auto second_text = header(root.path()) + counter_instance("b") + counter_instance("c");
+  auto second = write_temp_file(second_text);
+  ASSERT_EQ(run_bpfmgr({"load", first}).exit_code, 0);
+  ASSERT_EQ(run_bpfmgr({"load", second}).exit_code, 0);
+  // The second manifest drops c: c goes, a (another manifest's) stays.
+  std::ofstream(second) << header(root.path()) + counter_instance("b");
+  auto r = run_bpfmgr({"load", second});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "removed: c")) << r.out;
+  EXPECT_TRUE(fs::exists(root.path() + "/a/state"));
+  EXPECT_TRUE(fs::exists(root.path() + "/b/state"));
+  EXPECT_FALSE(fs::exists(root.path() + "/c"));
+}
+
+// Overwrites a state record with text that is not JSON: still bpfmgr's
+// map, unreadable.
+void damage_record(const std::string& state_pin) {
+  int fd = bpf_obj_get(state_pin.c_str());
+  ASSERT_GE(fd, 0);
+  bpf_map_info info{};
+  std::uint32_t len = sizeof(info);
+  ASSERT_EQ(bpf_obj_get_info_by_fd(fd, &info, &len), 0);
+  std::vector<char> value(info.value_size, 0);
+  std::uint32_t n = 5, key = 0;
+  std::memcpy(value.data(), &n, 4);
+  std::memcpy(value.data() + 4, "{{{{{", 5);
+  EXPECT_EQ(bpf_map_update_elem(fd, &key, value.data(), BPF_ANY), 0);
+  ::close(fd);
+}
+
+TEST(Ownership, CorruptRecordIsShownThenCleanedOrReplaced) {
+  PinRoot root;
+  auto manifest = write_temp_file(header(root.path()) + counter_instance("a"));
+  ASSERT_EQ(run_bpfmgr({"load", manifest}).exit_code, 0);
+  damage_record(root.path() + "/a/state");
+  auto st = status_of(root.path());
+  ASSERT_EQ(st["instances"].size(), 1u);
+  EXPECT_TRUE(contains(st["instances"][0].value("error", ""), "damaged")) << st.dump(2);
+  auto r = run_bpfmgr({"load", manifest});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "repaired: a")) << r.err;
+  st = status_of(root.path());
+  EXPECT_EQ(st["instances"][0]["complete"], true) << st.dump(2);
+  damage_record(root.path() + "/a/state");
+  r = run_bpfmgr({"unpin", "--pin-root", root.path(), "a"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(pins_under(root.path()).empty());
+}
+
+// ---------------------------------------------------------- pin root checks
+
+TEST(PinRootCheck, NonBpffsAndRelativePinRootsAreRefusedUpFront) {
+  auto outside = fs::path("/var/tmp") / unique_name("bpfmgr-notbpf");
+  auto manifest = write_temp_file(header(outside.string()) + counter_instance("a"));
+  auto r = run_bpfmgr({"load", manifest});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "not be on a bpf filesystem")) << r.err;
+  EXPECT_FALSE(fs::exists(outside));  // nothing left behind
+  auto ok_manifest = write_temp_file(header("/sys/fs/bpf/x") + counter_instance("a"));
+  r = run_bpfmgr({"load", "--pin-root", "relative/root", ok_manifest});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "absolute path")) << r.err;
+  EXPECT_FALSE(fs::exists("relative"));
+}
+
+// -------------------------------------------------------- crash consistency
+
+struct Kernel {
+  // Programs the pin root's cgroup links and instances run, per instance:
+  // the pinned program ids vs what the links run, from bpftool.
+  static std::string disagreement(const std::string& pin_root) {
+    auto st = json::parse(run_bpfmgr({"status", "--json", "--pin-root", pin_root}).out);
+    std::string out;
+    if (!st["interrupted"].empty()) out += "interrupted loads left; ";
+    if (st["journal"] == true) out += "journal left; ";
+    for (auto& i : st["instances"]) {
+      if (i.contains("error")) out += i["instance"].get<std::string>() + ": " + i["error"].get<std::string>() + "; ";
+      if (i.contains("drift")) out += i["instance"].get<std::string>() + ": " + i["drift"].get<std::string>() + "; ";
+      if (i.value("complete", false) != true) out += i["instance"].get<std::string>() + " incomplete; ";
+      for (auto& l : i["links"]) {
+        auto pinned = run({"bpftool", "-j", "link", "show", "pinned", l["pin"].get<std::string>()});
+        auto prog = run({"bpftool", "-j", "prog", "show", "pinned",
+                         pin_root + "/" + i["instance"].get<std::string>() + "/progs/" +
+                             l["prog"].get<std::string>()});
+        if (pinned.exit_code || prog.exit_code) {
+          out += "pin missing for " + l["pin"].get<std::string>() + "; ";
+          continue;
+        }
+        if (json::parse(pinned.out)["prog_id"] != json::parse(prog.out)["id"])
+          out += "link " + l["pin"].get<std::string>() + " runs another program; ";
+      }
+    }
+    for (auto& p : pins_under(pin_root))
+      if (contains(p, "/_staging-") || contains(p, "/_journal")) out += "leftover " + p + "; ";
+    return out;
+  }
+};
+
+// Kill points of a load into an empty pin root and of an update: every
+// rename (the commit), each followed by a load or by an unpin. With
+// BPFMGR_FAULT_ALL=1 also every mkdir, unlink and bpf() syscall (staging,
+// attaching, switching links in place; a few minutes).
+TEST(CrashConsistency, KillAtEveryRenameThenLoadOrUnpinAgrees) {
+  PinRoot root;
+  ScopedCgroup cg;
+  auto manifest = [&](int tgid) {
+    return write_temp_file(header(root.path()) + counter_instance("a", tgid) +
+                           "\n[[instance]]\nname = \"cg\"\nplugin = \"testcgroup\"\n"
+                           "[instance.options]\ntgid = " + std::to_string(tgid) +
+                           "\ncgroup = \"" + cg.path() + "\"\n" +
+                           counter_instance("user", tgid) +
+                           "[instance.maps]\nstats = \"a\"\n");
+  };
+  auto v1 = manifest(1), v2 = manifest(2);
+  bool all = std::getenv("BPFMGR_FAULT_ALL") != nullptr;
+  std::vector<std::string> syscalls{"rename"};
+  if (all) syscalls = {"rename", "mkdir", "unlink", "bpf"};
+  ::setenv("BPFMGR_PLUGIN_PATH", test_plugin_dir().c_str(), 1);
+  auto before = KernelObjects::settled({"count_getppid", "egress", "stats"});
+  int tried = 0, inconsistent = 0, blocked = 0;
+  for (auto& sc : syscalls) {
+    for (bool update : {false, true}) {
+      for (bool recover_with_unpin : {false, true}) {
+        for (int n = 1;; ++n) {
+          if (update) {
+            ASSERT_EQ(run_bpfmgr({"load", v1}).exit_code, 0);
+          } else {
+            ASSERT_EQ(run_bpfmgr({"unpin", "--pin-root", root.path(), "--quiet"}).exit_code, 0);
+          }
+          auto killed = run({"strace", "-f", "-qq", "-o", "/dev/null", "-e",
+                             "inject=" + sc + ":signal=SIGKILL:when=" + std::to_string(n),
+                             bpfmgr_binary(), "--log-level", "off", "load", v2});
+          if (killed.exit_code == 0) break;  // ran out of kill points
+          ++tried;
+          if (recover_with_unpin) {
+            auto u = run_bpfmgr({"unpin", "--pin-root", root.path()});
+            if (u.exit_code != 0 || !pins_under(root.path()).empty()) {
+              ++inconsistent;
+              ADD_FAILURE() << sc << " #" << n << " update=" << update
+                            << ": unpin after the crash: " << u.out << u.err;
+            }
+            continue;
+          }
+          auto l = run_bpfmgr({"load", v2});
+          if (l.exit_code != 0) {
+            ++blocked;
+            ADD_FAILURE() << sc << " #" << n << " update=" << update
+                          << ": load after the crash failed: " << l.err;
+            continue;
+          }
+          auto why = Kernel::disagreement(root.path());
+          if (!why.empty()) {
+            ++inconsistent;
+            ADD_FAILURE() << sc << " #" << n << " update=" << update << ": " << why;
+          }
+          // Exactly our one cgroup program runs on the cgroup.
+          auto tree = json::parse(run({"bpftool", "-j", "cgroup", "show", cg.path()}).out);
+          if (tree.size() != 1u) {
+            ++inconsistent;
+            ADD_FAILURE() << sc << " #" << n << ": cgroup has " << tree.dump();
+          }
+        }
+      }
+    }
+  }
+  ASSERT_EQ(run_bpfmgr({"unpin", "--pin-root", root.path()}).exit_code, 0);
+  std::printf("fault injection (%s): %d kill points tried, %d inconsistent, %d blocked loads\n",
+              all ? "rename+mkdir+unlink+bpf" : "rename", tried, inconsistent, blocked);
+  EXPECT_GT(tried, 5);
+  EXPECT_EQ(before.diff_settled({"count_getppid", "egress", "stats"}), "");
+}
+
+TEST(CrashConsistency, StagedLinksOfAKilledLoadAreShownThenRemoved) {
+  PinRoot root;
+  auto manifest = write_temp_file(header(root.path()) + counter_instance("a") +
+                                  counter_instance("b"));
+  ::setenv("BPFMGR_PLUGIN_PATH", test_plugin_dir().c_str(), 1);
+  auto killed = run({"strace", "-f", "-qq", "-o", "/dev/null", "-e",
+                     "inject=rename:signal=SIGKILL:when=1", bpfmgr_binary(), "load", manifest});
+  ASSERT_NE(killed.exit_code, 0);
+  auto st = status_of(root.path());
+  // Killed as the commit's first rename began: both staged instances'
+  // tracepoint links run; status says so, with their ids.
+  ASSERT_EQ(st["interrupted"].size(), 2u) << st.dump(2);
+  for (auto& left : st["interrupted"]) {
+    EXPECT_EQ(left["committing"], true);
+    ASSERT_FALSE(left["links"].empty()) << left.dump(2);
+    EXPECT_TRUE(left["links"][0].contains("id")) << left.dump(2);
+  }
+  EXPECT_EQ(st["journal"], true);
+  auto text = run_bpfmgr({"status", "--pin-root", root.path()}).out;
+  EXPECT_TRUE(contains(text, "interrupted load of b")) << text;
+  EXPECT_TRUE(contains(text, "staged link count_getppid id")) << text;
+  auto u = run_bpfmgr({"unpin", "--pin-root", root.path()});
+  EXPECT_EQ(u.exit_code, 0) << u.err;
+  EXPECT_TRUE(contains(u.out, "a: finished a commit")) << u.out;
+  EXPECT_TRUE(contains(u.out, "b: finished a commit")) << u.out;
+  EXPECT_TRUE(contains(u.out, "unpinned: a, b")) << u.out;
+  EXPECT_FALSE(fs::exists(root.path()));
+}
+
+TEST(KernelDrift, LinksDetachedByHandAreSeenAndRepaired) {
+  if (!fs::exists(plugin_dir() + "/bpfmgr-sockops.so") ||
+      !fs::exists(plugin_dir() + "/bpfmgr-sockmsg.so"))
+    GTEST_SKIP() << "needs the sockops and sockmsg plugins";
+  PinRoot root;
+  ScopedCgroup cg;
+  auto manifest = write_temp_file(
+      "pin_root = \"" + root.path() + "\"\nplugin_path = [\"" + plugin_dir() +
+      "\"]\n[[instance]]\nname = \"ops\"\nplugin = \"sockops\"\n[instance.options]\n"
+      "cgroup = \"" + cg.path() + "\"\n[[instance]]\nname = \"msg\"\nplugin = \"sockmsg\"\n"
+      "[instance.maps]\nsock_hash = \"ops\"\n");
+  auto r = run_bpfmgr({"load", manifest});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto st = status_of(root.path());
+  std::vector<std::uint32_t> detached;
+  for (auto& i : st["instances"])
+    for (auto& l : i["links"]) {
+      auto type = l.value("type", "");
+      if (type == "cgroup" || type == "sockmap") detached.push_back(l["id"]);
+    }
+  ASSERT_EQ(detached.size(), 2u) << st.dump(2);
+  for (auto id : detached) {
+    auto d = run({"bpftool", "link", "detach", "id", std::to_string(id)});
+    ASSERT_EQ(d.exit_code, 0) << d.err;
+  }
+  st = status_of(root.path());
+  for (auto& i : st["instances"]) {
+    EXPECT_TRUE(i.contains("drift")) << i.dump(2);
+    for (auto& h : i["hooks"])
+      if (contains(h["target"].get<std::string>(), "cgroup:") ||
+          contains(h["target"].get<std::string>(), "map:")) {
+        EXPECT_EQ(h["live"], false) << h.dump();
+        EXPECT_TRUE(contains(h["reason"].get<std::string>(), "detached")) << h.dump();
+      }
+  }
+  r = run_bpfmgr({"load", manifest});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "repaired: ops")) << r.err;
+  EXPECT_TRUE(contains(r.err, "repaired: msg")) << r.err;
+  EXPECT_EQ(Kernel::disagreement(root.path()), "");
+  auto tree = json::parse(run({"bpftool", "-j", "cgroup", "show", cg.path()}).out);
+  EXPECT_EQ(tree.size(), 1u) << tree.dump();
+  r = run_bpfmgr({"load", manifest});
+  EXPECT_TRUE(contains(r.out, "nothing to do")) << r.out;
+}
+
+// ------------------------------------------------------------------ signals
+
+TEST(Signals, InterruptBeforeTheCommitRollsBack) {
+  PinRoot root;
+  auto manifest = write_temp_file(header(root.path()) + counter_instance("a") +
+                                  counter_instance("b"));
+  ::setenv("BPFMGR_PLUGIN_PATH", test_plugin_dir().c_str(), 1);
+  auto before = KernelObjects::settled({"count_getppid", "stats"});
+  // SIGINT as the first staging directory is made.
+  auto r = run({"strace", "-f", "-qq", "-o", "/dev/null", "-e",
+                "inject=mkdir:signal=SIGINT:when=2", bpfmgr_binary(), "load", manifest});
+  EXPECT_EQ(r.exit_code, 130) << r.err;
+  EXPECT_TRUE(contains(r.err, "interrupted by SIGINT before the commit")) << r.err;
+  EXPECT_TRUE(contains(r.err, "rolled back")) << r.err;
+  EXPECT_TRUE(pins_under(root.path()).empty());
+  EXPECT_EQ(before.diff_settled({"count_getppid", "stats"}), "");
+  // SIGTERM too, with its own exit code.
+  r = run({"strace", "-f", "-qq", "-o", "/dev/null", "-e",
+           "inject=mkdir:signal=SIGTERM:when=3", bpfmgr_binary(), "load", manifest});
+  EXPECT_EQ(r.exit_code, 143) << r.err;
+  EXPECT_TRUE(pins_under(root.path()).empty());
+}
+
+TEST(Signals, InterruptDuringTheCommitFinishesIt) {
+  PinRoot root;
+  auto manifest = write_temp_file(header(root.path()) + counter_instance("a") +
+                                  counter_instance("b"));
+  ::setenv("BPFMGR_PLUGIN_PATH", test_plugin_dir().c_str(), 1);
+  auto r = run({"strace", "-f", "-qq", "-o", "/dev/null", "-e",
+                "inject=rename:signal=SIGINT:when=1", bpfmgr_binary(), "load", manifest});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "committing, please wait")) << r.err;
+  EXPECT_TRUE(contains(r.err, "interrupted during the commit: the load was finished")) << r.err;
+  EXPECT_TRUE(contains(r.out, "loaded: a, b")) << r.out;
+  EXPECT_EQ(Kernel::disagreement(root.path()), "");
+}
+
+// ------------------------------------------------------- failures surface
+
+TEST(Failures, CommitErrorReachesTheExitCodeAndTheNextLoadFinishesIt) {
+  PinRoot root;
+  auto v1 = write_temp_file(header(root.path()) + counter_instance("a", 1));
+  auto v2 = write_temp_file(header(root.path()) + counter_instance("a", 2));
+  ASSERT_EQ(run_bpfmgr({"load", v1}).exit_code, 0);
+  // The commit's rename of the program fails: EACCES injected.
+  ::setenv("BPFMGR_PLUGIN_PATH", test_plugin_dir().c_str(), 1);
+  auto r = run({"strace", "-f", "-qq", "-o", "/dev/null", "-e",
+                "inject=rename:error=EACCES:when=1", bpfmgr_binary(), "load", v2});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_FALSE(contains(r.out, "updated:")) << r.out;
+  EXPECT_TRUE(contains(r.err, "commit of instance 'a' failed")) << r.err;
+  EXPECT_TRUE(contains(r.err, "Permission denied")) << r.err;
+  EXPECT_TRUE(contains(r.err, "finishes it")) << r.err;
+  auto st = status_of(root.path());
+  EXPECT_EQ(st["journal"], true);
+  r = run_bpfmgr({"load", v2});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "a: finished a commit")) << r.err;
+  EXPECT_EQ(Kernel::disagreement(root.path()), "");
+}
+
+TEST(Failures, UnpinFailsAndSaysWhatIsLeft) {
+  PinRoot root;
+  auto manifest = write_temp_file(header(root.path()) + counter_instance("a"));
+  ASSERT_EQ(run_bpfmgr({"load", manifest}).exit_code, 0);
+  // A directory where a link pin was: not a pin, not ours to remove.
+  ASSERT_EQ(::unlink((root.path() + "/a/links/count_getppid").c_str()), 0);
+  ASSERT_EQ(::mkdir((root.path() + "/a/links/count_getppid").c_str(), 0700), 0);
+  auto r = run_bpfmgr({"unpin", "--pin-root", root.path()});
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_TRUE(contains(r.err, "a/links/count_getppid: unexpected directory; left alone")) << r.err;
+  EXPECT_FALSE(contains(r.out, "unpinned: a")) << r.out;
+  // The record stays with what is left, so bpfmgr still knows it is its own.
+  EXPECT_TRUE(fs::exists(root.path() + "/a/state"));
+  ::rmdir((root.path() + "/a/links/count_getppid").c_str());
+  r = run_bpfmgr({"unpin", "--pin-root", root.path()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
 }  // namespace

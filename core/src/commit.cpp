@@ -1,0 +1,165 @@
+#include "commit.hpp"
+
+#include <bpf/bpf.h>
+#include <dirent.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <set>
+
+#include <bpfmgr/plugin.hpp>
+
+#include "handles.hpp"
+#include "pin_tree.hpp"
+#include "system.hpp"
+
+namespace bpfmgr {
+
+namespace {
+
+bool exists_nofollow(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+std::uint32_t prog_id_of_fd(int fd) {
+  bpf_prog_info info{};
+  std::uint32_t len = sizeof(info);
+  return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
+}
+
+}  // namespace
+
+void commit_staged(const PinLayout& layout, const std::string& name,
+                   const InstanceState& staged, const std::optional<InstanceState>& old) {
+  auto fin = layout.instance(name), stg = layout.staging(name);
+  auto fail = [&](const std::string& what) {
+    throw Error("commit of instance '" + name + "' failed: " + what + " (" +
+                errno_text(errno) + "); the journal " + layout.journal() +
+                " stays, so the next `bpfmgr load` or `unpin` finishes it");
+  };
+  if (!exists_nofollow(fin.dir)) {
+    // New instance: one rename, the record travels with its pins.
+    if (::rename(stg.dir.c_str(), fin.dir.c_str()) != 0)
+      fail("cannot rename " + stg.dir + " to " + fin.dir);
+    return;
+  }
+  for (auto& sub : {fin.maps_dir(), fin.progs_dir(), fin.links_dir()})
+    if (::mkdir(sub.c_str(), 0700) != 0 && errno != EEXIST) fail("cannot create " + sub);
+  auto move_in = [&](const std::string& from, const std::string& to) {
+    if (!exists_nofollow(from)) return;  // moved before a crash, or kept
+    if (::rename(from.c_str(), to.c_str()) != 0) fail("cannot rename " + from + " to " + to);
+  };
+  auto remove_pin = [&](const std::string& path) {
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) fail("cannot remove " + path);
+  };
+  std::set<std::string> new_links, new_progs, new_maps(staged.maps.begin(), staged.maps.end());
+  for (auto& l : staged.links) new_links.insert(l.name);
+  for (auto& p : staged.progs) new_progs.insert(p);
+  // Non-link attachments go through the old program's pin, which the
+  // programs' renames below replace: undo them first.
+  if (old)
+    for (auto& a : old->map_attachments)
+      if ((!new_progs.count(a.prog) || exists_nofollow(stg.prog(a.prog))) &&
+          !detach_map_attachment(fin, a))
+        spdlog::debug("{}: old attachment of {} already gone: {}", name, a.prog,
+                      errno_text(errno));
+  // Maps and programs first, links next (a staged link replacing an old
+  // one of the same name detaches the old one as it lands), record last.
+  for (auto& m : staged.maps) move_in(stg.map(m), fin.map(m));
+  for (auto& p : staged.progs) move_in(stg.prog(p), fin.prog(p));
+  for (auto& l : staged.links) move_in(stg.link(l.name), fin.link(l.name));
+  if (old) {
+    for (auto& l : old->links)
+      if (!new_links.count(l.name)) remove_pin(fin.link(l.name));
+    for (auto& p : old->progs)
+      if (!new_progs.count(p)) remove_pin(fin.prog(p));
+    for (auto& m : old->maps)
+      if (!new_maps.count(m)) remove_pin(fin.map(m));
+  }
+  move_in(stg.state(), fin.state());
+  std::vector<std::string> errors;
+  if (!remove_owned_dir(stg, errors)) {
+    errno = 0;
+    fail(errors.empty() ? "cannot remove " + stg.dir : errors.front());
+  }
+}
+
+void revert_staged(const PinLayout& layout, const std::string& name,
+                   std::vector<std::string>& errors) {
+  auto fin = layout.instance(name), stg = layout.staging(name);
+  auto staged = lookup_state(stg.state());
+  if (!staged.ours()) {
+    // Made and died before its record was written: empty, or not ours.
+    if (::rmdir(stg.dir.c_str()) != 0 && errno != ENOENT)
+      errors.push_back(stg.dir + " has no bpfmgr state record and is not empty; left alone");
+    return;
+  }
+  if (auto old = read_state(fin.state())) {
+    for (auto& l : old->links) {
+      Fd link(bpf_obj_get(fin.link(l.name).c_str()));
+      Fd prog(bpf_obj_get(fin.prog(l.prog).c_str()));
+      if (!link || !prog) continue;
+      bpf_link_info info{};
+      std::uint32_t len = sizeof(info);
+      if (bpf_obj_get_info_by_fd(link.get(), &info, &len) != 0) continue;
+      if (info.prog_id == prog_id_of_fd(prog.get())) continue;
+      if (bpf_link_update(link.get(), prog.get(), nullptr) != 0)
+        errors.push_back(name + ": cannot switch link " + l.name +
+                         " back to its committed program: " + errno_text(errno));
+      else
+        spdlog::info("{}: link {} switched back to its committed program", name, l.name);
+    }
+  }
+  if (staged.state)
+    for (auto& a : staged.state->map_attachments) detach_map_attachment(stg, a);
+  remove_owned_dir(stg, errors);
+}
+
+std::vector<std::string> recover_pin_root(const PinLayout& layout,
+                                          std::vector<std::string>& errors) {
+  std::vector<std::string> done;
+  auto journal = read_journal(layout.journal());
+  std::vector<std::string> staged;
+  if (DIR* d = ::opendir(layout.root().c_str())) {
+    while (auto* e = ::readdir(d))
+      if (auto inst = PinLayout::staged_instance(e->d_name)) staged.push_back(*inst);
+    ::closedir(d);
+  }
+  std::sort(staged.begin(), staged.end());
+  for (auto& name : staged) {
+    struct stat st {};
+    if (::lstat(layout.staging(name).dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      errors.push_back(layout.staging(name).dir + " is not a directory bpfmgr made; left alone");
+      continue;
+    }
+    auto rec = lookup_state(layout.staging(name).state());
+    bool forward = journal &&
+                   std::count(journal->committing.begin(), journal->committing.end(), name) &&
+                   rec.state && rec.state->complete;
+    if (forward) {
+      try {
+        commit_staged(layout, name, *rec.state, read_state(layout.instance(name).state()));
+        done.push_back(name + ": finished a commit interrupted by a crash");
+      } catch (const std::exception& e) {
+        errors.push_back(e.what());
+      }
+    } else {
+      auto before = errors.size();
+      revert_staged(layout, name, errors);
+      if (errors.size() == before)
+        done.push_back(name + ": reverted a load interrupted before its commit");
+    }
+  }
+  if (exists_nofollow(layout.journal()) && errors.empty()) {
+    if (::unlink(layout.journal().c_str()) != 0)
+      errors.push_back("cannot remove " + layout.journal() + ": " + errno_text(errno));
+  }
+  for (auto& d : done) spdlog::warn("{}", d);
+  return done;
+}
+
+}  // namespace bpfmgr

@@ -1,0 +1,61 @@
+// Every path under a pin root, in one place: nobody else concatenates them.
+//
+//   <root>/<instance>/state           state record (one-entry array map)
+//   <root>/<instance>/maps/<map>      the instance's own maps
+//   <root>/<instance>/progs/<prog>    loaded programs
+//   <root>/<instance>/links/<link>    links; removing the pin detaches
+//   <root>/_staging-<instance>/       same shape: a load in progress
+//   <root>/_journal                   intent of a commit in progress
+//
+// bpffs refuses names containing '.', and instance names cannot start with
+// '_', so the underscore names never collide with instances.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace bpfmgr {
+
+// One instance's directory (final or staging) and the pins in it.
+struct InstancePaths {
+  std::string dir;
+
+  std::string state() const { return dir + "/state"; }
+  std::string maps_dir() const { return dir + "/maps"; }
+  std::string progs_dir() const { return dir + "/progs"; }
+  std::string links_dir() const { return dir + "/links"; }
+  std::string map(std::string_view name) const { return maps_dir() + "/" + std::string(name); }
+  std::string prog(std::string_view name) const { return progs_dir() + "/" + std::string(name); }
+  std::string link(std::string_view name) const { return links_dir() + "/" + std::string(name); }
+};
+
+class PinLayout {
+ public:
+  // `root` must be absolute; a trailing '/' is dropped.
+  explicit PinLayout(std::string root);
+
+  const std::string& root() const { return root_; }
+  InstancePaths instance(std::string_view name) const { return {root_ + "/" + std::string(name)}; }
+  InstancePaths staging(std::string_view name) const {
+    return {root_ + "/" + std::string(kStagingPrefix) + std::string(name)};
+  }
+  std::string journal() const { return root_ + "/" + std::string(kJournalName); }
+
+  // The instance a directory entry of the root stages, if it is a staging name.
+  static std::optional<std::string> staged_instance(std::string_view entry);
+
+  static constexpr std::string_view kStagingPrefix = "_staging-";
+  static constexpr std::string_view kJournalName = "_journal";
+
+ private:
+  std::string root_;
+};
+
+// Why `root` cannot be a pin root ("" when it can): it must be absolute,
+// and, when it exists, a real directory (not a symlink) on a bpf filesystem.
+// A path that does not exist yet is checked through its nearest existing
+// parent, which must be on bpffs.
+std::string pin_root_problem(const std::string& root);
+
+}  // namespace bpfmgr

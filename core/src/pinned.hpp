@@ -1,0 +1,92 @@
+// The side of loaded instances that any process sees through their pins:
+// what is under a pin root (and whose it is), whether the kernel runs what
+// the records say, status, the PinnedContext given to plugins, and unpin.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "pin_layout.hpp"
+#include "pin_root_lock.hpp"
+#include "plugins.hpp"
+#include "state.hpp"
+
+namespace bpfmgr {
+
+// A pin root as it is, read without following symlinks. A directory is an
+// instance of bpfmgr's only when it holds a bpfmgr state record (valid, or
+// corrupt but recognisably bpfmgr's map); anything else is foreign and is
+// never removed, followed or descended into.
+struct ObservedPinRoot {
+  struct Foreign {
+    std::string name;
+    std::string why;
+  };
+  bool exists = false;
+  std::vector<std::string> instances;          // sorted
+  std::map<std::string, StateLookup> records;  // of `instances`
+  std::vector<std::string> staging;            // instances with a _staging- dir
+  std::vector<Foreign> foreign;
+  bool journal = false;                        // a commit was interrupted
+
+  bool is_instance(const std::string& name) const { return records.count(name) > 0; }
+  const Foreign* find_foreign(const std::string& name) const {
+    for (auto& f : foreign)
+      if (f.name == name) return &f;
+    return nullptr;
+  }
+};
+ObservedPinRoot observe_pin_root(const PinLayout& layout);
+
+// Why one recorded link does not run what the record says, "" when it
+// does: pin missing, detached by hand (cgroup or sockmap link with no
+// target), or running another program than the pinned one.
+std::string link_problem(const InstancePaths& dir, const LinkRecord& link);
+// The first difference between a record and the kernel ("" when none):
+// pins missing, a link's problem, a map attachment gone.
+std::string kernel_drift(const InstancePaths& dir, const InstanceState& state);
+
+struct UnpinReport {
+  std::vector<std::string> removed;    // instances removed
+  std::vector<std::string> recovered;  // crash leftovers finished or reverted
+  std::vector<std::string> left_alone; // foreign entries, untouched
+  std::vector<std::string> errors;     // what could not be removed, and why
+  bool ok() const { return errors.empty(); }
+};
+
+// Removes the named instances (all of bpfmgr's when `instances` is empty,
+// then the pin root itself when empty) under the pin root's lock, after
+// finishing or reverting what a crashed load left. For each instance: the
+// plugin's before_unpin (best effort), non-link attachments undone, links
+// first, the state record last. A name that is not one of bpfmgr's
+// instances is an error in the report; foreign entries are never touched.
+UnpinReport unpin(const std::string& pin_root,
+                  const std::vector<std::string>& instances,
+                  PluginRegistry& registry, LockWait wait = LockWait::Block);
+
+// One instance, for callers that hold the pin root's lock (load removing
+// instances dropped from its manifest). Appends failures to `errors`;
+// true when the instance is gone.
+bool unpin_instance_locked(const PinLayout& layout, const std::string& instance,
+                           PluginRegistry& registry, std::vector<std::string>& errors);
+
+// `bpfmgr status` for one instance, as JSON (the text form is made from it).
+nlohmann::json instance_status(const PinLayout& layout, const std::string& instance,
+                               const StateLookup& record, PluginRegistry& registry);
+// Status of a whole pin root: instances, interrupted loads, foreign entries.
+nlohmann::json pin_root_status(const std::string& pin_root,
+                               const std::vector<std::string>& only,
+                               PluginRegistry& registry);
+
+// A PinnedContext over an instance loaded earlier (by any process).
+// Options are re-typed with `plugin`'s schema.
+std::unique_ptr<PinnedContext> open_pinned(const PinLayout& layout,
+                                           const std::string& instance,
+                                           const InstanceState& state,
+                                           const Plugin& plugin);
+
+}  // namespace bpfmgr

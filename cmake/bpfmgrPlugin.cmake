@@ -123,7 +123,8 @@ function(bpfmgr_add_plugin)
   endif()
   # In tree, first-party plugins install next to the binary's plugin dir.
   if(BPFMGR_INSTALL_PLUGIN_DIR AND NOT P_NO_INSTALL)
-    install(TARGETS ${target} LIBRARY DESTINATION "${BPFMGR_INSTALL_PLUGIN_DIR}")
+    install(TARGETS ${target} LIBRARY DESTINATION "${BPFMGR_INSTALL_PLUGIN_DIR}"
+            COMPONENT runtime)
   endif()
   set_property(TARGET ${target} PROPERTY BPFMGR_BPF_OBJECT "${obj}")
 endfunction()

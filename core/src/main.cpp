@@ -12,6 +12,7 @@
 
 #include "commands.hpp"
 #include "manifest.hpp"
+#include "serve.hpp"
 #include "system.hpp"
 
 using namespace bpfmgr;
@@ -22,7 +23,11 @@ int main(int argc, char** argv) {
       "Loads the plugins a TOML manifest names, pins their programs, maps and\n"
       "links under a bpffs pin root so they keep running after bpfmgr exits,\n"
       "and shows or removes them again."};
+  app.name("bpfmgr");
+  app.set_version_flag("--version", std::string("bpfmgr ") + BPFMGR_VERSION);
   app.require_subcommand(1);
+  // Global options (--log-level) are accepted after the subcommand too.
+  app.fallthrough();
   app.footer(
       "Exit codes: 0 ok, 1 operation failed (the message says what is left),\n"
       "2 invalid input, 130/143 load interrupted by SIGINT/SIGTERM (rolled back).\n"
@@ -104,6 +109,34 @@ int main(int argc, char** argv) {
   c_events->add_option("--count", events.count, "stop after N events");
   c_events->add_option("--duration", events.duration_s, "stop after SECONDS");
 
+  ServeArgs serve;
+  auto* c_serve = app.add_subcommand(
+      "serve", "Keep the kernel matching a manifest: load it, then repair drift "
+               "and apply changes (file change, SIGHUP, every --interval); "
+               "Prometheus metrics on /metrics");
+  c_serve->add_option("manifest", serve.manifest, "TOML manifest")->required()
+      ->check(CLI::ExistingFile);
+  c_serve->add_option("--metrics-address", serve.metrics_address,
+                      "HOST:PORT for /metrics and /healthz, or `none`")
+      ->capture_default_str();
+  c_serve->add_option("--interval", serve.interval_s,
+                      "seconds between drift checks")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  c_serve->add_flag("--unpin-on-exit", serve.unpin_on_exit,
+                    "on SIGTERM/SIGINT remove the manifest's instances "
+                    "(default: they keep running)");
+  c_serve->add_flag("--enable-bpf-stats", serve.enable_bpf_stats,
+                    "turn on per-program run counts and times "
+                    "(BPF_ENABLE_STATS) while serve runs");
+  c_serve->add_option("--pin-root", serve.pin_root_override,
+                      "override the manifest's pin_root");
+  c_serve->footer(
+      "Signals: SIGHUP re-reads the manifest; SIGTERM/SIGINT finish the step in\n"
+      "progress and exit 0 (pins stay unless --unpin-on-exit).\n"
+      "A second serve on the same pin root exits 1 naming the first one's PID.\n"
+      "An invalid manifest is logged (file:line:column), counted in\n"
+      "bpfmgr_manifest_errors_total, and what runs is kept.");
+
   std::string bench_plugin;
   std::vector<std::string> bench_args;
   auto* c_bench = app.add_subcommand(
@@ -135,6 +168,9 @@ int main(int argc, char** argv) {
   spdlog::cfg::load_env_levels();  // SPDLOG_LEVEL
   if (const char* env = std::getenv("BPFMGR_LOG_LEVEL"))
     spdlog::set_level(spdlog::level::from_str(env));
+  // A service's journal should say what it did: serve logs at info.
+  if (*c_serve && log_level.empty() && !std::getenv("BPFMGR_LOG_LEVEL"))
+    spdlog::set_level(spdlog::level::info);
   if (!log_level.empty()) spdlog::set_level(spdlog::level::from_str(log_level));
   install_libbpf_logger();
 
@@ -156,6 +192,7 @@ int main(int argc, char** argv) {
     }
     if (*c_status) return cmd_status(pin_root, status_instances, status_json);
     if (*c_plugins) return cmd_plugins(plugin_dirs, plugins_json);
+    if (*c_serve) return cmd_serve(serve);
     if (*c_events) {
       events.pin_root = pin_root;
       return cmd_events(events);

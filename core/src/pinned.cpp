@@ -326,6 +326,9 @@ nlohmann::json instance_status(const PinLayout& layout, const std::string& insta
       p["id"] = info.id;
       auto t = libbpf_bpf_prog_type_str(bpf_prog_type(info.type));
       p["type"] = t ? t : "?";
+      // Accrue only while kernel.bpf_stats_enabled is on.
+      p["run_cnt"] = info.run_cnt;
+      p["run_time_ns"] = info.run_time_ns;
     } else {
       p["error"] = "pin missing";
     }

@@ -1,0 +1,61 @@
+# The service files and the Debian packages (`cpack -G DEB` in the build
+# directory): `bpfmgr` (binary, first-party plugins in
+# /usr/lib/bpfmgr/plugins, systemd unit, /etc/bpfmgr/manifest.toml, docs) and
+# `bpfmgr-dev` (the plugin SDK: headers and CMake package).
+
+# The unit and the manifest are placed at install time, for the prefix
+# being installed to: cpack installs with prefix /usr (unit in
+# /usr/lib/systemd/system, manifest in /etc), `cmake --install --prefix P`
+# puts both under P. The unit names the binary by its installed path.
+install(CODE "
+  set(prefix \"\${CMAKE_INSTALL_PREFIX}\")
+  if(prefix STREQUAL \"/usr\")
+    set(BPFMGR_ETC_DIR /etc)
+  else()
+    set(BPFMGR_ETC_DIR \"\${prefix}/etc\")
+  endif()
+  set(BPFMGR_BIN_DIR \"\${prefix}/${CMAKE_INSTALL_BINDIR}\")
+  set(BPFMGR_DOC_DIR \"\${prefix}/${CMAKE_INSTALL_DOCDIR}\")
+  configure_file(\"${CMAKE_SOURCE_DIR}/deploy/systemd/bpfmgr.service.in\"
+                 \"${CMAKE_BINARY_DIR}/install-time/bpfmgr.service\" @ONLY)
+  file(INSTALL DESTINATION \"\${prefix}/lib/systemd/system\" TYPE FILE
+       FILES \"${CMAKE_BINARY_DIR}/install-time/bpfmgr.service\")
+  file(INSTALL DESTINATION \"\${BPFMGR_ETC_DIR}/bpfmgr\" TYPE FILE
+       RENAME manifest.toml FILES \"${CMAKE_SOURCE_DIR}/deploy/bpfmgr.toml\")
+" COMPONENT runtime)
+install(FILES README.md docs/operations.md docs/manifest.md docs/pin-layout.md
+        DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT runtime)
+install(FILES docs/plugin-sdk.md DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT dev)
+
+set(CPACK_PACKAGE_NAME bpfmgr)
+set(CPACK_PACKAGE_VENDOR "bpfmgr")
+set(CPACK_PACKAGE_CONTACT "bpfmgr maintainers <bpfmgr@localhost>")
+set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "plugin-based BPF program manager")
+set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
+set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
+set(CPACK_INSTALL_PREFIX /usr)
+# Absolute destinations (the manifest in /etc) need DESTDIR-style staging.
+set(CPACK_SET_DESTDIR ON)
+set(CPACK_STRIP_FILES ON)
+set(CPACK_DEB_COMPONENT_INSTALL ON)
+set(CPACK_COMPONENTS_ALL runtime dev)
+set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
+set(CPACK_DEBIAN_PACKAGE_SECTION admin)
+set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
+# Runtime libraries found by dpkg-shlibdeps (libbpf1, libcpp-httplib0.11, ...).
+set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_NAME bpfmgr)
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_DESCRIPTION
+    "plugin-based BPF program manager\n bpfmgr loads BPF plugins named in a TOML manifest, pins them under\n /sys/fs/bpf and keeps them running (bpfmgr serve, bpfmgr.service),\n with Prometheus metrics. The service is not enabled on install:\n edit /etc/bpfmgr/manifest.toml, then systemctl enable --now bpfmgr.")
+set(CPACK_DEBIAN_DEV_PACKAGE_NAME bpfmgr-dev)
+set(CPACK_DEBIAN_DEV_PACKAGE_ARCHITECTURE all)
+set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
+    "bpfmgr (= ${PROJECT_VERSION}), libbpf-dev, libboost-dev, libspdlog-dev, clang, llvm, bpftool")
+set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
+set(CPACK_DEBIAN_DEV_PACKAGE_DESCRIPTION
+    "bpfmgr plugin SDK\n Headers and the CMake package (find_package(bpfmgr)) to build bpfmgr\n plugins out of tree.")
+# The shipped manifest is the administrator's to edit: dpkg keeps their
+# changes on upgrade and removes it on purge.
+file(WRITE ${CMAKE_BINARY_DIR}/debian-runtime/conffiles "/etc/bpfmgr/manifest.toml\n")
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_EXTRA ${CMAKE_BINARY_DIR}/debian-runtime/conffiles)
+include(CPack)

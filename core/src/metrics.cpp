@@ -1,0 +1,335 @@
+#include "metrics.hpp"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "handles.hpp"
+#include "loader.hpp"
+
+namespace bpfmgr {
+
+namespace {
+
+std::string escape_label(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '"') out += "\\\"";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
+std::string escape_help(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
+std::string format_value(double v) {
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  if (std::isnan(v)) return "NaN";
+  // Integers (counters, ids of states) print exactly; others with enough
+  // digits to round-trip.
+  if (v == std::floor(v) && std::fabs(v) < 1e15) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+    return buf;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+const char* type_name(MetricsText::Type t) {
+  switch (t) {
+    case MetricsText::Type::Counter: return "counter";
+    case MetricsText::Type::Gauge: return "gauge";
+    case MetricsText::Type::Histogram: return "histogram";
+  }
+  return "untyped";
+}
+
+// "2026-11-29T23:50:03Z" (state records' loaded_at) as Unix seconds.
+double parse_utc(const std::string& s) {
+  std::tm tm{};
+  if (!strptime(s.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm)) return 0;
+  return static_cast<double>(timegm(&tm));
+}
+
+// Entries of a hash-like map, counted by walking its keys: one syscall per
+// entry, so only maps up to this size are counted on every scrape. Arrays
+// are always full (entries == max_entries) and are not reported; ring
+// buffers have no entries.
+constexpr std::uint32_t kMaxCountedEntries = 16384;
+
+bool hash_like(std::uint32_t type) {
+  switch (type) {
+    case BPF_MAP_TYPE_HASH:
+    case BPF_MAP_TYPE_PERCPU_HASH:
+    case BPF_MAP_TYPE_LRU_HASH:
+    case BPF_MAP_TYPE_LRU_PERCPU_HASH:
+    case BPF_MAP_TYPE_SOCKHASH:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::optional<std::uint64_t> count_entries(int fd, const bpf_map_info& info) {
+  if (!hash_like(info.type) || info.max_entries > kMaxCountedEntries)
+    return std::nullopt;
+  std::vector<unsigned char> key(info.key_size), next(info.key_size);
+  std::uint64_t n = 0;
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, next.data()) == 0) {
+    ++n;
+    key.swap(next);
+    prev = key.data();
+    if (n > info.max_entries) break;  // entries replaced while walking
+  }
+  return n;
+}
+
+}  // namespace
+
+void MetricsText::family(const std::string& name, Type type, const std::string& help) {
+  if (index_.count(name)) return;
+  index_[name] = families_.size();
+  families_.push_back({name, help, type, {}});
+}
+
+void MetricsText::sample(const std::string& name, const Labels& labels, double value,
+                         const std::string& suffix) {
+  auto& f = families_.at(index_.at(name));
+  std::string line = name + suffix;
+  if (!labels.empty()) {
+    line += '{';
+    for (std::size_t i = 0; i < labels.size(); ++i) {
+      if (i) line += ',';
+      line += labels[i].first + "=\"" + escape_label(labels[i].second) + '"';
+    }
+    line += '}';
+  }
+  line += ' ' + format_value(value);
+  f.lines.push_back(std::move(line));
+}
+
+std::string MetricsText::render() const {
+  std::string out;
+  for (auto& f : families_) {
+    if (f.lines.empty()) continue;
+    out += "# HELP " + f.name + ' ' + escape_help(f.help) + '\n';
+    out += "# TYPE " + f.name + ' ' + type_name(f.type) + '\n';
+    for (auto& l : f.lines) out += l + '\n';
+  }
+  return out;
+}
+
+void Histogram::observe(double v) {
+  for (std::size_t i = 0; i < bounds.size(); ++i)
+    if (v <= bounds[i]) ++counts[i];
+  ++count;
+  sum += v;
+}
+
+const std::vector<std::string>& repair_reasons() {
+  static const std::vector<std::string> reasons = {
+      "instance_missing",  // directory or state record gone (reboot, rm -r)
+      "link_pin_missing",  // a link pin removed: its hook detached
+      "cgroup_removed",    // the cgroup under a cgroup link was deleted
+      "prog_pin_missing", "map_pin_missing",
+      "staging_left",      // a load crashed half-way
+  };
+  return reasons;
+}
+
+bool bpf_stats_enabled() {
+  std::ifstream in("/proc/sys/kernel/bpf_stats_enabled");
+  int v = 0;
+  return (in >> v) && v != 0;
+}
+
+std::string metric_name_part(const std::string& s) {
+  std::string out;
+  for (char c : s)
+    out += (std::isalnum(static_cast<unsigned char>(c)) || c == '_') ? c : '_';
+  return out;
+}
+
+std::string render_metrics(const std::string& pin_root, const ServeStats& stats,
+                           PluginRegistry& registry) {
+  using T = MetricsText::Type;
+  MetricsText m;
+
+  // --- the manager
+  m.family("bpfmgr_build_info", T::Gauge, "bpfmgr's version; always 1");
+  m.sample("bpfmgr_build_info", {{"version", BPFMGR_VERSION}}, 1);
+  m.family("bpfmgr_reconciles_total", T::Counter,
+           "Reconcile passes (manifest, pins and kernel compared), by what started them");
+  for (auto t : {"start", "file", "signal", "interval"}) {
+    auto it = stats.reconciles.find(t);
+    m.sample("bpfmgr_reconciles_total", {{"trigger", t}},
+             it == stats.reconciles.end() ? 0 : double(it->second));
+  }
+  m.family("bpfmgr_repairs_total", T::Counter,
+           "Instances reloaded because what runs drifted from the manifest, by reason");
+  for (auto& r : repair_reasons()) {
+    auto it = stats.repairs.find(r);
+    m.sample("bpfmgr_repairs_total", {{"reason", r}},
+             it == stats.repairs.end() ? 0 : double(it->second));
+  }
+  m.family("bpfmgr_applies_total", T::Counter,
+           "Transactional loads of the manifest, by result");
+  for (auto r : {"ok", "failed"}) {
+    auto it = stats.applies.find(r);
+    m.sample("bpfmgr_applies_total", {{"result", r}},
+             it == stats.applies.end() ? 0 : double(it->second));
+  }
+  m.family("bpfmgr_manifest_errors_total", T::Counter,
+           "Times the manifest was read and found invalid (the running state was kept)");
+  m.sample("bpfmgr_manifest_errors_total", {}, double(stats.manifest_errors));
+  m.family("bpfmgr_manifest_valid", T::Gauge,
+           "1 when the manifest on disk is valid, 0 when the last read found errors");
+  m.sample("bpfmgr_manifest_valid", {}, stats.manifest_valid ? 1 : 0);
+  m.family("bpfmgr_last_apply_timestamp_seconds", T::Gauge,
+           "When the manifest was last applied (Unix time)");
+  m.sample("bpfmgr_last_apply_timestamp_seconds", {}, stats.last_apply_timestamp);
+  m.family("bpfmgr_last_apply_success", T::Gauge,
+           "1 when the last apply committed, 0 when it failed and was rolled back");
+  m.sample("bpfmgr_last_apply_success", {}, stats.last_apply_ok ? 1 : 0);
+  m.family("bpfmgr_last_reconcile_timestamp_seconds", T::Gauge,
+           "When drift was last checked (Unix time)");
+  m.sample("bpfmgr_last_reconcile_timestamp_seconds", {}, stats.last_reconcile_timestamp);
+  m.family("bpfmgr_apply_duration_seconds", T::Histogram,
+           "Time taken by each apply (stage, attach, commit)");
+  for (std::size_t i = 0; i < stats.apply_duration.bounds.size(); ++i)
+    m.sample("bpfmgr_apply_duration_seconds",
+             {{"le", format_value(stats.apply_duration.bounds[i])}},
+             double(stats.apply_duration.counts[i]), "_bucket");
+  m.sample("bpfmgr_apply_duration_seconds", {{"le", "+Inf"}},
+           double(stats.apply_duration.count), "_bucket");
+  m.sample("bpfmgr_apply_duration_seconds", {}, stats.apply_duration.sum, "_sum");
+  m.sample("bpfmgr_apply_duration_seconds", {}, double(stats.apply_duration.count),
+           "_count");
+  bool run_stats = bpf_stats_enabled();
+  m.family("bpfmgr_bpf_stats_enabled", T::Gauge,
+           "1 when kernel.bpf_stats_enabled is on; per-program run counters are "
+           "exported only then");
+  m.sample("bpfmgr_bpf_stats_enabled", {}, run_stats ? 1 : 0);
+
+  // --- instances: every one under the pin root, and managed ones missing
+  m.family("bpfmgr_instance_info", T::Gauge,
+           "A loaded instance: its plugin, plugin version and manifest; always 1");
+  m.family("bpfmgr_instance_up", T::Gauge,
+           "1 when the instance is loaded and every hook it attached is live");
+  m.family("bpfmgr_instance_hooks", T::Gauge, "Hooks of the instance, by state");
+  m.family("bpfmgr_instance_loaded_timestamp_seconds", T::Gauge,
+           "When the instance's running programs were loaded (Unix time)");
+  m.family("bpfmgr_program_info", T::Gauge,
+           "A pinned program and its kernel program type; always 1");
+  m.family("bpfmgr_program_runs_total", T::Counter,
+           "Times the program ran (bpf_prog_info.run_cnt; accrues only while "
+           "bpf stats are enabled)");
+  m.family("bpfmgr_program_run_seconds_total", T::Counter,
+           "Time spent running the program (bpf_prog_info.run_time_ns; accrues "
+           "only while bpf stats are enabled)");
+  m.family("bpfmgr_map_max_entries", T::Gauge, "A pinned map's max_entries");
+  m.family("bpfmgr_map_entries", T::Gauge,
+           "Entries in a hash-type map (hash, LRU hash, sockhash) of at most 16384 "
+           "max_entries, counted on each scrape; arrays are always full and not listed");
+  m.family("bpfmgr_plugin_status_errors", T::Gauge,
+           "1 when the plugin could not report the instance's counters");
+
+  auto names = list_instances(pin_root);
+  std::set<std::string> present(names.begin(), names.end());
+  for (auto& want : stats.managed_instances)
+    if (!present.count(want)) {
+      m.sample("bpfmgr_instance_up", {{"instance", want}}, 0);
+    }
+
+  for (auto& name : names) {
+    auto s = instance_status(pin_root, name, registry);
+    Labels inst{{"instance", name}};
+    if (s.contains("error")) {
+      m.sample("bpfmgr_instance_up", inst, 0);
+      continue;
+    }
+    const std::string plugin = s.value("plugin", "");
+    m.sample("bpfmgr_instance_info",
+             {{"instance", name}, {"plugin", plugin},
+              {"version", s.value("plugin_version", "")},
+              {"manifest", s.value("manifest", "")}},
+             1);
+    int live = 0, missing = 0;
+    for (auto& h : s["hooks"]) (h["live"].get<bool>() ? live : missing)++;
+    // A hook the plugin marked optional and the kernel lacks is missing
+    // from the start; "up" asks whether what was attached still runs.
+    bool up = true;
+    for (auto& l : s["links"])
+      if (l.contains("error")) up = false;
+    for (auto& p : s["programs"])
+      if (p.contains("error")) up = false;
+    for (auto& mp : s["maps"])
+      if (mp.contains("error")) up = false;
+    m.sample("bpfmgr_instance_up", inst, up ? 1 : 0);
+    m.sample("bpfmgr_instance_hooks", {{"instance", name}, {"state", "live"}}, live);
+    m.sample("bpfmgr_instance_hooks", {{"instance", name}, {"state", "missing"}},
+             missing);
+    m.sample("bpfmgr_instance_loaded_timestamp_seconds", inst,
+             parse_utc(s.value("loaded_at", "")));
+
+    for (auto& p : s["programs"]) {
+      if (!p.contains("id")) continue;
+      Labels pl{{"instance", name}, {"program", p["name"].get<std::string>()}};
+      auto with_type = pl;
+      with_type.push_back({"type", p.value("type", "?")});
+      m.sample("bpfmgr_program_info", with_type, 1);
+      if (run_stats && p.contains("run_cnt")) {
+        m.sample("bpfmgr_program_runs_total", pl, double(p["run_cnt"].get<std::uint64_t>()));
+        m.sample("bpfmgr_program_run_seconds_total", pl,
+                 double(p["run_time_ns"].get<std::uint64_t>()) / 1e9);
+      }
+    }
+    for (auto& mp : s["maps"]) {
+      // Shared maps are reported once, by the instance that owns them.
+      if (mp.contains("shared_from") || !mp.contains("id")) continue;
+      Labels ml{{"instance", name}, {"map", mp["name"].get<std::string>()}};
+      m.sample("bpfmgr_map_max_entries", ml, double(mp["max_entries"].get<std::uint64_t>()));
+      Fd fd(bpf_obj_get(mp["pin"].get<std::string>().c_str()));
+      bpf_map_info info{};
+      std::uint32_t len = sizeof(info);
+      if (fd && bpf_obj_get_info_by_fd(fd.get(), &info, &len) == 0)
+        if (auto n = count_entries(fd.get(), info))
+          m.sample("bpfmgr_map_entries", ml, double(*n));
+    }
+
+    // Plugin counters: a per-CPU counter only grows (a Prometheus counter);
+    // a plain value (entries now, flows open) is a gauge.
+    m.sample("bpfmgr_plugin_status_errors", inst, s.contains("status_error") ? 1 : 0);
+    auto prefix = "bpfmgr_plugin_" + metric_name_part(plugin) + "_";
+    for (auto& c : s["counters"]) {
+      auto cname = metric_name_part(c["name"].get<std::string>());
+      bool monotonic = c.contains("per_cpu");
+      auto family = prefix + cname + (monotonic ? "_total" : "");
+      m.family(family, monotonic ? T::Counter : T::Gauge,
+               "Plugin " + plugin + "'s " + (monotonic ? "counter " : "value ") +
+                   c["name"].get<std::string>() + " (as in `bpfmgr status`)");
+      m.sample(family, inst, double(c["value"].get<std::uint64_t>()));
+    }
+  }
+  return m.render();
+}
+
+}  // namespace bpfmgr

@@ -1,0 +1,41 @@
+// `bpfmgr serve MANIFEST`: keeps the kernel matching a manifest, unattended.
+//
+// At start it applies the manifest with the same all-or-nothing load as
+// `bpfmgr load` (unchanged instances are adopted, not reloaded). Then it
+// reconciles when the manifest file changes, on SIGHUP and every interval:
+// the managed instances are observed the way `bpfmgr status` observes them,
+// and a manifest change or any drift (pins removed, a reboot, a link whose
+// cgroup went away, a crashed load's staging) is repaired by another normal
+// load. An invalid manifest is reported and the running state kept.
+// SIGTERM/SIGINT finish the step in progress and exit 0; pins stay unless
+// --unpin-on-exit. Prometheus metrics are served on /metrics, health on
+// /healthz (read-only, loopback by default). Under systemd it reports
+// readiness after the first apply (Type=notify).
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace bpfmgr {
+
+struct ServeArgs {
+  std::string manifest;
+  std::string pin_root_override;
+  std::string metrics_address = "127.0.0.1:9464";  // "none": no endpoint
+  double interval_s = 30;
+  bool unpin_on_exit = false;
+  bool enable_bpf_stats = false;
+};
+int cmd_serve(const ServeArgs& args);
+
+// "HOST:PORT" or "[IPV6]:PORT" split; throws bpfmgr::Error when malformed.
+std::pair<std::string, int> parse_listen_address(const std::string& address);
+
+// Why each managed instance differs from what the manifest wants, from the
+// same observation `bpfmgr status` makes: instance -> reasons (values of
+// repair_reasons()). Instances that match are absent.
+std::map<std::string, std::vector<std::string>> find_drift(
+    const std::string& pin_root, const std::vector<std::string>& instances);
+
+}  // namespace bpfmgr

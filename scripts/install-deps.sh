@@ -9,6 +9,8 @@ packages=(
   libboost-dev libboost-filesystem-dev
   libspdlog-dev libfmt-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
+  libcpp-httplib-dev libsystemd-dev
+  prometheus
   iproute2 tcpdump procps strace util-linux
   libbpf-tools   # tcplife and syscount, the peers bench_probes compares against
   libssl-dev     # sha256 of plugin files (libcrypto)

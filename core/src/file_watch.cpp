@@ -34,12 +34,15 @@ FileWatch::FileWatch(std::string path) : path_(std::move(path)) {
 }
 
 void FileWatch::arm_target() {
-  for (int wd : target_wds_) ::inotify_rm_watch(fd_.get(), wd);
-  target_wds_.clear();
   // The file the path resolves to now, and its directory when that is not
   // ours (a symlink to a file elsewhere, a ConfigMap's timestamped dir).
   char resolved[PATH_MAX];
-  if (!::realpath(path_.c_str(), resolved)) return;  // absent for now
+  std::string now = ::realpath(path_.c_str(), resolved) ? resolved : "";
+  if (now == target_ && !target_wds_.empty()) return;  // same file: armed
+  for (int wd : target_wds_) ::inotify_rm_watch(fd_.get(), wd);
+  target_wds_.clear();
+  target_ = now;
+  if (now.empty()) return;  // absent for now
   int wd = ::inotify_add_watch(fd_.get(), resolved, kFileEvents);
   if (wd >= 0) target_wds_.push_back(wd);
   auto target_dir = fs::path(resolved).parent_path().string();
@@ -62,6 +65,9 @@ bool FileWatch::drain() {
         relevant = true;
         continue;
       }
+      // A watch removed by arm_target() reports its own removal: not news
+      // (and counting it would re-arm forever).
+      if (ev->mask & IN_IGNORED) continue;
       if (ev->wd != dir_wd_) {
         relevant = true;  // the file itself, or where its symlink points
         continue;

@@ -30,6 +30,7 @@ class FileWatch {
   std::string path_;
   std::string dir_;
   std::string base_;
+  std::string target_;  // what the path resolved to when last armed
   Fd fd_;
   int dir_wd_ = -1;
   std::vector<int> target_wds_;

@@ -223,10 +223,10 @@ std::string render_metrics(const std::string& pin_root, const ServeStats& stats,
   m.sample("bpfmgr_apply_duration_seconds", {}, stats.apply_duration.sum, "_sum");
   m.sample("bpfmgr_apply_duration_seconds", {}, double(stats.apply_duration.count),
            "_count");
-  bool run_stats = bpf_stats_enabled();
+  bool run_stats = stats.bpf_stats_held || bpf_stats_enabled();
   m.family("bpfmgr_bpf_stats_enabled", T::Gauge,
-           "1 when kernel.bpf_stats_enabled is on; per-program run counters are "
-           "exported only then");
+           "1 when BPF run-time stats are on (kernel.bpf_stats_enabled, or "
+           "--enable-bpf-stats); per-program run counters are exported only then");
   m.sample("bpfmgr_bpf_stats_enabled", {}, run_stats ? 1 : 0);
 
   // --- instances: every one under the pin root, and managed ones missing

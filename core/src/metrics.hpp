@@ -66,6 +66,9 @@ struct ServeStats {
   double last_reconcile_timestamp = 0;
   Histogram apply_duration;
   std::vector<std::string> managed_instances;  // in the manifest now
+  // serve holds a BPF_ENABLE_STATS fd (--enable-bpf-stats): run counters
+  // accrue although the sysctl reads 0.
+  bool bpf_stats_held = false;
 };
 
 // Every drift reason serve counts a repair for: the label values of

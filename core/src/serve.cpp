@@ -29,10 +29,7 @@
 #include "metrics.hpp"
 #include "pin_tree.hpp"
 #include "resolve.hpp"
-#if __has_include("pin_root_lock.hpp")
 #include "pin_root_lock.hpp"
-#define BPFMGR_HAVE_PIN_ROOT_LOCK 1
-#endif
 #include "system.hpp"
 
 namespace bpfmgr {
@@ -117,7 +114,7 @@ class Server {
   // One pass: re-read the manifest, observe, repair. Never throws.
   void reconcile(const char* trigger, bool force_reread);
   bool apply(const Desired& d, const std::map<std::string, std::vector<std::string>>& drift);
-  void unpin_managed();
+  bool unpin_managed();  // false when something could not be removed
   std::string render();
   bool healthy() const;
 
@@ -125,6 +122,9 @@ class Server {
   std::string pin_root_;
   std::optional<Desired> desired_;       // last valid manifest
   std::string last_seen_text_;           // last text read, valid or not
+  // Instances the last successful apply made: only these can drift (one
+  // just added to the manifest is missing, not drifted).
+  std::set<std::string> applied_;
   bool last_seen_valid_ = true;
 
   mutable std::mutex stats_mutex_;
@@ -274,14 +274,20 @@ void Server::reconcile(const char* trigger, bool force_reread) {
       }
     }
     if (desired_) {
-      auto drift = drift_of(pin_root_, desired_->instance_names(), *desired_->registry);
+      std::vector<std::string> watched;
+      for (auto& n : desired_->instance_names())
+        if (applied_.count(n)) watched.push_back(n);
+      auto drift = drift_of(pin_root_, watched, *desired_->registry);
       // At start, what is missing is loaded, not repaired: the first apply
       // counts no repairs.
       bool start = std::string(trigger) == "start";
       if (start) drift.clear();
       for (auto& [inst, reasons] : drift)
         for (auto& r : reasons) spdlog::warn("{}: drift: {}", inst, r);
-      if (start || changed || !drift.empty()) apply(*desired_, drift);
+      if ((start || changed || !drift.empty()) && apply(*desired_, drift)) {
+        auto names = desired_->instance_names();
+        applied_ = {names.begin(), names.end()};
+      }
     }
     std::lock_guard g(stats_mutex_);
     ++stats_.reconciles[trigger];
@@ -292,17 +298,21 @@ void Server::reconcile(const char* trigger, bool force_reread) {
   heartbeat_ns_ = Clock::now().time_since_epoch().count();
 }
 
-void Server::unpin_managed() {
-  if (!desired_) return;
+bool Server::unpin_managed() {
+  if (!desired_) return true;
   PluginRegistry registry;
-  auto names = desired_->instance_names();
-  // Sharers before owners, like unpin_all: the reverse of load order.
-  for (auto it = names.rbegin(); it != names.rend(); ++it) {
-    auto st = read_state(pin_root_ + "/" + *it);
-    if (!st || st->manifest_path != desired_->resolved->manifest.absolute_path) continue;
-    unpin_instance(pin_root_, *it, registry);
-    spdlog::info("{}: unpinned (--unpin-on-exit)", *it);
-  }
+  // Only what this manifest loaded: an instance of the same name loaded by
+  // hand from another manifest is not ours to remove.
+  std::vector<std::string> ours;
+  for (auto& name : desired_->instance_names())
+    if (auto st = read_state(pin_root_ + "/" + name);
+        st && st->manifest_path == desired_->resolved->manifest.absolute_path)
+      ours.push_back(name);
+  if (ours.empty()) return true;
+  auto rep = unpin(pin_root_, ours, registry);
+  for (auto& e : rep.errors) spdlog::error("unpin: {}", e);
+  for (auto& n : rep.removed) spdlog::info("{}: unpinned (--unpin-on-exit)", n);
+  return rep.ok();
 }
 
 std::string Server::render() {
@@ -350,7 +360,6 @@ int Server::run() {
   stats_.manifest_path = desired_->resolved->manifest.absolute_path;
   stats_.managed_instances = desired_->instance_names();
 
-#ifdef BPFMGR_HAVE_PIN_ROOT_LOCK
   // One serve per pin root, for as long as it runs. Loads take the "state"
   // lock themselves, and only while they change something.
   std::optional<PinRootLock> serve_lock;
@@ -360,7 +369,6 @@ int Server::run() {
     std::cerr << "error: " << e.what() << "\n";
     return kExitFailed;
   }
-#endif
 
   Fd stats_fd;
   if (args_.enable_bpf_stats) {
@@ -368,6 +376,7 @@ int Server::run() {
     stats_fd = Fd(bpf_enable_stats(BPF_STATS_RUN_TIME));
     if (!stats_fd) throw Error("cannot enable BPF run-time stats: " + errno_text(errno));
     spdlog::info("BPF run-time statistics enabled while serve runs");
+    stats_.bpf_stats_held = true;
   }
 
   FileWatch watch(args_.manifest);
@@ -435,7 +444,7 @@ int Server::run() {
   }
   sd_notify(0, "STOPPING=1");
   http.reset();
-  if (args_.unpin_on_exit) unpin_managed();
+  if (args_.unpin_on_exit && !unpin_managed()) return kExitFailed;
   spdlog::info("stopped; {}", args_.unpin_on_exit ? "managed instances unpinned"
                                                    : "programs keep running");
   return kExitOk;

@@ -256,19 +256,19 @@ std::string render_metrics(const std::string& pin_root, const ServeStats& stats,
   std::set<std::string> present(names.begin(), names.end());
   for (auto& want : stats.managed_instances)
     if (!present.count(want)) {
-      m.sample("bpfmgr_instance_up", {{"instance", want}}, 0);
+      m.sample("bpfmgr_instance_up", {{"instance_name", want}}, 0);
     }
 
   for (auto& name : names) {
     auto s = instance_status(pin_root, name, registry);
-    Labels inst{{"instance", name}};
+    Labels inst{{"instance_name", name}};
     if (s.contains("error")) {
       m.sample("bpfmgr_instance_up", inst, 0);
       continue;
     }
     const std::string plugin = s.value("plugin", "");
     m.sample("bpfmgr_instance_info",
-             {{"instance", name}, {"plugin", plugin},
+             {{"instance_name", name}, {"plugin", plugin},
               {"version", s.value("plugin_version", "")},
               {"manifest", s.value("manifest", "")}},
              1);
@@ -284,15 +284,15 @@ std::string render_metrics(const std::string& pin_root, const ServeStats& stats,
     for (auto& mp : s["maps"])
       if (mp.contains("error")) up = false;
     m.sample("bpfmgr_instance_up", inst, up ? 1 : 0);
-    m.sample("bpfmgr_instance_hooks", {{"instance", name}, {"state", "live"}}, live);
-    m.sample("bpfmgr_instance_hooks", {{"instance", name}, {"state", "missing"}},
+    m.sample("bpfmgr_instance_hooks", {{"instance_name", name}, {"state", "live"}}, live);
+    m.sample("bpfmgr_instance_hooks", {{"instance_name", name}, {"state", "missing"}},
              missing);
     m.sample("bpfmgr_instance_loaded_timestamp_seconds", inst,
              parse_utc(s.value("loaded_at", "")));
 
     for (auto& p : s["programs"]) {
       if (!p.contains("id")) continue;
-      Labels pl{{"instance", name}, {"program", p["name"].get<std::string>()}};
+      Labels pl{{"instance_name", name}, {"program", p["name"].get<std::string>()}};
       auto with_type = pl;
       with_type.push_back({"type", p.value("type", "?")});
       m.sample("bpfmgr_program_info", with_type, 1);
@@ -305,7 +305,7 @@ std::string render_metrics(const std::string& pin_root, const ServeStats& stats,
     for (auto& mp : s["maps"]) {
       // Shared maps are reported once, by the instance that owns them.
       if (mp.contains("shared_from") || !mp.contains("id")) continue;
-      Labels ml{{"instance", name}, {"map", mp["name"].get<std::string>()}};
+      Labels ml{{"instance_name", name}, {"map", mp["name"].get<std::string>()}};
       m.sample("bpfmgr_map_max_entries", ml, double(mp["max_entries"].get<std::uint64_t>()));
       Fd fd(bpf_obj_get(mp["pin"].get<std::string>().c_str()));
       bpf_map_info info{};

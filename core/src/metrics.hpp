@@ -8,6 +8,8 @@
 // counters end in `_total`, times are seconds, and labels take values from
 // bounded sets (instance, program and map names from manifests, reasons and
 // triggers from fixed lists; never kernel ids, which change on every load).
+// The instance label is `instance_name`: `instance` and `job` are the labels
+// Prometheus itself attaches to every scraped series.
 #pragma once
 
 #include <cstdint>

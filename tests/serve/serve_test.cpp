@@ -82,7 +82,7 @@ TEST(Serve, AppliesAtStartServesMetricsAndStopsLeavingProgramsRunning) {
   auto s = start_serve(manifest, {"--interval", "30"});
   ASSERT_TRUE(s.process->running());
   auto m = s.metrics();
-  EXPECT_EQ(metric(m, "bpfmgr_instance_up{instance=\"count\"}"), 1) << m;
+  EXPECT_EQ(metric(m, "bpfmgr_instance_up{instance_name=\"count\"}"), 1) << m;
   EXPECT_EQ(metric(m, "bpfmgr_reconciles_total{trigger=\"start\"}"), 1);
   EXPECT_EQ(metric(m, "bpfmgr_manifest_valid"), 1);
   auto health = http_get(s.port, "/healthz");
@@ -93,7 +93,7 @@ TEST(Serve, AppliesAtStartServesMetricsAndStopsLeavingProgramsRunning) {
 
   // The plugin's counter is exported and follows the kernel.
   call_getppid(1000);
-  auto after = metric(s.metrics(), "bpfmgr_plugin_testcount_getppid_calls{instance=\"count\"}");
+  auto after = metric(s.metrics(), "bpfmgr_plugin_testcount_getppid_calls{instance_name=\"count\"}");
   ASSERT_TRUE(after);
   EXPECT_GE(*after, 1000);
 
@@ -133,8 +133,8 @@ TEST(Serve, RebootSimulationEverythingUnpinnedIsRestoredWithinOneInterval) {
   double apply_s = *metric(m, "bpfmgr_apply_duration_seconds_sum") /
                    *metric(m, "bpfmgr_apply_duration_seconds_count");
   EXPECT_LT(took, interval + 3 * apply_s + 1.0) << "apply takes " << apply_s << " s";
-  EXPECT_EQ(metric(m, "bpfmgr_instance_up{instance=\"count-a\"}"), 1);
-  EXPECT_EQ(metric(m, "bpfmgr_instance_up{instance=\"count-b\"}"), 1);
+  EXPECT_EQ(metric(m, "bpfmgr_instance_up{instance_name=\"count-a\"}"), 1);
+  EXPECT_EQ(metric(m, "bpfmgr_instance_up{instance_name=\"count-b\"}"), 1);
   // The restored programs run: the kernel counts our calls again.
   auto before = getppid_calls(root.path(), "count-a");
   call_getppid(500);
@@ -187,13 +187,13 @@ TEST(Serve, InvalidManifestIsReportedWithPositionAndRunningStateKept) {
   EXPECT_NE(log.find(manifest + ":8:8: error"), std::string::npos) << log;
   EXPECT_NE(log.find("keeping what runs as it is"), std::string::npos);
   EXPECT_EQ(prog_id(root.path(), "count"), id) << "the running instance was touched";
-  EXPECT_EQ(metric(s.metrics(), "bpfmgr_instance_up{instance=\"count\"}"), 1);
+  EXPECT_EQ(metric(s.metrics(), "bpfmgr_instance_up{instance_name=\"count\"}"), 1);
 
   // Fixed: valid again, and a real change is applied (a second instance).
   replace_file(manifest, manifest_text(root, {"count", "count-2"}));
   ASSERT_TRUE(wait_until(
       [&] {
-        return metric(s.metrics(), "bpfmgr_instance_up{instance=\"count-2\"}") == 1;
+        return metric(s.metrics(), "bpfmgr_instance_up{instance_name=\"count-2\"}") == 1;
       },
       20s))
       << s.process->log();
@@ -224,7 +224,7 @@ TEST(Serve, ConfigMapSymlinkSwapIsAppliedWithoutWaitingForTheInterval) {
   fs::remove_all(dir.path + "/..2026_11_30_00_00_00.1");
   ASSERT_TRUE(wait_until(
       [&] {
-        return metric(s.metrics(), "bpfmgr_instance_up{instance=\"count-new\"}") == 1;
+        return metric(s.metrics(), "bpfmgr_instance_up{instance_name=\"count-new\"}") == 1;
       },
       20s))
       << s.process->log();
@@ -273,7 +273,7 @@ TEST(Serve, InstancesLoadedByHandFromAnotherManifestAreLeftAlone) {
   // A change, a SIGHUP and a few intervals: none of them touch "by-hand".
   replace_file(manifest, manifest_text(root, {"served", "served-2"}));
   ASSERT_TRUE(wait_until(
-      [&] { return metric(s.metrics(), "bpfmgr_instance_up{instance=\"served-2\"}") == 1; },
+      [&] { return metric(s.metrics(), "bpfmgr_instance_up{instance_name=\"served-2\"}") == 1; },
       20s));
   ::kill(s.process->pid(), SIGHUP);
   ASSERT_TRUE(wait_until(
@@ -284,7 +284,7 @@ TEST(Serve, InstancesLoadedByHandFromAnotherManifestAreLeftAlone) {
   std::this_thread::sleep_for(2500ms);
   EXPECT_EQ(prog_id(root.path(), "by-hand"), hand_id);
   auto m = s.metrics();
-  EXPECT_NE(m.find("bpfmgr_instance_info{instance=\"by-hand\",plugin=\"testcount\""),
+  EXPECT_NE(m.find("bpfmgr_instance_info{instance_name=\"by-hand\",plugin=\"testcount\""),
             std::string::npos);
   EXPECT_EQ(metric(m, "bpfmgr_repairs_total{reason=\"instance_missing\"}"), 0);
   // Stopping with --unpin-on-exit removes only what serve's manifest made.
@@ -304,7 +304,7 @@ TEST(Serve, EnableBpfStatsExportsPerProgramRunCounters) {
   auto m = s.metrics();
   EXPECT_EQ(metric(m, "bpfmgr_bpf_stats_enabled"), 1) << m;
   const std::string runs =
-      "bpfmgr_program_runs_total{instance=\"count\",program=\"count_getppid\"}";
+      "bpfmgr_program_runs_total{instance_name=\"count\",program=\"count_getppid\"}";
   auto before = metric(m, runs);
   ASSERT_TRUE(before) << m;
   call_getppid(2000);
@@ -313,7 +313,7 @@ TEST(Serve, EnableBpfStatsExportsPerProgramRunCounters) {
   // Every getppid() on the host runs it; ours are at least 2000.
   EXPECT_GE(*after - *before, 2000);
   EXPECT_GT(*metric(s.metrics(),
-                    "bpfmgr_program_run_seconds_total{instance=\"count\",program=\"count_getppid\"}"),
+                    "bpfmgr_program_run_seconds_total{instance_name=\"count\",program=\"count_getppid\"}"),
             0);
 }
 

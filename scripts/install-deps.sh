@@ -25,3 +25,12 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# The Kubernetes manifests' schema test (tests/deploy) runs on Node.js and
+# installs its pinned npm packages into the build tree. A Node.js already on
+# the machine (e.g. a newer one from elsewhere) is kept.
+if ! command -v npm > /dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends nodejs npm
+fi

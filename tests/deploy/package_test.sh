@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The Debian packages, as an administrator gets them: `cpack -G DEB` in the
+# build tree, `apt-get install ./bpfmgr_*.deb ./bpfmgr-dev_*.deb` on this
+# machine, the installed /usr/bin/bpfmgr run (--version, plugins, validate
+# of the shipped /etc/bpfmgr/manifest.toml), the installed unit checked with
+# systemd-analyze (not started), then `apt-get purge` leaving nothing behind.
+# Refuses to run when a bpfmgr package is already installed (not ours to
+# remove). Usage: package_test.sh BUILD_DIR
+set -euo pipefail
+build=$1
+export DEBIAN_FRONTEND=noninteractive
+if dpkg-query -W -f='${Status}' bpfmgr 2>/dev/null | grep -q installed; then
+  echo "FAIL: a bpfmgr package is already installed here; not touching it"; exit 1
+fi
+out=$(mktemp -d /tmp/bpfmgr-package-test-XXXXXX)
+installed=
+cleanup() {
+  [[ -n $installed ]] && apt-get purge -y -qq bpfmgr-dev bpfmgr > /dev/null 2>&1
+  rm -rf "$out"
+}
+trap cleanup EXIT
+
+(cd "$build" && cpack -G DEB -B "$out" > "$out/cpack.log") ||
+  { cat "$out/cpack.log"; exit 1; }
+deb=$(ls "$out"/bpfmgr_*.deb) dev=$(ls "$out"/bpfmgr-dev_*.deb)
+ls -l "$deb" "$dev"
+dpkg-deb -c "$deb" | grep -q ' ./usr/lib/bpfmgr/plugins/bpfmgr-probes.so$'
+dpkg-deb -c "$deb" | grep -q ' ./usr/lib/systemd/system/bpfmgr.service$'
+dpkg-deb -c "$dev" | grep -q ' ./usr/include/bpfmgr/plugin.hpp$'
+# No compiler or test tool in the runtime package's dependencies.
+dpkg-deb -f "$deb" Depends
+! dpkg-deb -f "$deb" Depends | grep -Eq 'clang|gcc|gtest|prometheus'
+
+installed=1
+apt-get install -y -qq "$deb" "$dev" > "$out/apt.log" 2>&1 || { cat "$out/apt.log"; exit 1; }
+# The installed binary finds the installed plugins by itself.
+env -u BPFMGR_PLUGIN_PATH /usr/bin/bpfmgr --version
+env -u BPFMGR_PLUGIN_PATH /usr/bin/bpfmgr plugins --json > "$out/plugins.json"
+for p in sockops sockmsg tcpint probes; do
+  grep -q "\"path\": \"/usr/lib/bpfmgr/plugins/bpfmgr-$p.so\"" "$out/plugins.json" ||
+    { echo "FAIL: plugin $p not found in /usr/lib/bpfmgr/plugins"; cat "$out/plugins.json"; exit 1; }
+done
+/usr/bin/bpfmgr validate /etc/bpfmgr/manifest.toml
+/usr/bin/bpfmgr serve --help | grep -q -- '--metrics-address'
+systemd-analyze verify /usr/lib/systemd/system/bpfmgr.service
+grep -qx 'ExecStart=/usr/bin/bpfmgr serve /etc/bpfmgr/manifest.toml' \
+  /usr/lib/systemd/system/bpfmgr.service
+test -f /usr/lib/cmake/bpfmgr/bpfmgrConfig.cmake
+
+apt-get purge -y -qq bpfmgr-dev bpfmgr > "$out/apt.log" 2>&1 || { cat "$out/apt.log"; exit 1; }
+installed=
+for p in /usr/bin/bpfmgr /usr/lib/bpfmgr /etc/bpfmgr /usr/lib/systemd/system/bpfmgr.service \
+         /usr/include/bpfmgr /usr/lib/cmake/bpfmgr /usr/share/doc/bpfmgr; do
+  [[ ! -e $p ]] || { echo "FAIL: $p left after purge"; exit 1; }
+done
+! dpkg-query -W bpfmgr > /dev/null 2>&1
+echo "package: $(stat -c %s "$deb") bytes ($(basename "$deb")), $(stat -c %s "$dev") bytes ($(basename "$dev")); installed, ran, purged cleanly"

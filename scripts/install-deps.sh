@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything bpfmgr needs to build, test and benchmark, from Debian's
 # packages only. Idempotent: safe to run on a machine that already has them.
+# BPFMGR_DEPS=build installs only what building the binary, the plugins and
+# the .deb needs (the container image's build stage).
 set -euo pipefail
 
 packages=(
@@ -8,13 +10,18 @@ packages=(
   clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
   libboost-dev libboost-filesystem-dev
   libspdlog-dev libfmt-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
-  libgtest-dev libgmock-dev googletest libbenchmark-dev
-  libcpp-httplib-dev libsystemd-dev
-  prometheus
-  iproute2 tcpdump procps strace util-linux
-  libbpf-tools   # tcplife and syscount, the peers bench_probes compares against
+  libcpp-httplib-dev libsystemd-dev  # serve: /metrics over HTTP, sd_notify
   libssl-dev     # sha256 of plugin files (libcrypto)
+  dpkg-dev       # cpack's dependency list (dpkg-shlibdeps)
 )
+if [[ ${BPFMGR_DEPS:-all} != build ]]; then
+  packages+=(
+    libgtest-dev libgmock-dev googletest libbenchmark-dev
+    prometheus     # promtool and a real server for the metrics tests
+    iproute2 tcpdump procps strace util-linux curl
+    libbpf-tools   # tcplife and syscount, the peers bench_probes compares against
+  )
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -29,7 +36,7 @@ fi
 # The Kubernetes manifests' schema test (tests/deploy) runs on Node.js and
 # installs its pinned npm packages into the build tree. A Node.js already on
 # the machine (e.g. a newer one from elsewhere) is kept.
-if ! command -v npm > /dev/null; then
+if [[ ${BPFMGR_DEPS:-all} != build ]] && ! command -v npm > /dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends nodejs npm

@@ -24,12 +24,16 @@ trap cleanup EXIT
   { cat "$out/cpack.log"; exit 1; }
 deb=$(ls "$out"/bpfmgr_*.deb) dev=$(ls "$out"/bpfmgr-dev_*.deb)
 ls -l "$deb" "$dev"
-dpkg-deb -c "$deb" | grep -q ' ./usr/lib/bpfmgr/plugins/bpfmgr-probes.so$'
-dpkg-deb -c "$deb" | grep -q ' ./usr/lib/systemd/system/bpfmgr.service$'
-dpkg-deb -c "$dev" | grep -q ' ./usr/include/bpfmgr/plugin.hpp$'
+dpkg-deb -c "$deb" > "$out/runtime.list"
+dpkg-deb -c "$dev" > "$out/dev.list"
+grep -q ' ./usr/lib/bpfmgr/plugins/bpfmgr-probes.so$' "$out/runtime.list"
+grep -q ' ./usr/lib/systemd/system/bpfmgr.service$' "$out/runtime.list"
+grep -q ' ./etc/bpfmgr/manifest.toml$' "$out/runtime.list"
+grep -q ' ./usr/include/bpfmgr/plugin.hpp$' "$out/dev.list"
 # No compiler or test tool in the runtime package's dependencies.
-dpkg-deb -f "$deb" Depends
-! dpkg-deb -f "$deb" Depends | grep -Eq 'clang|gcc|gtest|prometheus'
+depends=$(dpkg-deb -f "$deb" Depends)
+echo "Depends: $depends"
+! grep -Eq 'clang|gcc|gtest|prometheus' <<< "$depends"
 
 installed=1
 apt-get install -y -qq "$deb" "$dev" > "$out/apt.log" 2>&1 || { cat "$out/apt.log"; exit 1; }

@@ -10,7 +10,7 @@
 #include <sstream>
 
 #include "handles.hpp"
-#include "loader.hpp"
+#include "pinned.hpp"
 
 namespace bpfmgr {
 
@@ -149,6 +149,9 @@ const std::vector<std::string>& repair_reasons() {
       "instance_missing",  // directory or state record gone (reboot, rm -r)
       "link_pin_missing",  // a link pin removed: its hook detached
       "cgroup_removed",    // the cgroup under a cgroup link was deleted
+      "link_detached",     // `bpftool link detach`, a sockmap link's map gone
+      "link_replaced",     // the link runs another program than the pinned one
+      "attachment_missing",  // a non-link attachment (old kernels' sockmap)
       "prog_pin_missing", "map_pin_missing",
       "staging_left",      // a load crashed half-way
   };
@@ -252,15 +255,15 @@ std::string render_metrics(const std::string& pin_root, const ServeStats& stats,
   m.family("bpfmgr_plugin_status_errors", T::Gauge,
            "1 when the plugin could not report the instance's counters");
 
-  auto names = list_instances(pin_root);
-  std::set<std::string> present(names.begin(), names.end());
+  // The same observation `bpfmgr status --json` prints.
+  auto observed = pin_root_status(pin_root, {}, registry);
+  std::set<std::string> present;
+  for (auto& s : observed["instances"]) present.insert(s["instance"].get<std::string>());
   for (auto& want : stats.managed_instances)
-    if (!present.count(want)) {
-      m.sample("bpfmgr_instance_up", {{"instance_name", want}}, 0);
-    }
+    if (!present.count(want)) m.sample("bpfmgr_instance_up", {{"instance_name", want}}, 0);
 
-  for (auto& name : names) {
-    auto s = instance_status(pin_root, name, registry);
+  for (auto& s : observed["instances"]) {
+    const std::string name = s["instance"].get<std::string>();
     Labels inst{{"instance_name", name}};
     if (s.contains("error")) {
       m.sample("bpfmgr_instance_up", inst, 0);
@@ -276,7 +279,7 @@ std::string render_metrics(const std::string& pin_root, const ServeStats& stats,
     for (auto& h : s["hooks"]) (h["live"].get<bool>() ? live : missing)++;
     // A hook the plugin marked optional and the kernel lacks is missing
     // from the start; "up" asks whether what was attached still runs.
-    bool up = true;
+    bool up = !s.contains("drift");
     for (auto& l : s["links"])
       if (l.contains("error")) up = false;
     for (auto& p : s["programs"])

@@ -27,7 +27,8 @@
 #include "loader.hpp"
 #include "manifest.hpp"
 #include "metrics.hpp"
-#include "pin_tree.hpp"
+#include "pin_layout.hpp"
+#include "pinned.hpp"
 #include "resolve.hpp"
 #include "pin_root_lock.hpp"
 #include "system.hpp"
@@ -164,37 +165,47 @@ std::optional<Desired> Server::read_manifest(const std::string& text) {
   return out;
 }
 
+// The reason label for what `bpfmgr status` says is wrong with a link.
+std::string link_reason(const std::string& problem) {
+  if (problem.find("link pin is missing") != std::string::npos) return "link_pin_missing";
+  if (problem.find("cgroup was removed") != std::string::npos) return "cgroup_removed";
+  if (problem.find("program's pin") != std::string::npos) return "prog_pin_missing";
+  if (problem.find("runs program id") != std::string::npos) return "link_replaced";
+  return "link_detached";
+}
+
 std::map<std::string, std::vector<std::string>> drift_of(
     const std::string& pin_root, const std::vector<std::string>& instances,
     PluginRegistry& registry) {
   std::map<std::string, std::vector<std::string>> out;
-  auto present = list_instances(pin_root);
-  std::set<std::string> have(present.begin(), present.end());
-  std::error_code ec;
-  for (auto& name : instances) {
-    std::set<std::string> reasons;
-    if (fs::exists(pin_root + "/" + kStagingPrefix + name, ec))
-      reasons.insert("staging_left");
-    if (!have.count(name)) {
-      reasons.insert("instance_missing");
-    } else {
-      auto s = instance_status(pin_root, name, registry);
-      if (s.contains("error") || !s.value("complete", false)) {
-        reasons.insert("instance_missing");
-      } else {
-        for (auto& l : s["links"])
-          if (l.contains("error"))
-            reasons.insert(l["error"].get<std::string>().find("cgroup") != std::string::npos
-                               ? "cgroup_removed"
-                               : "link_pin_missing");
-        for (auto& p : s["programs"])
-          if (p.contains("error")) reasons.insert("prog_pin_missing");
-        for (auto& m : s["maps"])
-          if (m.contains("error")) reasons.insert("map_pin_missing");
-      }
+  if (instances.empty()) return out;
+  // The same observation `bpfmgr status` makes: records, pins, and what the
+  // kernel runs (link attached, running the pinned program).
+  auto observed = pin_root_status(pin_root, instances, registry);
+  std::map<std::string, std::set<std::string>> reasons;
+  for (auto& s : observed["instances"]) {
+    auto name = s["instance"].get<std::string>();
+    auto& r = reasons[name];
+    if (s.contains("error")) {
+      // Gone (a reboot, rm -r) or a corrupt record: a load recreates it.
+      // A directory that is not bpfmgr's is left to the load to refuse.
+      if (s.value("missing", false) || s["error"].get<std::string>().find("not bpfmgr's") ==
+                                           std::string::npos)
+        r.insert("instance_missing");
+      continue;
     }
-    if (!reasons.empty()) out[name].assign(reasons.begin(), reasons.end());
+    if (!s.value("complete", false)) r.insert("instance_missing");
+    for (auto& l : s["links"])
+      if (l.contains("error")) r.insert(link_reason(l["error"].get<std::string>()));
+    for (auto& p : s["programs"])
+      if (p.contains("error")) r.insert("prog_pin_missing");
+    for (auto& m : s["maps"])
+      if (m.contains("error")) r.insert("map_pin_missing");
+    if (s.contains("drift") && r.empty()) r.insert("attachment_missing");
   }
+  for (auto& i : observed["interrupted"]) reasons[i["instance"].get<std::string>()].insert("staging_left");
+  for (auto& [name, r] : reasons)
+    if (!r.empty()) out[name].assign(r.begin(), r.end());
   return out;
 }
 
@@ -204,7 +215,11 @@ bool Server::apply(const Desired& d,
   bool ok = false;
   LoadReport rep;
   try {
-    rep = load_manifest(*d.resolved, {});
+    LoadOptions options;
+    // serve reads TERM/INT/HUP from its signalfd after the step: a load
+    // in progress always finishes (commits or rolls back by itself).
+    options.catch_signals = false;
+    rep = load_manifest(*d.resolved, options);
     ok = true;
   } catch (const std::exception& e) {
     spdlog::error("apply failed, rolled back: {}", e.what());
@@ -224,7 +239,7 @@ bool Server::apply(const Desired& d,
       // Staging is cleared by every load; other drift is repaired when the
       // load replaced the instance.
       bool repaired = r == "staging_left"
-                          ? !fs::exists(pin_root_ + "/" + kStagingPrefix + inst, ec)
+                          ? !fs::exists(PinLayout(pin_root_).staging(inst).dir, ec)
                           : reloaded.count(inst) > 0;
       if (repaired) {
         ++stats_.repairs[r];
@@ -305,7 +320,7 @@ bool Server::unpin_managed() {
   // hand from another manifest is not ours to remove.
   std::vector<std::string> ours;
   for (auto& name : desired_->instance_names())
-    if (auto st = read_state(pin_root_ + "/" + name);
+    if (auto st = read_state(PinLayout(pin_root_).instance(name).state());
         st && st->manifest_path == desired_->resolved->manifest.absolute_path)
       ours.push_back(name);
   if (ours.empty()) return true;

@@ -4,6 +4,7 @@
 // root, other manifests' instances left alone, signals, run counters.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -70,6 +71,14 @@ std::uint64_t getppid_calls(const std::string& root, const std::string& inst) {
     for (auto& c : i.value("counters", json::array()))
       if (c["name"] == "getppid_calls") return c["value"].get<std::uint64_t>();
   return 0;
+}
+
+std::string cgroup2_root_for_tests() {
+  std::ifstream in("/proc/self/mounts");
+  std::string dev, dir, type, rest;
+  while (in >> dev >> dir >> type && std::getline(in, rest))
+    if (type == "cgroup2") return dir;
+  return "/sys/fs/cgroup";
 }
 
 void call_getppid(int n) {
@@ -161,6 +170,40 @@ TEST(Serve, RemovedLinkPinIsRepairedAndCountedByReason) {
   call_getppid(300);
   EXPECT_GE(getppid_calls(root.path(), "count"), before + 300);
   EXPECT_NE(s.process->log().find("count: repaired (link_pin_missing)"), std::string::npos);
+}
+
+TEST(Serve, RecreatedCgroupIsReattached) {
+  PinRoot root;
+  // A cgroup a deploy deletes and creates again under the same path: the
+  // old link is detached (its cgroup is gone); serve attaches to the new one.
+  auto cg = cgroup2_root_for_tests() + "/" + unique_name("bpfmgr-serve-cg");
+  ASSERT_EQ(::mkdir(cg.c_str(), 0755), 0);
+  struct RemoveCgroup {
+    std::string path;
+    ~RemoveCgroup() { ::rmdir(path.c_str()); }
+  } remove_cg{cg};
+  auto text = "pin_root = \"" + root.path() + "\"\nplugin_path = [\"" + test_plugin_dir() +
+              "\"]\n\n[[instance]]\nname = \"egress\"\nplugin = \"testcgroup\"\n"
+              "[instance.options]\ncgroup = \"" + cg + "\"\n";
+  auto s = start_serve(write_temp_file(text), {"--interval", "1"});
+  ASSERT_TRUE(s.process->running());
+  ASSERT_EQ(metric(s.metrics(), "bpfmgr_instance_up{instance_name=\"egress\"}"), 1);
+  ASSERT_EQ(::rmdir(cg.c_str()), 0);
+  ASSERT_EQ(::mkdir(cg.c_str(), 0755), 0);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return metric(s.metrics(), "bpfmgr_repairs_total{reason=\"cgroup_removed\"}")
+                   .value_or(0) >= 1;
+      },
+      20s))
+      << s.process->log();
+  EXPECT_EQ(metric(s.metrics(), "bpfmgr_instance_up{instance_name=\"egress\"}"), 1);
+  // The new cgroup really has the program: bpftool lists it there.
+  auto r = run({"bpftool", "cgroup", "show", cg});
+  EXPECT_NE(r.out.find("egress"), std::string::npos) << r.out << r.err;
+  // Unload before the cgroup goes (RemoveCgroup runs after this).
+  EXPECT_EQ(s.process->stop(SIGTERM), 0);
+  run_bpfmgr({"unpin", "--pin-root", root.path(), "--quiet"});
 }
 
 TEST(Serve, InvalidManifestIsReportedWithPositionAndRunningStateKept) {

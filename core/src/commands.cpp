@@ -60,6 +60,12 @@ std::optional<ResolvedManifest> prepare(const std::string& path,
     registry = std::make_unique<PluginRegistry>(m->plugin_path);
     r = resolve_manifest(std::move(*m), *registry, d);
   }
+  // Shared maps are compared with their final definitions here, for
+  // validate and load alike: a manifest that validates cannot fail load
+  // on a map mismatch.
+  if (r)
+    for (auto& p : shared_map_problems(*r)) d.error(p.pos, p.message);
+  if (r && !d.empty()) r.reset();
   if (!r) print_diagnostics(d, json);
   return r;
 }

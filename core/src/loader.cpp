@@ -146,6 +146,17 @@ class InstanceTxn final : public InstanceContext {
   // Appends what it could not undo to `errors`.
   void rollback(std::vector<std::string>& errors) noexcept;
 
+  // Opens the object and runs before_load only: the maps' final
+  // definitions, for checks that must not touch the kernel (validate).
+  void open_for_spec() {
+    open_object();
+    phase_ = Phase::BeforeLoad;
+    hook("before_load", [&] { r_.plugin->plugin->before_load(*this); });
+  }
+  bpf_map* spec_map(const std::string& name) const {
+    return bpf_object__find_map_by_name(obj_.get(), name.c_str());
+  }
+
   // Map fd of this (staged) instance, for instances sharing its maps.
   int own_map_fd(const std::string& map) const {
     auto* m = bpf_object__find_map_by_name(obj_.get(), map.c_str());
@@ -665,6 +676,51 @@ std::string signal_name(int sig) {
 }
 
 }  // namespace
+
+std::vector<SharedMapProblem> shared_map_problems(const ResolvedManifest& rm) {
+  std::vector<SharedMapProblem> out;
+  std::set<std::string> involved;
+  for (auto& r : rm.instances)
+    for (auto& share : r.spec->maps) {
+      involved.insert(r.spec->name);
+      involved.insert(share.instance);
+    }
+  if (involved.empty()) return out;
+  PinLayout layout(rm.manifest.pin_root.empty() ? "/" : rm.manifest.pin_root);
+  LoadOptions lo;
+  lo.dry_run = true;
+  std::map<std::string, std::unique_ptr<InstanceTxn>> specs;
+  auto no_lookup = [](const std::string&, const std::string&) -> int { return -1; };
+  for (auto& r : rm.instances) {
+    if (!involved.count(r.spec->name)) continue;
+    auto txn = std::make_unique<InstanceTxn>(r, rm.manifest, layout, std::nullopt, lo,
+                                             no_lookup, "", [] {});
+    try {
+      txn->open_for_spec();
+    } catch (const std::exception& e) {
+      out.push_back({r.spec->name, r.spec->plugin_pos, e.what()});
+      continue;
+    }
+    specs[r.spec->name] = std::move(txn);
+  }
+  for (auto& r : rm.instances)
+    for (auto& share : r.spec->maps) {
+      auto mine = specs.find(r.spec->name), theirs = specs.find(share.instance);
+      if (mine == specs.end() || theirs == specs.end()) continue;
+      auto* a = mine->second->spec_map(share.map);
+      auto* b = theirs->second->spec_map(share.remote_map);
+      if (!a || !b) continue;  // resolve reported it
+      MapDef owner{bpf_map__type(b), bpf_map__key_size(b), bpf_map__value_size(b),
+                   bpf_map__max_entries(b)};
+      if (auto why = map_mismatch(a, owner); !why.empty())
+        out.push_back({r.spec->name, share.pos,
+                       "map '" + share.map + "' of instance '" + r.spec->name +
+                           "' cannot be instance '" + share.instance + "''s map '" +
+                           share.remote_map + "': " + why +
+                           " (after both plugins' before_load)"});
+    }
+  return out;
+}
 
 Interrupted::Interrupted(int sig)
     : Error("interrupted by " + signal_name(sig) +

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <chrono>
 #include <fstream>
@@ -378,13 +379,23 @@ TEST(Loader, SharedMapIsTheOwnersMap) {
       run_bpfmgr({"status", "--json", "--pin-root", root.path(), "user"}).out);
   EXPECT_EQ(status["instances"][0]["maps"][0]["shared_from"], "owner");
 
-  // A sharer whose map definition differs is refused at load time.
+  // A sharer whose map definition differs (here max_entries, set by the
+  // plugin's before_load from an option) is refused by validate and by
+  // load alike, at the share's line, before anything is loaded.
   auto mismatch = header(root) + counter_instance("owner", ::getpid()) +
                   counter_instance("user", ::getpid(), 32) +
                   "[instance.maps]\nstats = \"owner\"\n";
   auto before = settled();
-  r = load(mismatch);
-  EXPECT_EQ(r.exit_code, 1);
+  auto mismatch_file = write_temp_file(mismatch);
+  auto v = run_bpfmgr({"validate", mismatch_file});
+  EXPECT_EQ(v.exit_code, 2);
+  EXPECT_NE(v.err.find("max entries 32 vs 64"), std::string::npos) << v.err;
+  auto share_line = 1 + std::count(mismatch.begin(),
+                                   mismatch.begin() + mismatch.rfind("stats = "), '\n');
+  EXPECT_NE(v.err.find(".toml:" + std::to_string(share_line) + ":"), std::string::npos)
+      << v.err;
+  r = run_bpfmgr({"load", mismatch_file});
+  EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("max entries 32 vs 64"), std::string::npos) << r.err;
   EXPECT_EQ(leftovers(before), "");
 }

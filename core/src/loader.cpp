@@ -418,6 +418,15 @@ void InstanceTxn::pin_objects() {
     if (bpf_obj_pin(bpf_program__fd(p), path.c_str()) != 0)
       fail("cannot pin program '" + name + "': " + errno_text(errno));
     new_.progs.push_back(name);
+    bpf_prog_info info{};
+    std::uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(bpf_program__fd(p), &info, &len) == 0) {
+      new_.prog_ids[name] = info.id;
+      char tag[2 * BPF_TAG_SIZE + 1];
+      for (int i = 0; i < BPF_TAG_SIZE; ++i)
+        std::snprintf(tag + 2 * i, 3, "%02x", info.tag[i]);
+      new_.prog_tags[name] = tag;
+    }
   }
 }
 

@@ -120,8 +120,16 @@ std::string kernel_drift(const InstancePaths& dir, const InstanceState& s) {
   struct stat st {};
   for (auto& m : s.maps)
     if (::lstat(dir.map(m).c_str(), &st) != 0) return "map pin " + dir.map(m) + " is missing";
-  for (auto& p : s.progs)
-    if (::lstat(dir.prog(p).c_str(), &st) != 0) return "program pin " + dir.prog(p) + " is missing";
+  for (auto& p : s.progs) {
+    Fd fd(bpf_obj_get(dir.prog(p).c_str()));
+    bpf_prog_info info{};
+    std::uint32_t len = sizeof(info);
+    if (!fd || bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0)
+      return "program pin " + dir.prog(p) + " is missing";
+    if (auto it = s.prog_ids.find(p); it != s.prog_ids.end() && it->second != info.id)
+      return "program pin " + dir.prog(p) + " holds program id " + std::to_string(info.id) +
+             ", not the one loaded (id " + std::to_string(it->second) + ")";
+  }
   for (auto& sm : s.shared_maps)
     if (::lstat(sm.pin.c_str(), &st) != 0) return "shared map " + sm.pin + " is missing";
   for (auto& l : s.links)
@@ -324,6 +332,7 @@ nlohmann::json instance_status(const PinLayout& layout, const std::string& insta
     std::uint32_t len = sizeof(info);
     if (fd && bpf_obj_get_info_by_fd(fd.get(), &info, &len) == 0) {
       p["id"] = info.id;
+      if (auto it = st->prog_tags.find(name); it != st->prog_tags.end()) p["tag"] = it->second;
       auto t = libbpf_bpf_prog_type_str(bpf_prog_type(info.type));
       p["type"] = t ? t : "?";
       // Accrue only while kernel.bpf_stats_enabled is on.

@@ -37,6 +37,8 @@ nlohmann::json to_json(const InstanceState& s) {
   j["options"] = s.options;
   j["maps"] = s.maps;
   j["progs"] = s.progs;
+  j["prog_ids"] = s.prog_ids;
+  j["prog_tags"] = s.prog_tags;
   j["complete"] = s.complete;
   auto& sm = j["shared_maps"] = nlohmann::json::array();
   for (auto& m : s.shared_maps)
@@ -71,6 +73,8 @@ InstanceState state_from_json(const nlohmann::json& j) {
   s.options = j.value("options", nlohmann::json::object());
   s.maps = j.value("maps", std::vector<std::string>{});
   s.progs = j.value("progs", std::vector<std::string>{});
+  s.prog_ids = j.value("prog_ids", std::map<std::string, std::uint32_t>{});
+  s.prog_tags = j.value("prog_tags", std::map<std::string, std::string>{});
   s.complete = j.value("complete", false);
   for (auto& m : j.value("shared_maps", nlohmann::json::array()))
     s.shared_maps.push_back({m.value("map", ""), m.value("instance", ""),

@@ -4,6 +4,8 @@
 // long as the pins it describes (bpffs holds no regular files).
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -58,6 +60,11 @@ struct InstanceState {
   std::vector<std::string> maps;   // own maps, pinned under maps/
   std::vector<SharedMapRecord> shared_maps;
   std::vector<std::string> progs;  // pinned under progs/
+  // What the kernel was given for each program: its id (stable while it
+  // lives) and tag (hash of its instructions). "Unchanged" and status
+  // compare what is pinned and what links run against these.
+  std::map<std::string, std::uint32_t> prog_ids;
+  std::map<std::string, std::string> prog_tags;
   std::vector<LinkRecord> links;   // pinned under links/
   std::vector<MapAttachmentRecord> map_attachments;
   std::vector<HookRecord> hooks;

@@ -126,6 +126,9 @@ class Server {
   // Instances the last successful apply made: only these can drift (one
   // just added to the manifest is missing, not drifted).
   std::set<std::string> applied_;
+  // The manifest changed (or SIGHUP) and has not been applied yet: a failed
+  // apply is retried every interval until it commits.
+  bool apply_pending_ = false;
   bool last_seen_valid_ = true;
 
   mutable std::mutex stats_mutex_;
@@ -278,7 +281,7 @@ void Server::reconcile(const char* trigger, bool force_reread) {
       auto d = read_manifest(*text);
       last_seen_valid_ = d.has_value();
       if (d && (!desired_ || desired_->text != d->text || force_reread)) {
-        changed = !desired_ || desired_->text != d->text;
+        changed = !desired_ || desired_->text != d->text || force_reread;
         desired_ = std::move(d);
         std::lock_guard g(stats_mutex_);
         stats_.manifest_valid = true;
@@ -299,9 +302,11 @@ void Server::reconcile(const char* trigger, bool force_reread) {
       if (start) drift.clear();
       for (auto& [inst, reasons] : drift)
         for (auto& r : reasons) spdlog::warn("{}: drift: {}", inst, r);
-      if ((start || changed || !drift.empty()) && apply(*desired_, drift)) {
+      if (changed) apply_pending_ = true;
+      if ((start || apply_pending_ || !drift.empty()) && apply(*desired_, drift)) {
         auto names = desired_->instance_names();
         applied_ = {names.begin(), names.end()};
+        apply_pending_ = false;
       }
     }
     std::lock_guard g(stats_mutex_);

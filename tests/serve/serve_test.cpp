@@ -245,6 +245,35 @@ TEST(Serve, InvalidManifestIsReportedWithPositionAndRunningStateKept) {
   EXPECT_GE(metric(s.metrics(), "bpfmgr_reconciles_total{trigger=\"file\"}").value_or(0), 2);
 }
 
+TEST(Serve, FailingChangeIsRetriedEveryIntervalAndRunningStateKept) {
+  PinRoot root;
+  TempDir dir;
+  auto manifest = dir.path + "/manifest.toml";
+  std::ofstream(manifest) << manifest_text(root, {"count"});
+  auto s = start_serve(manifest, {"--interval", "1"});
+  ASSERT_TRUE(s.process->running());
+  auto id = prog_id(root.path(), "count");
+  // Valid, but the verifier rejects the new instance's program.
+  replace_file(manifest, manifest_text(root, {"count"}) +
+                             "\n[[instance]]\nname = \"rejected\"\nplugin = \"testreject\"\n");
+  ASSERT_TRUE(wait_until(
+      [&] { return metric(s.metrics(), "bpfmgr_applies_total{result=\"failed\"}").value_or(0) >= 2; },
+      20s))
+      << s.process->log();
+  auto m = s.metrics();
+  EXPECT_EQ(metric(m, "bpfmgr_last_apply_success"), 0);
+  EXPECT_EQ(metric(m, "bpfmgr_manifest_valid"), 1);
+  EXPECT_EQ(metric(m, "bpfmgr_instance_up{instance_name=\"count\"}"), 1);
+  EXPECT_EQ(prog_id(root.path(), "count"), id);
+  EXPECT_FALSE(fs::exists(root.path() + "/rejected"));
+  EXPECT_NE(s.process->log().find("apply failed, rolled back"), std::string::npos);
+  // Fixed: the next pass commits and the failures stop.
+  replace_file(manifest, manifest_text(root, {"count", "count-2"}));
+  ASSERT_TRUE(wait_until(
+      [&] { return metric(s.metrics(), "bpfmgr_last_apply_success") == 1; }, 20s));
+  EXPECT_EQ(metric(s.metrics(), "bpfmgr_instance_up{instance_name=\"count-2\"}"), 1);
+}
+
 TEST(Serve, ConfigMapSymlinkSwapIsAppliedWithoutWaitingForTheInterval) {
   PinRoot root;
   TempDir dir;

@@ -1,5 +1,5 @@
 // bench_tcpint [--rounds N] [--rr-iters N] [--rr-size B] [--bulk-ms MS]
-//              [--micro-iters N] [--pin-cpu CPU]
+//              [--micro-iters N] [--pin-cpu CPU] [--bpf-stats 0|1]
 // tcpint's side-by-side benchmark: two netns joined by a veth (each with a
 // cgroup, tests/support's lab), request/response latency, bulk throughput and
 // syscall costs with the plugin off, sock_ops only and with the syscall
@@ -47,12 +47,15 @@ struct BenchConfig {
   std::size_t bulk_chunk = 128 * 1024;
   int micro_iters = 200000;
   int pin_cpu = -1;  // >= 0: client and servers pinned to this CPU
+  bool bpf_stats = false;  // kernel run-time accounting per program
 };
 
 struct Sample {
   double rr_mean_us = 0, rr_p50_us = 0, rr_p99_us = 0;
   double bulk_gbps = 0;
   double getppid_ns = 0, devnull_write_ns = 0;
+  // per round trip, with --bpf-stats
+  double sockops_runs = 0, sockops_ns = 0, sys_runs = 0, sys_ns = 0;
 };
 
 // Modes measured side by side: plugin off, sock_ops only (no syscall hook),
@@ -91,11 +94,31 @@ std::string manifest_for(const TwoHosts& h, Mode m) {
 }
 
 // One measurement round in a child of host A against servers in host B.
+// BPF run time of tcpint's programs in both instances (bpf_stats), summed.
+struct ProgTotals {
+  bench::ProgRunTime sockops, sys_enter;
+};
+ProgTotals prog_totals(const bench::LoadedManifest* m) {
+  ProgTotals t;
+  if (!m) return t;
+  for (const char* inst : {"tcpint_a", "tcpint_b"}) {
+    auto so = bench::prog_run_time(m->prog_pin(inst, "tcpint_sockops"));
+    auto se = bench::prog_run_time(m->prog_pin(inst, "tcpint_sys_enter"));
+    t.sockops.run_cnt += so.run_cnt;
+    t.sockops.run_time_ns += so.run_time_ns;
+    t.sys_enter.run_cnt += se.run_cnt;
+    t.sys_enter.run_time_ns += se.run_time_ns;
+  }
+  return t;
+}
+
 Sample measure(const TwoHosts& h, std::uint16_t echo_port,
-               std::uint16_t sink_port, const BenchConfig& cfg) {
+               std::uint16_t sink_port, const BenchConfig& cfg,
+               const bench::LoadedManifest* loaded) {
   Child c(h.a, [&](Channel& ch) {
     bench::pin_to_cpu(cfg.pin_cpu);
     Sample s;
+    ProgTotals p0 = prog_totals(loaded);
     // Request/response: rr_size bytes each way, TCP_NODELAY.
     {
       int fd = tcp_connect(h.b.addr4, echo_port);
@@ -117,6 +140,14 @@ Sample measure(const TwoHosts& h, std::uint16_t echo_port,
       s.rr_mean_us = sum / lat.size();
       s.rr_p50_us = percentile(lat, 0.5);
       s.rr_p99_us = percentile(lat, 0.99);
+      // Per round trip (both ends, warm-up included in the counts): runs
+      // and ns of each program.
+      ProgTotals p1 = prog_totals(loaded);
+      double n = cfg.rr_iters + 200;
+      s.sockops_runs = double(p1.sockops.run_cnt - p0.sockops.run_cnt) / n;
+      s.sockops_ns = double(p1.sockops.run_time_ns - p0.sockops.run_time_ns) / n;
+      s.sys_runs = double(p1.sys_enter.run_cnt - p0.sys_enter.run_cnt) / n;
+      s.sys_ns = double(p1.sys_enter.run_time_ns - p0.sys_enter.run_time_ns) / n;
     }
     // Bulk: stream for bulk_ms, then half-close and wait for the sink's
     // EOF so that every byte was received.
@@ -155,9 +186,10 @@ Sample measure(const TwoHosts& h, std::uint16_t echo_port,
       ::close(nul);
     }
     char line[256];
-    std::snprintf(line, sizeof(line), "%f %f %f %f %f %f", s.rr_mean_us,
+    std::snprintf(line, sizeof(line), "%f %f %f %f %f %f %f %f %f %f", s.rr_mean_us,
                   s.rr_p50_us, s.rr_p99_us, s.bulk_gbps, s.getppid_ns,
-                  s.devnull_write_ns);
+                  s.devnull_write_ns, s.sockops_runs, s.sockops_ns, s.sys_runs,
+                  s.sys_ns);
     ch.send(line);
     return 0;
   });
@@ -165,9 +197,10 @@ Sample measure(const TwoHosts& h, std::uint16_t echo_port,
   int rc = c.wait(std::chrono::seconds(10));
   Sample s;
   if (rc != 0 ||
-      std::sscanf(line.c_str(), "%lf %lf %lf %lf %lf %lf", &s.rr_mean_us,
+      std::sscanf(line.c_str(), "%lf %lf %lf %lf %lf %lf %lf %lf %lf %lf", &s.rr_mean_us,
                   &s.rr_p50_us, &s.rr_p99_us, &s.bulk_gbps, &s.getppid_ns,
-                  &s.devnull_write_ns) != 6)
+                  &s.devnull_write_ns, &s.sockops_runs, &s.sockops_ns, &s.sys_runs,
+                  &s.sys_ns) != 10)
     throw std::runtime_error("bench client failed (exit " +
                              std::to_string(rc) + ")");
   return s;
@@ -184,10 +217,11 @@ int run(const std::vector<std::string>& args) {
     else if (k == "--bulk-ms") cfg.bulk_ms = v;
     else if (k == "--micro-iters") cfg.micro_iters = v;
     else if (k == "--pin-cpu") cfg.pin_cpu = v;
+    else if (k == "--bpf-stats") cfg.bpf_stats = v != 0;
     else {
       std::cerr << "usage: bench_tcpint [--rounds N] [--rr-iters N] "
                    "[--rr-size BYTES] [--bulk-ms MS] [--micro-iters N] "
-                   "[--pin-cpu CPU]\n";
+                   "[--pin-cpu CPU] [--bpf-stats 0|1]\n";
       return 2;
     }
   }
@@ -196,6 +230,10 @@ int run(const std::vector<std::string>& args) {
     return 2;
   }
 
+  // Run-time accounting adds two clock reads to every program run, so it
+  // is off unless asked for: the overhead figures are measured without it.
+  std::unique_ptr<bench::BpfStats> stats;
+  if (cfg.bpf_stats) stats = std::make_unique<bench::BpfStats>();
   TwoHosts hosts(bpfmgr::test::cgroup2_root(), "bench");
   // Servers in host B live for the whole run: connections made while the
   // plugin is loaded get its callbacks whatever the listener's age.
@@ -241,7 +279,7 @@ int run(const std::vector<std::string>& args) {
       std::unique_ptr<bench::LoadedManifest> guard;
       if (m != Mode::Off)
         guard = std::make_unique<bench::LoadedManifest>(manifest_for(hosts, m));
-      samples[idx].push_back(measure(hosts, echo_port, sink_port, cfg));
+      samples[idx].push_back(measure(hosts, echo_port, sink_port, cfg, guard.get()));
       guard.reset();
       const auto& s = samples[idx].back();
       std::printf("  round %d %-12s rr mean %7.2f us p50 %7.2f p99 %7.2f | "
@@ -271,6 +309,18 @@ int run(const std::vector<std::string>& args) {
               {"bulk (Gbit/s)", &Sample::bulk_gbps, true},
               {"getppid (ns)", &Sample::getppid_ns, false},
               {"write /dev/null (ns)", &Sample::devnull_write_ns, false}};
+  // bpf_stats: what the programs themselves cost per 64 B round trip
+  // (client + server, both directions), medians over rounds.
+  if (cfg.bpf_stats) {
+  std::printf("\nBPF run time per round trip (kernel bpf_stats, medians; both ends)\n");
+  std::printf("%-13s %14s %14s %14s %14s %14s\n", "mode", "sockops runs", "sockops ns",
+              "ns/sockops run", "sys_enter runs", "sys_enter ns");
+  for (int i = 1; i < kModes; ++i) {
+    double runs = med(i, &Sample::sockops_runs), ns = med(i, &Sample::sockops_ns);
+    std::printf("%-13s %14.2f %14.1f %14.1f %14.2f %14.1f\n", mode_name(modes[i]), runs, ns,
+                runs > 0 ? ns / runs : 0.0, med(i, &Sample::sys_runs), med(i, &Sample::sys_ns));
+  }
+  }
   for (const auto& row : rows) {
     double off = med(0, row.f);
     std::printf("%-21s %-9.2f", row.name, off);

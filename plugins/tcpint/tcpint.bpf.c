@@ -44,6 +44,8 @@ const volatile __u8 segments = TCPINT_SEG_SYN | TCPINT_SEG_ACK |
 const volatile bool filter_ports = false;
 const volatile bool filter_cidrs = false;
 const volatile bool propagate = true;
+/* No syscall hook can change a flow's context after its handshake. */
+const volatile bool ctx_static = false;
 /* Syscall hooks only look at tasks under this cgroup (level 0: all). */
 const volatile __u32 cgroup_level = 0;
 const volatile __u64 cgroup_id = 0;
@@ -462,6 +464,13 @@ static __always_inline __u8 segment_class(struct bpf_sock_ops *skops,
 #define SEG_WRITTEN                                                          \
 	(segments | ((segments & TCPINT_SEG_DATA_CHANGED) ? TCPINT_SEG_DATA : 0))
 
+/* Bumped whenever a flow's trace id or flags change after it was created
+ * (the syscall hook inheriting a trace). A socket that found its context
+ * unchanged at generation N needs no tuple and no hash lookup while the
+ * generation stays N: the per-segment test is one socket-storage read and
+ * one load. */
+__u32 ctx_changes = 0;
+
 /* data_changed: true when the context the option would carry (trace id,
  * flags) differs from the last option this socket wrote. */
 static __always_inline bool data_ctx_changed(struct bpf_sock_ops *skops)
@@ -469,17 +478,72 @@ static __always_inline bool data_ctx_changed(struct bpf_sock_ops *skops)
 	struct tcpint_sk_state *st = sk_state_get(skops, false);
 	struct tcpint_tuple t = {};
 	struct tcpint_tx_ctx *c;
+	__u32 gen;
+	bool changed;
 
 	if (!st || !st->written)
 		return true;
+	/* read before the lookup: a change racing with it leaves the
+	 * socket at the old generation, so it looks again next time */
+	gen = *(volatile __u32 *)&ctx_changes;
+	if (st->seen_changes == gen)
+		return false;
 	if (tuple_from_skops(skops, &t))
 		return false;
 	c = bpf_map_lookup_elem(&flow_context_map, &t);
 	if (!c)
 		return false;
-	return c->trace_id != st->last_trace ||
-	       (c->flags & (TCPINT_F_INHERITED | TCPINT_F_PASSIVE)) !=
-		       st->last_flags;
+	changed = c->trace_id != st->last_trace ||
+		  (c->flags & (TCPINT_F_INHERITED | TCPINT_F_PASSIVE)) !=
+			  st->last_flags;
+	if (!changed)
+		st->seen_changes = gen;
+	return changed;
+}
+
+/* data_changed reserves nothing when the kernel sizes full segments (the
+ * MSS stays whole, so bulk transfers lose no payload): a segment carries
+ * the option only if its payload leaves room for it, else the change waits
+ * for the next segment that has room (DeepFlow writes its option the same
+ * way). `data` mode reserves in the MSS and writes on every segment. */
+static __always_inline bool fits_unreserved(struct bpf_sock_ops *skops)
+{
+	__u32 mss = skops->mss_cache;
+
+	if (segments & TCPINT_SEG_DATA)
+		return true; /* reserved in the MSS */
+	return !mss || skops->skb_len + TCPINT_OPT_LEN <= mss;
+}
+
+/* data_changed with a context nothing can change (ctx_static): once the
+ * peer has it (handshake ACK or first data segment), the socket stops
+ * asking for header-option callbacks, so its later segments run no BPF at
+ * all; the state callback turns them back on when the socket starts to
+ * close, so the FIN still carries the final count. */
+static __always_inline bool quiet_mode(void)
+{
+	return ctx_static && (segments & TCPINT_SEG_DATA_CHANGED) &&
+	       !(segments & TCPINT_SEG_DATA);
+}
+
+static __always_inline void set_write_cb(struct bpf_sock_ops *skops, bool on)
+{
+	int flags = skops->bpf_sock_ops_cb_flags;
+	int want = on ? flags | BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG
+		      : flags & ~BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG;
+	long err;
+
+	if (want == flags)
+		return;
+	err = bpf_sock_ops_cb_flags_set(skops, want);
+	if (err)
+		helper_error(TCPINT_H_CB_FLAGS, err);
+}
+
+static __always_inline void quiet_until_fin(struct bpf_sock_ops *skops)
+{
+	if (quiet_mode())
+		set_write_cb(skops, false);
 }
 
 static __always_inline void handle_hdr_opt_len(struct bpf_sock_ops *skops)
@@ -490,7 +554,7 @@ static __always_inline void handle_hdr_opt_len(struct bpf_sock_ops *skops)
 	if (skops->args[0] == BPF_WRITE_HDR_TCP_CURRENT_MSS) {
 		/* The kernel is sizing full data segments: reserve what a
 		 * data segment will carry so that MSS accounts for it. */
-		if (SEG_WRITTEN & TCPINT_SEG_DATA)
+		if (segments & TCPINT_SEG_DATA)
 			bpf_reserve_hdr_opt(skops, TCPINT_OPT_LEN, 0);
 		return;
 	}
@@ -506,6 +570,11 @@ static __always_inline void handle_hdr_opt_len(struct bpf_sock_ops *skops)
 	if (cls == TCPINT_SEG_DATA && !(segments & TCPINT_SEG_DATA) &&
 	    !data_ctx_changed(skops))
 		return;
+	if ((cls == TCPINT_SEG_DATA || cls == TCPINT_SEG_FIN) &&
+	    !fits_unreserved(skops)) {
+		count(TCPINT_C_DEFERRED);
+		return;
+	}
 	err = bpf_reserve_hdr_opt(skops, TCPINT_OPT_LEN, 0);
 	if (err == -ENOSPC)
 		count(TCPINT_C_NO_ROOM); /* the segment goes out without it */
@@ -567,6 +636,8 @@ static __always_inline void handle_write_hdr_opt(struct bpf_sock_ops *skops)
 			st->last_trace = c->trace_id;
 			st->last_flags = c->flags & (TCPINT_F_INHERITED |
 						     TCPINT_F_PASSIVE);
+			if (cls == TCPINT_SEG_ACK || cls == TCPINT_SEG_DATA)
+				quiet_until_fin(skops);
 		}
 	}
 }
@@ -657,6 +728,11 @@ int tcpint_sockops(struct bpf_sock_ops *skops)
 		enable_hdr_cbs(skops);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
+		/* tcp_close_state() sets FIN_WAIT1 / LAST_ACK before the FIN
+		 * is sent: a quiet socket asks for option callbacks again. */
+		if (quiet_mode() && (segments & TCPINT_SEG_FIN) &&
+		    (skops->args[1] == TCP_FIN_WAIT1 || skops->args[1] == TCP_LAST_ACK))
+			set_write_cb(skops, true);
 		if (skops->args[1] == TCP_CLOSE && !tuple_from_skops(skops, &t))
 			mark_closed(&t);
 		break;
@@ -851,6 +927,7 @@ int tcpint_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	    trace != c->trace_id) {
 		c->trace_id = trace;
 		c->flags |= TCPINT_F_INHERITED;
+		__sync_fetch_and_add(&ctx_changes, 1);
 		count(TCPINT_C_INHERITED);
 	}
 	count(TCPINT_C_SYSCALL_UPDATES);

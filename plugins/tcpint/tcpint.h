@@ -124,6 +124,9 @@ struct tcpint_sk_state {
 	TCPINT_U8 written;     /* 1: an option went out on this socket */
 	TCPINT_U8 last_flags;  /* context flags of the last option written */
 	TCPINT_U32 last_trace; /* trace id of the last option written */
+	TCPINT_U32 seen_changes; /* ctx_changes when this socket last found
+				    its context unchanged (data_changed) */
+	TCPINT_U32 pad;
 };
 
 /* Last process that received on a tracked socket, per thread: used to give
@@ -148,6 +151,8 @@ enum tcpint_counter {
 	TCPINT_C_SYSCALL_UPDATES, /* send syscalls that updated a context */
 	TCPINT_C_INHERITED,       /* trace ids taken over from a received flow */
 	TCPINT_C_HELPER_ERRORS,   /* other helper failures (see helper_errors) */
+	TCPINT_C_DEFERRED,        /* data_changed: a changed context waited for a
+				     segment with room (this one was full) */
 	TCPINT_C_MAX,
 };
 

@@ -40,12 +40,12 @@ static_assert(sizeof(tcpint_tuple) == 40);
 static_assert(sizeof(tcpint_tx_ctx) == 72);
 static_assert(sizeof(tcpint_rx_ctx) == 48);
 static_assert(sizeof(tcpint_cidr_key) == 20);
-static_assert(TCPINT_C_MAX == 11);
+static_assert(TCPINT_C_MAX == 12);
 
 constexpr const char* kCounterNames[TCPINT_C_MAX] = {
     "options_written", "options_parsed", "rejected_magic", "rejected_len",
     "no_room",         "tx_flows",       "rx_flows",       "no_context",
-    "syscall_updates", "inherited",      "helper_errors"};
+    "syscall_updates", "inherited",      "helper_errors", "deferred_full"};
 
 const char* helper_name(std::uint32_t h) {
   switch (h) {
@@ -93,6 +93,9 @@ class TcpintPlugin final : public bpfmgr::Plugin {
     ctx.set_global("propagate", s.propagate);
     ctx.set_global("cgroup_level", s.cgroup_level);
     ctx.set_global("cgroup_id", s.cgroup_id);
+    // Without the syscall hook propagating traces, nothing changes a flow's
+    // trace id or flags after its handshake.
+    ctx.set_global("ctx_static", static_cast<bool>(!(s.syscall_hooks && s.propagate)));
     ctx.set_max_entries("flow_context_map", s.max_flows);
     ctx.set_max_entries("rx_context_map", s.max_flows);
     ctx.set_autoload("tcpint_sys_enter", s.syscall_hooks);

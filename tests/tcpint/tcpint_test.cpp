@@ -236,7 +236,7 @@ class Tcpint : public ::testing::Test {
     static const char* names[TCPINT_C_MAX] = {
         "written", "parsed",  "rejected_magic", "rejected_len",
         "no_room", "tx_flows", "rx_flows",      "no_context",
-        "syscall_updates", "inherited", "helper_errors"};
+        "syscall_updates", "inherited", "helper_errors", "deferred_full"};
     std::map<std::string, std::uint64_t> out;
     for (const auto& e : dump(inst, "counters")) {
       const auto& f = e.at("formatted");
@@ -517,6 +517,135 @@ TEST_F(Tcpint, DataChangedWritesOnlyChanges) {
   EXPECT_TRUE(rx->at("value").at("flags").get<int>() & TCPINT_F_FIN);
   auto ca = counters("host_a");
   EXPECT_EQ(ca["helper_errors"], 0u);
+}
+
+// data_changed reserves no option space when the kernel sizes full
+// segments: a bulk sender keeps the MSS it has without the plugin, while
+// `data` (an option on every segment) gives the option's padded length of
+// each segment to it.
+// A changed context still reaches the peer (here: on the handshake ACK and
+// the FIN, which have room).
+TEST_F(Tcpint, DataChangedKeepsTheWholeMss) {
+  auto b4 = hosts_->b.addr4;
+  // The segment size the receiver saw (tcpi_rcv_mss: the largest segment,
+  // gso_size for GSO packets) while a client streams 1 MiB to it.
+  auto segment_size = [&]() -> int {
+    auto srv = std::make_unique<lab::Child>(hosts_->b, [=](lab::Channel& ch) {
+      int lfd = lab::tcp_listen(b4);
+      ch.send(std::to_string(lab::local_port(lfd)));
+      int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) return 3;
+      char buf[65536];
+      while (::read(fd, buf, sizeof buf) > 0) {
+      }
+      tcp_info ti{};
+      socklen_t len = sizeof ti;
+      if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len)) return 5;
+      ch.send(std::to_string(ti.tcpi_rcv_mss));
+      return 0;
+    });
+    auto sport = static_cast<std::uint16_t>(std::stoi(srv->channel().recv()));
+    auto cli = std::make_unique<lab::Child>(hosts_->a, [=](lab::Channel&) {
+      int fd = lab::tcp_connect(b4, sport);
+      std::vector<char> buf(1 << 20, 'x');
+      if (!lab::send_all(fd, buf.data(), buf.size())) return 4;
+      ::close(fd);
+      return 0;
+    });
+    EXPECT_EQ(cli->wait(), 0);
+    int mss = std::stoi("0" + srv->channel().recv());
+    EXPECT_EQ(srv->wait(), 0);
+    return mss;
+  };
+  int without = segment_size();
+  ASSERT_GT(without, 1000);
+  load({{"host_a", hosts_->a.cgroup,
+         "sender_id = 5\nsegments = [\"syn\", \"ack\", \"data_changed\", \"fin\"]"},
+        {"host_b", hosts_->b.cgroup, "sender_id = 6"}});
+  EXPECT_EQ(segment_size(), without) << "data_changed must not shrink segments";
+  auto c = counters("host_a");
+  EXPECT_GE(c["written"], 2u);  // SYN and handshake ACK at least
+  EXPECT_EQ(c["helper_errors"], 0u);
+  EXPECT_GE(counters("host_b")["parsed"], 2u);
+  load({{"host_a", hosts_->a.cgroup, "sender_id = 5"},
+        {"host_b", hosts_->b.cgroup, "sender_id = 6"}});
+  // the kernel pads reserved option space to 4 bytes
+  EXPECT_EQ(segment_size(), without - ((TCPINT_OPT_LEN + 3) & ~3))
+      << "`data` reserves the option in every segment";
+}
+
+// data_changed without syscall hooks: nothing can change a flow's context
+// after the handshake, so once the peer has it (A: handshake ACK; B: its
+// first data segment) the socket stops asking for option callbacks and its
+// data segments run no BPF at all; closing turns them back on, so both FINs
+// still carry the option. bpf_stats counts the program's runs.
+TEST_F(Tcpint, DataChangedWithoutHooksGoesQuietUntilFin) {
+  const int msgs = 200;
+  const std::string opts =
+      "\nsyscall_hooks = false\nsegments = [\"syn\", \"ack\", \"data_changed\", \"fin\"]";
+  int stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
+  ASSERT_GE(stats_fd, 0) << "bpf_enable_stats: " << std::strerror(errno);
+  load({{"host_a", hosts_->a.cgroup, "sender_id = 11" + opts},
+        {"host_b", hosts_->b.cgroup, "sender_id = 22" + opts}});
+  auto runs = [&](const std::string& inst) -> std::uint64_t {
+    int fd = bpf_obj_get((pins_->path() + "/" + inst + "/progs/tcpint_sockops").c_str());
+    bpf_prog_info info{};
+    __u32 len = sizeof info;
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(bpf_obj_get_info_by_fd(fd, &info, &len), 0);
+    ::close(fd);
+    return info.run_cnt;
+  };
+  auto srv = echo_server(hosts_->b, hosts_->b.addr4);
+  auto sport = port_of(*srv);
+  Capture cap(hosts_->a, sport);
+  std::uint64_t a0 = runs("host_a"), b0 = runs("host_b");
+  auto cli = client(hosts_->a, hosts_->b.addr4, sport, msgs);
+  ASSERT_NE(sent_port(*cli), 0);
+  // 200 echoed messages: 400 data segments between the two ends, and a
+  // few dozen callbacks at most (handshake, first data, close).
+  EXPECT_LT(runs("host_a") - a0, 40u);
+  EXPECT_LT(runs("host_b") - b0, 40u);
+  cli->channel().send("close");
+  EXPECT_EQ(cli->wait(), 0);
+  EXPECT_EQ(srv->channel().recv().rfind("done", 0), 0u);
+  EXPECT_EQ(srv->wait(), 0);
+  ::close(stats_fd);
+
+  int a_syn = 0, a_ack = 0, a_data = 0, a_data_with = 0, a_fin = 0, b_data = 0,
+      b_data_with = 0, b_fin = 0;
+  bool first_pure_ack = true;
+  for (const auto& seg : cap.segments(sport)) {
+    auto o = find_option(seg, 254, 0x5449);
+    if (seg.from_a) {
+      if (seg.flags & kSyn) {
+        a_syn += o ? 1 : 0;
+      } else if (seg.flags & kFin) {
+        a_fin += o ? 1 : 0;
+      } else if (seg.payload > 0) {
+        ++a_data;
+        a_data_with += o ? 1 : 0;
+      } else if (first_pure_ack) {
+        first_pure_ack = false;
+        a_ack += o ? 1 : 0;
+      }
+    } else if (seg.flags & kFin) {
+      b_fin += o ? 1 : 0;
+    } else if (seg.payload > 0) {
+      ++b_data;
+      if (o) EXPECT_EQ(b_data, 1) << "only B's first data segment carries it";
+      b_data_with += o ? 1 : 0;
+    }
+  }
+  EXPECT_EQ(a_syn, 1);
+  EXPECT_EQ(a_ack, 1);
+  EXPECT_GE(a_data, msgs / 2);
+  EXPECT_EQ(a_data_with, 0);
+  EXPECT_EQ(a_fin, 1) << "A's FIN without option";
+  EXPECT_EQ(b_data_with, 1);
+  EXPECT_EQ(b_fin, 1) << "B's FIN without option";
+  EXPECT_EQ(counters("host_a")["helper_errors"], 0u);
+  EXPECT_EQ(counters("host_b")["helper_errors"], 0u);
 }
 
 // The (pid, fd) -> socket -> tuple join for native IPv6 and for an IPv4

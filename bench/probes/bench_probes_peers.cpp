@@ -3,7 +3,7 @@
 // run attached, side by side in one process, rounds interleaved.
 //
 //   bench_probes_peers [churn] [delivery] [syscalls]   (default: all three)
-//       [--rounds N] [--conns N] [--seconds S] [--burst N]
+//       [--rounds N] [--conns N] [--seconds S] [--burst N] [--ring-kb KB]
 //
 //  churn     N-connection loopback churn (connect, 100 B request, 200 B
 //            reply, close): unobserved, probes + `bpfmgr events` (table and
@@ -64,6 +64,7 @@ struct Args {
   int conns = 5000;
   double seconds = 1.0;
   int burst = 16;
+  int ring_kb = 16384;  // delivery: room for ~110 ms at 1M records/s
 };
 
 // ------------------------------------------------------------ processes
@@ -325,15 +326,16 @@ void run_delivery(const Args& args) {
   }
   const std::string opts = "kinds = [\"syscalls\"]\nsyscall_events = true\n"
                            "sockets_only = false\nsyscalls = [\"write\"]\n"
-                           "ring_buffer_kb = 4096\nbench_event_burst = " +
+                           "ring_buffer_kb = " + std::to_string(args.ring_kb) +
+                           "\nbench_event_burst = " +
                            std::to_string(args.burst) + "\npids = [" +
                            std::to_string(::getpid()) + "]\n";
   const std::vector<double> rates = {250e3, 500e3, 1e6, 1.5e6, 2e6, 3e6, 0};
   bs::BpfStats stats;  // run time of the producing program, per record
   for (std::string consumer : {"raw", "json-file"}) {
     std::printf("delivery to %s consumer (CPU 1), producer on CPU 0, %d records per "
-                "traced write(), 152-byte records, 4 MiB ring, %.1f s per step\n",
-                consumer.c_str(), args.burst, args.seconds);
+                "traced write(), 152-byte records, %d KiB ring, %.1f s per step\n",
+                consumer.c_str(), args.burst, args.ring_kb, args.seconds);
     std::printf("%12s %12s %12s %12s %10s %14s %10s\n", "offered/s", "achieved/s",
                 "emitted", "delivered", "dropped", "delivered/s", "bpf ns/rec");
     double onset = 0, best_clean = 0;
@@ -527,10 +529,11 @@ int main(int argc, char** argv) {
       else if (a == "--conns") args.conns = std::stoi(next());
       else if (a == "--seconds") args.seconds = std::stod(next());
       else if (a == "--burst") args.burst = std::stoi(next());
+      else if (a == "--ring-kb") args.ring_kb = std::stoi(next());
       else if (a == "churn" || a == "delivery" || a == "syscalls") what.push_back(a);
       else if (a == "-h" || a == "--help") {
         std::printf("usage: bench_probes_peers [churn] [delivery] [syscalls] [--rounds N] "
-                    "[--conns N] [--seconds S] [--burst N]\n");
+                    "[--conns N] [--seconds S] [--burst N] [--ring-kb KB]\n");
         return 0;
       } else {
         std::fprintf(stderr, "bench_probes_peers: unknown argument %s (see --help)\n",

@@ -104,29 +104,6 @@ std::int64_t clock_ns(clockid_t c) {
   return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
-std::string comm_of(const probes_event& e) {
-  return std::string(e.comm, strnlen(e.comm, sizeof e.comm));
-}
-
-std::string endpoint(std::uint16_t family, const std::uint8_t* addr,
-                     std::uint16_t port) {
-  std::string a = format_addr(family, addr);
-  if (a.empty()) return "-";
-  if (family == AF_INET6) return "[" + a + "]:" + std::to_string(port);
-  return a + ":" + std::to_string(port);
-}
-
-std::string human_ns(std::uint64_t ns) {
-  char buf[32];
-  if (ns < 10000)
-    std::snprintf(buf, sizeof buf, "%lluns", (unsigned long long)ns);
-  else if (ns < 10000000)
-    std::snprintf(buf, sizeof buf, "%.1fus", ns / 1e3);
-  else
-    std::snprintf(buf, sizeof buf, "%.2fms", ns / 1e6);
-  return buf;
-}
-
 }  // namespace
 
 KernelEnums::KernelEnums() {
@@ -185,6 +162,73 @@ std::string ProbesFormatter::table_header() const {
   return buf;
 }
 
+namespace {
+
+// One table row in a fixed buffer: padded columns and "key=value" details
+// without a temporary string per field (the reader formats every record).
+class RowBuf {
+ public:
+  void raw(std::string_view v) {
+    std::size_t n = std::min(v.size(), sizeof buf_ - 1 - len_);
+    std::memcpy(buf_ + len_, v.data(), n);
+    len_ += n;
+  }
+  void ch(char c) {
+    if (len_ < sizeof buf_ - 1) buf_[len_++] = c;
+  }
+  template <class T>
+  void num(T v) {
+    char b[24];
+    auto r = std::to_chars(b, b + sizeof b, v);
+    raw(std::string_view(b, std::size_t(r.ptr - b)));
+  }
+  // Ends a column that started at `start`: pads to `width`, then a space
+  // (printf's "%-Ns ").
+  void end_col(std::size_t start, std::size_t width) {
+    while (len_ - start < width) ch(' ');
+    ch(' ');
+  }
+  std::size_t size() const { return len_; }
+  void endpoint(std::uint16_t family, const std::uint8_t* addr, std::uint16_t port) {
+    char a[INET6_ADDRSTRLEN] = {};
+    if (family != AF_INET && family != AF_INET6) {
+      ch('-');
+      return;
+    }
+    if (!inet_ntop(family, addr, a, sizeof a)) std::strcpy(a, "?");
+    if (family == AF_INET6) ch('[');
+    raw(a);
+    if (family == AF_INET6) ch(']');
+    ch(':');
+    num(port);
+  }
+  void human_ns(std::uint64_t ns) {
+    if (ns < 10000) {
+      num(ns);
+      raw("ns");
+      return;
+    }
+    char b[32];
+    int n = ns < 10000000 ? std::snprintf(b, sizeof b, "%.1fus", ns / 1e3)
+                          : std::snprintf(b, sizeof b, "%.2fms", ns / 1e6);
+    raw(std::string_view(b, std::size_t(std::max(0, n))));
+  }
+  // Starts one "key=" of the details column.
+  void key(std::string_view k) {
+    if (details_) ch(' ');
+    details_ = true;
+    raw(k);
+  }
+  std::string str() const { return std::string(buf_, len_); }
+
+ private:
+  char buf_[1024];
+  std::size_t len_ = 0;
+  bool details_ = false;
+};
+
+}  // namespace
+
 std::string ProbesFormatter::table_row(const probes_event& e) const {
   std::int64_t wall = std::int64_t(e.ts_ns) + realtime_offset_ns_;
   time_t secs = wall / 1000000000;
@@ -196,68 +240,105 @@ std::string ProbesFormatter::table_row(const probes_event& e) const {
                   tmv.tm_sec);
     hms_secs_ = secs;
   }
-  char tbuf[32];
-  std::snprintf(tbuf, sizeof tbuf, "%s.%03d", hms_, int((wall / 1000000) % 1000));
+  RowBuf r;
+  std::size_t col = r.size();
+  r.raw(hms_);
+  r.ch('.');
+  int ms = int((wall / 1000000) % 1000);
+  r.ch(char('0' + ms / 100));
+  r.ch(char('0' + ms / 10 % 10));
+  r.ch(char('0' + ms % 10));
+  r.end_col(col, 12);
+  col = r.size();
+  r.raw(event_kind_name(e.kind));
+  r.end_col(col, 14);
+  col = r.size();
+  r.num(e.pid);
+  r.end_col(col, 7);
+  col = r.size();
+  r.raw(std::string_view(e.comm, strnlen(e.comm, sizeof e.comm)));
+  r.end_col(col, 15);
+  col = r.size();
+  r.endpoint(e.t.family, e.t.saddr, e.t.sport);
+  r.end_col(col, 28);
+  col = r.size();
+  r.endpoint(e.t.family, e.t.daddr, e.t.dport);
+  r.end_col(col, 28);
 
-  std::string details;
-  auto add = [&](const std::string& s) {
-    if (!details.empty()) details += ' ';
-    details += s;
-  };
   switch (e.kind) {
     case PROBES_EV_CONNECT:
-      add("handshake=" + human_ns(e.duration_ns));
+      r.key("handshake=");
+      r.human_ns(e.duration_ns);
       break;
     case PROBES_EV_ACCEPT:
-      add("fd=" + std::to_string(e.fd));
-      add("queued=" + human_ns(e.duration_ns));
+      r.key("fd=");
+      r.num(e.fd);
+      r.key("queued=");
+      r.human_ns(e.duration_ns);
       break;
     case PROBES_EV_CLOSE:
-      add("tx=" + std::to_string(e.bytes_sent));
-      add("rx=" + std::to_string(e.bytes_received));
-      add("dur=" + human_ns(e.duration_ns));
-      add("closer=" + std::string(closer_name(e.closer)));
-      add("from=" + std::string(tcp_state_name(e.state)));
+      r.key("tx=");
+      r.num(e.bytes_sent);
+      r.key("rx=");
+      r.num(e.bytes_received);
+      r.key("dur=");
+      r.human_ns(e.duration_ns);
+      r.key("closer=");
+      r.raw(closer_name(e.closer));
+      r.key("from=");
+      r.raw(tcp_state_name(e.state));
       break;
     case PROBES_EV_CONNECT_FAILED:
-      add("after=" + human_ns(e.duration_ns));
+      r.key("after=");
+      r.human_ns(e.duration_ns);
       break;
     case PROBES_EV_RETRANSMIT:
-      add("state=" + std::string(tcp_state_name(e.state)));
-      if (e.ret) add("err=" + std::to_string(e.ret));
+      r.key("state=");
+      r.raw(tcp_state_name(e.state));
+      if (e.ret) {
+        r.key("err=");
+        r.num(e.ret);
+      }
       break;
     case PROBES_EV_RESET_SENT:
-      add("reason=" + enums_->reset_reason(e.reason));
-      if (e.state) add("state=" + std::string(tcp_state_name(e.state)));
+      r.key("reason=");
+      r.raw(enums_->reset_reason(e.reason));
+      if (e.state) {
+        r.key("state=");
+        r.raw(tcp_state_name(e.state));
+      }
       break;
     case PROBES_EV_RESET_RECV:
-      add("state=" + std::string(tcp_state_name(e.state)));
+      r.key("state=");
+      r.raw(tcp_state_name(e.state));
       break;
     case PROBES_EV_DROP:
-      add("reason=" + enums_->drop_reason(e.reason));
-      add("proto=" + std::to_string(e.t.proto));
+      r.key("reason=");
+      r.raw(enums_->drop_reason(e.reason));
+      r.key("proto=");
+      r.num(e.t.proto);
       break;
     case PROBES_EV_RCVQ_FULL:
-      add("rmem=" + std::to_string(e.rmem_alloc));
-      add("rcvbuf=" + std::to_string(e.rcvbuf));
+      r.key("rmem=");
+      r.num(e.rmem_alloc);
+      r.key("rcvbuf=");
+      r.num(e.rcvbuf);
       break;
     case PROBES_EV_SYSCALL:
-      add(std::string(e.op < PROBES_OP_MAX ? kOpNames[e.op] : "?"));
-      add("fd=" + std::to_string(e.fd));
-      add("ret=" + std::to_string(e.ret));
-      add("lat=" + human_ns(e.duration_ns));
+      r.key(e.op < PROBES_OP_MAX ? kOpNames[e.op] : "?");
+      r.key("fd=");
+      r.num(e.fd);
+      r.key("ret=");
+      r.num(e.ret);
+      r.key("lat=");
+      r.human_ns(e.duration_ns);
       break;
   }
-  if (e.sock_ino) add("ino=" + std::to_string(e.sock_ino));
-
-  char buf[512];
-  std::snprintf(buf, sizeof buf, "%-12s %-14s %-7u %-15s %-28s %-28s %s", tbuf,
-                std::string(event_kind_name(e.kind)).c_str(), e.pid,
-                comm_of(e).c_str(),
-                endpoint(e.t.family, e.t.saddr, e.t.sport).c_str(),
-                endpoint(e.t.family, e.t.daddr, e.t.dport).c_str(),
-                details.c_str());
-  return buf;
+  if (e.sock_ino) {
+    r.key("ino=");
+    r.num(e.sock_ino);
+  }
+  return r.str();
 }
 
 namespace {

@@ -12,7 +12,7 @@ packages=(
   libspdlog-dev libfmt-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
   libcpp-httplib-dev libsystemd-dev  # serve: /metrics over HTTP, sd_notify
   libssl-dev     # sha256 of plugin files (libcrypto)
-  dpkg-dev       # cpack's dependency list (dpkg-shlibdeps)
+  dpkg-dev file  # cpack's dependency list (dpkg-shlibdeps, file)
 )
 if [[ ${BPFMGR_DEPS:-all} != build ]]; then
   packages+=(

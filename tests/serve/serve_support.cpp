@@ -62,7 +62,8 @@ bool wait_until(const std::function<bool()>& pred, std::chrono::duration<double>
   return pred();
 }
 
-ServeProcess::ServeProcess(std::vector<std::string> args) {
+ServeProcess::ServeProcess(std::vector<std::string> args,
+                           std::vector<std::pair<std::string, std::string>> env) {
   log_path_ = write_temp_file("", ".log");
   args.insert(args.begin(), {bpfmgr_binary(), "serve"});
   pid_ = ::fork();
@@ -71,6 +72,7 @@ ServeProcess::ServeProcess(std::vector<std::string> args) {
     ::dup2(fd, 1);
     ::dup2(fd, 2);
     ::setenv("BPFMGR_PLUGIN_PATH", plugin_dir().c_str(), 1);
+    for (auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
     // Signals the test blocked are not the child's business.
     sigset_t none;
     sigemptyset(&none);

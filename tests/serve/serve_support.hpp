@@ -32,7 +32,8 @@ bool wait_until(const std::function<bool()>& pred, std::chrono::duration<double>
 class ServeProcess {
  public:
   // `bpfmgr serve args...`, output to a log file, BPFMGR_PLUGIN_PATH set.
-  explicit ServeProcess(std::vector<std::string> args);
+  explicit ServeProcess(std::vector<std::string> args,
+                        std::vector<std::pair<std::string, std::string>> env = {});
   ~ServeProcess();
   ServeProcess(const ServeProcess&) = delete;
   ServeProcess& operator=(const ServeProcess&) = delete;

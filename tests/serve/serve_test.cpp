@@ -4,7 +4,9 @@
 // root, other manifests' instances left alone, signals, run counters.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -387,6 +389,35 @@ TEST(Serve, EnableBpfStatsExportsPerProgramRunCounters) {
   EXPECT_GT(*metric(s.metrics(),
                     "bpfmgr_program_run_seconds_total{instance_name=\"count\",program=\"count_getppid\"}"),
             0);
+}
+
+TEST(Serve, TellsSystemdItIsReadyOnlyAfterTheFirstApply) {
+  PinRoot root;
+  TempDir dir;
+  // What systemd gives a Type=notify service: a datagram socket to write
+  // READY=1 to (sd_notify), named by NOTIFY_SOCKET.
+  auto sock_path = dir.path + "/notify";
+  int sock = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", sock_path.c_str());
+  ASSERT_EQ(::bind(sock, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  timeval tv{30, 0};
+  ::setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  auto manifest = write_temp_file(manifest_text(root, {"count"}));
+  ServeProcess serve({manifest, "--metrics-address", "none", "--interval", "300"},
+                     {{"NOTIFY_SOCKET", sock_path}});
+  char buf[512] = {};
+  auto n = ::recv(sock, buf, sizeof buf - 1, 0);
+  // The instance is pinned before the service says it is ready.
+  bool pinned_at_ready = fs::exists(root.path() + "/count/state");
+  ::close(sock);
+  ASSERT_GT(n, 0) << serve.log();
+  std::string msg(buf, n);
+  EXPECT_NE(msg.find("READY=1"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("STATUS=serving"), std::string::npos) << msg;
+  EXPECT_TRUE(pinned_at_ready);
+  EXPECT_EQ(serve.stop(SIGTERM), 0) << serve.log();
 }
 
 TEST(Serve, BadInvocationsFailClearly) {

@@ -20,6 +20,7 @@ if [[ ${BPFMGR_DEPS:-all} != build ]]; then
     prometheus     # promtool and a real server for the metrics tests
     iproute2 tcpdump procps strace util-linux curl
     libbpf-tools   # tcplife and syscount, the peers bench_probes compares against
+    iperf3 redis-server redis-tools  # real clients for bench/sockops/real_clients.sh
   )
 fi
 

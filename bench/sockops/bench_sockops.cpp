@@ -49,7 +49,8 @@ bool setup() {
                           << "[[instance]]\nname = \"bypass-ops\"\nplugin = \"sockops\"\n"
                           << "[instance.options]\ncgroup = \"" << g_cgroup << "\"\n"
                           << "[[instance]]\nname = \"bypass-msg\"\nplugin = \"sockmsg\"\n"
-                          << "[instance.maps]\nsock_hash = \"bypass-ops\"\n";
+                          << "[instance.maps]\nsock_hash = \"bypass-ops\"\n"
+                          << "services = \"bypass-ops\"\nsock_state = \"bypass-ops\"\n";
   int rc = sh("BPFMGR_PLUGIN_PATH=" BPFMGR_BENCH_PLUGIN_DIR " " BPFMGR_BENCH_BINARY
               " load " + manifest + " >/dev/null");
   std::remove(manifest.c_str());

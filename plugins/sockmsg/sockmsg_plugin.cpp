@@ -8,7 +8,7 @@
 #include "bypass_common.h"
 #include "sockmsg.skel.h"
 
-static_assert(sizeof(sockmsg_counters) == 8 * 8, "sockmsg_counters layout changed");
+static_assert(sizeof(sockmsg_counters) == 16 * 8, "sockmsg_counters layout changed");
 static_assert(sizeof(sockmsg_ctl) == 8, "sockmsg_ctl layout changed");
 
 namespace {
@@ -53,7 +53,11 @@ class SockmsgPlugin final : public bpfmgr::Plugin {
              std::pair{"passed_bytes", &sockmsg_counters::passed_bytes},
              std::pair{"redirect_failed", &sockmsg_counters::redirect_failed},
              std::pair{"passed_draining", &sockmsg_counters::passed_draining},
-             std::pair{"passed_sticky", &sockmsg_counters::passed_sticky}})
+             std::pair{"passed_sticky", &sockmsg_counters::passed_sticky},
+             std::pair{"queue_bound", &sockmsg_counters::queue_bound},
+             std::pair{"queue_resumed", &sockmsg_counters::queue_resumed},
+             std::pair{"passed_overflow", &sockmsg_counters::passed_overflow},
+             std::pair{"samples_accel", &sockmsg_counters::samples_accel}})
       r.counters.push_back(bpfmgr::percpu_counter(name, v, field));
     std::uint32_t zero = 0;
     sockmsg_ctl ctl{};

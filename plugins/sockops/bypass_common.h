@@ -53,7 +53,13 @@ struct sockops_counters {
 	__u64 skipped_no_peer;   /* server end whose client end is not in the map */
 	__u64 insert_failed;     /* bpf_sock_hash_update() returned an error */
 	__u64 half_closed;       /* accelerated sockets that sent a FIN */
-	__u64 pad[2];
+	/* select = "auto" only: */
+	__u64 auto_accelerated;  /* connections the service's decision accelerated */
+	__u64 auto_kept_tcp;     /* connections kept on TCP (learning or decision) */
+	__u64 samples_tcp;       /* learning samples taken on the TCP path */
+	__u64 learn_callbacks;   /* sendmsg callbacks run for learning (its cost) */
+	__u64 rcvbuf_raised;     /* accelerated sockets whose SO_RCVBUF was raised */
+	__u64 pad[5];
 };
 
 /* sockmsg counters: one PERCPU_ARRAY slot holding this struct. */
@@ -67,8 +73,95 @@ struct sockmsg_counters {
 	__u64 passed_sticky;     /* passed because this socket already sent on
 				  * the TCP path (never switch back: the peer
 				  * would read redirected bytes first) */
-	__u64 pad;
+	__u64 queue_bound;       /* times a socket moved to TCP because the
+				  * peer's queue reached half its sk_rcvbuf */
+	__u64 queue_resumed;     /* times it came back once TCP had drained */
+	__u64 passed_overflow;   /* messages passed while over the bound */
+	__u64 samples_accel;     /* learning samples taken on accelerated sockets */
+	__u64 pad[5];
 };
+
+/* ---------------------------------------------------------------- select
+ * select = "auto": each connection is accelerated or not at establishment,
+ * from what earlier connections of the same *service* (the listening port
+ * within a netns) showed. Design and numbers: docs/sockops.md, "Auto". */
+enum bypass_select {
+	BYPASS_SELECT_ALL = 0,
+	BYPASS_SELECT_AUTO = 1,
+};
+
+enum bypass_decision {
+	BYPASS_DECIDE_LEARNING = 0,   /* too few samples yet: TCP */
+	BYPASS_DECIDE_ACCELERATE = 1,
+	BYPASS_DECIDE_TCP = 2,
+};
+
+enum bypass_shape {
+	BYPASS_SHAPE_UNKNOWN = 0,
+	BYPASS_SHAPE_REQUEST_RESPONSE = 1, /* writes alternate with the peer's */
+	BYPASS_SHAPE_BULK_SMALL = 2,       /* one-way, mean write < large_write */
+	BYPASS_SHAPE_BULK_LARGE = 3,       /* one-way, mean write >= large_write */
+	BYPASS_SHAPE_QUEUE_GROWS = 4,      /* a peer let the queue reach the bound */
+};
+
+/* `services` key: the listening port within a network namespace. */
+struct bypass_service_key {
+	__u64 netns;
+	__u32 port;  /* the server end's local port, host order */
+	__u32 pad;
+};
+
+/* `services` value (named fields in `bpftool map dump pinned`). Updated
+ * without locks from any CPU: the scores are estimates, the counters are
+ * atomic adds. */
+struct bypass_service {
+	__u32 decision;          /* enum bypass_decision, for the next connection */
+	__u32 shape;             /* enum bypass_shape the decision came from */
+	__u32 rr_score;          /* EWMA (1/4) of samples that alternated, 0..1024 */
+	__u32 queue_strikes;     /* > 0: TCP; a long overflow sets it, each sample decays it */
+	__u64 avg_write;         /* EWMA (1/4) of the mean write of one-way samples, bytes */
+	__u64 samples;           /* samples folded in (one per writing connection end) */
+	__u64 accelerated;       /* connections accelerated by the decision */
+	__u64 kept_tcp;          /* connections kept on TCP by the decision */
+	__u64 queue_bound_hits;  /* accelerated sockets moved to TCP by the queue bound */
+	__u64 last_sample_ns;    /* bpf_ktime_get_ns() of the last sample */
+	__u32 scored;            /* 1 once a sample set the scores */
+	__u32 pad;
+};
+
+/* Per-socket state (BPF_MAP_TYPE_SK_STORAGE `sock_state`, owned by sockops,
+ * shared with sockmsg through the manifest; freed with the socket). */
+struct bypass_sock_state {
+	__u64 netns;     /* service key of this connection (auto mode) */
+	__u32 port;
+	__u32 flags;     /* BYPASS_SK_* */
+	__u32 msgs;      /* messages in the current learning window */
+	__u32 turns;     /* of those, messages that answered the peer */
+	__u64 bytes;     /* bytes written in the window */
+	__u32 last_rx;   /* TCP: bytes_received at the previous write;
+			  * accelerated: the peer's `sent` seen then */
+	__u32 last_seq;  /* TCP: write_seq after the previous write */
+	__u32 sent;      /* accelerated: messages sent (peers read it) */
+	__u32 tcp_path;  /* 1 once a message of this socket took the TCP path */
+	__u32 next_window; /* accelerated: messages until the next window */
+	__u32 overflow;  /* 1: on TCP because the peer's queue reached the bound */
+	__u32 resumes;   /* times it came back from an overflow */
+	__u32 pad;
+	__u64 peer_sk;   /* address of the peer's struct sock at the last
+			  * redirect, read (never dereferenced) while on TCP */
+	__u64 overflow_ns; /* when the current overflow started */
+};
+
+#define BYPASS_SK_LEARNING 1u /* a learning window is open */
+#define BYPASS_SK_SERVICE 2u  /* netns/port name a service (auto mode) */
+#define BYPASS_SK_ACCEL 4u    /* in the sockhash by an auto decision */
+#define BYPASS_SK_STRUCK 8u   /* this overflow already struck its service */
+#define BYPASS_SK_SERVER 16u  /* the accepted (server) end */
+
+/* Messages per learning window, and the gap between windows of a
+ * long-lived accelerated socket. */
+#define BYPASS_WINDOW_MSGS 32
+#define BYPASS_REWINDOW_MSGS 4096
 
 /* Value of sockops' `sock_index`: the kernel refuses BTF on sockhash maps,
  * so this plain hash mirrors the sockhash keys with named fields for
@@ -78,12 +171,6 @@ struct bypass_sock_info {
 	__u64 since_ns;    /* bpf_ktime_get_ns() at insertion */
 };
 
-/* sockmsg per-socket state (BPF_MAP_TYPE_SK_STORAGE, freed with the
- * socket). */
-struct sockmsg_sk_state {
-	__u32 tcp_path; /* 1 once a message of this socket took the TCP path */
-	__u32 pad;
-};
 
 /* sockmsg control: one ARRAY slot. The plugin sets `draining` before the
  * instance is unpinned: from then on every message takes the TCP path, so
@@ -104,6 +191,25 @@ struct sockmsg_ctl {
 		__type(key, struct bypass_key);                \
 		__type(value, __u64);                          \
 	} sock_hash SEC(".maps")
+
+/* Learned per-service state: sockops owns it, sockmsg adds the samples of
+ * accelerated sockets when the manifest shares it. */
+#define BYPASS_SERVICES_MAX 4096
+#define BYPASS_SERVICES_DEF                                    \
+	struct {                                               \
+		__uint(type, BPF_MAP_TYPE_LRU_HASH);           \
+		__uint(max_entries, BYPASS_SERVICES_MAX);      \
+		__type(key, struct bypass_service_key);        \
+		__type(value, struct bypass_service);          \
+	} services SEC(".maps")
+
+#define BYPASS_SOCK_STATE_DEF                                  \
+	struct {                                               \
+		__uint(type, BPF_MAP_TYPE_SK_STORAGE);         \
+		__uint(map_flags, BPF_F_NO_PREALLOC);          \
+		__type(key, int);                              \
+		__type(value, struct bypass_sock_state);       \
+	} sock_state SEC(".maps")
 #endif
 
 #endif

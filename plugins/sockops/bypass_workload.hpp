@@ -97,6 +97,74 @@ inline SocketPair tcp_pair(bool nodelay, bool v6 = false) {
   return SocketPair(c, s);
 }
 
+// A listening loopback socket kept open across connections: one *service*
+// for sockops' auto mode (which learns per listening port). The cgroup of
+// the creating process decides the cgroup of the sockets it accepts.
+class Listener {
+ public:
+  explicit Listener(bool v6 = false) : v6_(v6) {
+    fd_ = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) fail("socket");
+    int one = 1;
+    ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (v6) {
+      auto* s6 = reinterpret_cast<sockaddr_in6*>(&addr_);
+      s6->sin6_family = AF_INET6;
+      s6->sin6_addr = in6addr_loopback;
+      len_ = sizeof(*s6);
+    } else {
+      auto* s4 = reinterpret_cast<sockaddr_in*>(&addr_);
+      s4->sin_family = AF_INET;
+      s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      len_ = sizeof(*s4);
+    }
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr_), len_) || ::listen(fd_, 64) ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr_), &len_)) {
+      int e = errno;
+      ::close(fd_);
+      errno = e;
+      fail("listen");
+    }
+  }
+  ~Listener() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+  std::uint16_t port() const {
+    return ntohs(v6_ ? reinterpret_cast<const sockaddr_in6*>(&addr_)->sin6_port
+                     : reinterpret_cast<const sockaddr_in*>(&addr_)->sin_port);
+  }
+  // A new connection to this service; the cgroup of the calling process
+  // at this moment decides whether sock_ops sees the client end.
+  SocketPair connect(bool nodelay) const {
+    int c = ::socket(v6_ ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c < 0) fail("socket");
+    if (::connect(c, reinterpret_cast<const sockaddr*>(&addr_), len_)) {
+      int e = errno;
+      ::close(c);
+      errno = e;
+      fail("connect");
+    }
+    int s = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (s < 0) {
+      int e = errno;
+      ::close(c);
+      errno = e;
+      fail("accept");
+    }
+    set_nodelay(c, nodelay);
+    set_nodelay(s, nodelay);
+    return SocketPair(c, s);
+  }
+
+ private:
+  bool v6_;
+  int fd_ = -1;
+  sockaddr_storage addr_{};
+  socklen_t len_ = 0;
+};
+
 inline SocketPair unix_pair() {
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds)) fail("socketpair");

@@ -4,6 +4,7 @@
  * Design notes: docs/sockops.md. */
 #include "bpfmgr/bpf_common.h"
 #include "bypass_key.bpf.h"
+#include "bypass_learn.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -21,6 +22,23 @@ const volatile struct bypass_cidr cfg_cidrs[MAX_CIDRS] = {};
 /* Addresses of this host's interfaces (besides loopback) at load time. */
 const volatile __u32 cfg_nr_host_addrs = 0;
 const volatile struct bypass_cidr cfg_host_addrs[MAX_HOST_ADDRS] = {};
+/* select: BYPASS_SELECT_ALL or BYPASS_SELECT_AUTO. */
+const volatile __u32 cfg_select = BYPASS_SELECT_ALL;
+/* auto: one-way services whose mean write is at least this are accelerated. */
+const volatile __u64 cfg_large_write = 65536;
+/* auto: samples a service needs before it may be accelerated. */
+const volatile __u32 cfg_min_samples = 2;
+/* SO_RCVBUF given to accelerated sockets that did not set their own (0:
+ * leave it); sockmsg's queue bound is half the receiver's sk_rcvbuf. */
+const volatile __u32 cfg_rcvbuf = 0;
+
+#ifndef SOL_SOCKET
+#define SOL_SOCKET 1
+#endif
+#ifndef SO_RCVBUF
+#define SO_RCVBUF 8
+#endif
+#define SOCK_RCVBUF_LOCK 2
 
 BYPASS_SOCK_HASH_DEF;
 
@@ -31,6 +49,9 @@ struct {
 	__type(key, struct bypass_key);
 	__type(value, struct bypass_sock_info);
 } sock_index SEC(".maps");
+
+BYPASS_SERVICES_DEF;
+BYPASS_SOCK_STATE_DEF;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -142,8 +163,134 @@ static __always_inline int filtered_out(const struct bypass_key *k)
 	return 0;
 }
 
+/* The decision for a new connection of service *k, from its samples. */
+static __always_inline int service_accelerates(const struct bypass_service_key *k)
+{
+	struct bypass_service *svc = bpf_map_lookup_elem(&services, k);
+	__u32 decision, shape;
+
+	if (!svc) {
+		struct bypass_service fresh = {};
+		bpf_map_update_elem(&services, k, &fresh, BPF_NOEXIST);
+		svc = bpf_map_lookup_elem(&services, k);
+		if (!svc)
+			return 0;
+	}
+	if (svc->samples < cfg_min_samples) {
+		decision = BYPASS_DECIDE_LEARNING;
+		shape = BYPASS_SHAPE_UNKNOWN;
+	} else if (svc->queue_strikes) {
+		decision = BYPASS_DECIDE_TCP;
+		shape = BYPASS_SHAPE_QUEUE_GROWS;
+	} else if (svc->rr_score >= 512) {
+		decision = BYPASS_DECIDE_ACCELERATE;
+		shape = BYPASS_SHAPE_REQUEST_RESPONSE;
+	} else if (svc->avg_write >= cfg_large_write) {
+		decision = BYPASS_DECIDE_ACCELERATE;
+		shape = BYPASS_SHAPE_BULK_LARGE;
+	} else {
+		decision = BYPASS_DECIDE_TCP;
+		shape = BYPASS_SHAPE_BULK_SMALL;
+	}
+	svc->decision = decision;
+	svc->shape = shape;
+	if (decision == BYPASS_DECIDE_ACCELERATE) {
+		__sync_fetch_and_add(&svc->accelerated, 1);
+		return 1;
+	}
+	__sync_fetch_and_add(&svc->kept_tcp, 1);
+	return 0;
+}
+
+static __always_inline struct bypass_sock_state *
+new_state(struct bpf_sock_ops *skops, const struct bypass_service_key *svc,
+	  __u32 flags)
+{
+	struct bpf_sock *sk = skops->sk;
+	struct bypass_sock_state *st;
+
+	if (!sk)
+		return 0;
+	st = bpf_sk_storage_get(&sock_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return 0;
+	st->netns = svc->netns;
+	st->port = svc->port;
+	st->flags = flags | BYPASS_SK_SERVICE | BYPASS_SK_LEARNING;
+	st->msgs = 0;
+	st->turns = 0;
+	st->bytes = 0;
+	st->last_rx = skops->bytes_received;
+	st->last_seq = skops->snd_nxt; /* == write_seq: nothing written yet */
+	st->next_window = BYPASS_REWINDOW_MSGS;
+	return st;
+}
+
+/* A TCP-path connection end of an auto service: learn from its first
+ * BYPASS_WINDOW_MSGS writes through the per-sendmsg callback (6.15+), which
+ * is switched off again once the window is full; the state callback takes
+ * a shorter connection's sample at close. */
+static __always_inline void learn_on_tcp(struct bpf_sock_ops *skops,
+					 const struct bypass_service_key *svc)
+{
+	int on = SK_BPF_CB_TX_TIMESTAMPING;
+
+	if (!new_state(skops, svc, skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB
+					   ? BYPASS_SK_SERVER : 0))
+		return;
+	bpf_setsockopt(skops, SOL_SOCKET, SK_BPF_CB_FLAGS, &on, sizeof(on));
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+						 BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+static __always_inline void learn_stop(struct bpf_sock_ops *skops)
+{
+	int off = 0;
+	bpf_setsockopt(skops, SOL_SOCKET, SK_BPF_CB_FLAGS, &off, sizeof(off));
+}
+
+/* BPF_SOCK_OPS_TSTAMP_SENDMSG_CB: once per sendmsg() that queued bytes,
+ * socket locked, after the bytes were queued. */
+static __always_inline void learn_sendmsg(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = skops->sk;
+	struct bypass_sock_state *st;
+	struct tcp_sock *tp;
+
+	COUNT(learn_callbacks);
+	if (!sk)
+		return;
+	st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
+	if (!st || !(st->flags & BYPASS_SK_LEARNING)) {
+		learn_stop(skops);
+		return;
+	}
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return;
+	__u32 seq = tp->write_seq;
+	__u32 rx = (__u32)tp->bytes_received;
+	__u32 una = tp->snd_una;
+	/* An answer: the peer sent something since our previous write, had
+	 * everything we wrote before (acknowledged), and we read all it sent
+	 * (it waits for us). Streams that happen to flow both ways, like an
+	 * echo, usually have bytes unacknowledged or unread. */
+	if (st->msgs && rx != st->last_rx && (__s32)(una - st->last_seq) >= 0 &&
+	    tp->copied_seq == tp->rcv_nxt)
+		st->turns++;
+	st->bytes += seq - st->last_seq;
+	st->last_seq = seq;
+	st->last_rx = rx;
+	if (++st->msgs >= BYPASS_WINDOW_MSGS) {
+		if (bypass_fold_sample(&services, st))
+			COUNT(samples_tcp);
+		learn_stop(skops);
+	}
+}
+
 static __always_inline void insert(struct bpf_sock_ops *skops,
-				   struct bypass_key *key)
+				   struct bypass_key *key,
+				   const struct bypass_service_key *svc)
 {
 	long err = bpf_sock_hash_update(skops, &sock_hash, key, BPF_NOEXIST);
 	if (err) {
@@ -156,15 +303,58 @@ static __always_inline void insert(struct bpf_sock_ops *skops,
 		.since_ns = bpf_ktime_get_ns(),
 	};
 	bpf_map_update_elem(&sock_index, key, &info, BPF_ANY);
+	/* auto: sockmsg samples the writes of accelerated sockets. */
+	if (svc)
+		new_state(skops, svc, BYPASS_SK_ACCEL |
+				      (skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB
+					       ? BYPASS_SK_SERVER : 0));
+	/* The queue bound is half the receiver's sk_rcvbuf; without autotuning
+	 * (no TCP receive path) it would stay at tcp_rmem[1]. */
+	struct bpf_sock *sk = skops->sk;
+	if (cfg_rcvbuf && sk) {
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+		if (tp && !(tp->inet_conn.icsk_inet.sk.sk_userlocks & SOCK_RCVBUF_LOCK) &&
+		    tp->inet_conn.icsk_inet.sk.sk_rcvbuf < (int)cfg_rcvbuf) {
+			int v = cfg_rcvbuf / 2; /* the kernel doubles it */
+			if (!bpf_setsockopt(skops, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v)))
+				COUNT(rcvbuf_raised);
+		}
+	}
 	/* State changes: count FINs, drop the sock_index entry on close. */
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 						 BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+static __always_inline void on_state(struct bpf_sock_ops *skops)
+{
+	struct bypass_key key;
+
+	/* args[0]: old state, args[1]: new state */
+	if (skops->args[1] == BPF_TCP_FIN_WAIT1 || skops->args[1] == BPF_TCP_LAST_ACK)
+		COUNT(half_closed); /* this socket sent its FIN */
+	if (skops->args[1] != BPF_TCP_CLOSE)
+		return;
+	/* The kernel drops the socket from the sockhash itself when it is
+	 * closed; keep the index in step. */
+	if (!BYPASS_FILL_KEY(&key, skops, bpf_get_netns_cookie(skops)))
+		bpf_map_delete_elem(&sock_index, &key);
+	/* A TCP-path connection that closed before its window filled. */
+	struct bpf_sock *sk = skops->sk;
+	if (cfg_select == BYPASS_SELECT_AUTO && sk) {
+		struct bypass_sock_state *st =
+			bpf_sk_storage_get(&sock_state, sk, 0, 0);
+		if (st && (st->flags & BYPASS_SK_LEARNING) &&
+		    !(st->flags & BYPASS_SK_ACCEL) &&
+		    bypass_fold_sample(&services, st))
+			COUNT(samples_tcp);
+	}
 }
 
 SEC("sockops")
 int bypass_sockops(struct bpf_sock_ops *skops)
 {
 	struct bypass_key key;
+	struct bypass_service_key svc = {};
 	__u32 op = skops->op;
 
 	switch (op) {
@@ -172,15 +362,10 @@ int bypass_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
-		/* args[0]: old state, args[1]: new state */
-		if (skops->args[1] == BPF_TCP_FIN_WAIT1 ||
-		    skops->args[1] == BPF_TCP_LAST_ACK)
-			COUNT(half_closed); /* this socket sent its FIN */
-		/* The kernel drops the socket from the sockhash itself when it
-		 * is closed; keep the index in step. */
-		if (skops->args[1] == BPF_TCP_CLOSE &&
-		    !BYPASS_FILL_KEY(&key, skops, bpf_get_netns_cookie(skops)))
-			bpf_map_delete_elem(&sock_index, &key);
+		on_state(skops);
+		return 1;
+	case BPF_SOCK_OPS_TSTAMP_SENDMSG_CB:
+		learn_sendmsg(skops);
 		return 1;
 	default:
 		return 1;
@@ -196,18 +381,36 @@ int bypass_sockops(struct bpf_sock_ops *skops)
 		COUNT(skipped_filtered);
 		return 1;
 	}
+	int automatic = cfg_select == BYPASS_SELECT_AUTO;
+	if (automatic) {
+		/* The service: the server end's port, within this netns. */
+		svc.netns = key.netns;
+		svc.port = op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB ? key.remote_port
+								     : key.local_port;
+	}
 	/* The client end was established (and inserted) first: its ACK is
 	 * what makes this end established. No client entry means a peer
-	 * outside the cgroup or filtered: nothing would ever be redirected
-	 * to or from this socket, so keep it off the (costlier) sockmap path. */
+	 * outside the cgroup, filtered, or kept on TCP by auto: nothing would
+	 * ever be redirected to or from this socket, so keep it off the
+	 * (costlier) sockmap path. */
 	if (op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
 		struct bypass_key peer;
 		bypass_peer_key(&key, &peer);
 		if (!bpf_map_lookup_elem(&sock_index, &peer)) {
-			COUNT(skipped_no_peer);
+			if (automatic)
+				learn_on_tcp(skops, &svc);
+			else
+				COUNT(skipped_no_peer);
 			return 1;
 		}
+	} else if (automatic) {
+		if (!service_accelerates(&svc)) {
+			COUNT(auto_kept_tcp);
+			learn_on_tcp(skops, &svc);
+			return 1;
+		}
+		COUNT(auto_accelerated);
 	}
-	insert(skops, &key);
+	insert(skops, &key, automatic ? &svc : 0);
 	return 1;
 }

@@ -29,8 +29,11 @@ static_assert(offsetof(bypass_key, remote_port) == 14);
 static_assert(offsetof(bypass_key, local_ip) == 16);
 static_assert(offsetof(bypass_key, remote_ip) == 32);
 static_assert(sizeof(bypass_cidr) == 24);
-static_assert(sizeof(sockops_counters) == 8 * 8);
-static_assert(sizeof(sockmsg_counters) == 8 * 8);
+static_assert(sizeof(sockops_counters) == 16 * 8);
+static_assert(sizeof(sockmsg_counters) == 16 * 8);
+static_assert(sizeof(bypass_service_key) == 16);
+static_assert(sizeof(bypass_service) == 72);
+static_assert(sizeof(bypass_sock_state) == 80);
 
 namespace {
 
@@ -111,6 +114,48 @@ std::size_t count_entries(int map_fd) {
   return n;
 }
 
+const char* decision_name(std::uint32_t d) {
+  switch (d) {
+    case BYPASS_DECIDE_LEARNING: return "learning (tcp)";
+    case BYPASS_DECIDE_ACCELERATE: return "accelerate";
+    case BYPASS_DECIDE_TCP: return "tcp";
+  }
+  return "?";
+}
+
+const char* shape_name(std::uint32_t s) {
+  switch (s) {
+    case BYPASS_SHAPE_UNKNOWN: return "unknown";
+    case BYPASS_SHAPE_REQUEST_RESPONSE: return "request/response";
+    case BYPASS_SHAPE_BULK_SMALL: return "bulk, small writes";
+    case BYPASS_SHAPE_BULK_LARGE: return "bulk, large writes";
+    case BYPASS_SHAPE_QUEUE_GROWS: return "queue grows";
+  }
+  return "?";
+}
+
+// One line per learned service: "port 8080 netns 4096: accelerate
+// (request/response) samples 4 rr 1024/1024 avg_write 0 accelerated 3 ...".
+std::vector<std::string> read_services(int fd) {
+  std::vector<std::string> out;
+  bypass_service_key k{}, next{};
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    k = next;
+    prev = &k;
+    bypass_service v{};
+    if (bpf_map_lookup_elem(fd, &k, &v) != 0) continue;
+    std::ostringstream s;
+    s << "port " << k.port << " netns " << k.netns << ": " << decision_name(v.decision)
+      << " (" << shape_name(v.shape) << "), samples " << v.samples << ", rr_score "
+      << v.rr_score << "/1024, avg_write " << v.avg_write << " B, accelerated "
+      << v.accelerated << ", kept_tcp " << v.kept_tcp << ", queue_bound_hits "
+      << v.queue_bound_hits;
+    out.push_back(s.str());
+  }
+  return out;
+}
+
 // ------------------------------------------------------------- bench hook
 
 // A private cgroup for the bench; removed on destruction.
@@ -166,7 +211,8 @@ int run_bench(bpfmgr::BenchContext& ctx) {
       "[[instance]]\nname = \"bench-bypass-ops\"\nplugin = \"sockops\"\n"
       "[instance.options]\ncgroup = \"" + cg.name() + "\"\n"
       "[[instance]]\nname = \"bench-bypass-msg\"\nplugin = \"sockmsg\"\n"
-      "[instance.maps]\nsock_hash = \"bench-bypass-ops\"\n");
+      "[instance.maps]\nsock_hash = \"bench-bypass-ops\"\nservices = \"bench-bypass-ops\"\n"
+      "sock_state = \"bench-bypass-ops\"\n");
 
   enum Kind { Tcp, Bypass, Unix };
   auto make = [&](Kind k, bool nodelay) {
@@ -249,6 +295,24 @@ class SockopsPlugin final : public bpfmgr::Plugin {
          "treat this host's interface addresses (read at load) as local, besides "
          "loopback and connections to the socket's own address",
          true, {}, {}, {}},
+        {"select", OptionType::String,
+         "\"all\": accelerate every matching connection; \"auto\": per service "
+         "(listening port in a netns), accelerate only the shapes that gain "
+         "(request/response, large-write bulk), learned from earlier connections",
+         std::string("all"), {}, {}, std::vector<std::string>{"all", "auto"}},
+        {"large_write", OptionType::Int,
+         "auto: one-way services whose mean write is at least this many bytes "
+         "are accelerated",
+         std::int64_t{65536}, 1, std::int64_t{1} << 30, {}},
+        {"min_samples", OptionType::Int,
+         "auto: learning samples (one per connection end that wrote) a service "
+         "needs before it may be accelerated",
+         std::int64_t{2}, 1, 1000, {}},
+        {"rcvbuf", OptionType::Int,
+         "SO_RCVBUF (bytes, the kernel doubles it, capped by net.core.rmem_max) "
+         "given to accelerated sockets that did not set one; the queue bound "
+         "is half the receiver's buffer. 0 leaves it alone",
+         std::int64_t{8 << 20}, 0, std::int64_t{1} << 30, {}},
     };
   }
 
@@ -293,6 +357,13 @@ class SockopsPlugin final : public bpfmgr::Plugin {
       for (auto& c : host_addresses()) hosts.at(h++) = c;
     ctx.set_global("cfg_nr_host_addrs", h);
     ctx.set_global("cfg_host_addrs", hosts);
+
+    ctx.set_global("cfg_select", o.get_string("select") == "auto"
+                                     ? std::uint32_t{BYPASS_SELECT_AUTO}
+                                     : std::uint32_t{BYPASS_SELECT_ALL});
+    ctx.set_global("cfg_large_write", static_cast<std::uint64_t>(o.get_int("large_write")));
+    ctx.set_global("cfg_min_samples", static_cast<std::uint32_t>(o.get_int("min_samples")));
+    ctx.set_global("cfg_rcvbuf", static_cast<std::uint32_t>(o.get_int("rcvbuf")));
   }
 
   void attach(bpfmgr::InstanceContext& ctx) override {
@@ -312,7 +383,12 @@ class SockopsPlugin final : public bpfmgr::Plugin {
              std::pair{"skipped_filtered", &sockops_counters::skipped_filtered},
              std::pair{"skipped_no_peer", &sockops_counters::skipped_no_peer},
              std::pair{"insert_failed", &sockops_counters::insert_failed},
-             std::pair{"half_closed", &sockops_counters::half_closed}})
+             std::pair{"half_closed", &sockops_counters::half_closed},
+             std::pair{"auto_accelerated", &sockops_counters::auto_accelerated},
+             std::pair{"auto_kept_tcp", &sockops_counters::auto_kept_tcp},
+             std::pair{"samples_tcp", &sockops_counters::samples_tcp},
+             std::pair{"learn_callbacks", &sockops_counters::learn_callbacks},
+             std::pair{"rcvbuf_raised", &sockops_counters::rcvbuf_raised}})
       r.counters.push_back(bpfmgr::percpu_counter(name, v, field));
     r.counters.push_back(
         {"sockets_in_map", count_entries(ctx.map_fd("sock_hash")), {}});
@@ -320,6 +396,12 @@ class SockopsPlugin final : public bpfmgr::Plugin {
                                        ? "/ (cgroup v2 root)"
                                        : ctx.options().get_string("cgroup")});
     r.details.push_back({"sockhash", ctx.pin_dir() + "/maps/sock_hash"});
+    r.details.push_back({"select", ctx.options().get_string("select")});
+    if (ctx.options().get_string("select") == "auto") {
+      auto svcs = read_services(ctx.map_fd("services"));
+      r.counters.push_back({"services", svcs.size(), {}});
+      for (auto& line : svcs) r.details.push_back({"service", line});
+    }
     return r;
   }
 

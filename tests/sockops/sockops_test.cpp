@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -96,6 +97,18 @@ void write_pattern(int fd, std::uint64_t seed, std::uint64_t total, std::size_t 
   }
 }
 
+// Writes stream `seed` from offset `from` up to `to`, in writes of `chunk`.
+void write_pattern_from(int fd, std::uint64_t seed, std::uint64_t from, std::uint64_t to,
+                        std::size_t chunk) {
+  std::vector<char> buf(chunk);
+  for (std::uint64_t off = from; off < to;) {
+    std::size_t n = std::min<std::uint64_t>(chunk, to - off);
+    for (std::size_t i = 0; i < n; ++i) buf[i] = pattern(seed, off + i);
+    bp::write_all(fd, buf.data(), n);
+    off += n;
+  }
+}
+
 template <class T>
 T sum_percpu(int fd) {
   int ncpu = libbpf_num_possible_cpus();
@@ -119,7 +132,8 @@ class Bypass : public ::testing::Test {
         "[[instance]]\nname = \"ops\"\nplugin = \"sockops\"\n"
         "[instance.options]\ncgroup = \"" + cg_.path() + "\"\n" + extra_options +
         "[[instance]]\nname = \"msg\"\nplugin = \"sockmsg\"\n"
-        "[instance.maps]\nsock_hash = \"ops\"\n");
+        "[instance.maps]\nsock_hash = \"ops\"\nservices = \"ops\"\n"
+        "sock_state = \"ops\"\n");
     auto r = bt::run_bpfmgr({"load", manifest_});
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
     hash_fd_ = bpf_obj_get((pins_.path() + "/ops/maps/sock_hash").c_str());
@@ -178,6 +192,33 @@ class Bypass : public ::testing::Test {
     }
     ::close(fd);
     return n;
+  }
+  // Whether the client end of `p` is in the sockhash (accelerated).
+  bool in_map(const bp::SocketPair& p) const {
+    sockaddr_in a{}, b{};
+    socklen_t la = sizeof a, lb = sizeof b;
+    getsockname(p.a, reinterpret_cast<sockaddr*>(&a), &la);
+    getpeername(p.a, reinterpret_cast<sockaddr*>(&b), &lb);
+    for (auto& k : keys())
+      if (k.local_port == ntohs(a.sin_port) && k.remote_port == ntohs(b.sin_port))
+        return true;
+    return false;
+  }
+  // The learned state of the service listening on `port` (auto mode).
+  std::optional<bypass_service> service(std::uint16_t port) const {
+    int fd = bpf_obj_get((pins_.path() + "/ops/maps/services").c_str());
+    EXPECT_GE(fd, 0);
+    std::optional<bypass_service> out;
+    bypass_service_key k{}, next{};
+    const void* prev = nullptr;
+    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+      k = next;
+      prev = &k;
+      bypass_service v{};
+      if (k.port == port && bpf_map_lookup_elem(fd, &k, &v) == 0) out = v;
+    }
+    ::close(fd);
+    return out;
   }
   sockops_counters ops() const { return sum_percpu<sockops_counters>(ops_fd_); }
   sockmsg_counters msg() const { return sum_percpu<sockmsg_counters>(msg_fd_); }
@@ -310,8 +351,15 @@ TEST_F(Bypass, ByteExactStreamsAtEveryWriteSize) {
       EXPECT_EQ(r.first_mismatch, UINT64_MAX);
       EXPECT_EQ(r.eagain, 0u) << "blocking reader saw EAGAIN";
       auto after = msg();
-      EXPECT_EQ(after.redirected_bytes - before.redirected_bytes, c.total);
-      EXPECT_EQ(after.passed_msgs - before.passed_msgs, 0u);
+      // Every byte was redirected, or passed because the reader fell a
+      // quarter of its buffer behind (the queue bound): nothing else.
+      EXPECT_EQ(after.redirected_bytes - before.redirected_bytes +
+                    after.passed_bytes - before.passed_bytes,
+                c.total);
+      EXPECT_EQ(after.passed_msgs - before.passed_msgs,
+                after.passed_overflow - before.passed_overflow +
+                    after.passed_sticky - before.passed_sticky);
+      EXPECT_GT(after.redirected_bytes, before.redirected_bytes);
       if (c.total >= (100u << 20)) break;  // 100 MiB once
     }
 }
@@ -354,7 +402,9 @@ TEST_F(Bypass, ConcurrentFullDuplexConnections) {
     EXPECT_TRUE(r.eof);
     EXPECT_EQ(r.error, 0);
   }
-  EXPECT_EQ(msg().redirected_bytes, expected);
+  EXPECT_EQ(msg().redirected_bytes + msg().passed_bytes, expected);
+  EXPECT_EQ(msg().passed_msgs, msg().passed_overflow + msg().passed_sticky)
+      << "passed only by the queue bound";
   pairs.clear();
   EXPECT_EQ(entries_settled(0), 0u);
 }
@@ -437,7 +487,8 @@ TEST_F(Bypass, PartialWritesAndEdgeTriggeredEpoll) {
   EXPECT_TRUE(eof);
   EXPECT_EQ(got, kTotal);
   EXPECT_EQ(bad, UINT64_MAX);
-  EXPECT_EQ(msg().redirected_bytes, kTotal);
+  EXPECT_EQ(msg().redirected_bytes + msg().passed_bytes, kTotal);
+  EXPECT_EQ(msg().passed_msgs, msg().passed_overflow) << "passed only by the queue bound";
   RecordProperty("partial_writes", std::to_string(partial.load()));
 }
 
@@ -487,7 +538,7 @@ TEST_F(Bypass, HalfCloseEchoNeverLosesBytes) {
     eagain_total += r.eagain;
   }
   EXPECT_EQ(ops().half_closed, 2u * runs);
-  EXPECT_EQ(msg().passed_msgs, 0u);
+  EXPECT_EQ(msg().passed_msgs, msg().passed_overflow) << "passed only by the queue bound";
   // Known kernel behaviour (docs/sockops.md): a blocking reader may get one
   // EAGAIN when another thread half-closes the same socket. Reported, and
   // the retry above proves no data was behind it.
@@ -843,7 +894,8 @@ TEST_F(Bypass, SendfileWorksSpliceReadSeesOnlyTheTcpQueue) {
   ::close(f);
   EXPECT_EQ(r.bytes, kSize);
   EXPECT_EQ(r.first_mismatch, UINT64_MAX);
-  EXPECT_EQ(msg().redirected_bytes, kSize);
+  EXPECT_EQ(msg().redirected_bytes + msg().passed_bytes, kSize);
+  EXPECT_EQ(msg().passed_msgs, msg().passed_overflow);
 
   auto q = accel_pair();
   bp::write_all(q.a, "spliced?", 8);
@@ -859,6 +911,258 @@ TEST_F(Bypass, SendfileWorksSpliceReadSeesOnlyTheTcpQueue) {
   EXPECT_EQ(std::string(b, 8), "spliced?");
   ::close(pipefd[0]);
   ::close(pipefd[1]);
+}
+
+// ------------------------------------------------------------ select = auto
+
+// Request/response round trips of `size` bytes on p, checked byte by byte.
+void rr_verify(bp::SocketPair& p, std::size_t size, int iters, std::uint64_t seed) {
+  std::vector<char> req(size), got(size);
+  for (int i = 0; i < iters; ++i) {
+    for (std::size_t j = 0; j < size; ++j) req[j] = pattern(seed, i * size + j);
+    bp::write_all(p.a, req.data(), size);
+    bp::read_all(p.b, got.data(), size);
+    ASSERT_EQ(std::memcmp(req.data(), got.data(), size), 0) << "request " << i;
+    bp::write_all(p.b, got.data(), size);
+    bp::read_all(p.a, got.data(), size);
+    ASSERT_EQ(std::memcmp(req.data(), got.data(), size), 0) << "response " << i;
+  }
+}
+
+// One-way stream of `total` bytes in `chunk` writes, end of stream, checked.
+void stream_verify(bp::SocketPair& p, std::uint64_t total, std::size_t chunk,
+                   std::uint64_t seed) {
+  std::thread writer([&] {
+    write_pattern(p.a, seed, total, chunk);
+    ::shutdown(p.a, SHUT_WR);
+  });
+  auto r = read_verify(p.b, seed);
+  writer.join();
+  EXPECT_EQ(r.error, 0);
+  EXPECT_TRUE(r.eof);
+  EXPECT_EQ(r.bytes, total);
+  EXPECT_EQ(r.first_mismatch, UINT64_MAX);
+}
+
+// The documented convergence: a new service runs on TCP until it has
+// min_samples (2) samples; request/response gives two per connection (both
+// ends write), one-way bulk one (the writer).
+constexpr int kConvergeConnections = 2;
+
+TEST_F(Bypass, AutoAcceleratesRequestResponseButNotSmallWriteBulk) {
+  load("select = \"auto\"\n");
+  cg_.enter();
+  bp::Listener rr, bulk;
+  std::vector<bool> rr_accel, bulk_accel;
+  for (int i = 0; i < 6; ++i) {
+    auto p = rr.connect(true);
+    rr_accel.push_back(in_map(p));
+    rr_verify(p, 1024, 64, i);
+  }
+  for (int i = 0; i < 6; ++i) {
+    auto p = bulk.connect(false);
+    bulk_accel.push_back(in_map(p));
+    stream_verify(p, 1 << 20, 64, 100 + i);
+  }
+  cg_.leave();
+  EXPECT_FALSE(rr_accel[0]) << "a new service starts on TCP";
+  for (int i = kConvergeConnections - 1; i < 6; ++i)
+    EXPECT_TRUE(rr_accel[i]) << "request/response connection " << i;
+  for (int i = 0; i < 6; ++i) EXPECT_FALSE(bulk_accel[i]) << "bulk connection " << i;
+  auto r = service(rr.port()), b = service(bulk.port());
+  ASSERT_TRUE(r && b);
+  EXPECT_EQ(r->decision, BYPASS_DECIDE_ACCELERATE);
+  EXPECT_EQ(r->shape, BYPASS_SHAPE_REQUEST_RESPONSE);
+  EXPECT_EQ(b->decision, BYPASS_DECIDE_TCP);
+  EXPECT_EQ(b->shape, BYPASS_SHAPE_BULK_SMALL);
+  EXPECT_EQ(b->avg_write, 64u);
+  EXPECT_EQ(b->accelerated, 0u);
+  EXPECT_GE(msg().samples_accel, 2u) << "accelerated connections keep being sampled";
+  EXPECT_EQ(ops().auto_accelerated, r->accelerated);
+  std::cout << "[ info ] rr service: samples " << r->samples << " accelerated "
+            << r->accelerated << " kept_tcp " << r->kept_tcp << "; bulk: samples "
+            << b->samples << " kept_tcp " << b->kept_tcp << "\n";
+}
+
+TEST_F(Bypass, AutoAcceleratesLargeWriteBulk) {
+  load("select = \"auto\"\n");
+  cg_.enter();
+  bp::Listener bulk;
+  std::vector<bool> accel;
+  for (int i = 0; i < 5; ++i) {
+    auto p = bulk.connect(true);
+    accel.push_back(in_map(p));
+    stream_verify(p, 8 << 20, 128 << 10, 200 + i);
+  }
+  cg_.leave();
+  EXPECT_FALSE(accel[0]);
+  for (int i = kConvergeConnections; i < 5; ++i) EXPECT_TRUE(accel[i]) << "connection " << i;
+  auto b = service(bulk.port());
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->shape, BYPASS_SHAPE_BULK_LARGE);
+}
+
+// A request/response service that turns into small-write bulk goes back to
+// TCP within a few connections, and back again.
+TEST_F(Bypass, AutoRelearnsAServiceThatChangesShape) {
+  load("select = \"auto\"\n");
+  cg_.enter();
+  bp::Listener svc;
+  for (int i = 0; i < 3; ++i) {
+    auto p = svc.connect(true);
+    rr_verify(p, 64, 64, i);
+  }
+  int to_tcp = -1, back = -1;
+  for (int i = 0; i < 8 && to_tcp < 0; ++i) {
+    auto p = svc.connect(true);
+    if (!in_map(p)) to_tcp = i;
+    stream_verify(p, 256 << 10, 64, 300 + i);
+  }
+  for (int i = 0; i < 8 && back < 0; ++i) {
+    auto p = svc.connect(true);
+    if (in_map(p)) back = i;
+    rr_verify(p, 64, 64, 400 + i);
+  }
+  cg_.leave();
+  std::cout << "[ info ] re-learned to TCP after " << to_tcp
+            << " bulk connections, back to the bypass after " << back << "\n";
+  EXPECT_GE(to_tcp, 1) << "the first bulk connection was decided as request/response";
+  EXPECT_LE(to_tcp, 4);
+  EXPECT_GE(back, 1);
+  EXPECT_LE(back, 3);
+}
+
+// The spurious-EAGAIN echo (docs/sockops.md): in auto mode a bidirectional
+// small-write echo is bulk, stays on TCP, and a reader that stops at the
+// first read() <= 0 gets every byte.
+TEST_F(Bypass, AutoKeepsHalfCloseEchoOnTcpAndLosesNothing) {
+  load("select = \"auto\"\n");
+  cg_.enter();
+  bp::Listener echo;
+  const int runs = 24;
+  const std::uint64_t total = 1 << 20;
+  int accelerated = 0;
+  for (int run = 0; run < runs; ++run) {
+    SCOPED_TRACE("run " + std::to_string(run));
+    auto p = echo.connect(false);
+    accelerated += in_map(p);
+    std::thread server([fd = p.b] {
+      std::vector<char> buf(65536);
+      for (;;) {
+        ssize_t n = ::read(fd, buf.data(), buf.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        bp::write_all(fd, buf.data(), n);
+      }
+      ::shutdown(fd, SHUT_WR);
+    });
+    std::thread writer([fd = p.a, run, total] {
+      std::mt19937 rng(run);
+      std::vector<char> buf(128);
+      std::uint64_t off = 0;
+      while (off < total) {
+        std::size_t n = std::min<std::uint64_t>(1 + rng() % 128, total - off);
+        for (std::size_t i = 0; i < n; ++i) buf[i] = pattern(run, off + i);
+        bp::write_all(fd, buf.data(), n);
+        off += n;
+      }
+      ::shutdown(fd, SHUT_WR);
+    });
+    // The strict reader: the first read() <= 0 ends it.
+    std::uint64_t got = 0;
+    std::vector<char> buf(65536);
+    bool mismatch = false;
+    for (;;) {
+      ssize_t n = ::read(p.a, buf.data(), buf.size());
+      if (n <= 0) break;
+      for (ssize_t i = 0; i < n && !mismatch; ++i)
+        mismatch = buf[i] != pattern(run, got + i);
+      got += n;
+    }
+    writer.join();
+    server.join();
+    auto e = service(echo.port());
+    if (std::getenv("BYPASS_DEBUG") && e)
+      std::cout << "run " << run << " shape " << e->shape << " decision " << e->decision
+                << " rr " << e->rr_score << " avg " << e->avg_write << " samples "
+                << e->samples << "\n";
+    ASSERT_EQ(got, total) << "lost " << total - got << " bytes; accelerated " << in_map(p)
+                          << " shape " << (e ? e->shape : 99) << " rr_score "
+                          << (e ? e->rr_score : 0) << " samples " << (e ? e->samples : 0);
+    ASSERT_FALSE(mismatch);
+  }
+  cg_.leave();
+  EXPECT_EQ(accelerated, 0);
+  auto e = service(echo.port());
+  ASSERT_TRUE(e);
+  EXPECT_NE(e->decision, BYPASS_DECIDE_ACCELERATE);
+  std::cout << "[ info ] echo service: shape " << e->shape << " rr_score " << e->rr_score
+            << " avg_write " << e->avg_write << " samples " << e->samples << "\n";
+}
+
+// ------------------------------------------------------------ queue bound
+
+// A peer that stops reading: the writer is moved to TCP once the queue
+// reaches half the reader's sk_rcvbuf, then TCP's window blocks it; once the
+// reader reads again everything arrives, in order, with no stall.
+TEST_F(Bypass, QueueBoundHoldsAgainstAReaderThatStopsAndNothingStalls) {
+  load();
+  auto p = accel_pair(true);
+  int rcvbuf = 0, sndbuf = 0;
+  socklen_t len = sizeof rcvbuf;
+  ASSERT_EQ(getsockopt(p.b, SOL_SOCKET, SO_RCVBUF, &rcvbuf, &len), 0);
+  ASSERT_EQ(getsockopt(p.a, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len), 0);
+  // Fill: non-blocking 64 KiB writes until the writer is blocked for 1 s.
+  int fl = fcntl(p.a, F_GETFL);
+  ASSERT_EQ(fcntl(p.a, F_SETFL, fl | O_NONBLOCK), 0);
+  const std::size_t chunk = 64 << 10;
+  std::uint64_t written = 0;
+  std::vector<char> buf(chunk);
+  auto idle_since = std::chrono::steady_clock::now();
+  const std::uint64_t limit = 256ull << 20;
+  while (written < limit && std::chrono::steady_clock::now() - idle_since < 1s) {
+    for (std::size_t i = 0; i < chunk; ++i) buf[i] = pattern(7, written + i);
+    ssize_t n = ::write(p.a, buf.data(), chunk);
+    if (n < 0 && errno == EAGAIN) {
+      std::this_thread::sleep_for(5ms);
+      continue;
+    }
+    ASSERT_GT(n, 0) << std::strerror(errno);
+    // A partial write leaves the rest of this chunk unsent: continue the
+    // pattern from where the stream is.
+    written += n;
+    idle_since = std::chrono::steady_clock::now();
+  }
+  // Documented bound: half the reader's buffer plus one message on the
+  // ingress queue, then what TCP holds (the reader's buffer + our send
+  // buffer, with their truesize overheads).
+  const std::uint64_t bound = rcvbuf / 2 + chunk + 2ull * rcvbuf + 2ull * sndbuf;
+  std::cout << "[ info ] a non-reading peer let the writer queue " << (written >> 10)
+            << " KiB (reader SO_RCVBUF " << (rcvbuf >> 10) << " KiB, writer SO_SNDBUF "
+            << (sndbuf >> 10) << " KiB, bound " << (bound >> 10) << " KiB)\n";
+  EXPECT_LT(written, limit) << "the writer was never blocked";
+  EXPECT_LE(written, bound);
+  EXPECT_EQ(msg().queue_bound, 1u);
+  // Read again: everything arrives, and the writer finishes 64 MiB more
+  // on the TCP path within a deadline (the stall measured before crawled
+  // on persist-timer backoff).
+  ASSERT_EQ(fcntl(p.a, F_SETFL, fl), 0);
+  const std::uint64_t more = 64ull << 20;
+  auto t0 = std::chrono::steady_clock::now();
+  std::thread writer([&] {
+    write_pattern_from(p.a, 7, written, written + more, chunk);
+    ::shutdown(p.a, SHUT_WR);
+  });
+  auto r = read_verify(p.b, 7);
+  writer.join();
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.error, 0);
+  EXPECT_TRUE(r.eof);
+  EXPECT_EQ(r.bytes, written + more);
+  EXPECT_EQ(r.first_mismatch, UINT64_MAX);
+  EXPECT_LT(secs, 10.0) << "stalled";
+  std::cout << "[ info ] drained and streamed 64 MiB more in " << secs
+            << " s; back to redirects " << msg().queue_resumed << " times\n";
 }
 
 }  // namespace

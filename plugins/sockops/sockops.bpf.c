@@ -239,15 +239,32 @@ static __always_inline void learn_on_tcp(struct bpf_sock_ops *skops,
 					   ? BYPASS_SK_SERVER : 0))
 		return;
 	bpf_setsockopt(skops, SOL_SOCKET, SK_BPF_CB_FLAGS, &on, sizeof(on));
+	/* The timestamping callback may not change socket options (it is not
+	 * a locked context), so the window is closed from the first RTT
+	 * callback (an ACK of our data) after it is full. */
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
-						 BPF_SOCK_OPS_STATE_CB_FLAG);
+						 BPF_SOCK_OPS_STATE_CB_FLAG |
+						 BPF_SOCK_OPS_RTT_CB_FLAG);
 }
 
-static __always_inline void learn_stop(struct bpf_sock_ops *skops)
+/* BPF_SOCK_OPS_RTT_CB while learning: once the window is closed, switch
+ * the sendmsg and RTT callbacks off. */
+static __always_inline void learn_close(struct bpf_sock_ops *skops)
 {
+	struct bpf_sock *sk = skops->sk;
+	struct bypass_sock_state *st;
 	int off = 0;
+
+	if (!sk)
+		return;
+	st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
+	if (st && (st->flags & BYPASS_SK_LEARNING))
+		return;
 	bpf_setsockopt(skops, SOL_SOCKET, SK_BPF_CB_FLAGS, &off, sizeof(off));
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
+						 ~BPF_SOCK_OPS_RTT_CB_FLAG);
 }
+
 
 /* BPF_SOCK_OPS_TSTAMP_SENDMSG_CB: once per sendmsg() that queued bytes,
  * socket locked, after the bytes were queued. */
@@ -261,10 +278,8 @@ static __always_inline void learn_sendmsg(struct bpf_sock_ops *skops)
 	if (!sk)
 		return;
 	st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
-	if (!st || !(st->flags & BYPASS_SK_LEARNING)) {
-		learn_stop(skops);
-		return;
-	}
+	if (!st || !(st->flags & BYPASS_SK_LEARNING))
+		return; /* closed; the next RTT callback switches us off */
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
 		return;
@@ -284,7 +299,6 @@ static __always_inline void learn_sendmsg(struct bpf_sock_ops *skops)
 	if (++st->msgs >= BYPASS_WINDOW_MSGS) {
 		if (bypass_fold_sample(&services, st))
 			COUNT(samples_tcp);
-		learn_stop(skops);
 	}
 }
 
@@ -366,6 +380,9 @@ int bypass_sockops(struct bpf_sock_ops *skops)
 		return 1;
 	case BPF_SOCK_OPS_TSTAMP_SENDMSG_CB:
 		learn_sendmsg(skops);
+		return 1;
+	case BPF_SOCK_OPS_RTT_CB:
+		learn_close(skops);
 		return 1;
 	default:
 		return 1;

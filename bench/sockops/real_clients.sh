@@ -61,8 +61,13 @@ sock_state = "ops"
 TOML
 BPFMGR_PLUGIN_PATH=$plugins "$bpfmgr" load "$work/m.toml" >/dev/null
 
-# in_cg CMD...: runs CMD inside the bypass cgroup.
+# in_cg CMD...: runs CMD inside the bypass cgroup. bg_in_cg CMD... &: the
+# same in the background, with $! the server's own pid (killed at exit).
 in_cg() { sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cg" "$@"; }
+bg_in_cg() { exec sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cg" "$@"; }
+bg() { exec "$@"; }
+# A server left over on one of our ports would be measured instead.
+port_free() { ! ss -Htln "sport = :$1" | grep -q .; }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
@@ -89,8 +94,9 @@ declare -A iperf_port
 for len in 64 4K 128K; do
   for where in in out; do
     iperf_port[$where$len]=$port
-    if [[ $where == in ]]; then in_cg iperf3 -s -p "$port" >/dev/null 2>&1 &
-    else iperf3 -s -p "$port" >/dev/null 2>&1 & fi
+    port_free "$port" || { echo "port $port is in use" >&2; exit 1; }
+    if [[ $where == in ]]; then bg_in_cg iperf3 -s -p "$port" >/dev/null 2>&1 &
+    else bg iperf3 -s -p "$port" >/dev/null 2>&1 & fi
     pids+=($!)
     port=$((port + 1))
   done
@@ -99,8 +105,9 @@ declare -A redis_port
 for where in in out; do
   redis_port[$where]=$port
   args=(--port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no --logfile "")
-  if [[ $where == in ]]; then in_cg redis-server "${args[@]}" >/dev/null 2>&1 &
-  else redis-server "${args[@]}" >/dev/null 2>&1 & fi
+  port_free "$port" || { echo "port $port is in use" >&2; exit 1; }
+  if [[ $where == in ]]; then bg_in_cg redis-server "${args[@]}" >/dev/null 2>&1 &
+  else bg redis-server "${args[@]}" >/dev/null 2>&1 & fi
   pids+=($!)
   port=$((port + 1))
 done

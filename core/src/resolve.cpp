@@ -59,6 +59,16 @@ bool check_choice(const OptionSpec& s, const std::string& v, SourcePos pos,
   return false;
 }
 
+// Strings go to C APIs and the kernel, which stop at a NUL: "x\u0000y"
+// would quietly mean "x".
+bool has_nul(const OptionSpec& s, const std::string& v, SourcePos pos,
+             const std::string& inst, Diagnostics& d) {
+  if (v.find('\0') == std::string::npos) return false;
+  d.error(pos, "option '" + s.name + "' of instance '" + inst + "': '" + shorten(v) +
+                   "' contains a NUL byte");
+  return true;
+}
+
 // Converts one option node per its spec; reports problems at the node.
 std::optional<OptionValue> convert(const OptionSpec& s, const toml::node& n,
                                    const std::string& file,
@@ -90,6 +100,7 @@ std::optional<OptionValue> convert(const OptionSpec& s, const toml::node& n,
       return wrong();
     case OptionType::String:
       if (auto str = n.as_string()) {
+        if (has_nul(s, str->get(), pos, inst, d)) return std::nullopt;
         if (!check_choice(s, str->get(), pos, inst, d)) return std::nullopt;
         return OptionValue{str->get()};
       }
@@ -104,6 +115,10 @@ std::optional<OptionValue> convert(const OptionSpec& s, const toml::node& n,
         if (!str) {
           d.error(pos_of(e, file), "option '" + s.name + "' of instance '" +
                                        inst + "' must hold only strings");
+          ok = false;
+          continue;
+        }
+        if (has_nul(s, str->get(), pos_of(e, file), inst, d)) {
           ok = false;
           continue;
         }
@@ -306,6 +321,17 @@ std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
       }
     }
     r.options = Options(std::move(values));
+    // The options are kept in the instance's state record (state.hpp): a
+    // list that could never be recorded fails here, not half-way into load.
+    if (auto bytes = options_to_json(r.options).dump().size();
+        options_ok && bytes > kMaxRecordedOptionsBytes) {
+      d.error(spec.options_pos,
+              "options of instance '" + spec.name + "' take " + std::to_string(bytes) +
+                  " bytes in its state record; at most " +
+                  std::to_string(kMaxRecordedOptionsBytes) + " fit",
+              "shorten the long lists (e.g. ports, cidrs)");
+      options_ok = false;
+    }
     if (options_ok) {
       std::vector<OptionProblem> problems;
       try {

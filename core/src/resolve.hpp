@@ -36,6 +36,10 @@ struct ResolvedManifest {
   std::vector<ResolvedInstance> instances;
 };
 
+// Room for an instance's options in its state record (64 KiB in all, the
+// rest for maps, programs, links and hooks).
+inline constexpr std::size_t kMaxRecordedOptionsBytes = 32 * 1024;
+
 std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
                                                  PluginRegistry& registry,
                                                  Diagnostics& diags);

@@ -4,6 +4,7 @@
 // options to globals/map sizes/programs, attaches (optional hooks may be
 // missing), reports counters and live hooks and formats events. Its benchmark is
 // bench/probes, outside the shipped plugin.
+#include <bpfmgr/option_checks.hpp>
 #include <bpfmgr/plugin.hpp>
 
 #include <bpf/bpf.h>
@@ -239,6 +240,11 @@ class ProbesPlugin final : public Plugin {
                      "the kernel truncates comm to 15 characters"});
     if (o.get_strings("cgroups").size() > PROBES_MAX_CGROUPS)
       p.push_back({"cgroups", "at most 8 cgroups", ""});
+    for (auto& cg : o.get_strings("cgroups"))
+      if (auto why = bpfmgr::check::cgroup_path_problem(cg); !why.empty())
+        p.push_back({"cgroups", why, ""});
+    if (o.get_strings("kinds").empty())
+      p.push_back({"kinds", "no kind listed: the instance would trace nothing", ""});
     if (o.get_strings("families").empty())
       p.push_back({"families", "no family left: nothing would be traced",
                    "list ipv4, ipv6 or both"});

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <bpfmgr/option_checks.hpp>
 #include <bpfmgr/plugin.hpp>
 
 #include <array>
@@ -51,7 +52,7 @@ std::optional<bypass_cidr> parse_cidr(const std::string& text) {
   if (auto slash = text.find('/'); slash != std::string::npos) {
     addr = text.substr(0, slash);
     std::string p = text.substr(slash + 1);
-    if (p.empty() || p.find_first_not_of("0123456789") != std::string::npos)
+    if (p.empty() || p.size() > 3 || p.find_first_not_of("0123456789") != std::string::npos)
       return std::nullopt;
     prefix = std::stol(p);
   }
@@ -328,6 +329,8 @@ class SockopsPlugin final : public bpfmgr::Plugin {
       if (!parse_cidr(c))
         out.push_back({"cidrs", "'" + c + "' is not an IPv4/IPv6 address or CIDR",
                        "e.g. \"127.0.0.0/8\" or \"::1/128\""});
+    if (auto why = bpfmgr::check::cgroup_path_problem(o.get_string("cgroup")); !why.empty())
+      out.push_back({"cgroup", why, ""});
     return out;
   }
 

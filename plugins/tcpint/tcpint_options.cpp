@@ -1,5 +1,7 @@
 #include "tcpint_options.hpp"
 
+#include <bpfmgr/option_checks.hpp>
+
 #include <arpa/inet.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -83,7 +85,7 @@ bool parse_cidr(const std::string& text, tcpint_cidr_key& key,
   if (slash != std::string::npos) {
     addr = text.substr(0, slash);
     std::string p = text.substr(slash + 1);
-    if (p.empty() || p.find_first_not_of("0123456789") != std::string::npos) {
+    if (p.empty() || p.size() > 3 || p.find_first_not_of("0123456789") != std::string::npos) {
       why = "prefix length '" + p + "' is not a number";
       return false;
     }
@@ -134,6 +136,12 @@ std::vector<bpfmgr::OptionProblem> validate(const bpfmgr::Options& o) {
   }
   if (int_list(o, "ports").size() > 64)
     out.push_back({"ports", "at most 64 ports", ""});
+  if (o.has("segments") && string_list(o, "segments").empty())
+    out.push_back({"segments", "no segment listed: the option would never be sent",
+                   "list at least one of syn, ack, data, fin, data_changed"});
+  if (o.has("cgroup"))
+    if (auto why = bpfmgr::check::cgroup_path_problem(o.get_string("cgroup")); !why.empty())
+      out.push_back({"cgroup", why, ""});
   return out;
 }
 

@@ -119,6 +119,74 @@ TEST(Input, WithoutPrivilegesStatusAndUnpinSayPermissionDenied) {
   EXPECT_TRUE(fs::exists(root.path() + "/c/state"));
 }
 
+// ------------------------------------------------- options validate refuses
+
+bool first_party_built() {
+  for (auto p : {"sockops", "probes", "tcpint"})
+    if (!fs::exists(plugin_dir() + "/bpfmgr-" + std::string(p) + ".so")) return false;
+  return true;
+}
+
+// validate of one instance of `plugin` with `options`; its diagnostics.
+CommandResult validate_options(const std::string& plugin, const std::string& options) {
+  auto m = write_temp_file("[[instance]]\nname = \"i\"\nplugin = \"" + plugin +
+                           "\"\n[instance.options]\n" + options);
+  return run_bpfmgr({"validate", m});
+}
+
+void expect_refused(const std::string& plugin, const std::string& options,
+                    const std::string& where, const std::string& words) {
+  auto r = validate_options(plugin, options);
+  EXPECT_EQ(r.exit_code, 2) << plugin << " " << options << ": " << r.err;
+  EXPECT_NE(r.err.find(where), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(words), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("validate() failed"), std::string::npos) << r.err;
+}
+
+TEST(Options, CgroupPathsMustNameACgroupV2Directory) {
+  if (!first_party_built()) GTEST_SKIP() << "first-party plugins not built";
+  ScopedCgroup cg;
+  // Line 5 is the first option line; column 1 is its key.
+  expect_refused("sockops", "cgroup = \"x\\u0000y\"\n", ":5:10:", "contains a NUL byte");
+  expect_refused("sockops", "cgroup = \"" + cg.path() + "/sub/..\"\n", ":5:1:",
+                 "'..' is not allowed in a cgroup path");
+  expect_refused("probes", "cgroups = [\"../..\"]\n", ":5:1:",
+                 "'..' is not allowed in a cgroup path");
+  expect_refused("probes", "cgroups = [\"" + cg.path() + "/cgroup.procs\"]\n", ":5:1:",
+                 "cgroup.procs is not a directory");
+  expect_refused("tcpint", "cgroup = \"no-such-cgroup-here\"\n", ":5:1:",
+                 "No such file or directory (create it before loading)");
+  expect_refused("tcpint", "cgroup = \"a\\u0000\"\n", ":5:10:", "contains a NUL byte");
+  // The same options with a real cgroup pass.
+  auto ok = validate_options("sockops", "cgroup = \"" + cg.path() + "\"\n");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  ok = validate_options("probes", "cgroups = [\"" + cg.path() + "\"]\n");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+}
+
+TEST(Options, EmptyListsThatWouldDoNothingAreRefused) {
+  if (!first_party_built()) GTEST_SKIP() << "first-party plugins not built";
+  expect_refused("probes", "kinds = []\n", ":5:1:", "no kind listed");
+  expect_refused("tcpint", "segments = []\n", ":5:1:", "no segment listed");
+}
+
+TEST(Options, OutOfRangeCidrPrefixesAreNamedNotAStolFailure) {
+  if (!first_party_built()) GTEST_SKIP() << "first-party plugins not built";
+  expect_refused("sockops", "cidrs = [\"10.0.0.0/99999999999999999999\"]\n", ":5:1:",
+                 "is not an IPv4/IPv6 address or CIDR");
+  expect_refused("tcpint", "cidrs = [\"10.0.0.0/99999999999999999999\"]\n", ":5:1:",
+                 "is not a number");
+  expect_refused("sockops", "cidrs = [\"10.0.0.0/33\"]\n", ":5:1:",
+                 "is not an IPv4/IPv6 address or CIDR");
+}
+
+TEST(Options, ListsTooBigForTheStateRecordFailValidateNotLoad) {
+  if (!first_party_built()) GTEST_SKIP() << "first-party plugins not built";
+  std::string ports = "ports = [";
+  for (int p = 1; p <= 20000; ++p) ports += std::to_string(p) + (p < 20000 ? "," : "]\n");
+  expect_refused("probes", ports, ":4:1:", "bytes in its state record; at most 32768 fit");
+}
+
 // ---------------------------------------------------------------- verifier
 
 TEST(Verifier, ALongRejectionLogStillShowsTheReasonAndTheSourceLine) {

@@ -21,6 +21,7 @@ if [[ ${BPFMGR_DEPS:-all} != build ]]; then
     iproute2 tcpdump procps strace util-linux curl
     libbpf-tools   # tcplife and syscount, the peers bench_probes compares against
     iperf3 redis-server redis-tools  # real clients for bench/sockops/real_clients.sh
+    clang-14 libclang-rt-14-dev   # libFuzzer and sanitizers for scripts/fuzz.sh
   )
 fi
 

@@ -186,15 +186,19 @@ std::optional<ObjectMaps> object_maps(const LoadedPlugin& p) {
 
 nlohmann::json options_to_json(const Options& options) {
   nlohmann::json j = nlohmann::json::object();
-  for (auto& [k, v] : options.all())
+  for (auto& [name, v] : options.all()) {
+    const auto& k = name;  // clang 14 (the fuzz build) captures no bindings
     std::visit([&](auto& x) { j[k] = x; }, v);
+  }
   return j;
 }
 
 Options options_from_json(const nlohmann::json& j,
                           const std::vector<OptionSpec>& schema) {
   std::map<std::string, OptionValue> values;
-  for (auto& [k, v] : j.items()) {
+  for (auto& item : j.items()) {
+    const auto& k = item.key();
+    const auto& v = item.value();
     auto spec = std::find_if(schema.begin(), schema.end(),
                              [&](auto& s) { return s.name == k; });
     if (spec != schema.end()) {

@@ -135,15 +135,14 @@ TrustedPluginFile open_trusted_plugin(const std::string& path) {
   return out;
 }
 
-void check_plugin_hash(const TrustedPluginFile& file,
-                       const std::string& expected_sha256,
-                       const std::string& why) {
+void check_plugin_hash(const std::string& path, const std::string& actual_sha256,
+                       const std::string& expected_sha256, const std::string& why) {
   if (expected_sha256.empty()) return;
   std::string want = expected_sha256;
   for (auto& c : want) c = char(std::tolower(static_cast<unsigned char>(c)));
-  if (want == file.sha256) return;
-  throw PluginTrustError("refusing to load plugin " + file.path +
-                         ": its content changed (sha256 " + file.sha256 +
+  if (want == actual_sha256) return;
+  throw PluginTrustError("refusing to load plugin " + path +
+                         ": its content changed (sha256 " + actual_sha256 +
                          ", expected " + want + " " + why + ")");
 }
 

@@ -42,9 +42,8 @@ inline constexpr const char* kRecordedHashOrigin =
 
 // Throws PluginTrustError when `expected_sha256` is not empty and differs
 // from the file's; `why` says what the expected hash came from.
-void check_plugin_hash(const TrustedPluginFile& file,
-                       const std::string& expected_sha256,
-                       const std::string& why);
+void check_plugin_hash(const std::string& path, const std::string& actual_sha256,
+                       const std::string& expected_sha256, const std::string& why);
 
 // A relative `plugin = "..."` resolved against the manifest's directory;
 // throws PluginTrustError when the result lies outside that directory

@@ -111,16 +111,19 @@ std::shared_ptr<LoadedPlugin> PluginRegistry::load(
 std::shared_ptr<LoadedPlugin> PluginRegistry::load_file(
     const std::string& path, const std::string& expected_sha256,
     const std::string& hash_origin) {
+  // A library already loaded is the code that runs, whatever its file
+  // became since: its hash is the one taken when it was loaded.
+  std::error_code ec;
+  if (auto canonical = fs::canonical(path, ec); !ec)
+    if (auto it = cache_.find(canonical.string()); it != cache_.end()) {
+      check_plugin_hash(it->first, it->second->sha256, expected_sha256, hash_origin);
+      return it->second;
+    }
   // Owner, mode and content are checked before any code of the file runs;
   // the library is then loaded through the checked descriptor.
   auto trusted = open_trusted_plugin(path);
-  check_plugin_hash(trusted, expected_sha256, hash_origin);
+  check_plugin_hash(trusted.path, trusted.sha256, expected_sha256, hash_origin);
   auto key = trusted.path;
-  if (auto it = cache_.find(key); it != cache_.end()) {
-    if (it->second->sha256 != trusted.sha256)
-      throw PluginTrustError("plugin " + key + " changed while bpfmgr ran");
-    return it->second;
-  }
 
   // glibc knows a library loaded through /proc/self/fd/N by that name and
   // hands it out again for any later dlopen of the same name: the

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <set>
 
 #include "handles.hpp"
@@ -182,6 +183,19 @@ std::optional<ObjectMaps> object_maps(const LoadedPlugin& p) {
   return out;
 }
 
+// A plugin's BPF object is the same bytes for as long as its file has the
+// same content: opened once per plugin file, not once per instance (and not
+// once per input when the fuzzer resolves manifests in a loop).
+const std::optional<ObjectMaps>& object_maps_of(const LoadedPlugin& p) {
+  static std::mutex mu;
+  static std::map<std::string, std::optional<ObjectMaps>> cache;
+  std::lock_guard lock(mu);
+  auto key = p.path + "\n" + p.sha256;
+  auto it = cache.find(key);
+  if (it == cache.end()) it = cache.emplace(key, object_maps(p)).first;
+  return it->second;
+}
+
 }  // namespace
 
 nlohmann::json options_to_json(const Options& options) {
@@ -351,7 +365,7 @@ std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
                 p.hint);
       }
     }
-    maps_of[spec.name] = object_maps(*r.plugin);
+    maps_of[spec.name] = object_maps_of(*r.plugin);
     if (!maps_of[spec.name])
       d.error(spec.plugin_pos, "plugin '" + spec.plugin +
                                    "' carries a BPF object libbpf cannot open");

@@ -330,7 +330,8 @@ void run_delivery(const Args& args) {
                            "\nbench_event_burst = " +
                            std::to_string(args.burst) + "\npids = [" +
                            std::to_string(::getpid()) + "]\n";
-  const std::vector<double> rates = {250e3, 500e3, 1e6, 1.5e6, 2e6, 3e6, 0};
+  const std::vector<double> rates = {200e3, 250e3, 300e3, 350e3, 400e3, 500e3,
+                                     1e6,   1.5e6, 2e6,   3e6,   0};
   bs::BpfStats stats;  // run time of the producing program, per record
   for (std::string consumer : {"raw", "json-file"}) {
     std::printf("delivery to %s consumer (CPU 1), producer on CPU 0, %d records per "

@@ -13,7 +13,7 @@ namespace bpfmgr {
 
 namespace {
 
-class LoadedGuard final : public LoadedInstances {
+class LoadedGuard final : public BenchHost::Loaded {
  public:
   explicit LoadedGuard(std::string pin_root) : pin_root_(std::move(pin_root)) {}
   ~LoadedGuard() override {
@@ -31,13 +31,11 @@ class LoadedGuard final : public LoadedInstances {
   std::string pin_root_;
 };
 
-class BenchContextImpl final : public BenchContext {
+class BenchHostImpl final : public BenchHost {
  public:
-  explicit BenchContextImpl(std::vector<std::string> args) : args_(std::move(args)) {}
-  const std::vector<std::string>& args() const override { return args_; }
   const std::string& cgroup2_root() const override { return ::bpfmgr::cgroup2_root(); }
 
-  std::unique_ptr<LoadedInstances> load(const std::string& manifest_toml) override {
+  std::unique_ptr<Loaded> load(const std::string& manifest_toml) override {
     static std::atomic<int> counter{0};
     Diagnostics d;
     auto m = parse_manifest_text(manifest_toml, "<bench manifest>", ".", d);
@@ -51,9 +49,6 @@ class BenchContextImpl final : public BenchContext {
     load_manifest(*r, {});
     return guard;
   }
-
- private:
-  std::vector<std::string> args_;
 };
 
 }  // namespace
@@ -73,9 +68,9 @@ int cmd_bench(const std::string& plugin_name, const std::vector<std::string>& ar
   }
   ensure_bpffs();
   ensure_tracefs();
-  BenchContextImpl ctx(args);
+  BenchHostImpl host;
   try {
-    return plugin->plugin->bench(ctx);
+    return plugin->plugin->bench(host, args);
   } catch (const std::exception& e) {
     std::cerr << "error: bench " << plugin_name << ": " << e.what() << "\n";
     return kExitFailed;

@@ -456,10 +456,11 @@ std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop = true; }
 
 struct EventSink {
-  EventFormatter* formatter;
+  PluginInstance* formatter;
   EventFormat format;
   long seen = 0;
   long limit = 0;
+  long format_errors = 0;
 };
 
 constexpr const char* kRunDir = "/run/bpfmgr";
@@ -534,13 +535,20 @@ std::uint32_t pinned_map_id(const std::string& pin) {
 
 int on_record(void* ctx, void* data, size_t size) {
   auto* sink = static_cast<EventSink*>(ctx);
-  auto line = sink->formatter->format(
-      std::span<const std::byte>(static_cast<const std::byte*>(data), size),
-      sink->format);
-  if (!line.empty()) {
+  std::optional<std::string> line;
+  try {
+    line = sink->formatter->format_event(
+        std::span<const std::byte>(static_cast<const std::byte*>(data), size),
+        sink->format);
+  } catch (const std::exception& e) {
+    // One bad record is skipped; the reader goes on.
+    if (sink->format_errors++ == 0) spdlog::warn("events: {}", e.what());
+    return 0;
+  }
+  if (line) {
     // Flushed once per batch by the poll loop, not per record: a write(2)
     // per event cost more than formatting it.
-    std::fwrite(line.data(), 1, line.size(), stdout);
+    std::fwrite(line->data(), 1, line->size(), stdout);
     std::fputc('\n', stdout);
     ++sink->seen;
   }
@@ -575,10 +583,16 @@ int cmd_events(const EventsArgs& a) {
     return kExitInvalid;
   }
   auto ctx = open_pinned(layout, a.instance, *st, *plugin->plugin);
-  auto formatter = plugin->plugin->event_formatter(ctx->options());
-  if (!formatter) {
+  if (!plugin->plugin->api().format_event) {
     std::cerr << "error: plugin '" << st->plugin << "' has no event formatter\n";
     return kExitInvalid;
+  }
+  std::unique_ptr<PluginInstance> formatter;
+  try {
+    formatter = plugin->plugin->create(*ctx);
+  } catch (const std::exception& e) {
+    std::cerr << "error: plugin '" << st->plugin << "': " << e.what() << "\n";
+    return kExitFailed;
   }
   int fd;
   try {
@@ -639,7 +653,12 @@ int cmd_events(const EventsArgs& a) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   if (!a.json) {
-    std::cout << formatter->table_header() << "\n";
+    try {
+      std::cout << formatter->event_header() << "\n";
+    } catch (const std::exception& e) {
+      std::cerr << "error: plugin '" << st->plugin << "': " << e.what() << "\n";
+      return kExitFailed;
+    }
     std::fflush(stdout);
   }
   auto deadline = std::chrono::steady_clock::now() +

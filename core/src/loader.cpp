@@ -120,9 +120,9 @@ class InstanceError : public Error {
 using SharedMapLookup =
     std::function<int(const std::string& instance, const std::string& map)>;
 
-// One instance's part of a load transaction; also the InstanceContext its
-// plugin's hooks see.
-class InstanceTxn final : public InstanceContext {
+// One instance's part of a load transaction; also the context its plugin's
+// hooks see (through the C ABI's context table).
+class InstanceTxn final : public HostContext {
  public:
   InstanceTxn(const ResolvedInstance& r, const Manifest& m, const PinLayout& layout,
               std::optional<InstanceState> old, const LoadOptions& lo,
@@ -150,8 +150,9 @@ class InstanceTxn final : public InstanceContext {
   // definitions, for checks that must not touch the kernel (validate).
   void open_for_spec() {
     open_object();
+    create_plugin_instance();
     phase_ = Phase::BeforeLoad;
-    hook("before_load", [&] { r_.plugin->plugin->before_load(*this); });
+    hook("before_load", &PluginInstance::before_load);
   }
   bpf_map* spec_map(const std::string& name) const {
     return bpf_object__find_map_by_name(obj_.get(), name.c_str());
@@ -166,13 +167,10 @@ class InstanceTxn final : public InstanceContext {
     return old_ && !reused_maps_.count(map);
   }
 
-  // ---- InstanceContext
+  // ---- HostContext
   const std::string& instance_name() const override { return r_.spec->name; }
   const Options& options() const override { return r_.options; }
   const std::string& pin_dir() const override { return final_.dir; }
-  const std::string& cgroup2_root() const override {
-    return ::bpfmgr::cgroup2_root();
-  }
   void set_global(std::string_view var, const void* data,
                   std::size_t size) override;
   void set_max_entries(std::string_view map, std::uint32_t n) override {
@@ -195,7 +193,7 @@ class InstanceTxn final : public InstanceContext {
   void attach_cgroup(std::string_view prog,
                      const std::string& cgroup_path) override;
   void attach_map(std::string_view prog, std::string_view map,
-                  bpf_attach_type attach_type) override;
+                  std::uint32_t attach_type) override;
   bool attach_auto(std::string_view prog, bool optional) override;
 
  private:
@@ -224,13 +222,19 @@ class InstanceTxn final : public InstanceContext {
     if (!p) fail("no program named '" + std::string(name) + "' in the BPF object");
     return p;
   }
-  template <class F>
-  void hook(const char* name, F&& f) {
+  // The plugin's state for this instance (its create()).
+  void create_plugin_instance() {
     try {
-      f();
-    } catch (const InstanceError&) {
-      throw;  // from a context call the hook made: already phrased
+      plugin_ = r_.plugin->plugin->create(*this);
     } catch (const std::exception& e) {
+      fail(e.what());
+    }
+  }
+  void hook(const char* name, void (PluginInstance::*f)()) {
+    try {
+      (plugin_.get()->*f)();
+    } catch (const PluginHookError& e) {
+      if (e.from_context) throw InstanceError(e.what());  // already phrased
       fail(std::string(name) + ": " + e.what());
     }
   }
@@ -266,6 +270,8 @@ class InstanceTxn final : public InstanceContext {
   Phase phase_ = Phase::Open;
 
   BpfObject obj_;
+  // The plugin's state for this instance; made after the object is open.
+  std::unique_ptr<PluginInstance> plugin_;
   InstanceState new_;
   std::vector<BpfLink> links_;  // created by libbpf; pinned in staging
   std::vector<Fd> link_fds_;    // created by bpf_link_create; pinned too
@@ -431,7 +437,6 @@ void InstanceTxn::pin_objects() {
 }
 
 void InstanceTxn::stage() {
-  auto& plugin = *r_.plugin->plugin;
   new_.instance = r_.spec->name;
   new_.plugin = r_.plugin->info.name;
   new_.plugin_version = r_.plugin->info.version;
@@ -446,27 +451,28 @@ void InstanceTxn::stage() {
   new_.options = options_to_json(r_.options);
 
   open_object();
+  create_plugin_instance();
   phase_ = Phase::BeforeLoad;
-  hook("before_load", [&] { plugin.before_load(*this); });
+  hook("before_load", &PluginInstance::before_load);
   bind_maps();
   check_cancel_();
   load_object();
   check_cancel_();
   phase_ = Phase::Loaded;
-  hook("after_load", [&] { plugin.after_load(*this); });
+  hook("after_load", &PluginInstance::after_load);
   if (lo_.dry_run) return;
 
   pin_objects();
   check_cancel_();
   phase_ = Phase::Attach;
-  hook("attach", [&] { plugin.attach(*this); });
+  hook("attach", &PluginInstance::attach);
   bpf_program* p;
   bpf_object__for_each_program(p, obj_.get()) {
     if (bpf_program__autoload(p) && !attached_.count(bpf_program__name(p)))
       attach_auto(bpf_program__name(p), false);
   }
   phase_ = Phase::AfterAttach;
-  hook("after_attach", [&] { plugin.after_attach(*this); });
+  hook("after_attach", &PluginInstance::after_attach);
   new_.complete = true;
   write_state(staging_.state(), new_);
 }
@@ -533,7 +539,8 @@ void InstanceTxn::attach_cgroup(std::string_view prog_name,
 }
 
 void InstanceTxn::attach_map(std::string_view prog_name, std::string_view map,
-                             bpf_attach_type attach_type) {
+                             std::uint32_t attach_type_raw) {
+  auto attach_type = static_cast<bpf_attach_type>(attach_type_raw);
   require(Phase::Attach, "attach_map");
   std::string prog(prog_name);
   auto* p = find_prog(prog);

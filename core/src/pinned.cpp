@@ -148,44 +148,30 @@ std::string kernel_drift(const InstancePaths& dir, const InstanceState& s) {
   return "";
 }
 
-class PinnedInstance final : public PinnedContext {
- public:
-  PinnedInstance(const PinLayout& layout, std::string instance, InstanceState st,
-                 const std::vector<OptionSpec>& schema)
-      : instance_(std::move(instance)),
-        paths_(layout.instance(instance_)),
-        dir_(paths_.dir),
-        state_(std::move(st)),
-        options_(options_from_json(state_.options, schema)) {}
+PinnedInstance::PinnedInstance(const PinLayout& layout, std::string instance,
+                               InstanceState st, const std::vector<OptionSpec>& schema)
+    : instance_(std::move(instance)),
+      paths_(layout.instance(instance_)),
+      dir_(paths_.dir),
+      state_(std::move(st)),
+      options_(options_from_json(state_.options, schema)) {}
 
-  const std::string& instance_name() const override { return instance_; }
-  const Options& options() const override { return options_; }
-  const std::string& pin_dir() const override { return dir_; }
-  int map_fd(std::string_view map) const override {
-    std::string name(map);
-    if (auto it = fds_.find(name); it != fds_.end()) return it->second.get();
-    std::string pin = paths_.map(name);
-    for (auto& s : state_.shared_maps)
-      if (s.map == name) pin = s.pin;
-    Fd fd(bpf_obj_get(pin.c_str()));
-    if (!fd) throw Error("instance '" + instance_ + "' has no map '" + name +
-                         "' (" + pin + ": " + errno_text(errno) + ")");
-    return fds_.emplace(name, std::move(fd)).first->second.get();
-  }
+int PinnedInstance::map_fd(std::string_view map) const {
+  std::string name(map);
+  if (auto it = fds_.find(name); it != fds_.end()) return it->second.get();
+  std::string pin = paths_.map(name);
+  for (auto& s : state_.shared_maps)
+    if (s.map == name) pin = s.pin;
+  Fd fd(bpf_obj_get(pin.c_str()));
+  if (!fd) throw Error("instance '" + instance_ + "' has no map '" + name +
+                       "' (" + pin + ": " + errno_text(errno) + ")");
+  return fds_.emplace(name, std::move(fd)).first->second.get();
+}
 
- private:
-  std::string instance_;
-  InstancePaths paths_;
-  std::string dir_;
-  InstanceState state_;
-  Options options_;
-  mutable std::map<std::string, Fd> fds_;
-};
-
-std::unique_ptr<PinnedContext> open_pinned(const PinLayout& layout,
-                                           const std::string& instance,
-                                           const InstanceState& state,
-                                           const Plugin& plugin) {
+std::unique_ptr<PinnedInstance> open_pinned(const PinLayout& layout,
+                                            const std::string& instance,
+                                            const InstanceState& state,
+                                            const PluginModule& plugin) {
   return std::make_unique<PinnedInstance>(layout, instance, state,
                                           plugin.option_schema());
 }
@@ -206,7 +192,7 @@ bool unpin_instance_locked(const PinLayout& layout, const std::string& instance,
       auto plugin = registry.load_file(st->plugin_path, st->plugin_sha256,
                                        kRecordedHashOrigin);
       auto ctx = open_pinned(layout, instance, *st, *plugin->plugin);
-      plugin->plugin->before_unpin(*ctx);
+      plugin->plugin->create(*ctx)->before_unpin();
     } catch (const std::exception& e) {
       spdlog::warn("{}: before_unpin skipped: {}", instance, e.what());
     }
@@ -379,7 +365,8 @@ nlohmann::json instance_status(const PinLayout& layout, const std::string& insta
     auto plugin = registry.load_file(st->plugin_path, st->plugin_sha256,
                                      kRecordedHashOrigin);
     auto ctx = open_pinned(layout, instance, *st, *plugin->plugin);
-    auto rep = plugin->plugin->status(*ctx);
+    plugin->plugin->create(*ctx)->status();
+    const auto& rep = ctx->report;
     for (auto& c : rep.counters) {
       nlohmann::json cj{{"name", c.name}, {"value", c.value}};
       if (!c.per_cpu.empty()) cj["per_cpu"] = c.per_cpu;

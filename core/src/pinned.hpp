@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "handles.hpp"
 #include "pin_layout.hpp"
 #include "pin_root_lock.hpp"
 #include "plugins.hpp"
@@ -82,11 +83,39 @@ nlohmann::json pin_root_status(const std::string& pin_root,
                                const std::vector<std::string>& only,
                                PluginRegistry& registry);
 
-// A PinnedContext over an instance loaded earlier (by any process).
-// Options are re-typed with `plugin`'s schema.
-std::unique_ptr<PinnedContext> open_pinned(const PinLayout& layout,
-                                           const std::string& instance,
-                                           const InstanceState& state,
-                                           const Plugin& plugin);
+// The context a plugin's status, before_unpin and event formatter see: an
+// instance loaded earlier (by any process), through its pins. Options are
+// re-typed with `plugin`'s schema.
+class PinnedInstance final : public HostContext {
+ public:
+  PinnedInstance(const PinLayout& layout, std::string instance, InstanceState st,
+                 const std::vector<OptionSpec>& schema);
+
+  const std::string& instance_name() const override { return instance_; }
+  const Options& options() const override { return options_; }
+  const std::string& pin_dir() const override { return dir_; }
+  // Opens the pinned map (or the map this instance shares from another);
+  // the fd stays open as long as this object.
+  int map_fd(std::string_view map) const override;
+  // What the plugin's status hook reports.
+  void add_counter(Counter c) override { report.counters.push_back(std::move(c)); }
+  void add_detail(std::string key, std::string value) override {
+    report.details.emplace_back(std::move(key), std::move(value));
+  }
+  StatusReport report;
+
+ private:
+  std::string instance_;
+  InstancePaths paths_;
+  std::string dir_;
+  InstanceState state_;
+  Options options_;
+  mutable std::map<std::string, Fd> fds_;
+};
+
+std::unique_ptr<PinnedInstance> open_pinned(const PinLayout& layout,
+                                            const std::string& instance,
+                                            const InstanceState& state,
+                                            const PluginModule& plugin);
 
 }  // namespace bpfmgr

@@ -1,16 +1,19 @@
 #include "plugins.hpp"
 
-#include "plugin_trust.hpp"
-
 #include <boost/dll/runtime_symbol_info.hpp>
 #include <boost/dll/shared_library.hpp>
 #include <spdlog/spdlog.h>
 
-#include <cstdlib>
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <type_traits>
 #include <cstring>
 #include <filesystem>
 #include <sstream>
+
+#include "plugin_trust.hpp"
+#include "system.hpp"
 
 #ifndef BPFMGR_INSTALL_PLUGIN_DIR_FULL
 #define BPFMGR_INSTALL_PLUGIN_DIR_FULL "/usr/local/lib/bpfmgr/plugins"
@@ -20,8 +23,9 @@ namespace bpfmgr {
 namespace fs = std::filesystem;
 
 namespace {
-constexpr const char* kVersionSymbol = "bpfmgr_plugin_api_version";
-constexpr const char* kCreateSymbol = "bpfmgr_plugin_create";
+constexpr const char* kEntrySymbol = BPFMGR_PLUGIN_ENTRY_SYMBOL;
+// What plugin API 1 (a C++ vtable) exported: recognised to say "rebuild".
+constexpr const char* kApi1VersionSymbol = "bpfmgr_plugin_api_version";
 constexpr const char* kFilePrefix = "bpfmgr-";
 constexpr const char* kFileSuffix = ".so";
 
@@ -29,12 +33,382 @@ bool looks_like_path(const std::string& s) {
   return s.find('/') != std::string::npos ||
          (s.size() > 3 && s.compare(s.size() - 3, 3, ".so") == 0);
 }
+
+const char* str_or_empty(const char* s) { return s ? s : ""; }
+
+// The core's error sink for calls into the plugin.
+using detail::ErrorText;
+
+std::string failure(const char* call, int rc, const ErrorText& e) {
+  if (rc == BPFMGR_ERR_EXCEPTION)
+    return std::string(call) + ": " +
+           (e.text.empty() ? "threw an exception that is not a std::exception"
+                           : e.text);
+  if (!e.text.empty()) return e.text;
+  return std::string(call) + " failed (code " + std::to_string(rc) + ")";
+}
+
+// The plugin's name for log lines, looked up through the host table.
+struct HostWithName {
+  bpfmgr_host host;
+  char name[128];  // the file's name until get_info answers
+};
+static_assert(std::is_standard_layout_v<HostWithName>);
+
+void host_log(const bpfmgr_host* h, std::uint32_t level, const char* msg,
+              std::size_t len) noexcept {
+  try {
+    auto* self = reinterpret_cast<const HostWithName*>(h);
+    auto lvl = level <= BPFMGR_LOG_ERROR
+                   ? static_cast<spdlog::level::level_enum>(level)
+                   : spdlog::level::err;
+    spdlog::log(lvl, "plugin {}: {}", self->name, std::string_view(msg, len));
+  } catch (...) {
+  }
+}
 }  // namespace
 
 std::string to_string(const ApiVersion& v) {
   return std::to_string(v.major) + "." + std::to_string(v.minor) + "." +
          std::to_string(v.patch);
 }
+
+// ------------------------------------------------------------ HostContext
+
+const std::string& HostContext::cgroup2_root() const { return ::bpfmgr::cgroup2_root(); }
+void HostContext::unavailable(const char* call) const {
+  throw Error(std::string(call) + " is not available in this hook");
+}
+void HostContext::set_global(std::string_view, const void*, std::size_t) {
+  unavailable("set_global");
+}
+void HostContext::set_max_entries(std::string_view, std::uint32_t) {
+  unavailable("set_max_entries");
+}
+void HostContext::set_autoload(std::string_view, bool) { unavailable("set_autoload"); }
+int HostContext::map_fd(std::string_view) const { unavailable("map_fd"); }
+int HostContext::prog_fd(std::string_view) const { unavailable("prog_fd"); }
+void HostContext::attach_cgroup(std::string_view, const std::string&) {
+  unavailable("attach_cgroup");
+}
+void HostContext::attach_map(std::string_view, std::string_view, std::uint32_t) {
+  unavailable("attach_map");
+}
+bool HostContext::attach_auto(std::string_view, bool) { unavailable("attach_auto"); }
+void HostContext::add_counter(Counter) { unavailable("add_counter"); }
+void HostContext::add_detail(std::string, std::string) { unavailable("add_detail"); }
+
+// ---------------------------------------------------------- ContextBridge
+
+ContextBridge::ContextBridge(HostContext& host)
+    : c_{{&kOps}, this}, host_(host), options_(host.options()) {}
+
+ContextBridge& ContextBridge::of(const bpfmgr_context* c) {
+  return *reinterpret_cast<const C*>(c)->self;
+}
+
+template <class F>
+int ContextBridge::call(bpfmgr_context* c, bpfmgr_error* err, F&& f) noexcept {
+  auto& self = of(c);
+  auto report = [&](const char* msg, int rc) {
+    try {
+      self.last_error_ = msg;
+    } catch (...) {
+    }
+    detail::set_error(err, msg);
+    return rc;
+  };
+  try {
+    f(self.host_);
+    return BPFMGR_OK;
+  } catch (const std::exception& e) {
+    return report(e.what(), BPFMGR_ERR_FAILED);
+  } catch (...) {
+    return report("internal error", BPFMGR_ERR_FAILED);
+  }
+}
+
+const bpfmgr_context_ops ContextBridge::kOps = [] {
+  bpfmgr_context_ops o{};
+  o.size = sizeof(o);
+  o.instance_name = [](const bpfmgr_context* c) {
+    return of(c).host_.instance_name().c_str();
+  };
+  o.pin_dir = [](const bpfmgr_context* c) { return of(c).host_.pin_dir().c_str(); };
+  o.cgroup2_root = [](const bpfmgr_context* c) {
+    return of(c).host_.cgroup2_root().c_str();
+  };
+  o.options = [](const bpfmgr_context* c) { return of(c).options_.get(); };
+  o.set_global = [](bpfmgr_context* c, const char* var, const void* data, std::size_t size,
+                    bpfmgr_error* err) {
+    return call(c, err, [&](HostContext& h) { h.set_global(str_or_empty(var), data, size); });
+  };
+  o.set_max_entries = [](bpfmgr_context* c, const char* map, std::uint32_t n,
+                         bpfmgr_error* err) {
+    return call(c, err, [&](HostContext& h) { h.set_max_entries(str_or_empty(map), n); });
+  };
+  o.set_autoload = [](bpfmgr_context* c, const char* prog, int load, bpfmgr_error* err) {
+    return call(c, err, [&](HostContext& h) { h.set_autoload(str_or_empty(prog), load != 0); });
+  };
+  o.map_fd = [](bpfmgr_context* c, const char* map, int* fd, bpfmgr_error* err) {
+    return call(c, err, [&](HostContext& h) { *fd = h.map_fd(str_or_empty(map)); });
+  };
+  o.prog_fd = [](bpfmgr_context* c, const char* prog, int* fd, bpfmgr_error* err) {
+    return call(c, err, [&](HostContext& h) { *fd = h.prog_fd(str_or_empty(prog)); });
+  };
+  o.attach_cgroup = [](bpfmgr_context* c, const char* prog, const char* path,
+                       bpfmgr_error* err) {
+    return call(c, err, [&](HostContext& h) {
+      h.attach_cgroup(str_or_empty(prog), str_or_empty(path));
+    });
+  };
+  o.attach_map = [](bpfmgr_context* c, const char* prog, const char* map,
+                    std::uint32_t type, bpfmgr_error* err) {
+    return call(c, err, [&](HostContext& h) {
+      h.attach_map(str_or_empty(prog), str_or_empty(map), type);
+    });
+  };
+  o.attach_auto = [](bpfmgr_context* c, const char* prog, int optional, int* attached,
+                     bpfmgr_error* err) {
+    return call(c, err, [&](HostContext& h) {
+      bool ok = h.attach_auto(str_or_empty(prog), optional != 0);
+      if (attached) *attached = ok;
+    });
+  };
+  o.add_counter = [](bpfmgr_context* c, const char* name, std::uint64_t value,
+                     const std::uint64_t* per_cpu, std::size_t n, bpfmgr_error* err) {
+    return call(c, err, [&](HostContext& h) {
+      Counter counter{str_or_empty(name), value, {}};
+      if (per_cpu) counter.per_cpu.assign(per_cpu, per_cpu + n);
+      h.add_counter(std::move(counter));
+    });
+  };
+  o.add_detail = [](bpfmgr_context* c, const char* key, const char* value,
+                    bpfmgr_error* err) {
+    return call(c, err,
+                [&](HostContext& h) { h.add_detail(str_or_empty(key), str_or_empty(value)); });
+  };
+  return o;
+}();
+
+// --------------------------------------------------------- PluginInstance
+
+PluginInstance::PluginInstance(std::shared_ptr<const PluginModule> module,
+                               HostContext& host)
+    : module_(std::move(module)), bridge_(host) {
+  const auto& api = module_->api();
+  if (!api.create) return;  // a stateless plugin
+  ErrorText e;
+  state_ = api.create(bridge_.get(), &e);
+  if (!state_)
+    throw PluginHookError("create: " + (e.text.empty() ? std::string("returned no state")
+                                                       : e.text),
+                          false);
+}
+
+PluginInstance::~PluginInstance() {
+  if (state_ && module_->api().destroy) module_->api().destroy(state_);
+}
+
+void PluginInstance::run(Hook hook) {
+  if (!hook) return;
+  bridge_.clear_error();
+  ErrorText e;
+  int rc = hook(state_, bridge_.get(), &e);
+  if (rc == BPFMGR_OK) return;
+  // A hook that fails because a context call failed passes the core's own
+  // message back: report that, phrased as the core phrased it.
+  bool from_context = !bridge_.last_error().empty() && e.text == bridge_.last_error();
+  throw PluginHookError(from_context ? e.text
+                        : rc == BPFMGR_ERR_EXCEPTION
+                            ? (e.text.empty() ? "threw an exception that is not a "
+                                                "std::exception"
+                                              : e.text)
+                            : (e.text.empty() ? "failed (code " + std::to_string(rc) + ")"
+                                              : e.text),
+                        from_context);
+}
+
+void PluginInstance::before_load() { run(module_->api().before_load); }
+void PluginInstance::after_load() { run(module_->api().after_load); }
+void PluginInstance::attach() { run(module_->api().attach); }
+void PluginInstance::after_attach() { run(module_->api().after_attach); }
+void PluginInstance::status() { run(module_->api().status); }
+void PluginInstance::before_unpin() { run(module_->api().before_unpin); }
+
+std::optional<std::string> PluginInstance::text(
+    const std::function<int(char*, std::size_t, std::size_t*)>& call) {
+  if (buffer_.empty()) buffer_.resize(4096);
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    std::size_t len = 0;
+    int rc = call(buffer_.data(), buffer_.size(), &len);
+    if (rc == BPFMGR_OK) {
+      if (len == 0) return std::nullopt;
+      return std::string(buffer_.data(), std::min(len, buffer_.size() - 1));
+    }
+    if (rc != BPFMGR_ERR_NO_SPACE || len + 1 <= buffer_.size())
+      throw PluginHookError(rc == BPFMGR_ERR_EXCEPTION
+                                ? "the event formatter threw an exception that is "
+                                  "not a std::exception"
+                                : "the event formatter failed (code " +
+                                      std::to_string(rc) + ")",
+                            false);
+    buffer_.resize(len + 1);
+  }
+  throw PluginHookError("the event formatter keeps asking for more room", false);
+}
+
+std::string PluginInstance::event_header() {
+  if (!module_->api().event_header) return {};
+  return text([&](char* buf, std::size_t cap, std::size_t* len) {
+           return module_->api().event_header(state_, buf, cap, len);
+         })
+      .value_or("");
+}
+
+std::optional<std::string> PluginInstance::format_event(std::span<const std::byte> record,
+                                                        EventFormat format) {
+  if (!module_->api().format_event)
+    throw PluginHookError("the plugin has no event formatter", false);
+  return text([&](char* buf, std::size_t cap, std::size_t* len) {
+    return module_->api().format_event(state_, record.data(), record.size(),
+                                       static_cast<std::uint32_t>(format), buf, cap, len);
+  });
+}
+
+// ----------------------------------------------------------- PluginModule
+
+PluginModule::PluginModule(std::shared_ptr<boost::dll::shared_library> lib,
+                           std::string path, const bpfmgr_plugin_api& table,
+                           std::shared_ptr<const void> host)
+    : lib_(std::move(lib)), path_(std::move(path)), table_(table), host_(std::move(host)) {}
+
+// The library is unloaded by lib_'s destructor, after everything else here.
+PluginModule::~PluginModule() = default;
+
+PluginInfo PluginModule::info() const {
+  bpfmgr_plugin_info c{};
+  ErrorText e;
+  int rc = table_.get_info(&c, &e);
+  if (rc != BPFMGR_OK) throw Error("get_info: " + failure("get_info", rc, e));
+  if (!c.name || !*c.name) throw Error("get_info: the plugin gave no name");
+  return {c.name, str_or_empty(c.version), str_or_empty(c.description)};
+}
+
+std::span<const std::byte> PluginModule::bpf_object() const {
+  const void* data = nullptr;
+  std::size_t size = 0;
+  ErrorText e;
+  int rc = table_.get_bpf_object(&data, &size, &e);
+  if (rc != BPFMGR_OK) throw Error("get_bpf_object: " + failure("get_bpf_object", rc, e));
+  if (!data || size == 0) throw Error("get_bpf_object: the plugin gave no BPF object");
+  return {static_cast<const std::byte*>(data), size};
+}
+
+std::vector<OptionSpec> PluginModule::option_schema() const {
+  if (!table_.option_schema) return {};
+  const bpfmgr_option_spec* specs = nullptr;
+  std::size_t count = 0;
+  ErrorText e;
+  int rc = table_.option_schema(&specs, &count, &e);
+  if (rc != BPFMGR_OK) throw Error("option_schema: " + failure("option_schema", rc, e));
+  std::vector<OptionSpec> out;
+  for (std::size_t i = 0; i < count; ++i) {
+    const auto& c = specs[i];
+    if (!c.name || c.type < BPFMGR_OPTION_BOOL || c.type > BPFMGR_OPTION_INT_LIST)
+      throw Error("option_schema: entry " + std::to_string(i) +
+                  " has no name or an unknown type");
+    OptionSpec s;
+    s.name = c.name;
+    s.type = static_cast<OptionType>(c.type);
+    s.description = str_or_empty(c.description);
+    if (c.has_default) {
+      if (c.default_value.type != c.type)
+        throw Error("option_schema: default of '" + s.name + "' has another type");
+      s.default_value = detail::value_from_c(c.default_value);
+    }
+    if (c.has_min) s.min = c.min;
+    if (c.has_max) s.max = c.max;
+    for (std::size_t k = 0; k < c.n_choices; ++k) s.choices.emplace_back(c.choices[k]);
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::vector<OptionProblem> PluginModule::validate(const Options& options) const {
+  if (!table_.validate) return {};
+  struct Sink : bpfmgr_problems {
+    std::vector<OptionProblem> found;
+  } sink;
+  sink.add = [](bpfmgr_problems* self, const char* key, const char* msg, const char* hint) {
+    try {
+      static_cast<Sink*>(self)->found.push_back(
+          {str_or_empty(key), str_or_empty(msg), str_or_empty(hint)});
+    } catch (...) {
+    }
+  };
+  detail::OptionsView view(options);
+  ErrorText e;
+  int rc = table_.validate(view.get(), &sink, &e);
+  if (rc != BPFMGR_OK) throw Error("validate: " + failure("validate", rc, e));
+  return std::move(sink.found);
+}
+
+std::optional<std::string> PluginModule::events_map() const {
+  if (!table_.events_map) return std::nullopt;
+  const char* map = nullptr;
+  ErrorText e;
+  int rc = table_.events_map(&map, &e);
+  if (rc != BPFMGR_OK) throw Error("events_map: " + failure("events_map", rc, e));
+  if (!map) return std::nullopt;
+  return std::string(map);
+}
+
+bool PluginModule::has_bench() const { return table_.bench != nullptr; }
+
+int PluginModule::bench(BenchHost& host, const std::vector<std::string>& args) const {
+  if (!table_.bench) throw Error("the plugin has no benchmark");
+  struct Ctx {
+    bpfmgr_bench_context c;
+    BenchHost* host;
+  };
+  static const bpfmgr_bench_ops ops = [] {
+    bpfmgr_bench_ops o{};
+    o.size = sizeof(o);
+    o.cgroup2_root = [](const bpfmgr_bench_context* c) {
+      return reinterpret_cast<const Ctx*>(c)->host->cgroup2_root().c_str();
+    };
+    o.load = [](bpfmgr_bench_context* c, const char* toml, void** loaded,
+                bpfmgr_error* err) {
+      try {
+        *loaded = reinterpret_cast<Ctx*>(c)->host->load(str_or_empty(toml)).release();
+        return int(BPFMGR_OK);
+      } catch (const std::exception& e) {
+        detail::set_error(err, e.what());
+        return int(BPFMGR_ERR_FAILED);
+      }
+    };
+    o.loaded_pin_root = [](const void* l) {
+      return static_cast<const BenchHost::Loaded*>(l)->pin_root().c_str();
+    };
+    o.unload = [](void* l) { delete static_cast<BenchHost::Loaded*>(l); };
+    return o;
+  }();
+  Ctx ctx{{&ops}, &host};
+  std::vector<const char*> argv;
+  for (auto& a : args) argv.push_back(a.c_str());
+  int exit_code = 1;
+  ErrorText e;
+  int rc = table_.bench(&ctx.c, static_cast<int>(argv.size()), argv.data(), &exit_code, &e);
+  if (rc != BPFMGR_OK) throw Error(failure("bench", rc, e));
+  return exit_code;
+}
+
+std::unique_ptr<PluginInstance> PluginModule::create(HostContext& host) const {
+  return std::make_unique<PluginInstance>(shared_from_this(), host);
+}
+
+// --------------------------------------------------------- PluginRegistry
 
 PluginRegistry::PluginRegistry(std::vector<std::string> extra_dirs)
     : dirs_(std::move(extra_dirs)) {
@@ -108,6 +482,18 @@ std::shared_ptr<LoadedPlugin> PluginRegistry::load(
   throw PluginLoadError(msg);
 }
 
+namespace {
+// Which required entries a table lacks.
+std::vector<std::string> missing_entries(const bpfmgr_plugin_api& api) {
+  std::vector<std::string> missing;
+  if (!api.get_info) missing.push_back("get_info");
+  if (!api.get_bpf_object) missing.push_back("get_bpf_object");
+  if (!api.create != !api.destroy)
+    missing.push_back(api.create ? "destroy (create is set)" : "create (destroy is set)");
+  return missing;
+}
+}  // namespace
+
 std::shared_ptr<LoadedPlugin> PluginRegistry::load_file(
     const std::string& path, const std::string& expected_sha256,
     const std::string& hash_origin) {
@@ -141,49 +527,78 @@ std::shared_ptr<LoadedPlugin> PluginRegistry::load_file(
                            boost::dll::load_mode::rtld_local, bec);
   if (bec) throw PluginLoadError("cannot load plugin " + key + ": " + bec.message());
 
-  std::vector<std::string> missing;
-  for (auto* sym : {kVersionSymbol, kCreateSymbol})
-    if (!lib->has(sym)) missing.push_back(sym);
-  if (!missing.empty()) {
-    std::string msg = key + " is not a bpfmgr plugin: missing symbol";
-    for (auto& m : missing) msg += " " + m;
-    throw PluginLoadError(msg + " (build it with BPFMGR_PLUGIN(YourClass))");
+  const ApiVersion ours = kPluginApiVersion;
+  if (!lib->has(kEntrySymbol)) {
+    if (lib->has(kApi1VersionSymbol)) {
+      const auto& old = lib->get<const ApiVersion>(kApi1VersionSymbol);
+      throw PluginLoadError(key + " was built for plugin API " + to_string(old) +
+                            " but this bpfmgr provides " + to_string(ours) +
+                            " (major versions differ); rebuild the plugin against "
+                            "this SDK");
+    }
+    throw PluginLoadError(key + " is not a bpfmgr plugin: it does not export " +
+                          kEntrySymbol +
+                          " (C++: say BPFMGR_PLUGIN(YourClass) in one source file; "
+                          "C: define bpfmgr_plugin_entry, see bpfmgr/plugin_api.h)");
   }
 
-  const auto& api = lib->get<const ApiVersion>(kVersionSymbol);
-  const auto& ours = kPluginApiVersion;
-  if (api.major != ours.major || api.minor > ours.minor)
+  auto host = std::make_shared<HostWithName>();
+  host->host.size = sizeof(bpfmgr_host);
+  host->host.api_major = ours.major;
+  host->host.api_minor = ours.minor;
+  host->host.api_patch = ours.patch;
+  host->host.log = &host_log;
+  std::snprintf(host->name, sizeof host->name, "%s",
+                fs::path(key).filename().c_str());
+  auto entry = lib->get<const bpfmgr_plugin_api*(const bpfmgr_host*)>(kEntrySymbol);
+  const bpfmgr_plugin_api* api = entry(&host->host);
+  if (!api)
+    throw PluginLoadError(key + ": " + kEntrySymbol +
+                          " returned no function table (the plugin refused this "
+                          "bpfmgr, plugin API " + to_string(ours) +
+                          "; its log lines above may say why)");
+  ApiVersion theirs{api->api_major, api->api_minor, api->api_patch};
+  bool newer = theirs.major > ours.major ||
+               (theirs.major == ours.major && theirs.minor > ours.minor);
+  if (theirs.major != ours.major || newer)
     throw PluginLoadError(
-        key + " was built for plugin API " + to_string(api) +
+        key + " was built for plugin API " + to_string(theirs) +
         " but this bpfmgr provides " + to_string(ours) +
-        (api.major != ours.major ? " (major versions differ)"
-                                 : " (plugin needs a newer minor version)") +
-        "; rebuild the plugin against this SDK");
-
-  auto create = lib->get<Plugin*()>(kCreateSymbol);
-  Plugin* raw = nullptr;
-  try {
-    raw = create();
-  } catch (const std::exception& e) {
-    throw PluginLoadError(key + ": plugin constructor failed: " + e.what());
+        (newer ? (theirs.major != ours.major ? " (major versions differ)"
+                                             : " (the plugin needs a newer minor version)") +
+                     std::string("; upgrade bpfmgr")
+               : std::string(" (major versions differ); rebuild the plugin against "
+                             "this SDK")));
+  if (api->size < BPFMGR_PLUGIN_API_MIN_SIZE)
+    throw PluginLoadError(key + ": its function table is " + std::to_string(api->size) +
+                          " bytes, plugin API " + to_string(theirs) + " needs at least " +
+                          std::to_string(BPFMGR_PLUGIN_API_MIN_SIZE) +
+                          "; rebuild the plugin against this SDK");
+  // Fields past what the plugin was compiled with read as NULL.
+  bpfmgr_plugin_api table{};
+  std::memcpy(&table, api, std::min(api->size, sizeof(bpfmgr_plugin_api)));
+  if (auto missing = missing_entries(table); !missing.empty()) {
+    std::string msg = key + " (plugin API " + to_string(theirs) +
+                      ") lacks required entries:";
+    for (auto& m : missing) msg += " " + m;
+    throw PluginLoadError(msg);
   }
-  if (!raw) throw PluginLoadError(key + ": bpfmgr_plugin_create returned null");
-  // The deleter owns the library: the plugin's destructor (code in the
-  // library) runs before the library can be unloaded.
-  std::shared_ptr<Plugin> plugin(raw, [lib](Plugin* p) { delete p; });
+
+  auto module = std::make_shared<PluginModule>(lib, key, table, host);
 
   auto loaded = std::make_shared<LoadedPlugin>();
   loaded->path = key;
   loaded->sha256 = trusted.sha256;
-  loaded->api = api;
-  loaded->plugin = std::move(plugin);
+  loaded->api = theirs;
+  loaded->plugin = module;
   try {
-    loaded->info = loaded->plugin->info();
+    loaded->info = module->info();
   } catch (const std::exception& e) {
-    throw PluginLoadError(key + ": info() failed: " + e.what());
+    throw PluginLoadError(key + ": " + e.what());
   }
+  std::snprintf(host->name, sizeof host->name, "%s", loaded->info.name.c_str());
   spdlog::debug("loaded plugin {} {} (API {}) from {}", loaded->info.name,
-                loaded->info.version, to_string(api), key);
+                loaded->info.version, to_string(theirs), key);
   cache_[key] = loaded;
   return loaded;
 }

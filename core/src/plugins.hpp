@@ -1,31 +1,185 @@
-// Finding and loading plugin libraries (Boost.DLL). A plugin object keeps
-// its library loaded: the library is released only after the last
-// shared_ptr to the plugin is gone.
+// Finding and loading plugin libraries (Boost.DLL), and calling them through
+// the C ABI of bpfmgr/plugin_api.h. Everything the core asks a plugin goes
+// through PluginModule (questions without an instance) or PluginInstance
+// (hooks of one instance): both turn the plugin's error codes and messages
+// into exceptions on the core's side, and nothing the core throws ever
+// reaches plugin code.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <bpfmgr/plugin.hpp>
+#include <bpfmgr/plugin_api.h>
+
+namespace boost::dll {
+class shared_library;
+}
 
 namespace bpfmgr {
-
-struct LoadedPlugin {
-  std::string path;  // canonical path of the .so
-  std::string sha256;  // of the file's content when it was loaded
-  ApiVersion api{};
-  PluginInfo info;
-  std::shared_ptr<Plugin> plugin;
-};
 
 class PluginLoadError : public Error {
  public:
   using Error::Error;
 };
 
+// A hook failed. `from_context` when the failure was a context call the
+// plugin made (the message is then already phrased by the core).
+class PluginHookError : public Error {
+ public:
+  PluginHookError(std::string message, bool from_context)
+      : Error(std::move(message)), from_context(from_context) {}
+  bool from_context;
+};
+
 std::string to_string(const ApiVersion& v);
+
+// What the core implements for a plugin's hooks: the C context table calls
+// these. Each throws bpfmgr::Error on failure (the message reaches the
+// plugin, and the core's own error when the hook fails because of it).
+class HostContext {
+ public:
+  virtual ~HostContext() = default;
+  virtual const std::string& instance_name() const = 0;
+  virtual const Options& options() const = 0;
+  virtual const std::string& pin_dir() const = 0;
+  virtual const std::string& cgroup2_root() const;
+
+  virtual void set_global(std::string_view var, const void* data, std::size_t size);
+  virtual void set_max_entries(std::string_view map, std::uint32_t n);
+  virtual void set_autoload(std::string_view prog, bool load);
+  virtual int map_fd(std::string_view map) const;
+  virtual int prog_fd(std::string_view prog) const;
+  virtual void attach_cgroup(std::string_view prog, const std::string& cgroup_path);
+  virtual void attach_map(std::string_view prog, std::string_view map,
+                          std::uint32_t attach_type);
+  virtual bool attach_auto(std::string_view prog, bool optional);
+  virtual void add_counter(Counter counter);
+  virtual void add_detail(std::string key, std::string value);
+
+ protected:
+  [[noreturn]] void unavailable(const char* call) const;
+};
+
+// The C face of a HostContext, handed to the plugin.
+class ContextBridge {
+ public:
+  explicit ContextBridge(HostContext& host);
+  ContextBridge(const ContextBridge&) = delete;
+  ContextBridge& operator=(const ContextBridge&) = delete;
+
+  bpfmgr_context* get() { return &c_.ctx; }
+  // The message of the last context call that failed ("" if none).
+  const std::string& last_error() const { return last_error_; }
+  void clear_error() { last_error_.clear(); }
+
+ private:
+  struct C {
+    bpfmgr_context ctx;
+    ContextBridge* self;
+  };
+  static ContextBridge& of(const bpfmgr_context* c);
+  template <class F>
+  static int call(bpfmgr_context* c, bpfmgr_error* err, F&& f) noexcept;
+  static const bpfmgr_context_ops kOps;
+
+  C c_;
+  HostContext& host_;
+  detail::OptionsView options_;
+  std::string last_error_;
+};
+
+class PluginModule;
+
+// One instance's plugin state, made by the plugin's create() and freed by
+// its destroy(). `host` must outlive it.
+class PluginInstance {
+ public:
+  PluginInstance(std::shared_ptr<const PluginModule> module, HostContext& host);
+  ~PluginInstance();
+  PluginInstance(const PluginInstance&) = delete;
+  PluginInstance& operator=(const PluginInstance&) = delete;
+
+  // Each throws PluginHookError when the plugin reports a failure.
+  void before_load();
+  void after_load();
+  void attach();
+  void after_attach();
+  void status();  // counters and details go to the HostContext
+  void before_unpin();
+  // Event lines; nullopt skips the record. Throws on a formatter failure.
+  std::string event_header();
+  std::optional<std::string> format_event(std::span<const std::byte> record,
+                                          EventFormat format);
+
+ private:
+  using Hook = int (*)(bpfmgr_instance*, bpfmgr_context*, bpfmgr_error*);
+  void run(Hook hook);
+  std::optional<std::string> text(
+      const std::function<int(char*, std::size_t, std::size_t*)>& call);
+
+  std::shared_ptr<const PluginModule> module_;
+  ContextBridge bridge_;
+  bpfmgr_instance* state_ = nullptr;
+  std::vector<char> buffer_;
+};
+
+// Transitional: what `bpfmgr bench PLUGIN` gives a plugin's bench hook.
+class BenchHost {
+ public:
+  virtual ~BenchHost() = default;
+  virtual const std::string& cgroup2_root() const = 0;
+  // Loads a manifest under a private pin root; the result unpins it when
+  // destroyed.
+  struct Loaded {
+    virtual ~Loaded() = default;
+    virtual const std::string& pin_root() const = 0;
+  };
+  virtual std::unique_ptr<Loaded> load(const std::string& manifest_toml) = 0;
+};
+
+// A loaded plugin library and its function table; keeps the library loaded
+// while any PluginModule or PluginInstance refers to it.
+class PluginModule : public std::enable_shared_from_this<PluginModule> {
+ public:
+  // `table`: the plugin's table, copied, with fields past its size NULL.
+  // `host`: what the plugin's entry point was given (must stay put).
+  PluginModule(std::shared_ptr<boost::dll::shared_library> lib, std::string path,
+               const bpfmgr_plugin_api& table, std::shared_ptr<const void> host);
+  ~PluginModule();
+
+  const bpfmgr_plugin_api& api() const { return table_; }
+
+  PluginInfo info() const;
+  std::span<const std::byte> bpf_object() const;
+  std::vector<OptionSpec> option_schema() const;
+  std::vector<OptionProblem> validate(const Options& options) const;
+  std::optional<std::string> events_map() const;
+  bool has_bench() const;
+  int bench(BenchHost& host, const std::vector<std::string>& args) const;
+
+  std::unique_ptr<PluginInstance> create(HostContext& host) const;
+
+ private:
+  std::shared_ptr<boost::dll::shared_library> lib_;
+  std::string path_;
+  bpfmgr_plugin_api table_;
+  std::shared_ptr<const void> host_;
+};
+
+struct LoadedPlugin {
+  std::string path;  // canonical path of the .so
+  std::string sha256;  // of the file's content when it was loaded
+  ApiVersion api{};
+  PluginInfo info;
+  std::shared_ptr<PluginModule> plugin;
+};
 
 class PluginRegistry {
  public:
@@ -43,7 +197,7 @@ class PluginRegistry {
   std::shared_ptr<LoadedPlugin> load(const std::string& name_or_path,
                                      const std::string& base_dir = ".",
                                      const std::string& expected_sha256 = "");
-  // Loads one file directly, checking trust, ABI version and entry points;
+  // Loads one file directly, checking trust, ABI version and function table;
   // `hash_origin` says where `expected_sha256` came from, for the message.
   std::shared_ptr<LoadedPlugin> load_file(const std::string& path,
                                           const std::string& expected_sha256 = "",
@@ -54,9 +208,9 @@ class PluginRegistry {
 
  private:
   std::vector<std::string> dirs_;
+  std::map<std::string, std::shared_ptr<LoadedPlugin>> cache_;
   std::vector<std::string> env_dirs_;      // from $BPFMGR_PLUGIN_PATH
   std::vector<std::string> builtin_dirs_;  // beside the binary, install prefix
-  std::map<std::string, std::shared_ptr<LoadedPlugin>> cache_;
 };
 
 }  // namespace bpfmgr

@@ -9,7 +9,6 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
-#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -339,9 +338,8 @@ class ProbesPlugin final : public Plugin {
       if (!wanted.count(p.prog)) continue;
       bool ok = ctx.attach_auto(p.prog, p.optional);
       if (!ok)
-        spdlog::warn("probes: {}: hook {} is missing on this kernel; "
-                     "carrying on without it",
-                     ctx.instance_name(), p.hook);
+        bpfmgr::log_warn("probes: " + ctx.instance_name() + ": hook " + p.hook +
+                         " is missing on this kernel; carrying on without it");
     }
   }
 

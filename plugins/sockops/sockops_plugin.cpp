@@ -10,6 +10,7 @@
 #include <bpfmgr/option_checks.hpp>
 #include <bpfmgr/plugin.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstring>

@@ -1,30 +1,31 @@
-// bpfmgr plugin SDK: the one header a plugin includes.
+// bpfmgr plugin SDK for C++: a header-only layer over the C ABI in
+// plugin_api.h. A plugin derives from bpfmgr::Plugin, overrides the hooks
+// it needs and says BPFMGR_PLUGIN(MyPlugin) in one source file.
 //
-// A plugin is a shared library carrying one BPF object (embedded ELF bytes,
-// usually from a libbpf skeleton) plus the hooks below. The core opens and
-// loads the object, pins maps/programs/links under
-// <pin_root>/<instance>/{maps,progs,links}/ and rolls everything back when any
-// step fails. Hooks only fill in what the core cannot do generically.
+// What this layer does for you:
+//  - builds the C function table and the one exported entry point;
+//  - gives each instance its own MyPlugin object (members are per-instance
+//    state); info, bpf_object, option_schema, validate and events_map run on
+//    one more object that is never given an instance;
+//  - catches everything a hook throws, including what is not a
+//    std::exception (`throw 42`), and reports it to the core as an error
+//    code and message: the load then rolls back;
+//  - turns a failed context call (an unknown map, set_global outside
+//    before_load, ...) into a bpfmgr::Error thrown in your hook.
 //
-// ABI rules (versioned like falcosecurity's plugin API):
-//  - a plugin records the API version it was compiled against
-//    (BPFMGR_PLUGIN(...) does this); the core refuses another major, or a
-//    minor newer than its own;
-//  - hooks added in a later minor are appended at the end of Plugin and the
-//    core calls them only for plugins built with that minor or newer;
-//  - hooks report failure by throwing (bpfmgr::Error or any std::exception);
-//    the core catches at every hook boundary and rolls the load back.
+// A plugin needs libbpf (for the skeleton and map access) and nothing else:
+// no spdlog (use bpfmgr::log), no Boost, and any C++20 standard library.
 #pragma once
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
-#include <boost/config.hpp>
+
+#include <bpfmgr/plugin_api.h>
 
 #include <cerrno>
-
 #include <cstddef>
 #include <cstdint>
-#include <functional>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <optional>
@@ -32,6 +33,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -43,21 +45,55 @@ struct ApiVersion {
   std::uint32_t patch;
 };
 
-// Bump major for incompatible changes (vtable reorder, struct layout), minor
-// for hooks appended at the end of Plugin.
-inline constexpr ApiVersion kPluginApiVersion{1, 0, 0};
+inline constexpr ApiVersion kPluginApiVersion{BPFMGR_PLUGIN_API_MAJOR,
+                                              BPFMGR_PLUGIN_API_MINOR,
+                                              BPFMGR_PLUGIN_API_PATCH};
 
-class BOOST_SYMBOL_VISIBLE Error : public std::runtime_error {
+class Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+// ---------------------------------------------------------------- logging
+
+enum class LogLevel : std::uint32_t {
+  Trace = BPFMGR_LOG_TRACE,
+  Debug = BPFMGR_LOG_DEBUG,
+  Info = BPFMGR_LOG_INFO,
+  Warn = BPFMGR_LOG_WARN,
+  Error = BPFMGR_LOG_ERROR,
+};
+
+namespace detail {
+// The core's host table, set by the entry point (one per plugin library).
+inline const bpfmgr_host*& host() {
+  static const bpfmgr_host* h = nullptr;
+  return h;
+}
+}  // namespace detail
+
+// Through bpfmgr's logger (shown per --log-level / BPFMGR_LOG_LEVEL).
+inline void log(LogLevel level, std::string_view message) noexcept {
+  const bpfmgr_host* h = detail::host();
+  if (h && h->log) h->log(h, static_cast<std::uint32_t>(level), message.data(), message.size());
+}
+inline void log_debug(std::string_view m) noexcept { log(LogLevel::Debug, m); }
+inline void log_info(std::string_view m) noexcept { log(LogLevel::Info, m); }
+inline void log_warn(std::string_view m) noexcept { log(LogLevel::Warn, m); }
+inline void log_error(std::string_view m) noexcept { log(LogLevel::Error, m); }
 
 // ---------------------------------------------------------------- options
 // A plugin publishes a schema; the core checks the manifest against it
 // (unknown keys, types, ranges, choices, with file:line:column and "did you
 // mean") before anything touches the kernel, then fills in defaults.
 
-enum class OptionType { Bool, Int, String, StringList, IntList };
+enum class OptionType {
+  Bool = BPFMGR_OPTION_BOOL,
+  Int = BPFMGR_OPTION_INT,
+  String = BPFMGR_OPTION_STRING,
+  StringList = BPFMGR_OPTION_STRING_LIST,
+  IntList = BPFMGR_OPTION_INT_LIST,
+};
 
 using OptionValue = std::variant<bool, std::int64_t, std::string,
                                  std::vector<std::string>,
@@ -144,8 +180,8 @@ std::vector<T> read_percpu(int map_fd, std::uint32_t key = 0) {
   if (ncpu <= 0) throw Error("cannot count the possible CPUs");
   std::vector<T> values(static_cast<std::size_t>(ncpu));
   if (bpf_map_lookup_elem(map_fd, &key, values.data()) != 0)
-    throw Error("per-CPU map lookup of key " + std::to_string(key) + " failed: errno " +
-                std::to_string(errno));
+    throw Error("per-CPU map lookup of key " + std::to_string(key) +
+                " failed: " + std::strerror(errno));
   return values;
 }
 
@@ -168,101 +204,294 @@ inline Counter percpu_counter(std::string name,
   return c;
 }
 
+// ------------------------------------------------- C <-> C++ conversions
+// Used by this layer and by the core; not needed by plugin authors.
+namespace detail {
+
+// Collects an error message from the other side of the boundary.
+struct ErrorText final : bpfmgr_error {
+  std::string text;
+  ErrorText() { set = &ErrorText::store; }
+  static void store(bpfmgr_error* self, const char* m, std::size_t n) noexcept {
+    try {
+      static_cast<ErrorText*>(self)->text.assign(m ? m : "", m ? n : 0);
+    } catch (...) {
+    }
+  }
+};
+
+inline void set_error(bpfmgr_error* err, const char* message) noexcept {
+  if (err && err->set && message) err->set(err, message, std::strlen(message));
+}
+
+inline OptionValue value_from_c(const bpfmgr_option_value& v) {
+  switch (v.type) {
+    case BPFMGR_OPTION_BOOL: return v.boolean != 0;
+    case BPFMGR_OPTION_INT: return std::int64_t{v.integer};
+    case BPFMGR_OPTION_STRING: return std::string(v.string ? v.string : "");
+    case BPFMGR_OPTION_STRING_LIST: {
+      std::vector<std::string> out;
+      for (std::size_t i = 0; i < v.count; ++i)
+        out.emplace_back(v.strings[i] ? v.strings[i] : "");
+      return out;
+    }
+    case BPFMGR_OPTION_INT_LIST:
+      return std::vector<std::int64_t>(v.integers, v.integers + v.count);
+  }
+  throw Error("option value of unknown type " + std::to_string(v.type));
+}
+
+inline Options options_from_c(const bpfmgr_options* o) {
+  std::map<std::string, OptionValue> values;
+  if (o)
+    for (std::size_t i = 0; i < o->count; ++i)
+      values.emplace(o->items[i].key, value_from_c(o->items[i].value));
+  return Options(std::move(values));
+}
+
+// C views of C++ values; the views point into the values they were made
+// from (and into this object), which must outlive them.
+class CValues {
+ public:
+  bpfmgr_option_value view(const OptionValue& v) {
+    bpfmgr_option_value c{};
+    c.type = static_cast<std::uint32_t>(v.index() + 1);
+    if (auto* b = std::get_if<bool>(&v)) c.boolean = *b ? 1 : 0;
+    if (auto* i = std::get_if<std::int64_t>(&v)) c.integer = *i;
+    if (auto* s = std::get_if<std::string>(&v)) c.string = s->c_str();
+    if (auto* l = std::get_if<std::vector<std::string>>(&v)) {
+      auto& ptrs = lists_.emplace_back();
+      for (auto& s : *l) ptrs.push_back(s.c_str());
+      c.strings = ptrs.data();
+      c.count = l->size();
+    }
+    if (auto* l = std::get_if<std::vector<std::int64_t>>(&v)) {
+      c.integers = l->data();
+      c.count = l->size();
+    }
+    return c;
+  }
+  const char* const* strings(const std::vector<std::string>& v) {
+    auto& ptrs = lists_.emplace_back();
+    for (auto& s : v) ptrs.push_back(s.c_str());
+    return ptrs.data();
+  }
+
+ private:
+  // A deque-like list: growing it never moves earlier vectors' buffers.
+  struct Lists {
+    std::vector<std::unique_ptr<std::vector<const char*>>> v;
+    std::vector<const char*>& emplace_back() {
+      v.push_back(std::make_unique<std::vector<const char*>>());
+      return *v.back();
+    }
+  } lists_;
+};
+
+// An Options as a bpfmgr_options view.
+class OptionsView {
+ public:
+  explicit OptionsView(const Options& o) {
+    for (auto& [k, v] : o.all()) items_.push_back({k.c_str(), values_.view(v)});
+    c_ = {items_.data(), items_.size()};
+  }
+  OptionsView(const OptionsView&) = delete;
+  OptionsView& operator=(const OptionsView&) = delete;
+  const bpfmgr_options* get() const { return &c_; }
+
+ private:
+  CValues values_;
+  std::vector<bpfmgr_option> items_;
+  bpfmgr_options c_{};
+};
+
+inline void check(int rc, const ErrorText& e, const char* what) {
+  if (rc == BPFMGR_OK) return;
+  throw Error(e.text.empty() ? std::string(what) + " failed (code " +
+                                   std::to_string(rc) + ")"
+                             : e.text);
+}
+
+}  // namespace detail
+
 // ------------------------------------------------------------- contexts
 
-// What a lifecycle hook sees of its instance. Implemented by the core, which
-// owns every libbpf handle; file descriptors handed out are borrowed and stay
-// valid for the duration of the hook.
-class BOOST_SYMBOL_VISIBLE InstanceContext {
+// What a lifecycle hook sees of its instance. The core owns every libbpf
+// handle; file descriptors handed out are borrowed and stay valid for the
+// duration of the hook. A call outside the hook that allows it throws.
+class InstanceContext {
  public:
-  virtual ~InstanceContext() = default;
+  InstanceContext(bpfmgr_context* ctx, const Options& options)
+      : ctx_(ctx),
+        options_(options),
+        name_(ctx->ops->instance_name(ctx)),
+        pin_dir_(ctx->ops->pin_dir(ctx)),
+        cgroup2_root_(ctx->ops->cgroup2_root(ctx)) {}
 
-  virtual const std::string& instance_name() const = 0;
-  virtual const Options& options() const = 0;
+  const std::string& instance_name() const { return name_; }
+  const Options& options() const { return options_; }
   // <pin_root>/<instance>
-  virtual const std::string& pin_dir() const = 0;
+  const std::string& pin_dir() const { return pin_dir_; }
   // Mount point of cgroup v2, found in /proc/self/mounts.
-  virtual const std::string& cgroup2_root() const = 0;
+  const std::string& cgroup2_root() const { return cgroup2_root_; }
 
   // --- before_load only
   // Sets a global variable (`const volatile` in .rodata, or .data/.bss) by
   // name; the size must match the variable's BTF size exactly.
-  virtual void set_global(std::string_view var, const void* data,
-                          std::size_t size) = 0;
+  void set_global(std::string_view var, const void* data, std::size_t size) {
+    detail::ErrorText e;
+    detail::check(ctx_->ops->set_global(ctx_, std::string(var).c_str(), data, size, &e), e,
+                  "set_global");
+  }
   template <class T>
   void set_global(std::string_view var, const T& value) {
     set_global(var, &value, sizeof(T));
   }
-  virtual void set_max_entries(std::string_view map, std::uint32_t n) = 0;
+  void set_max_entries(std::string_view map, std::uint32_t n) {
+    detail::ErrorText e;
+    detail::check(ctx_->ops->set_max_entries(ctx_, std::string(map).c_str(), n, &e), e,
+                  "set_max_entries");
+  }
   // Programs not loaded are neither attached nor pinned.
-  virtual void set_autoload(std::string_view prog, bool load) = 0;
+  void set_autoload(std::string_view prog, bool load) {
+    detail::ErrorText e;
+    detail::check(ctx_->ops->set_autoload(ctx_, std::string(prog).c_str(), load, &e), e,
+                  "set_autoload");
+  }
 
   // --- after_load, attach, after_attach
-  virtual int map_fd(std::string_view map) const = 0;
-  virtual int prog_fd(std::string_view prog) const = 0;
+  int map_fd(std::string_view map) const {
+    detail::ErrorText e;
+    int fd = -1;
+    detail::check(ctx_->ops->map_fd(ctx_, std::string(map).c_str(), &fd, &e), e, "map_fd");
+    return fd;
+  }
+  int prog_fd(std::string_view prog) const {
+    detail::ErrorText e;
+    int fd = -1;
+    detail::check(ctx_->ops->prog_fd(ctx_, std::string(prog).c_str(), &fd, &e), e,
+                  "prog_fd");
+    return fd;
+  }
 
   // --- attach only. Every attachment made here becomes a pinned link under
   // links/ (or a recorded attachment), is undone on rollback and by unpin.
   // Cgroup attachments use multi-attach semantics and never replace a
-  // program someone else attached. `attach_type` defaults to the program's
-  // expected attach type.
-  virtual void attach_cgroup(std::string_view prog,
-                             const std::string& cgroup_path) = 0;
+  // program someone else attached.
+  void attach_cgroup(std::string_view prog, const std::string& cgroup_path) {
+    detail::ErrorText e;
+    detail::check(ctx_->ops->attach_cgroup(ctx_, std::string(prog).c_str(),
+                                           cgroup_path.c_str(), &e),
+                  e, "attach_cgroup");
+  }
   // sk_msg / sk_skb verdicts and parsers on a sockmap or sockhash of this
   // instance (or one shared with it through the manifest). Refuses when
   // another program already holds that slot.
-  virtual void attach_map(std::string_view prog, std::string_view map,
-                          bpf_attach_type attach_type) = 0;
+  void attach_map(std::string_view prog, std::string_view map,
+                  bpf_attach_type attach_type) {
+    detail::ErrorText e;
+    detail::check(ctx_->ops->attach_map(ctx_, std::string(prog).c_str(),
+                                        std::string(map).c_str(),
+                                        static_cast<std::uint32_t>(attach_type), &e),
+                  e, "attach_map");
+  }
   // libbpf's attach by SEC() name (tracepoint/..., raw_tp/..., ...). When
   // `optional`, a failure is logged, reported as a dead hook in status and
   // the load goes on; returns whether the program is attached.
-  virtual bool attach_auto(std::string_view prog, bool optional) = 0;
+  bool attach_auto(std::string_view prog, bool optional) {
+    detail::ErrorText e;
+    int attached = 0;
+    detail::check(ctx_->ops->attach_auto(ctx_, std::string(prog).c_str(), optional,
+                                         &attached, &e),
+                  e, "attach_auto");
+    return attached != 0;
+  }
+
+ private:
+  bpfmgr_context* ctx_;
+  const Options& options_;
+  std::string name_, pin_dir_, cgroup2_root_;
 };
 
-// What status / before_unpin / events see: pinned maps of a loaded instance.
-class BOOST_SYMBOL_VISIBLE PinnedContext {
+// What status / before_unpin / event formatting see: the pinned maps of an
+// instance loaded earlier (by any process).
+class PinnedContext {
  public:
-  virtual ~PinnedContext() = default;
-  virtual const std::string& instance_name() const = 0;
-  virtual const Options& options() const = 0;
-  virtual const std::string& pin_dir() const = 0;
+  PinnedContext(bpfmgr_context* ctx, const Options& options)
+      : ctx_(ctx),
+        options_(options),
+        name_(ctx->ops->instance_name(ctx)),
+        pin_dir_(ctx->ops->pin_dir(ctx)) {}
+  const std::string& instance_name() const { return name_; }
+  const Options& options() const { return options_; }
+  const std::string& pin_dir() const { return pin_dir_; }
   // Opens <pin_dir>/maps/<map> (or the map this instance shares from
-  // another instance); the fd is owned by the context. Throws if absent.
-  virtual int map_fd(std::string_view map) const = 0;
+  // another instance); the fd is owned by the core. Throws if absent.
+  int map_fd(std::string_view map) const {
+    detail::ErrorText e;
+    int fd = -1;
+    detail::check(ctx_->ops->map_fd(ctx_, std::string(map).c_str(), &fd, &e), e, "map_fd");
+    return fd;
+  }
+
+ private:
+  bpfmgr_context* ctx_;
+  const Options& options_;
+  std::string name_, pin_dir_;
 };
 
-// Lets a plugin's benchmark load instances through the real core.
-class BOOST_SYMBOL_VISIBLE LoadedInstances {
+// Transitional: lets a plugin's `bpfmgr bench` hook load instances through
+// the real core. Benchmarks move to their own executables (bench/).
+class LoadedInstances {
  public:
-  virtual ~LoadedInstances() = default;  // unpins everything it loaded
-  virtual const std::string& pin_root() const = 0;
+  LoadedInstances(const bpfmgr_bench_ops* ops, void* loaded) : ops_(ops), loaded_(loaded) {
+    pin_root_ = ops_->loaded_pin_root(loaded_);
+  }
+  LoadedInstances(const LoadedInstances&) = delete;
+  LoadedInstances& operator=(const LoadedInstances&) = delete;
+  ~LoadedInstances() { ops_->unload(loaded_); }  // unpins everything it loaded
+  const std::string& pin_root() const { return pin_root_; }
+
+ private:
+  const bpfmgr_bench_ops* ops_;
+  void* loaded_;
+  std::string pin_root_;
 };
 
-class BOOST_SYMBOL_VISIBLE BenchContext {
+class BenchContext {
  public:
-  virtual ~BenchContext() = default;
-  virtual const std::vector<std::string>& args() const = 0;
+  BenchContext(bpfmgr_bench_context* ctx, std::vector<std::string> args)
+      : ctx_(ctx), args_(std::move(args)), cgroup2_root_(ctx->ops->cgroup2_root(ctx)) {}
+  const std::vector<std::string>& args() const { return args_; }
   // Loads a manifest given as TOML text (its pin_root is replaced by a
   // private, unique one) and returns a guard that unpins it when destroyed.
-  virtual std::unique_ptr<LoadedInstances> load(
-      const std::string& manifest_toml) = 0;
-  virtual const std::string& cgroup2_root() const = 0;
+  std::unique_ptr<LoadedInstances> load(const std::string& manifest_toml) {
+    detail::ErrorText e;
+    void* loaded = nullptr;
+    detail::check(ctx_->ops->load(ctx_, manifest_toml.c_str(), &loaded, &e), e, "load");
+    return std::make_unique<LoadedInstances>(ctx_->ops, loaded);
+  }
+  const std::string& cgroup2_root() const { return cgroup2_root_; }
+
+ private:
+  bpfmgr_bench_context* ctx_;
+  std::vector<std::string> args_;
+  std::string cgroup2_root_;
 };
 
 // ------------------------------------------------------------------ events
 
-enum class EventFormat { Table, Json };
+enum class EventFormat { Table = BPFMGR_EVENT_TABLE, Json = BPFMGR_EVENT_JSON };
 
-class BOOST_SYMBOL_VISIBLE EventFormatter {
+class EventFormatter {
  public:
   virtual ~EventFormatter() = default;
   // Column titles printed once before table rows.
   virtual std::string table_header() const = 0;
   // One ring-buffer record to one line (no trailing newline); an empty
-  // string skips the record. Must not throw: it runs inside libbpf's
-  // ring-buffer callback.
+  // string skips the record.
   virtual std::string format(std::span<const std::byte> record,
-                             EventFormat format) noexcept = 0;
+                             EventFormat format) = 0;
 };
 
 // ------------------------------------------------------------------ plugin
@@ -273,7 +502,7 @@ struct PluginInfo {
   std::string description;
 };
 
-class BOOST_SYMBOL_VISIBLE Plugin {
+class Plugin {
  public:
   virtual ~Plugin() = default;
 
@@ -298,7 +527,7 @@ class BOOST_SYMBOL_VISIBLE Plugin {
   virtual StatusReport status(PinnedContext&) const { return {}; }
   virtual void before_unpin(PinnedContext&) {}
 
-  // `bpfmgr bench PLUGIN [args...]`: returns a process exit code.
+  // Transitional: `bpfmgr bench PLUGIN [args...]`, returns an exit code.
   virtual int bench(BenchContext&) { return 2; }
   virtual bool has_bench() const { return false; }
 
@@ -312,16 +541,251 @@ class BOOST_SYMBOL_VISIBLE Plugin {
   }
 };
 
+// ------------------------------------------------- the C table for a class
+namespace detail {
+
+// Runs `f`; whatever it throws becomes an error code and message.
+template <class F>
+int guarded(bpfmgr_error* err, F&& f) noexcept {
+  try {
+    f();
+    return BPFMGR_OK;
+  } catch (const std::exception& e) {
+    set_error(err, e.what());
+    return BPFMGR_ERR_FAILED;
+  } catch (...) {
+    set_error(err, "threw an exception that is not a std::exception");
+    return BPFMGR_ERR_EXCEPTION;
+  }
+}
+
+// Writes `s` as a NUL-terminated line into a caller's buffer.
+inline int copy_out(const std::string& s, char* buf, std::size_t cap, std::size_t* len) {
+  *len = s.size();
+  if (s.size() + 1 > cap) return BPFMGR_ERR_NO_SPACE;
+  std::memcpy(buf, s.data(), s.size());
+  buf[s.size()] = '\0';
+  return BPFMGR_OK;
+}
+
+template <class P>
+struct Instance {
+  P plugin;
+  Options options;
+  std::unique_ptr<EventFormatter> formatter;
+  bool formatter_made = false;
+  EventFormatter* events() {
+    if (!formatter_made) {
+      formatter = plugin.event_formatter(options);
+      formatter_made = true;
+    }
+    if (!formatter) throw Error("the plugin has no event formatter");
+    return formatter.get();
+  }
+};
+
+template <class P>
+struct Table {
+  // The object that answers the questions asked without an instance.
+  static P& descriptor() {
+    static P p;
+    return p;
+  }
+  static Instance<P>* self(bpfmgr_instance* i) { return reinterpret_cast<Instance<P>*>(i); }
+
+  static int get_info(bpfmgr_plugin_info* out, bpfmgr_error* err) noexcept {
+    return guarded(err, [&] {
+      static const PluginInfo info = descriptor().info();
+      *out = {info.name.c_str(), info.version.c_str(), info.description.c_str()};
+    });
+  }
+  static int get_bpf_object(const void** data, std::size_t* size, bpfmgr_error* err) noexcept {
+    return guarded(err, [&] {
+      auto bytes = descriptor().bpf_object();
+      *data = bytes.data();
+      *size = bytes.size();
+    });
+  }
+  static bpfmgr_instance* create(bpfmgr_context* ctx, bpfmgr_error* err) noexcept {
+    Instance<P>* made = nullptr;
+    guarded(err, [&] {
+      auto inst = std::make_unique<Instance<P>>();
+      inst->options = options_from_c(ctx->ops->options(ctx));
+      made = inst.release();
+    });
+    return reinterpret_cast<bpfmgr_instance*>(made);
+  }
+  static void destroy(bpfmgr_instance* i) noexcept {
+    try {
+      delete self(i);
+    } catch (...) {
+    }
+  }
+
+  struct Schema {
+    std::vector<OptionSpec> specs;
+    CValues values;
+    std::vector<bpfmgr_option_spec> c;
+  };
+  static int option_schema(const bpfmgr_option_spec** specs, std::size_t* count,
+                           bpfmgr_error* err) noexcept {
+    return guarded(err, [&] {
+      static const Schema* schema = [] {
+        auto s = std::make_unique<Schema>();
+        s->specs = descriptor().option_schema();
+        for (auto& o : s->specs) {
+          bpfmgr_option_spec c{};
+          c.name = o.name.c_str();
+          c.type = static_cast<std::uint32_t>(o.type);
+          c.description = o.description.c_str();
+          if (o.default_value) {
+            c.has_default = 1;
+            c.default_value = s->values.view(*o.default_value);
+          }
+          c.has_min = o.min.has_value();
+          c.min = o.min.value_or(0);
+          c.has_max = o.max.has_value();
+          c.max = o.max.value_or(0);
+          c.choices = s->values.strings(o.choices);
+          c.n_choices = o.choices.size();
+          s->c.push_back(c);
+        }
+        return s.release();
+      }();
+      *specs = schema->c.data();
+      *count = schema->c.size();
+    });
+  }
+  static int validate(const bpfmgr_options* options, bpfmgr_problems* problems,
+                      bpfmgr_error* err) noexcept {
+    return guarded(err, [&] {
+      for (auto& p : descriptor().validate(options_from_c(options)))
+        problems->add(problems, p.key.c_str(), p.message.c_str(),
+                      p.hint.empty() ? nullptr : p.hint.c_str());
+    });
+  }
+
+  static int before_load(bpfmgr_instance* i, bpfmgr_context* c, bpfmgr_error* err) noexcept {
+    return guarded(err, [&] {
+      InstanceContext ctx(c, self(i)->options);
+      self(i)->plugin.before_load(ctx);
+    });
+  }
+  static int after_load(bpfmgr_instance* i, bpfmgr_context* c, bpfmgr_error* err) noexcept {
+    return guarded(err, [&] {
+      InstanceContext ctx(c, self(i)->options);
+      self(i)->plugin.after_load(ctx);
+    });
+  }
+  static int attach(bpfmgr_instance* i, bpfmgr_context* c, bpfmgr_error* err) noexcept {
+    return guarded(err, [&] {
+      InstanceContext ctx(c, self(i)->options);
+      self(i)->plugin.attach(ctx);
+    });
+  }
+  static int after_attach(bpfmgr_instance* i, bpfmgr_context* c, bpfmgr_error* err) noexcept {
+    return guarded(err, [&] {
+      InstanceContext ctx(c, self(i)->options);
+      self(i)->plugin.after_attach(ctx);
+    });
+  }
+  static int status(bpfmgr_instance* i, bpfmgr_context* c, bpfmgr_error* err) noexcept {
+    return guarded(err, [&] {
+      PinnedContext ctx(c, self(i)->options);
+      StatusReport report = self(i)->plugin.status(ctx);
+      for (auto& counter : report.counters) {
+        ErrorText e;
+        check(c->ops->add_counter(c, counter.name.c_str(), counter.value,
+                                  counter.per_cpu.data(), counter.per_cpu.size(), &e),
+              e, "add_counter");
+      }
+      for (auto& [key, value] : report.details) {
+        ErrorText e;
+        check(c->ops->add_detail(c, key.c_str(), value.c_str(), &e), e, "add_detail");
+      }
+    });
+  }
+  static int before_unpin(bpfmgr_instance* i, bpfmgr_context* c, bpfmgr_error* err) noexcept {
+    return guarded(err, [&] {
+      PinnedContext ctx(c, self(i)->options);
+      self(i)->plugin.before_unpin(ctx);
+    });
+  }
+
+  static int events_map(const char** map, bpfmgr_error* err) noexcept {
+    return guarded(err, [&] {
+      static const std::optional<std::string> name = descriptor().events_map();
+      *map = name ? name->c_str() : nullptr;
+    });
+  }
+  static int event_header(bpfmgr_instance* i, char* buf, std::size_t cap,
+                          std::size_t* len) noexcept {
+    int rc = BPFMGR_OK;
+    int thrown = guarded(nullptr, [&] {
+      rc = copy_out(self(i)->events()->table_header(), buf, cap, len);
+    });
+    return thrown ? thrown : rc;
+  }
+  static int format_event(bpfmgr_instance* i, const void* record, std::size_t size,
+                          std::uint32_t format, char* buf, std::size_t cap,
+                          std::size_t* len) noexcept {
+    int rc = BPFMGR_OK;
+    int thrown = guarded(nullptr, [&] {
+      auto line = self(i)->events()->format(
+          std::span<const std::byte>(static_cast<const std::byte*>(record), size),
+          static_cast<EventFormat>(format));
+      rc = copy_out(line, buf, cap, len);
+    });
+    return thrown ? thrown : rc;
+  }
+
+  static int bench(bpfmgr_bench_context* c, int argc, const char* const* argv,
+                   int* exit_code, bpfmgr_error* err) noexcept {
+    return guarded(err, [&] {
+      P plugin;
+      if (!plugin.has_bench()) throw Error("this plugin has no benchmark");
+      BenchContext ctx(c, std::vector<std::string>(argv, argv + argc));
+      *exit_code = plugin.bench(ctx);
+    });
+  }
+
+  static const bpfmgr_plugin_api* entry(const bpfmgr_host* h) noexcept {
+    host() = h;
+    static const bpfmgr_plugin_api table = [] {
+      bpfmgr_plugin_api t{};
+      t.size = sizeof(t);
+      t.api_major = BPFMGR_PLUGIN_API_MAJOR;
+      t.api_minor = BPFMGR_PLUGIN_API_MINOR;
+      t.api_patch = BPFMGR_PLUGIN_API_PATCH;
+      t.get_info = &get_info;
+      t.get_bpf_object = &get_bpf_object;
+      t.create = &create;
+      t.destroy = &destroy;
+      t.option_schema = &option_schema;
+      t.validate = &validate;
+      t.before_load = &before_load;
+      t.after_load = &after_load;
+      t.attach = &attach;
+      t.after_attach = &after_attach;
+      t.status = &status;
+      t.before_unpin = &before_unpin;
+      t.events_map = &events_map;
+      t.event_header = &event_header;
+      t.format_event = &format_event;
+      t.bench = &bench;
+      return t;
+    }();
+    return &table;
+  }
+};
+
+}  // namespace detail
 }  // namespace bpfmgr
 
-// Exactly one translation unit of a plugin says BPFMGR_PLUGIN(MyPlugin).
-// The core reads bpfmgr_plugin_api_version before it calls anything else,
-// then creates the plugin through bpfmgr_plugin_create.
-#define BPFMGR_PLUGIN(PluginClass)                                        \
-  extern "C" BOOST_SYMBOL_EXPORT const ::bpfmgr::ApiVersion               \
-      bpfmgr_plugin_api_version;                                          \
-  extern "C" BOOST_SYMBOL_EXPORT const ::bpfmgr::ApiVersion               \
-      bpfmgr_plugin_api_version = ::bpfmgr::kPluginApiVersion;            \
-  extern "C" BOOST_SYMBOL_EXPORT ::bpfmgr::Plugin* bpfmgr_plugin_create() { \
-    return new PluginClass();                                             \
+// Exactly one translation unit of a plugin says BPFMGR_PLUGIN(MyPlugin):
+// it defines the entry point, the only symbol the library exports.
+#define BPFMGR_PLUGIN(PluginClass)                                          \
+  extern "C" BPFMGR_PLUGIN_EXPORT const bpfmgr_plugin_api* bpfmgr_plugin_entry( \
+      const bpfmgr_host* host) {                                            \
+    return ::bpfmgr::detail::Table<PluginClass>::entry(host);               \
   }

@@ -1,0 +1,306 @@
+/* bpfmgr plugin ABI, version 2: the whole contract between bpfmgr and a
+ * plugin library, in plain C (compiles as C99 and as C++).
+ *
+ * A plugin library exports exactly one symbol, bpfmgr_plugin_entry(). The
+ * core passes it a host table (its API version and a logging callback) and
+ * gets back the plugin's function table. Nothing but C types crosses the
+ * boundary: no C++ object, no exception, no allocation freed on the other
+ * side. A plugin may therefore use any C++ standard library (libstdc++,
+ * libc++) or none, and needs neither spdlog nor Boost.
+ *
+ * Versioning (like libbpf's opts structs and falcosecurity's plugin API):
+ *  - every table starts with `size`, the sizeof() its producer was compiled
+ *    with; fields are only ever appended, and a reader checks that `size`
+ *    covers a field before it touches it;
+ *  - a minor version appends fields, a major version changes what exists;
+ *  - the core refuses a plugin of another major, or of a newer minor than
+ *    its own (then: "upgrade bpfmgr"), naming the file and both versions.
+ *
+ * Ownership:
+ *  - strings are NUL-terminated UTF-8 `const char *` views. A string the
+ *    core hands in lives until the call returns (context strings: as long as
+ *    the context). A string the plugin hands out from a global entry
+ *    (get_info, option_schema, events_map) must live until the library is
+ *    unloaded: static storage is the simple choice.
+ *  - lists are (pointer, count) views with the same lifetime as strings.
+ *  - errors: every fallible call returns a bpfmgr_rc and, on failure, may
+ *    call err->set() with a message; the callee's side owns nothing after
+ *    the call. The same holds for calls the plugin makes into the context.
+ *  - file descriptors from the context are borrowed: never close them.
+ *
+ * Threads: the core calls a plugin from one thread at a time. */
+#ifndef BPFMGR_PLUGIN_API_H
+#define BPFMGR_PLUGIN_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BPFMGR_PLUGIN_API_MAJOR 2
+#define BPFMGR_PLUGIN_API_MINOR 0
+#define BPFMGR_PLUGIN_API_PATCH 0
+
+/* The one symbol a plugin exports. */
+#define BPFMGR_PLUGIN_ENTRY_SYMBOL "bpfmgr_plugin_entry"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define BPFMGR_PLUGIN_EXPORT __attribute__((visibility("default")))
+#else
+#define BPFMGR_PLUGIN_EXPORT
+#endif
+
+/* ----------------------------------------------------------------- errors */
+
+typedef enum bpfmgr_rc {
+  BPFMGR_OK = 0,
+  BPFMGR_ERR_FAILED = 1,    /* the operation failed; the message says why */
+  BPFMGR_ERR_INVALID = 2,   /* bad argument, or called outside its hook */
+  BPFMGR_ERR_NOT_FOUND = 3, /* no such map, program, global or option */
+  BPFMGR_ERR_NO_SPACE = 4,  /* caller's buffer too small; *len says how much */
+  BPFMGR_ERR_EXCEPTION = 5  /* C++ code threw something not a std::exception */
+} bpfmgr_rc;
+
+/* An error sink owned by the caller. The callee calls set() at most a few
+ * times (the last message wins); set() copies `len` bytes of `message`,
+ * which need not be NUL-terminated, and never fails. */
+typedef struct bpfmgr_error {
+  void (*set)(struct bpfmgr_error *self, const char *message, size_t len);
+} bpfmgr_error;
+
+/* --------------------------------------------------------------- the host */
+
+typedef enum bpfmgr_log_level {
+  BPFMGR_LOG_TRACE = 0,
+  BPFMGR_LOG_DEBUG = 1,
+  BPFMGR_LOG_INFO = 2,
+  BPFMGR_LOG_WARN = 3,
+  BPFMGR_LOG_ERROR = 4
+} bpfmgr_log_level;
+
+/* Handed to bpfmgr_plugin_entry(); lives until the library is unloaded. */
+typedef struct bpfmgr_host {
+  size_t size;
+  uint32_t api_major, api_minor, api_patch; /* the core's plugin API */
+  /* Logs one message through bpfmgr's logger (--log-level applies);
+   * `message` need not be NUL-terminated. Copies; never fails. */
+  void (*log)(const struct bpfmgr_host *host, uint32_t level,
+              const char *message, size_t len);
+} bpfmgr_host;
+
+/* ---------------------------------------------------------------- options */
+
+typedef enum bpfmgr_option_type {
+  BPFMGR_OPTION_BOOL = 1,
+  BPFMGR_OPTION_INT = 2,
+  BPFMGR_OPTION_STRING = 3,
+  BPFMGR_OPTION_STRING_LIST = 4,
+  BPFMGR_OPTION_INT_LIST = 5
+} bpfmgr_option_type;
+
+/* One typed value; only the members of its type are meaningful. */
+typedef struct bpfmgr_option_value {
+  uint32_t type;               /* bpfmgr_option_type */
+  int32_t boolean;             /* BOOL: 0 or 1 */
+  int64_t integer;             /* INT */
+  const char *string;          /* STRING */
+  const char *const *strings;  /* STRING_LIST: `count` strings */
+  const int64_t *integers;     /* INT_LIST: `count` integers */
+  size_t count;
+} bpfmgr_option_value;
+
+typedef struct bpfmgr_option {
+  const char *key;
+  bpfmgr_option_value value;
+} bpfmgr_option;
+
+/* An instance's options after the core checked them against the schema
+ * and filled in defaults: every key of the schema is present. */
+typedef struct bpfmgr_options {
+  const bpfmgr_option *items;
+  size_t count;
+} bpfmgr_options;
+
+/* One entry of a plugin's option schema. */
+typedef struct bpfmgr_option_spec {
+  const char *name;
+  uint32_t type;           /* bpfmgr_option_type */
+  const char *description;
+  int32_t has_default;     /* 0: the option is required */
+  bpfmgr_option_value default_value;
+  int32_t has_min, has_max; /* inclusive bounds for INT and INT_LIST items */
+  int64_t min, max;
+  const char *const *choices; /* allowed STRING / STRING_LIST items */
+  size_t n_choices;
+} bpfmgr_option_spec;
+
+/* Where validate() reports problems; `key` names the option so the core can
+ * point at its line in the manifest; `hint` may be NULL. */
+typedef struct bpfmgr_problems {
+  void (*add)(struct bpfmgr_problems *self, const char *key,
+              const char *message, const char *hint);
+} bpfmgr_problems;
+
+/* ---------------------------------------------------------------- context */
+
+/* What a hook sees of its instance, implemented by the core. Every call
+ * checks that the running hook allows it (e.g. set_global only in
+ * before_load) and fails with BPFMGR_ERR_INVALID otherwise. */
+typedef struct bpfmgr_context bpfmgr_context;
+
+typedef struct bpfmgr_context_ops {
+  size_t size;
+  /* Valid as long as the context. */
+  const char *(*instance_name)(const bpfmgr_context *ctx);
+  const char *(*pin_dir)(const bpfmgr_context *ctx); /* <pin_root>/<instance> */
+  const char *(*cgroup2_root)(const bpfmgr_context *ctx);
+  const bpfmgr_options *(*options)(const bpfmgr_context *ctx);
+
+  /* before_load only. set_global writes a global variable (`const
+   * volatile` in .rodata, or .data/.bss); `size` must equal its BTF size. */
+  int (*set_global)(bpfmgr_context *ctx, const char *var, const void *data,
+                    size_t size, bpfmgr_error *err);
+  int (*set_max_entries)(bpfmgr_context *ctx, const char *map, uint32_t n,
+                         bpfmgr_error *err);
+  /* A program not loaded is neither attached nor pinned. */
+  int (*set_autoload)(bpfmgr_context *ctx, const char *prog, int load,
+                      bpfmgr_error *err);
+
+  /* after_load, attach, after_attach (prog_fd), and also status,
+   * before_unpin and event formatting (map_fd on the pinned map). */
+  int (*map_fd)(bpfmgr_context *ctx, const char *map, int *fd,
+                bpfmgr_error *err);
+  int (*prog_fd)(bpfmgr_context *ctx, const char *prog, int *fd,
+                 bpfmgr_error *err);
+
+  /* attach only. Each attachment becomes a pinned link (or a recorded
+   * attachment), undone on rollback and by unpin. `cgroup_path` is absolute
+   * or relative to the cgroup2 mount. `attach_type` is a bpf_attach_type.
+   * attach_auto attaches by SEC() name; with `optional`, a failure is
+   * logged and shown as a dead hook by status, and *attached says 0. */
+  int (*attach_cgroup)(bpfmgr_context *ctx, const char *prog,
+                       const char *cgroup_path, bpfmgr_error *err);
+  int (*attach_map)(bpfmgr_context *ctx, const char *prog, const char *map,
+                    uint32_t attach_type, bpfmgr_error *err);
+  int (*attach_auto)(bpfmgr_context *ctx, const char *prog, int optional,
+                     int *attached, bpfmgr_error *err);
+
+  /* status only. A counter's `value` is shown; `per_cpu` (may be NULL)
+   * lists the per-CPU values it sums. Details are shown as key: value. */
+  int (*add_counter)(bpfmgr_context *ctx, const char *name, uint64_t value,
+                     const uint64_t *per_cpu, size_t n_cpu, bpfmgr_error *err);
+  int (*add_detail)(bpfmgr_context *ctx, const char *key, const char *value,
+                    bpfmgr_error *err);
+} bpfmgr_context_ops;
+
+struct bpfmgr_context {
+  const bpfmgr_context_ops *ops;
+};
+
+/* ------------------------------------------------------- the plugin table */
+
+/* The plugin's own state for one instance: made by create(), handed to
+ * every hook of that instance, freed by destroy(). A load makes one per
+ * instance it stages; status, unpin and events make one per instance they
+ * look at. */
+typedef struct bpfmgr_instance bpfmgr_instance;
+
+typedef struct bpfmgr_plugin_info {
+  const char *name;        /* what manifests put in `plugin = "..."` */
+  const char *version;     /* the plugin's own version (semver) */
+  const char *description;
+} bpfmgr_plugin_info;
+
+typedef enum bpfmgr_event_format {
+  BPFMGR_EVENT_TABLE = 0,
+  BPFMGR_EVENT_JSON = 1
+} bpfmgr_event_format;
+
+/* Transitional (`bpfmgr bench PLUGIN`); goes away once every benchmark is
+ * its own executable. */
+typedef struct bpfmgr_bench_context bpfmgr_bench_context;
+typedef struct bpfmgr_bench_ops {
+  size_t size;
+  const char *(*cgroup2_root)(const bpfmgr_bench_context *ctx);
+  /* Loads a manifest given as TOML text under a private pin root;
+   * *loaded is released by unload(), which unpins it. */
+  int (*load)(bpfmgr_bench_context *ctx, const char *manifest_toml,
+              void **loaded, bpfmgr_error *err);
+  const char *(*loaded_pin_root)(const void *loaded);
+  void (*unload)(void *loaded);
+} bpfmgr_bench_ops;
+struct bpfmgr_bench_context {
+  const bpfmgr_bench_ops *ops;
+};
+
+typedef struct bpfmgr_plugin_api {
+  size_t size; /* sizeof(bpfmgr_plugin_api) as the plugin was compiled */
+  uint32_t api_major, api_minor, api_patch; /* BPFMGR_PLUGIN_API_* */
+
+  /* ---- required */
+  int (*get_info)(bpfmgr_plugin_info *info, bpfmgr_error *err);
+  /* The embedded BPF ELF object (e.g. NAME_bpf__elf_bytes()). */
+  int (*get_bpf_object)(const void **data, size_t *size, bpfmgr_error *err);
+
+  /* ---- optional: NULL means "nothing to do" / "none" */
+  /* Both or neither. create() returns NULL on failure (and sets err). */
+  bpfmgr_instance *(*create)(bpfmgr_context *ctx, bpfmgr_error *err);
+  void (*destroy)(bpfmgr_instance *inst);
+
+  int (*option_schema)(const bpfmgr_option_spec **specs, size_t *count,
+                       bpfmgr_error *err);
+  /* Checks beyond the schema; problems go to `problems`, a failure of the
+   * check itself to the return value. */
+  int (*validate)(const bpfmgr_options *options, bpfmgr_problems *problems,
+                  bpfmgr_error *err);
+
+  /* Lifecycle, in this order (see docs/plugin-sdk.md). */
+  int (*before_load)(bpfmgr_instance *inst, bpfmgr_context *ctx,
+                     bpfmgr_error *err);
+  int (*after_load)(bpfmgr_instance *inst, bpfmgr_context *ctx,
+                    bpfmgr_error *err);
+  int (*attach)(bpfmgr_instance *inst, bpfmgr_context *ctx,
+                bpfmgr_error *err);
+  int (*after_attach)(bpfmgr_instance *inst, bpfmgr_context *ctx,
+                      bpfmgr_error *err);
+  int (*status)(bpfmgr_instance *inst, bpfmgr_context *ctx,
+                bpfmgr_error *err);
+  int (*before_unpin)(bpfmgr_instance *inst, bpfmgr_context *ctx,
+                      bpfmgr_error *err);
+
+  /* Events: the pinned ring buffer's map name (*map NULL: none). */
+  int (*events_map)(const char **map, bpfmgr_error *err);
+  /* Writes a NUL-terminated line into buf (cap bytes) and its length
+   * (without the NUL) into *len; *len == 0 skips the record. When cap is
+   * too small: BPFMGR_ERR_NO_SPACE with *len = the length needed. */
+  int (*event_header)(bpfmgr_instance *inst, char *buf, size_t cap,
+                      size_t *len);
+  int (*format_event)(bpfmgr_instance *inst, const void *record,
+                      size_t record_size, uint32_t format, char *buf,
+                      size_t cap, size_t *len);
+
+  /* Transitional: `bpfmgr bench PLUGIN ARGS...`; *exit_code is the
+   * process's exit code. */
+  int (*bench)(bpfmgr_bench_context *ctx, int argc, const char *const *argv,
+               int *exit_code, bpfmgr_error *err);
+} bpfmgr_plugin_api;
+
+/* The end of the fields API 2.0 has: a table smaller than this is refused. */
+#define BPFMGR_PLUGIN_API_MIN_SIZE \
+  (offsetof(bpfmgr_plugin_api, get_bpf_object) + sizeof(void *))
+
+typedef const bpfmgr_plugin_api *(*bpfmgr_plugin_entry_fn)(
+    const bpfmgr_host *host);
+
+/* Implemented by the plugin. Returns its table (static storage), or NULL
+ * when it cannot work with this host (it may log why through host->log). */
+BPFMGR_PLUGIN_EXPORT const bpfmgr_plugin_api *bpfmgr_plugin_entry(
+    const bpfmgr_host *host);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BPFMGR_PLUGIN_API_H */

@@ -121,10 +121,17 @@ function(bpfmgr_add_plugin)
     set_target_properties(${target} PROPERTIES
       LIBRARY_OUTPUT_DIRECTORY "${P_OUTPUT_DIRECTORY}")
   endif()
-  # In tree, first-party plugins install next to the binary's plugin dir.
-  if(BPFMGR_INSTALL_PLUGIN_DIR AND NOT P_NO_INSTALL)
-    install(TARGETS ${target} LIBRARY DESTINATION "${BPFMGR_INSTALL_PLUGIN_DIR}"
-            COMPONENT runtime)
+  # In tree, first-party plugins install into the binary's plugin dir
+  # (BPFMGR_INSTALL_PLUGIN_DIR, relative to the prefix); out of tree, into
+  # the installed bpfmgr's (BPFMGR_PLUGIN_INSTALL_DIR from the package
+  # config, absolute; override it with -DBPFMGR_PLUGIN_INSTALL_DIR=...).
+  if(NOT P_NO_INSTALL)
+    if(BPFMGR_INSTALL_PLUGIN_DIR)
+      install(TARGETS ${target} LIBRARY DESTINATION "${BPFMGR_INSTALL_PLUGIN_DIR}"
+              COMPONENT runtime)
+    elseif(BPFMGR_PLUGIN_INSTALL_DIR)
+      install(TARGETS ${target} LIBRARY DESTINATION "${BPFMGR_PLUGIN_INSTALL_DIR}")
+    endif()
   endif()
   set_property(TARGET ${target} PROPERTY BPFMGR_BPF_OBJECT "${obj}")
 endfunction()

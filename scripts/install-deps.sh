@@ -17,6 +17,7 @@ packages=(
 if [[ ${BPFMGR_DEPS:-all} != build ]]; then
   packages+=(
     libgtest-dev libgmock-dev googletest libbenchmark-dev
+    libc++-dev libc++abi-dev   # the SDK test builds a plugin against libc++
     prometheus     # promtool and a real server for the metrics tests
     iproute2 tcpdump procps strace util-linux curl
     libbpf-tools   # tcplife and syscount, the peers bench_probes compares against

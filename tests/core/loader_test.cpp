@@ -340,11 +340,11 @@ TEST(Loader, WrongApiVersionTouchesNothing) {
   PinRoot root;
   auto before = settled();
   auto r = load(header(root) + counter_instance("good", 1) +
-                "\n[[instance]]\nname = \"old\"\nplugin = \"" + test_plugin_dir() +
-                "/bpfmgr-badapi.so\"\n");
+                "\n[[instance]]\nname = \"new\"\nplugin = \"" + test_plugin_dir() +
+                "/bpfmgr-badnewermajor.so\"\n");
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("bpfmgr-badapi.so was built for plugin API 99.0.0 but "
-                       "this bpfmgr provides 1.0.0"),
+  EXPECT_NE(r.err.find("bpfmgr-badnewermajor.so was built for plugin API 99.0.0 but "
+                       "this bpfmgr provides 2.0.0 (major versions differ); upgrade bpfmgr"),
             std::string::npos)
       << r.err;
   EXPECT_EQ(leftovers(before), "");

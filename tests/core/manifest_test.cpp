@@ -197,18 +197,40 @@ nosuch = "owner"
   EXPECT_EQ(missing.hint, "its maps: stats");
 }
 
+// Every incompatible library is refused before anything runs, with the
+// file, both versions and what to do.
 TEST(Manifest, AbiProblemsNameTheFileAndVersions) {
   auto dir = test::test_plugin_dir();
-  auto r = check("[[instance]]\nname = \"a\"\nplugin = \"" + dir +
-                 "/bpfmgr-badapi.so\"\n[[instance]]\nname = \"b\"\nplugin = \"" +
-                 dir + "/bpfmgr-nosym.so\"\n");
+  std::string m;
+  const char* files[] = {"badold", "badnewerminor", "badnewermajor", "badnotable",
+                         "badmissingentry", "badsmalltable", "nosym"};
+  for (auto* f : files)
+    m += std::string("[[instance]]\nname = \"") + f + "\"\nplugin = \"" + dir +
+         "/bpfmgr-" + f + ".so\"\n";
+  auto r = check(m);
   ASSERT_FALSE(r.ok);
-  auto& api = find(r, "was built for plugin API 99.0.0 but this bpfmgr provides 1.0.0");
-  EXPECT_NE(api.message.find("bpfmgr-badapi.so"), std::string::npos);
-  EXPECT_EQ(api.pos.line, 3);
-  auto& sym = find(r, "is not a bpfmgr plugin: missing symbol "
-                      "bpfmgr_plugin_api_version bpfmgr_plugin_create");
-  EXPECT_EQ(sym.pos.line, 6);
+  const std::string ours = "this bpfmgr provides 2.0.0";
+  auto& old = find(r, "was built for plugin API 1.0.0 but " + ours +
+                          " (major versions differ); rebuild the plugin against this SDK");
+  EXPECT_NE(old.message.find("bpfmgr-badold.so"), std::string::npos);
+  EXPECT_EQ(old.pos.line, 3);
+  auto& minor = find(r, "was built for plugin API 2.5.0 but " + ours +
+                            " (the plugin needs a newer minor version); upgrade bpfmgr");
+  EXPECT_NE(minor.message.find("bpfmgr-badnewerminor.so"), std::string::npos);
+  auto& major = find(r, "was built for plugin API 99.0.0 but " + ours +
+                            " (major versions differ); upgrade bpfmgr");
+  EXPECT_NE(major.message.find("bpfmgr-badnewermajor.so"), std::string::npos);
+  auto& none = find(r, "bpfmgr_plugin_entry returned no function table");
+  EXPECT_NE(none.message.find("bpfmgr-badnotable.so"), std::string::npos);
+  auto& missing = find(r, "(plugin API 2.0.0) lacks required entries: get_bpf_object");
+  EXPECT_NE(missing.message.find("bpfmgr-badmissingentry.so"), std::string::npos);
+  auto& small = find(r, "bytes, plugin API 2.0.0 needs at least");
+  EXPECT_NE(small.message.find("bpfmgr-badsmalltable.so: its function table is "),
+            std::string::npos)
+      << small.message;
+  auto& sym = find(r, "is not a bpfmgr plugin: it does not export bpfmgr_plugin_entry");
+  EXPECT_NE(sym.message.find("bpfmgr-nosym.so"), std::string::npos);
+  EXPECT_EQ(sym.pos.line, 21);
 }
 
 TEST(Manifest, StructuralAndPluginErrorsAreReportedTogether) {

@@ -1,6 +1,8 @@
 // Test plugin for the core's tests (not installed). See testcount.bpf.c.
 #include <bpfmgr/plugin.hpp>
 
+#include <csignal>
+
 #include TESTCOUNT_SKELETON
 
 namespace {
@@ -42,6 +44,17 @@ class TestCountPlugin final : public bpfmgr::Plugin {
     ctx.attach_auto("optional_missing", /*optional=*/true);
 #ifdef TESTCOUNT_CGROUP
     ctx.attach_cgroup("egress", ctx.options().get_string("cgroup"));
+#endif
+#ifdef TESTCOUNT_THROW
+    // After a link exists: the rollback has something to undo.
+    ctx.attach_auto("count_getppid", false);
+    throw 42;  // not a std::exception
+#endif
+#ifdef TESTCOUNT_CRASH
+    // The process dies with its staged maps, programs and a live link
+    // pinned: what a bug in a plugin (or SIGKILL) leaves behind.
+    ctx.attach_auto("count_getppid", false);
+    std::raise(SIGSEGV);
 #endif
   }
   bpfmgr::StatusReport status(bpfmgr::PinnedContext& ctx) const override {

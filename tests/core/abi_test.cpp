@@ -1,0 +1,144 @@
+// The plugin ABI against the real kernel: a plugin written in C, a hook that
+// throws what is not a std::exception, a plugin that crashes the process in
+// attach(). Each through the real bpfmgr binary.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "test_support.hpp"
+
+namespace bpfmgr::test {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+std::string header(const PinRoot& root) {
+  return "pin_root = \"" + root.path() + "\"\nplugin_path = [\"" +
+         test_plugin_dir() + "\"]\n";
+}
+
+std::string instance(const std::string& name, const std::string& plugin,
+                     const std::string& options = "") {
+  return "\n[[instance]]\nname = \"" + name + "\"\nplugin = \"" + plugin +
+         "\"\n[instance.options]\ntgid = " + std::to_string(::getpid()) + "\n" +
+         options;
+}
+
+CommandResult load(const std::string& manifest_text) {
+  return run_bpfmgr({"load", write_temp_file(manifest_text)});
+}
+
+// Kernel objects of the plugins used here (see loader_test.cpp).
+const std::vector<std::string> kOurs = {"count_getppid", "optional_missin", "stats",
+                                        "ccount.rodata", "testthro.rodata",
+                                        "testcras.rodata", "testcoun.rodata"};
+
+const json* counter(const json& inst, const std::string& name) {
+  for (auto& c : inst["counters"])
+    if (c["name"] == name) return &c;
+  return nullptr;
+}
+
+TEST(Abi, PluginWrittenInPlainCLoadsAndWorks) {
+  auto before = KernelObjects::settled(kOurs);
+  {
+    PinRoot root;
+    auto r = load(header(root) + instance("c", "ccount", "label = \"from C\"\n"));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    for (int i = 0; i < 3; ++i) ::getppid();
+
+    auto st = run_bpfmgr({"status", "--json", "--pin-root", root.path()});
+    ASSERT_EQ(st.exit_code, 0) << st.err;
+    auto inst = json::parse(st.out)["instances"][0];
+    EXPECT_EQ(inst["plugin"], "ccount");
+    EXPECT_EQ(inst["plugin_version"], "2.0.0");
+    auto* calls = counter(inst, "getppid_calls");
+    ASSERT_NE(calls, nullptr) << inst.dump(2);
+    EXPECT_EQ((*calls)["value"].get<std::uint64_t>(), 3u);
+    EXPECT_EQ(inst["details"]["label"], "from C") << inst.dump(2);
+    // The optional hook the C plugin asked for is reported dead, not lost.
+    bool optional_seen = false;
+    for (auto& h : inst["hooks"])
+      if (h["prog"] == "optional_missing") optional_seen = !h["live"].get<bool>();
+    EXPECT_TRUE(optional_seen) << inst.dump(2);
+
+    // validate() of the C plugin reaches the manifest's diagnostics.
+    auto bad = run_bpfmgr({"validate", write_temp_file(header(root) +
+                                                       instance("d", "ccount",
+                                                                "label = \"\"\n"))});
+    EXPECT_EQ(bad.exit_code, 2);
+    EXPECT_NE(bad.err.find("must not be empty"), std::string::npos) << bad.err;
+    EXPECT_NE(bad.err.find("hint: label = \"c\""), std::string::npos) << bad.err;
+
+    ASSERT_EQ(run_bpfmgr({"unpin", "--pin-root", root.path()}).exit_code, 0);
+  }
+  EXPECT_EQ(before.diff_settled(kOurs), "");
+}
+
+TEST(Abi, NonStdExceptionInAHookRollsTheLoadBack) {
+  auto before = KernelObjects::settled(kOurs);
+  PinRoot root;
+  // The first instance is staged (pinned, attached) before the second
+  // one's attach() attaches a program and then throws 42.
+  auto r = load(header(root) + instance("good", "testcount") +
+                instance("boom", "testthrow"));
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("instance 'boom' (plugin testthrow): attach: threw an "
+                       "exception that is not a std::exception"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("rolled back"), std::string::npos) << r.err;
+  EXPECT_EQ(before.diff_settled(kOurs), "");
+  EXPECT_FALSE(fs::exists(root.path()));
+}
+
+TEST(Abi, CrashInsideAttachLeavesWhatTheNextUnpinRemoves) {
+  auto before = KernelObjects::settled(kOurs);
+  {
+    PinRoot root;
+    auto manifest = write_temp_file(header(root) + instance("crash", "testcrash"));
+    auto r = run_bpfmgr({"load", manifest});
+    ASSERT_EQ(r.exit_code, 128 + SIGSEGV) << r.out << r.err;
+    // The process died with a program attached and pinned in staging.
+    bool staged_link = false;
+    for (auto& p : pins_under(root.path()))
+      staged_link |= p.find("/_staging-crash/links/") != std::string::npos;
+    ASSERT_TRUE(staged_link);
+    for (int i = 0; i < 2; ++i) ::getppid();
+    EXPECT_NE(before.diff(KernelObjects::snapshot(), kOurs), "");
+
+    auto un = run_bpfmgr({"unpin", "--pin-root", root.path()});
+    EXPECT_EQ(un.exit_code, 0) << un.err;
+    EXPECT_TRUE(pins_under(root.path()).empty());
+  }
+  EXPECT_EQ(before.diff_settled(kOurs), "");
+}
+
+TEST(Abi, CrashInsideAttachIsClearedByTheNextLoad) {
+  auto before = KernelObjects::settled(kOurs);
+  {
+    PinRoot root;
+    auto crash = run_bpfmgr(
+        {"load", write_temp_file(header(root) + instance("crash", "testcrash"))});
+    ASSERT_EQ(crash.exit_code, 128 + SIGSEGV) << crash.err;
+    // The same instance name, now from a plugin that works.
+    auto r = load(header(root) + instance("crash", "testcount"));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    for (auto& p : pins_under(root.path()))
+      EXPECT_EQ(p.find("/_staging-"), std::string::npos) << p;
+    ::getppid();
+    auto st = json::parse(run_bpfmgr({"status", "--json", "--pin-root", root.path()}).out);
+    auto* calls = counter(st["instances"][0], "getppid_calls");
+    ASSERT_NE(calls, nullptr) << st.dump(2);
+    EXPECT_EQ((*calls)["value"].get<std::uint64_t>(), 1u);
+  }
+  EXPECT_EQ(before.diff_settled(kOurs), "");
+}
+
+}  // namespace
+}  // namespace bpfmgr::test

@@ -403,7 +403,9 @@ int cmd_plugins(const std::vector<std::string>& extra_dirs, bool json) {
       p["version"] = lp->info.version;
       p["api_version"] = to_string(lp->api);
       p["description"] = lp->info.description;
-      p["has_bench"] = lp->plugin->has_bench();
+      auto harness = find_bench_harness(lp->info.name);
+      p["has_bench"] = !harness.empty();
+      if (!harness.empty()) p["bench"] = harness;
       p["streams_events"] = lp->plugin->events_map().has_value();
       auto& opts = p["options"] = nlohmann::json::array();
       for (auto& o : lp->plugin->option_schema())

@@ -46,6 +46,9 @@ struct EventsArgs {
 };
 int cmd_events(const EventsArgs& a);
 
+// Runs bench_<plugin> (exec: its exit code is ours); 2 when there is none.
 int cmd_bench(const std::string& plugin, const std::vector<std::string>& args);
+// The harness `bpfmgr bench PLUGIN` would run, or "".
+std::string find_bench_harness(const std::string& plugin);
 
 }  // namespace bpfmgr

@@ -364,46 +364,6 @@ std::optional<std::string> PluginModule::events_map() const {
   return std::string(map);
 }
 
-bool PluginModule::has_bench() const { return table_.bench != nullptr; }
-
-int PluginModule::bench(BenchHost& host, const std::vector<std::string>& args) const {
-  if (!table_.bench) throw Error("the plugin has no benchmark");
-  struct Ctx {
-    bpfmgr_bench_context c;
-    BenchHost* host;
-  };
-  static const bpfmgr_bench_ops ops = [] {
-    bpfmgr_bench_ops o{};
-    o.size = sizeof(o);
-    o.cgroup2_root = [](const bpfmgr_bench_context* c) {
-      return reinterpret_cast<const Ctx*>(c)->host->cgroup2_root().c_str();
-    };
-    o.load = [](bpfmgr_bench_context* c, const char* toml, void** loaded,
-                bpfmgr_error* err) {
-      try {
-        *loaded = reinterpret_cast<Ctx*>(c)->host->load(str_or_empty(toml)).release();
-        return int(BPFMGR_OK);
-      } catch (const std::exception& e) {
-        detail::set_error(err, e.what());
-        return int(BPFMGR_ERR_FAILED);
-      }
-    };
-    o.loaded_pin_root = [](const void* l) {
-      return static_cast<const BenchHost::Loaded*>(l)->pin_root().c_str();
-    };
-    o.unload = [](void* l) { delete static_cast<BenchHost::Loaded*>(l); };
-    return o;
-  }();
-  Ctx ctx{{&ops}, &host};
-  std::vector<const char*> argv;
-  for (auto& a : args) argv.push_back(a.c_str());
-  int exit_code = 1;
-  ErrorText e;
-  int rc = table_.bench(&ctx.c, static_cast<int>(argv.size()), argv.data(), &exit_code, &e);
-  if (rc != BPFMGR_OK) throw Error(failure("bench", rc, e));
-  return exit_code;
-}
-
 std::unique_ptr<PluginInstance> PluginModule::create(HostContext& host) const {
   return std::make_unique<PluginInstance>(shared_from_this(), host);
 }

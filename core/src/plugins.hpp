@@ -130,20 +130,6 @@ class PluginInstance {
   std::vector<char> buffer_;
 };
 
-// Transitional: what `bpfmgr bench PLUGIN` gives a plugin's bench hook.
-class BenchHost {
- public:
-  virtual ~BenchHost() = default;
-  virtual const std::string& cgroup2_root() const = 0;
-  // Loads a manifest under a private pin root; the result unpins it when
-  // destroyed.
-  struct Loaded {
-    virtual ~Loaded() = default;
-    virtual const std::string& pin_root() const = 0;
-  };
-  virtual std::unique_ptr<Loaded> load(const std::string& manifest_toml) = 0;
-};
-
 // A loaded plugin library and its function table; keeps the library loaded
 // while any PluginModule or PluginInstance refers to it.
 class PluginModule : public std::enable_shared_from_this<PluginModule> {
@@ -161,8 +147,6 @@ class PluginModule : public std::enable_shared_from_this<PluginModule> {
   std::vector<OptionSpec> option_schema() const;
   std::vector<OptionProblem> validate(const Options& options) const;
   std::optional<std::string> events_map() const;
-  bool has_bench() const;
-  int bench(BenchHost& host, const std::vector<std::string>& args) const;
 
   std::unique_ptr<PluginInstance> create(HostContext& host) const;
 

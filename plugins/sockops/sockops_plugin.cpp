@@ -158,111 +158,6 @@ std::vector<std::string> read_services(int fd) {
   return out;
 }
 
-// ------------------------------------------------------------- bench hook
-
-// A private cgroup for the bench; removed on destruction.
-class BenchCgroup {
- public:
-  explicit BenchCgroup(const std::string& root)
-      : root_(root), name_("bpfmgr-bench-sockops-" + std::to_string(getpid())) {
-    path_ = root_ + "/" + name_;
-    if (mkdir(path_.c_str(), 0755) != 0 && errno != EEXIST)
-      throw Error("mkdir " + path_ + ": " + std::strerror(errno));
-  }
-  ~BenchCgroup() {
-    leave();
-    rmdir(path_.c_str());
-  }
-  const std::string& name() const { return name_; }
-  void enter() { move(path_); }
-  void leave() { move(root_); }
-
- private:
-  void move(const std::string& cg) {
-    std::ofstream f(cg + "/cgroup.procs");
-    f << getpid() << std::endl;
-  }
-  std::string root_, name_, path_;
-};
-
-int run_bench(bpfmgr::BenchContext& ctx) {
-  namespace bp = bpfmgr::bypass;
-  std::size_t rr_iters = 2000, stream_mib = 32;
-  int rounds = 3;
-  const auto& args = ctx.args();
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    auto next = [&]() -> std::string {
-      if (i + 1 >= args.size()) throw Error(args[i] + " needs a value");
-      return args[++i];
-    };
-    if (args[i] == "--rr-iters") rr_iters = std::stoul(next());
-    else if (args[i] == "--stream-mib") stream_mib = std::stoul(next());
-    else if (args[i] == "--rounds") rounds = std::stoi(next());
-    else if (args[i] == "-h" || args[i] == "--help") {
-      std::cout << "bpfmgr bench sockops [--rr-iters N] [--stream-mib N] [--rounds N]\n"
-                   "Compares loopback TCP, TCP with the sockops+sockmsg bypass and an\n"
-                   "AF_UNIX socketpair, interleaved in one run; prints medians and ratios.\n";
-      return 0;
-    } else {
-      std::cerr << "bench sockops: unknown argument " << args[i] << "\n";
-      return 2;
-    }
-  }
-  BenchCgroup cg(ctx.cgroup2_root());
-  auto loaded = ctx.load(
-      "[[instance]]\nname = \"bench-bypass-ops\"\nplugin = \"sockops\"\n"
-      "[instance.options]\ncgroup = \"" + cg.name() + "\"\n"
-      "[[instance]]\nname = \"bench-bypass-msg\"\nplugin = \"sockmsg\"\n"
-      "[instance.maps]\nsock_hash = \"bench-bypass-ops\"\nservices = \"bench-bypass-ops\"\n"
-      "sock_state = \"bench-bypass-ops\"\n");
-
-  enum Kind { Tcp, Bypass, Unix };
-  auto make = [&](Kind k, bool nodelay) {
-    if (k == Unix) return bp::unix_pair();
-    if (k == Bypass) cg.enter();
-    auto p = bp::tcp_pair(nodelay);
-    cg.leave();
-    return p;
-  };
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-  };
-  std::cout << std::fixed << std::setprecision(2);
-  std::cout << "request/response mean round trip, us (median of " << rounds
-            << " interleaved rounds x " << rr_iters << " iterations)\n";
-  std::cout << "size      tcp      bypass   unix     bypass/tcp\n";
-  for (std::size_t size : {64, 1024, 16384, 65536}) {
-    std::array<std::vector<double>, 3> r;
-    for (int round = 0; round < rounds; ++round)
-      for (Kind k : {Tcp, Bypass, Unix}) {
-        auto p = make(k, true);
-        r[k].push_back(bp::rr_mean_ns(p, size, rr_iters) / 1000.0);
-      }
-    double t = median(r[Tcp]), b = median(r[Bypass]), u = median(r[Unix]);
-    std::cout << std::setw(6) << size << "  " << std::setw(8) << t << " " << std::setw(8)
-              << b << " " << std::setw(8) << u << " " << std::setw(8) << b / t << "x\n";
-  }
-  std::cout << "\none-way streaming, MB/s (" << stream_mib << " MiB per run)\n";
-  std::cout << "write   nodelay  tcp       bypass    unix      bypass/tcp\n";
-  for (bool nodelay : {true, false})
-    for (std::size_t size : {64, 4096, 65536}) {
-      std::array<std::vector<double>, 3> r;
-      std::size_t total = stream_mib << 20;
-      if (size == 64) total /= 8;
-      for (int round = 0; round < rounds; ++round)
-        for (Kind k : {Tcp, Bypass, Unix}) {
-          auto p = make(k, nodelay);
-          r[k].push_back(bp::stream_bps(p, size, total) / 1e6);
-        }
-      double t = median(r[Tcp]), b = median(r[Bypass]), u = median(r[Unix]);
-      std::cout << std::setw(6) << size << "  " << std::setw(7) << (nodelay ? "on" : "off")
-                << "  " << std::setw(8) << t << "  " << std::setw(8) << b << "  "
-                << std::setw(8) << u << "  " << std::setw(8) << b / t << "x\n";
-    }
-  return 0;
-}
-
 class SockopsPlugin final : public bpfmgr::Plugin {
  public:
   bpfmgr::PluginInfo info() const override {
@@ -408,9 +303,6 @@ class SockopsPlugin final : public bpfmgr::Plugin {
     }
     return r;
   }
-
-  bool has_bench() const override { return true; }
-  int bench(bpfmgr::BenchContext& ctx) override { return run_bench(ctx); }
 
  private:
   static std::array<std::uint16_t, kMaxPorts> to_ports(const std::vector<std::int64_t>& v) {

@@ -140,5 +140,19 @@ TEST(Abi, CrashInsideAttachIsClearedByTheNextLoad) {
   EXPECT_EQ(before.diff_settled(kOurs), "");
 }
 
+// `bpfmgr bench PLUGIN` runs the harness executable bench_PLUGIN (plugins
+// carry no benchmark code) and passes its arguments and exit code through.
+TEST(Abi, BenchLaunchesTheHarnessExecutable) {
+  auto r = run_bpfmgr({"bench", "nosuchplugin"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("no benchmark harness for plugin 'nosuchplugin'"), std::string::npos)
+      << r.err;
+  auto harness = fs::path(bpfmgr_binary()).parent_path() / "bench_core";
+  if (!fs::exists(harness)) GTEST_SKIP() << "benchmarks not built";
+  r = run_bpfmgr({"bench", "core", "--benchmark_list_tests=true"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(r.out.empty());
+}
+
 }  // namespace
 }  // namespace bpfmgr::test

@@ -440,45 +440,6 @@ class PinnedContext {
   std::string name_, pin_dir_;
 };
 
-// Transitional: lets a plugin's `bpfmgr bench` hook load instances through
-// the real core. Benchmarks move to their own executables (bench/).
-class LoadedInstances {
- public:
-  LoadedInstances(const bpfmgr_bench_ops* ops, void* loaded) : ops_(ops), loaded_(loaded) {
-    pin_root_ = ops_->loaded_pin_root(loaded_);
-  }
-  LoadedInstances(const LoadedInstances&) = delete;
-  LoadedInstances& operator=(const LoadedInstances&) = delete;
-  ~LoadedInstances() { ops_->unload(loaded_); }  // unpins everything it loaded
-  const std::string& pin_root() const { return pin_root_; }
-
- private:
-  const bpfmgr_bench_ops* ops_;
-  void* loaded_;
-  std::string pin_root_;
-};
-
-class BenchContext {
- public:
-  BenchContext(bpfmgr_bench_context* ctx, std::vector<std::string> args)
-      : ctx_(ctx), args_(std::move(args)), cgroup2_root_(ctx->ops->cgroup2_root(ctx)) {}
-  const std::vector<std::string>& args() const { return args_; }
-  // Loads a manifest given as TOML text (its pin_root is replaced by a
-  // private, unique one) and returns a guard that unpins it when destroyed.
-  std::unique_ptr<LoadedInstances> load(const std::string& manifest_toml) {
-    detail::ErrorText e;
-    void* loaded = nullptr;
-    detail::check(ctx_->ops->load(ctx_, manifest_toml.c_str(), &loaded, &e), e, "load");
-    return std::make_unique<LoadedInstances>(ctx_->ops, loaded);
-  }
-  const std::string& cgroup2_root() const { return cgroup2_root_; }
-
- private:
-  bpfmgr_bench_context* ctx_;
-  std::vector<std::string> args_;
-  std::string cgroup2_root_;
-};
-
 // ------------------------------------------------------------------ events
 
 enum class EventFormat { Table = BPFMGR_EVENT_TABLE, Json = BPFMGR_EVENT_JSON };
@@ -526,10 +487,6 @@ class Plugin {
   virtual void after_attach(InstanceContext&) {}
   virtual StatusReport status(PinnedContext&) const { return {}; }
   virtual void before_unpin(PinnedContext&) {}
-
-  // Transitional: `bpfmgr bench PLUGIN [args...]`, returns an exit code.
-  virtual int bench(BenchContext&) { return 2; }
-  virtual bool has_bench() const { return false; }
 
   // Plugins that stream ring-buffer records name the pinned map here.
   virtual std::optional<std::string> events_map() const {
@@ -739,16 +696,6 @@ struct Table {
     return thrown ? thrown : rc;
   }
 
-  static int bench(bpfmgr_bench_context* c, int argc, const char* const* argv,
-                   int* exit_code, bpfmgr_error* err) noexcept {
-    return guarded(err, [&] {
-      P plugin;
-      if (!plugin.has_bench()) throw Error("this plugin has no benchmark");
-      BenchContext ctx(c, std::vector<std::string>(argv, argv + argc));
-      *exit_code = plugin.bench(ctx);
-    });
-  }
-
   static const bpfmgr_plugin_api* entry(const bpfmgr_host* h) noexcept {
     host() = h;
     static const bpfmgr_plugin_api table = [] {
@@ -772,7 +719,6 @@ struct Table {
       t.events_map = &events_map;
       t.event_header = &event_header;
       t.format_event = &format_event;
-      t.bench = &bench;
       return t;
     }();
     return &table;

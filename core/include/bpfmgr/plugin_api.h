@@ -218,23 +218,6 @@ typedef enum bpfmgr_event_format {
   BPFMGR_EVENT_JSON = 1
 } bpfmgr_event_format;
 
-/* Transitional (`bpfmgr bench PLUGIN`); goes away once every benchmark is
- * its own executable. */
-typedef struct bpfmgr_bench_context bpfmgr_bench_context;
-typedef struct bpfmgr_bench_ops {
-  size_t size;
-  const char *(*cgroup2_root)(const bpfmgr_bench_context *ctx);
-  /* Loads a manifest given as TOML text under a private pin root;
-   * *loaded is released by unload(), which unpins it. */
-  int (*load)(bpfmgr_bench_context *ctx, const char *manifest_toml,
-              void **loaded, bpfmgr_error *err);
-  const char *(*loaded_pin_root)(const void *loaded);
-  void (*unload)(void *loaded);
-} bpfmgr_bench_ops;
-struct bpfmgr_bench_context {
-  const bpfmgr_bench_ops *ops;
-};
-
 typedef struct bpfmgr_plugin_api {
   size_t size; /* sizeof(bpfmgr_plugin_api) as the plugin was compiled */
   uint32_t api_major, api_minor, api_patch; /* BPFMGR_PLUGIN_API_* */
@@ -280,11 +263,6 @@ typedef struct bpfmgr_plugin_api {
   int (*format_event)(bpfmgr_instance *inst, const void *record,
                       size_t record_size, uint32_t format, char *buf,
                       size_t cap, size_t *len);
-
-  /* Transitional: `bpfmgr bench PLUGIN ARGS...`; *exit_code is the
-   * process's exit code. */
-  int (*bench)(bpfmgr_bench_context *ctx, int argc, const char *const *argv,
-               int *exit_code, bpfmgr_error *err);
 } bpfmgr_plugin_api;
 
 /* The end of the fields API 2.0 has: a table smaller than this is refused. */

@@ -81,17 +81,21 @@ ln -s ..data/manifest.toml "$cm/manifest.toml"
 mapfile -t argv < <(read_json 'j.argv.join("\n")' |
                     sed "s#^0.0.0.0:$(read_json j.port)\$#127.0.0.1:$port#")
 echo "entrypoint: ${argv[*]}"
-export BPFMGR_PLUGIN_PATH=$build/lib/bpfmgr/plugins
-mkdir -p "$tmp/points/usr/bin" "$tmp/points/etc/bpfmgr"
+# The plugins where the image has them, found next to the binary as there.
+unset BPFMGR_PLUGIN_PATH
+mkdir -p "$tmp/points/usr/bin" "$tmp/points/etc/bpfmgr" "$tmp/points/usr/lib/bpfmgr/plugins"
 touch "$tmp/points/usr/bin/bpfmgr"
 unshare --mount --propagation private -- sh -c '
   set -e
   mount -t overlay overlay -o "lowerdir=$1/usr/bin:/usr/bin" /usr/bin
+  mount -t overlay overlay -o "lowerdir=$1/usr/lib:/usr/lib" /usr/lib
   mount -t overlay overlay -o "lowerdir=$1/etc:/etc" /etc
   mount --bind "$2" /usr/bin/bpfmgr
-  mount --bind "$3" /etc/bpfmgr
-  shift 3
-  exec "$@"' sh "$tmp/points" "$build/bin/bpfmgr" "$cm" "${argv[@]}" > "$tmp/serve.log" 2>&1 &
+  mount --bind "$3" /usr/lib/bpfmgr/plugins
+  mount --bind "$4" /etc/bpfmgr
+  shift 4
+  exec "$@"' sh "$tmp/points" "$build/bin/bpfmgr" "$build/lib/bpfmgr/plugins" "$cm" \
+  "${argv[@]}" > "$tmp/serve.log" 2>&1 &
 serve_pid=$!
 up=
 for _ in $(seq 1 200); do

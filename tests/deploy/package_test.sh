@@ -6,8 +6,20 @@
 # systemd-analyze (not started), then `apt-get purge` leaving nothing behind.
 # Refuses to run when a bpfmgr package is already installed (not ours to
 # remove). Usage: package_test.sh BUILD_DIR
+#
+# Installing puts plugins in /usr/lib/bpfmgr/plugins, which every bpfmgr on
+# the machine then prefers over BPFMGR_PLUGIN_PATH: other test runs sharing
+# this machine would fail meanwhile. So it runs in CI (CI=true, one run per
+# machine) or when asked (BPFMGR_SYSTEM_TESTS=1), and is skipped otherwise.
 set -euo pipefail
 build=$1
+if [[ ${CI:-} != true && ${BPFMGR_SYSTEM_TESTS:-} != 1 ]]; then
+  echo "skipped: installs system-wide; runs with CI=true or BPFMGR_SYSTEM_TESTS=1"
+  exit 77
+fi
+# One package test at a time on a machine.
+exec 9> /run/lock/bpfmgr-package-test.lock
+flock 9
 export DEBIAN_FRONTEND=noninteractive
 if dpkg-query -W -f='${Status}' bpfmgr 2>/dev/null | grep -q installed; then
   echo "FAIL: a bpfmgr package is already installed here; not touching it"; exit 1

@@ -41,5 +41,5 @@ export BPFMGR_LOG_LEVEL=off
 # Plugins stay loaded for the whole run: what they allocate is no leak.
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
 "$build_dir"/bin/manifest_fuzz -max_total_time="$seconds" -runs="$runs" \
-  -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
+  -timeout=60 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
   -artifact_prefix="$artifacts/" "$corpus" "$src"/tests/fuzz/regressions

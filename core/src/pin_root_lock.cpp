@@ -26,17 +26,6 @@ std::mutex g_mutex;
 std::condition_variable g_released;
 std::set<std::string> g_held;
 
-std::string hash_hex(std::string_view s) {
-  std::uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return buf;
-}
-
 std::string canonical_pin_root(const std::string& pin_root) {
   std::error_code ec;
   auto p = fs::weakly_canonical(fs::absolute(pin_root, ec), ec);
@@ -120,7 +109,7 @@ std::string busy_message(const std::string& pin_root, std::string_view role,
 
 std::string pin_root_lock_path(const std::string& pin_root, std::string_view role) {
   return std::string(kLockDir) + "/" + std::string(role) + "-" +
-         hash_hex(canonical_pin_root(pin_root)) + ".lock";
+         fnv1a_hex(canonical_pin_root(pin_root)) + ".lock";
 }
 
 PinRootLock PinRootLock::acquire(const std::string& pin_root, LockWait wait,

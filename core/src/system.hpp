@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace bpfmgr {
@@ -17,6 +18,10 @@ void ensure_tracefs();
 const std::string& cgroup2_root();
 // True when `path` is on a bpf filesystem.
 bool is_on_bpffs(const std::string& path);
+
+// 64-bit FNV-1a of `data` as 16 hex digits: a cheap, stable fingerprint
+// (config hashes, lock file names), not a cryptographic hash.
+std::string fnv1a_hex(std::string_view data);
 
 // strerror for a positive or negative errno value.
 std::string errno_text(int err);

@@ -17,11 +17,6 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-std::string header(const PinRoot& root) {
-  return "pin_root = \"" + root.path() + "\"\nplugin_path = [\"" +
-         test_plugin_dir() + "\"]\n";
-}
-
 std::string instance(const std::string& name, const std::string& plugin,
                      const std::string& options = "") {
   return "\n[[instance]]\nname = \"" + name + "\"\nplugin = \"" + plugin +
@@ -48,7 +43,7 @@ TEST(Abi, PluginWrittenInPlainCLoadsAndWorks) {
   auto before = KernelObjects::settled(kOurs);
   {
     PinRoot root;
-    auto r = load(header(root) + instance("c", "ccount", "label = \"from C\"\n"));
+    auto r = load(test_manifest_header(root) + instance("c", "ccount", "label = \"from C\"\n"));
     ASSERT_EQ(r.exit_code, 0) << r.err;
     for (int i = 0; i < 3; ++i) ::getppid();
 
@@ -68,7 +63,7 @@ TEST(Abi, PluginWrittenInPlainCLoadsAndWorks) {
     EXPECT_TRUE(optional_seen) << inst.dump(2);
 
     // validate() of the C plugin reaches the manifest's diagnostics.
-    auto bad = run_bpfmgr({"validate", write_temp_file(header(root) +
+    auto bad = run_bpfmgr({"validate", write_temp_file(test_manifest_header(root) +
                                                        instance("d", "ccount",
                                                                 "label = \"\"\n"))});
     EXPECT_EQ(bad.exit_code, 2);
@@ -85,7 +80,7 @@ TEST(Abi, NonStdExceptionInAHookRollsTheLoadBack) {
   PinRoot root;
   // The first instance is staged (pinned, attached) before the second
   // one's attach() attaches a program and then throws 42.
-  auto r = load(header(root) + instance("good", "testcount") +
+  auto r = load(test_manifest_header(root) + instance("good", "testcount") +
                 instance("boom", "testthrow"));
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("instance 'boom' (plugin testthrow): attach: threw an "
@@ -101,7 +96,7 @@ TEST(Abi, CrashInsideAttachLeavesWhatTheNextUnpinRemoves) {
   auto before = KernelObjects::settled(kOurs);
   {
     PinRoot root;
-    auto manifest = write_temp_file(header(root) + instance("crash", "testcrash"));
+    auto manifest = write_temp_file(test_manifest_header(root) + instance("crash", "testcrash"));
     auto r = run_bpfmgr({"load", manifest});
     ASSERT_EQ(r.exit_code, 128 + SIGSEGV) << r.out << r.err;
     // The process died with a program attached and pinned in staging.
@@ -124,10 +119,10 @@ TEST(Abi, CrashInsideAttachIsClearedByTheNextLoad) {
   {
     PinRoot root;
     auto crash = run_bpfmgr(
-        {"load", write_temp_file(header(root) + instance("crash", "testcrash"))});
+        {"load", write_temp_file(test_manifest_header(root) + instance("crash", "testcrash"))});
     ASSERT_EQ(crash.exit_code, 128 + SIGSEGV) << crash.err;
     // The same instance name, now from a plugin that works.
-    auto r = load(header(root) + instance("crash", "testcount"));
+    auto r = load(test_manifest_header(root) + instance("crash", "testcount"));
     ASSERT_EQ(r.exit_code, 0) << r.err;
     for (auto& p : pins_under(root.path()))
       EXPECT_EQ(p.find("/_staging-"), std::string::npos) << p;

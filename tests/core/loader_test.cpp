@@ -23,11 +23,6 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-std::string header(const PinRoot& root) {
-  return "pin_root = \"" + root.path() + "\"\nplugin_path = [\"" +
-         test_plugin_dir() + "\"]\n";
-}
-
 std::string counter_instance(const std::string& name, long tgid,
                              int max_entries = 64) {
   return "\n[[instance]]\nname = \"" + name +
@@ -82,7 +77,7 @@ TEST(Loader, LoadPinsAttachesAndUnpinLeavesNothing) {
   auto before = settled();
   {
     PinRoot root;
-    auto r = load(header(root) + counter_instance("counter", ::getpid()));
+    auto r = load(test_manifest_header(root) + counter_instance("counter", ::getpid()));
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_NE(r.out.find("loaded: counter"), std::string::npos) << r.out;
 
@@ -129,7 +124,7 @@ TEST(Loader, LoadPinsAttachesAndUnpinLeavesNothing) {
 
 TEST(Loader, StatusSeesAHookWhoseLinkWasRemovedByHand) {
   PinRoot root;
-  ASSERT_EQ(load(header(root) + counter_instance("counter", ::getpid())).exit_code, 0);
+  ASSERT_EQ(load(test_manifest_header(root) + counter_instance("counter", ::getpid())).exit_code, 0);
   auto dir = root.path() + "/counter";
   ASSERT_EQ(::unlink((dir + "/links/count_getppid").c_str()), 0);  // detaches it
   auto st = json::parse(run_bpfmgr({"status", "--json", "--pin-root", root.path()}).out);
@@ -144,7 +139,7 @@ TEST(Loader, StatusSeesAHookWhoseLinkWasRemovedByHand) {
   call_getppid(3);  // really detached: nothing counts
   EXPECT_EQ(calls_in(dir + "/maps/stats"), 0u);
   // The next load sees the missing pin and restores the instance.
-  auto r = load(header(root) + counter_instance("counter", ::getpid()));
+  auto r = load(test_manifest_header(root) + counter_instance("counter", ::getpid()));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("updated: counter"), std::string::npos) << r.out;
   call_getppid(2);
@@ -153,7 +148,7 @@ TEST(Loader, StatusSeesAHookWhoseLinkWasRemovedByHand) {
 
 TEST(Loader, SecondLoadChangesNothing) {
   PinRoot root;
-  auto text = header(root) + counter_instance("counter", ::getpid());
+  auto text = test_manifest_header(root) + counter_instance("counter", ::getpid());
   ASSERT_EQ(load(text).exit_code, 0);
   auto dir = root.path() + "/counter";
   auto link = id_of("link", dir + "/links/count_getppid");
@@ -169,7 +164,7 @@ TEST(Loader, SecondLoadChangesNothing) {
 
 TEST(Loader, UpdateReplacesProgramsAndKeepsMapContents) {
   PinRoot root;
-  ASSERT_EQ(load(header(root) + counter_instance("counter", 1)).exit_code, 0);
+  ASSERT_EQ(load(test_manifest_header(root) + counter_instance("counter", 1)).exit_code, 0);
   auto dir = root.path() + "/counter";
   auto map_id = id_of("map", dir + "/maps/stats");
   auto prog_id = id_of("prog", dir + "/progs/count_getppid");
@@ -179,7 +174,7 @@ TEST(Loader, UpdateReplacesProgramsAndKeepsMapContents) {
                    "0", "0", "0", "0", "0", "0", "0", "0", "0"});
   ASSERT_EQ(seed.exit_code, 0) << seed.err;
 
-  auto r = load(header(root) + counter_instance("counter", ::getpid()));
+  auto r = load(test_manifest_header(root) + counter_instance("counter", ::getpid()));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("updated: counter"), std::string::npos) << r.out;
   EXPECT_EQ(id_of("map", dir + "/maps/stats"), map_id);
@@ -197,12 +192,12 @@ TEST(Loader, UpdateReplacesProgramsAndKeepsMapContents) {
 
 TEST(Loader, ChangedMapDefinitionNeedsResetMaps) {
   PinRoot root;
-  ASSERT_EQ(load(header(root) + counter_instance("counter", 1, 64)).exit_code, 0);
+  ASSERT_EQ(load(test_manifest_header(root) + counter_instance("counter", 1, 64)).exit_code, 0);
   auto dir = root.path() + "/counter";
   auto map_id = id_of("map", dir + "/maps/stats");
   auto before = settled();
 
-  auto bigger = header(root) + counter_instance("counter", 1, 128);
+  auto bigger = test_manifest_header(root) + counter_instance("counter", 1, 128);
   auto r = load(bigger);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("map 'stats' changed definition (max entries 128 vs 64)"),
@@ -222,7 +217,7 @@ TEST(Loader, VerifierRejectionLeavesKernelAsBefore) {
   auto before = settled();
   // The good instance comes first, so it is staged (pinned, attached)
   // before the second one fails.
-  auto r = load(header(root) + counter_instance("good", 1) +
+  auto r = load(test_manifest_header(root) + counter_instance("good", 1) +
                 "\n[[instance]]\nname = \"bad\"\nplugin = \"testreject\"\n");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("instance 'bad' (plugin testreject): program "
@@ -241,7 +236,7 @@ TEST(Loader, AttachFailureLeavesKernelAsBefore) {
   PinRoot root;
   ScopedCgroup cg;
   auto before = settled();
-  auto r = load(header(root) + counter_instance("good", 1) +
+  auto r = load(test_manifest_header(root) + counter_instance("good", 1) +
                 "\n[[instance]]\nname = \"cg\"\nplugin = \"testcgroup\"\n"
                 "[instance.options]\ncgroup = \"" + cg.path() + "/missing\"\n");
   EXPECT_EQ(r.exit_code, 1);
@@ -260,9 +255,9 @@ TEST(Loader, FailedUpdateKeepsThePreviousVersionRunning) {
            "[instance.options]\ntgid = " + std::to_string(::getpid()) +
            "\ncgroup = \"" + path + "\"\n";
   };
-  ASSERT_EQ(load(header(root) + cg_instance(cg.path())).exit_code, 0);
+  ASSERT_EQ(load(test_manifest_header(root) + cg_instance(cg.path())).exit_code, 0);
   auto before = settled();
-  auto r = load(header(root) + cg_instance(cg.path() + "/missing"));
+  auto r = load(test_manifest_header(root) + cg_instance(cg.path() + "/missing"));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(leftovers(before), "");
   call_getppid(3);  // the original programs still run
@@ -273,7 +268,7 @@ TEST(Loader, CgroupLinkSwitchesToTheNewProgramInPlace) {
   PinRoot root;
   ScopedCgroup cg;
   auto instance = [&](long tgid) {
-    return header(root) + "\n[[instance]]\nname = \"cg\"\nplugin = \"testcgroup\"\n"
+    return test_manifest_header(root) + "\n[[instance]]\nname = \"cg\"\nplugin = \"testcgroup\"\n"
                           "[instance.options]\ntgid = " + std::to_string(tgid) +
            "\ncgroup = \"" + cg.path() + "\"\n";
   };
@@ -296,7 +291,7 @@ TEST(Loader, CgroupLinkSwitchesToTheNewProgramInPlace) {
 TEST(Loader, CgroupProgramsOfSeveralInstancesShareAHook) {
   PinRoot root;
   ScopedCgroup cg;
-  std::string text = header(root);
+  std::string text = test_manifest_header(root);
   for (auto name : {"first", "second"})
     text += std::string("\n[[instance]]\nname = \"") + name +
             "\"\nplugin = \"testcgroup\"\n[instance.options]\ncgroup = \"" +
@@ -323,7 +318,7 @@ TEST(Loader, RefusesCgroupHeldExclusivelyBySomeoneElse) {
   auto att = run({"bpftool", "cgroup", "attach", cg.path(), "egress", "pinned", pin});
   ASSERT_EQ(att.exit_code, 0) << att.err;
   auto before = settled();
-  auto r = load(header(root) + "\n[[instance]]\nname = \"cg\"\nplugin = \"testcgroup\"\n"
+  auto r = load(test_manifest_header(root) + "\n[[instance]]\nname = \"cg\"\nplugin = \"testcgroup\"\n"
                                "[instance.options]\ncgroup = \"" + cg.path() + "\"\n");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("bpfmgr never replaces programs it did not attach"),
@@ -339,7 +334,7 @@ TEST(Loader, RefusesCgroupHeldExclusivelyBySomeoneElse) {
 TEST(Loader, WrongApiVersionTouchesNothing) {
   PinRoot root;
   auto before = settled();
-  auto r = load(header(root) + counter_instance("good", 1) +
+  auto r = load(test_manifest_header(root) + counter_instance("good", 1) +
                 "\n[[instance]]\nname = \"new\"\nplugin = \"" + test_plugin_dir() +
                 "/bpfmgr-badnewermajor.so\"\n");
   EXPECT_EQ(r.exit_code, 2);
@@ -354,12 +349,12 @@ TEST(Loader, WrongApiVersionTouchesNothing) {
 TEST(Loader, DryRunVerifiesAndPinsNothing) {
   PinRoot root;
   auto before = settled();
-  auto r = load(header(root) + counter_instance("counter", 1), {"--dry-run"});
+  auto r = load(test_manifest_header(root) + counter_instance("counter", 1), {"--dry-run"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("passed the verifier (counter)"), std::string::npos) << r.out;
   EXPECT_EQ(leftovers(before), "");
   EXPECT_FALSE(fs::exists(root.path()));
-  r = load(header(root) + "\n[[instance]]\nname = \"bad\"\nplugin = \"testreject\"\n",
+  r = load(test_manifest_header(root) + "\n[[instance]]\nname = \"bad\"\nplugin = \"testreject\"\n",
            {"--dry-run"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("rejected by the verifier"), std::string::npos);
@@ -367,7 +362,7 @@ TEST(Loader, DryRunVerifiesAndPinsNothing) {
 
 TEST(Loader, SharedMapIsTheOwnersMap) {
   PinRoot root;
-  auto text = header(root) + counter_instance("owner", ::getpid()) +
+  auto text = test_manifest_header(root) + counter_instance("owner", ::getpid()) +
               counter_instance("user", ::getpid()) +
               "[instance.maps]\nstats = \"owner\"\n";
   auto r = load(text);
@@ -382,7 +377,7 @@ TEST(Loader, SharedMapIsTheOwnersMap) {
   // A sharer whose map definition differs (here max_entries, set by the
   // plugin's before_load from an option) is refused by validate and by
   // load alike, at the share's line, before anything is loaded.
-  auto mismatch = header(root) + counter_instance("owner", ::getpid()) +
+  auto mismatch = test_manifest_header(root) + counter_instance("owner", ::getpid()) +
                   counter_instance("user", ::getpid(), 32) +
                   "[instance.maps]\nstats = \"owner\"\n";
   auto before = settled();
@@ -402,10 +397,10 @@ TEST(Loader, SharedMapIsTheOwnersMap) {
 
 TEST(Loader, InstancesDroppedFromTheManifestAreUnpinned) {
   PinRoot root;
-  auto path = write_temp_file(header(root) + counter_instance("a", 1) +
+  auto path = write_temp_file(test_manifest_header(root) + counter_instance("a", 1) +
                               counter_instance("b", 1));
   ASSERT_EQ(run_bpfmgr({"load", path}).exit_code, 0);
-  std::ofstream(path) << header(root) + counter_instance("a", 1);
+  std::ofstream(path) << test_manifest_header(root) + counter_instance("a", 1);
   auto r = run_bpfmgr({"load", path});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("removed: b"), std::string::npos) << r.out;
@@ -417,7 +412,7 @@ TEST(Loader, UnpinRecoversFromAnInterruptedLoad) {
   auto before = settled();
   {
     PinRoot root;
-    ASSERT_EQ(load(header(root) + counter_instance("a", 1) +
+    ASSERT_EQ(load(test_manifest_header(root) + counter_instance("a", 1) +
                    counter_instance("b", 1)).exit_code, 0);
     // A crash before the commit leaves a staging directory with attached
     // links (simulated by moving a committed instance there).
@@ -435,7 +430,7 @@ TEST(Loader, UnpinRecoversFromAnInterruptedLoad) {
 
 TEST(Loader, UnpinOneInstanceLeavesTheOthers) {
   PinRoot root;
-  ASSERT_EQ(load(header(root) + counter_instance("a", ::getpid()) +
+  ASSERT_EQ(load(test_manifest_header(root) + counter_instance("a", ::getpid()) +
                  counter_instance("b", ::getpid())).exit_code, 0);
   auto r = run_bpfmgr({"unpin", "--pin-root", root.path(), "a"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -451,7 +446,7 @@ TEST(Loader, InterruptedLoadLeavesAllOrNothing) {
   // SIGINT at random moments of a load: afterwards the instance is either
   // fully there or not at all, and nothing is left in staging.
   PinRoot root;
-  auto path = write_temp_file(header(root) + counter_instance("a", 1) +
+  auto path = write_temp_file(test_manifest_header(root) + counter_instance("a", 1) +
                               counter_instance("b", 1));
   ::setenv("BPFMGR_PLUGIN_PATH", plugin_dir().c_str(), 1);
   std::mt19937 rng(12345);

@@ -34,6 +34,11 @@ std::string test_plugin_dir() { return BPFMGR_TEST_TEST_PLUGIN_DIR; }
 std::string source_dir() { return BPFMGR_TEST_SOURCE_DIR; }
 std::string build_dir() { return BPFMGR_TEST_BUILD_DIR; }
 
+std::string test_manifest_header(const PinRoot& root) {
+  return "pin_root = \"" + root.path() + "\"\nplugin_path = [\"" +
+         test_plugin_dir() + "\"]\n";
+}
+
 std::string unique_name(const std::string& prefix) {
   static std::atomic<int> counter{0};
   return prefix + "-" + std::to_string(::getpid()) + "-" +

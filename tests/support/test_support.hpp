@@ -49,6 +49,9 @@ class PinRoot {
   std::string path_;
 };
 
+// A manifest's first lines: this pin root and the core tests' plugin dir.
+std::string test_manifest_header(const PinRoot& root);
+
 // A cgroup v2 child of the root, unique to this test. enter() moves this
 // whole process into it (sockets created afterwards belong to it); the
 // destructor moves the process back and removes the cgroup.

@@ -109,6 +109,19 @@ void write_pattern_from(int fd, std::uint64_t seed, std::uint64_t from, std::uin
   }
 }
 
+// Writes `total` bytes of stream `seed` in random 1-128 B writes (sizes
+// drawn from the same seed, so a run is repeatable).
+void write_pattern_random(int fd, std::uint64_t seed, std::uint64_t total) {
+  std::mt19937 rng(seed);
+  std::vector<char> buf(128);
+  for (std::uint64_t off = 0; off < total;) {
+    std::size_t n = std::min<std::uint64_t>(1 + rng() % 128, total - off);
+    for (std::size_t i = 0; i < n; ++i) buf[i] = pattern(seed, off + i);
+    bp::write_all(fd, buf.data(), n);
+    off += n;
+  }
+}
+
 template <class T>
 T sum_percpu(int fd) {
   int ncpu = libbpf_num_possible_cpus();
@@ -517,15 +530,7 @@ TEST_F(Bypass, HalfCloseEchoNeverLosesBytes) {
       ::shutdown(fd, SHUT_WR);
     });
     std::thread writer([fd = p.a, run, total] {
-      std::mt19937 rng(run);
-      std::vector<char> buf(128);
-      std::uint64_t off = 0;
-      while (off < total) {
-        std::size_t n = std::min<std::uint64_t>(1 + rng() % 128, total - off);
-        for (std::size_t i = 0; i < n; ++i) buf[i] = pattern(run, off + i);
-        bp::write_all(fd, buf.data(), n);
-        off += n;
-      }
+      write_pattern_random(fd, run, total);
       ::shutdown(fd, SHUT_WR);
     });
     auto r = read_verify(p.a, run);
@@ -1064,15 +1069,7 @@ TEST_F(Bypass, AutoKeepsHalfCloseEchoOnTcpAndLosesNothing) {
       ::shutdown(fd, SHUT_WR);
     });
     std::thread writer([fd = p.a, run, total] {
-      std::mt19937 rng(run);
-      std::vector<char> buf(128);
-      std::uint64_t off = 0;
-      while (off < total) {
-        std::size_t n = std::min<std::uint64_t>(1 + rng() % 128, total - off);
-        for (std::size_t i = 0; i < n; ++i) buf[i] = pattern(run, off + i);
-        bp::write_all(fd, buf.data(), n);
-        off += n;
-      }
+      write_pattern_random(fd, run, total);
       ::shutdown(fd, SHUT_WR);
     });
     // The strict reader: the first read() <= 0 ends it.

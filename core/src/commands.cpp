@@ -24,6 +24,7 @@
 #include "manifest.hpp"
 #include "plugin_trust.hpp"
 #include "resolve.hpp"
+#include "shared_maps.hpp"
 #include "system.hpp"
 
 namespace bpfmgr {

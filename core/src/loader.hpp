@@ -66,17 +66,6 @@ struct LoadReport {
   int interrupted_by = 0;              // a signal received during the commit
 };
 
-// Shared maps whose definitions differ once both plugins' before_load ran
-// (type, key and value size, max_entries): the one check validate and load
-// both make, with the manifest position of each share. Touches no kernel
-// state (objects are opened, never loaded).
-struct SharedMapProblem {
-  std::string instance;
-  SourcePos pos;
-  std::string message;
-};
-std::vector<SharedMapProblem> shared_map_problems(const ResolvedManifest& manifest);
-
 // Takes the pin root's lock (options.lock_wait) for the whole load.
 // Throws bpfmgr::Error (after rolling back) on any failure.
 LoadReport load_manifest(const ResolvedManifest& manifest,

@@ -1,0 +1,396 @@
+#include "instance_txn.hpp"
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+
+#include "commit.hpp"
+#include "pin_tree.hpp"
+#include "shared_maps.hpp"
+#include "system.hpp"
+
+namespace bpfmgr {
+
+namespace {
+
+std::string now_utc() {
+  auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string failing_program(const std::string& captured) {
+  // libbpf: "prog 'NAME': BPF program load failed: ..."
+  auto p = captured.find("': BPF program load failed");
+  if (p == std::string::npos) p = captured.find("': failed to load");
+  if (p == std::string::npos) return {};
+  auto b = captured.rfind("prog '", p);
+  if (b == std::string::npos) return {};
+  return captured.substr(b + 6, p - b - 6);
+}
+
+}  // namespace
+
+void InstanceTxn::set_global(std::string_view var, const void* data,
+                             std::size_t size) {
+  require(Phase::BeforeLoad, "set_global");
+  const btf* b = bpf_object__btf(obj_.get());
+  if (!b) fail("the BPF object has no BTF; cannot find global '" +
+               std::string(var) + "'");
+  for (std::uint32_t id = 1; id < btf__type_cnt(b); ++id) {
+    const btf_type* t = btf__type_by_id(b, id);
+    if (!btf_is_datasec(t)) continue;
+    std::string sec = btf__name_by_offset(b, t->name_off);
+    const btf_var_secinfo* vs = btf_var_secinfos(t);
+    for (std::uint16_t i = 0; i < btf_vlen(t); ++i, ++vs) {
+      const btf_type* vt = btf__type_by_id(b, vs->type);
+      if (var != btf__name_by_offset(b, vt->name_off)) continue;
+      if (vs->size != size)
+        fail("global '" + std::string(var) + "' is " + std::to_string(vs->size) +
+             " bytes in BTF but " + std::to_string(size) + " were given");
+      bpf_map* m;
+      bpf_object__for_each_map(m, obj_.get()) {
+        if (!bpf_map__is_internal(m)) continue;
+        std::string mn = bpf_map__name(m);
+        if (mn.size() < sec.size() ||
+            mn.compare(mn.size() - sec.size(), sec.size(), sec) != 0)
+          continue;
+        std::size_t mapped = 0;
+        auto* base = static_cast<char*>(const_cast<void*>(bpf_map__initial_value(m, &mapped)));
+        if (!base || vs->offset + size > mapped)
+          fail("cannot write global '" + std::string(var) + "' in " + sec);
+        std::memcpy(base + vs->offset, data, size);
+        return;
+      }
+      fail("no map backs section " + sec + " of global '" + std::string(var) + "'");
+    }
+  }
+  fail("no global variable named '" + std::string(var) + "' in the BPF object");
+}
+
+void InstanceTxn::open_object() {
+  auto bytes = r_.plugin->plugin->bpf_object();
+  LibbpfLogCapture capture;
+  bpf_object_open_opts opts{};
+  opts.sz = sizeof(opts);
+  opts.object_name = r_.plugin->info.name.c_str();
+  obj_.reset(bpf_object__open_mem(bytes.data(), bytes.size(), &opts));
+  if (!obj_)
+    fail("libbpf cannot open the BPF object: " + errno_text(errno) + "\n" +
+         verifier_log_tail(capture.text(), "", 10));
+}
+
+// Shared maps become the owner's map; own maps keep their pinned contents
+// on update (unless --reset-maps). Runs after before_load, which may have
+// resized maps, so the comparison is against the final definitions.
+void InstanceTxn::bind_maps() {
+  std::set<std::string> shared;
+  for (auto& share : r_.spec->maps) {
+    auto* map = find_map(share.map);
+    int fd = lookup_(share.instance, share.remote_map);
+    auto def = pinned_map_def(fd);
+    if (!def) fail("cannot inspect map '" + share.remote_map + "' of instance '" +
+                   share.instance + "'");
+    if (auto why = map_mismatch(map, *def); !why.empty())
+      fail("map '" + share.map + "' cannot be instance '" + share.instance +
+           "''s map '" + share.remote_map + "': " + why);
+    if (bpf_map__reuse_fd(map, fd) != 0)
+      fail("cannot reuse map '" + share.remote_map + "': " + errno_text(errno));
+    shared.insert(share.map);
+    new_.shared_maps.push_back({share.map, share.instance,
+                                layout_.instance(share.instance).map(share.remote_map)});
+  }
+  bpf_map* map;
+  bpf_object__for_each_map(map, obj_.get()) {
+    if (bpf_map__is_internal(map)) continue;
+    std::string name = bpf_map__name(map);
+    if (shared.count(name)) continue;
+    new_.maps.push_back(name);
+    if (!old_ || lo_.reset_maps || lo_.dry_run) continue;
+    auto pin = final_.map(name);
+    Fd fd(bpf_obj_get(pin.c_str()));
+    if (!fd) continue;
+    auto def = pinned_map_def(fd.get());
+    if (!def) continue;
+    if (auto why = map_mismatch(map, *def); !why.empty())
+      fail("map '" + name + "' changed definition (" + why +
+           "); load with --reset-maps to recreate it (its contents are lost)");
+    if (bpf_map__reuse_fd(map, fd.get()) != 0)
+      fail("cannot reuse pinned map " + pin + ": " + errno_text(errno));
+    reused_maps_.insert(name);
+    spdlog::debug("{}: keeping contents of map {}", r_.spec->name, name);
+  }
+}
+
+void InstanceTxn::load_object() {
+  LibbpfLogCapture capture;
+  if (bpf_object__load(obj_.get()) == 0) {
+    if (!capture.text().empty())
+      spdlog::debug("libbpf while loading {}:\n{}", r_.spec->name, capture.text());
+    return;
+  }
+  int err = errno;
+  auto prog = failing_program(capture.text());
+  if (!prog.empty())
+    fail("program '" + prog + "' was rejected by the verifier (" +
+         errno_text(err) + "):\n" +
+         verifier_log_tail(capture.text(), prog));
+  fail("loading the BPF object failed (" + errno_text(err) + "):\n" +
+       verifier_log_tail(capture.text(), "", 12));
+}
+
+void InstanceTxn::pin_objects() {
+  // Under the lock, after recovery: a staging directory here now is not
+  // ours to remove.
+  if (::mkdir(staging_.dir.c_str(), 0700) != 0)
+    fail("cannot create " + staging_.dir + ": " + errno_text(errno));
+  staging_created_ = true;
+  write_state(staging_.state(), new_);  // incomplete: marks the directory ours
+  for (auto& sub : {staging_.maps_dir(), staging_.progs_dir(), staging_.links_dir()})
+    if (::mkdir(sub.c_str(), 0700) != 0)
+      fail("cannot create " + sub + ": " + errno_text(errno));
+
+  for (auto& name : new_.maps) {
+    if (reused_maps_.count(name)) continue;
+    auto path = staging_.map(name);
+    if (bpf_obj_pin(bpf_map__fd(find_map(name)), path.c_str()) != 0)
+      fail("cannot pin map '" + name + "': " + errno_text(errno));
+  }
+  bpf_program* p;
+  bpf_object__for_each_program(p, obj_.get()) {
+    if (!bpf_program__autoload(p)) continue;
+    std::string name = bpf_program__name(p);
+    auto path = staging_.prog(name);
+    if (bpf_obj_pin(bpf_program__fd(p), path.c_str()) != 0)
+      fail("cannot pin program '" + name + "': " + errno_text(errno));
+    new_.progs.push_back(name);
+    bpf_prog_info info{};
+    std::uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(bpf_program__fd(p), &info, &len) == 0) {
+      new_.prog_ids[name] = info.id;
+      char tag[2 * BPF_TAG_SIZE + 1];
+      for (int i = 0; i < BPF_TAG_SIZE; ++i)
+        std::snprintf(tag + 2 * i, 3, "%02x", info.tag[i]);
+      new_.prog_tags[name] = tag;
+    }
+  }
+}
+
+void InstanceTxn::stage() {
+  new_.instance = r_.spec->name;
+  new_.plugin = r_.plugin->info.name;
+  new_.plugin_version = r_.plugin->info.version;
+  new_.plugin_path = r_.plugin->path;
+  new_.plugin_sha256 = r_.plugin->sha256;
+  new_.api_version = to_string(r_.plugin->api);
+  new_.manifest_path =
+      manifest_.absolute_path.empty() ? manifest_.path : manifest_.absolute_path;
+  new_.manifest_hash = fnv1a_hex(manifest_.text);
+  new_.config_hash = config_hash_;
+  new_.loaded_at = now_utc();
+  new_.options = options_to_json(r_.options);
+
+  open_object();
+  create_plugin_instance();
+  phase_ = Phase::BeforeLoad;
+  hook("before_load", &PluginInstance::before_load);
+  bind_maps();
+  check_cancel_();
+  load_object();
+  check_cancel_();
+  phase_ = Phase::Loaded;
+  hook("after_load", &PluginInstance::after_load);
+  if (lo_.dry_run) return;
+
+  pin_objects();
+  check_cancel_();
+  phase_ = Phase::Attach;
+  hook("attach", &PluginInstance::attach);
+  bpf_program* p;
+  bpf_object__for_each_program(p, obj_.get()) {
+    if (bpf_program__autoload(p) && !attached_.count(bpf_program__name(p)))
+      attach_auto(bpf_program__name(p), false);
+  }
+  phase_ = Phase::AfterAttach;
+  hook("after_attach", &PluginInstance::after_attach);
+  new_.complete = true;
+  write_state(staging_.state(), new_);
+}
+
+bool InstanceTxn::update_in_place(const std::string& name,
+                                  const std::string& target,
+                                  const std::string& prog, int prog_fd) {
+  if (!old_) return false;
+  auto it = std::find_if(old_->links.begin(), old_->links.end(),
+                         [&](auto& l) { return l.name == name; });
+  if (it == old_->links.end() || it->target != target) return false;
+  auto pin = final_.link(name);
+  Fd link(bpf_obj_get(pin.c_str()));
+  if (!link) return false;
+  bpf_link_info info{};
+  std::uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(link.get(), &info, &len) != 0) return false;
+  Fd old_prog(bpf_prog_get_fd_by_id(info.prog_id));
+  if (!old_prog) return false;
+  if (bpf_link_update(link.get(), prog_fd, nullptr) != 0) {
+    spdlog::debug("{}: link {} cannot be updated in place ({}); replacing it",
+                  r_.spec->name, name, errno_text(errno));
+    return false;
+  }
+  spdlog::debug("{}: link {} now runs the new '{}'", r_.spec->name, name, prog);
+  updated_links_.push_back({std::move(link), std::move(old_prog)});
+  record_link(name, prog, target);
+  return true;
+}
+
+void InstanceTxn::pin_link_fd(int fd, const std::string& name) {
+  auto path = staging_.link(name);
+  if (bpf_obj_pin(fd, path.c_str()) != 0)
+    fail("cannot pin link '" + name + "': " + errno_text(errno));
+}
+
+void InstanceTxn::attach_cgroup(std::string_view prog_name,
+                                const std::string& cgroup_path) {
+  require(Phase::Attach, "attach_cgroup");
+  std::string prog(prog_name);
+  auto* p = find_prog(prog);
+  std::string path = cgroup_path;
+  if (path.empty() || path[0] != '/') path = cgroup2_root() + "/" + path;
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  Fd cg(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!cg) fail("cgroup " + path + ": " + errno_text(errno));
+  auto type = libbpf_bpf_attach_type_str(bpf_program__expected_attach_type(p));
+  std::string target = "cgroup:" + path + " (" + (type ? type : "?") + ")";
+  auto name = link_name(prog);
+  if (update_in_place(name, target, prog, bpf_program__fd(p))) return;
+  BpfLink link(bpf_program__attach_cgroup(p, cg.get()));
+  if (!link) {
+    int err = errno;
+    fail("cannot attach program '" + prog + "' to cgroup " + path + ": " +
+         errno_text(err) +
+         (err == EPERM ? " (a program attached there without multi-attach "
+                         "blocks it; bpfmgr never replaces programs it did "
+                         "not attach)"
+                       : ""));
+  }
+  pin_link_fd(bpf_link__fd(link.get()), name);
+  links_.push_back(std::move(link));
+  record_link(name, prog, target);
+}
+
+void InstanceTxn::attach_map(std::string_view prog_name, std::string_view map,
+                             std::uint32_t attach_type_raw) {
+  auto attach_type = static_cast<bpf_attach_type>(attach_type_raw);
+  require(Phase::Attach, "attach_map");
+  std::string prog(prog_name);
+  auto* p = find_prog(prog);
+  int map_fd = bpf_map__fd(find_map(map));
+  auto type_str = libbpf_bpf_attach_type_str(attach_type);
+  std::string target =
+      "map:" + std::string(map) + " (" + (type_str ? type_str : "?") + ")";
+  auto name = link_name(prog);
+  if (update_in_place(name, target, prog, bpf_program__fd(p))) return;
+
+  std::uint32_t ids[8], count = 8, flags = 0;
+  if (bpf_prog_query(map_fd, attach_type, 0, &flags, ids, &count) == 0 &&
+      count > 0)
+    fail("map '" + std::string(map) + "' already has a " +
+         (type_str ? type_str : "?") + " program (id " + std::to_string(ids[0]) +
+         "); bpfmgr never replaces programs it did not attach");
+
+  // sockmap links exist since Linux 6.10; older kernels get a plain
+  // attachment that unpin undoes with bpf_prog_detach2.
+  Fd link(bpf_link_create(bpf_program__fd(p), map_fd, attach_type, nullptr));
+  if (link) {
+    pin_link_fd(link.get(), name);
+    link_fds_.push_back(std::move(link));
+    record_link(name, prog, target);
+    return;
+  }
+  if (errno != EINVAL && errno != EOPNOTSUPP)
+    fail("cannot attach program '" + prog + "' to map '" + std::string(map) +
+         "': " + errno_text(errno));
+  if (bpf_prog_attach(bpf_program__fd(p), map_fd, attach_type, 0) != 0)
+    fail("cannot attach program '" + prog + "' to map '" + std::string(map) +
+         "': " + errno_text(errno));
+  attachments_.push_back({Fd(dup(bpf_program__fd(p))), Fd(dup(map_fd)), attach_type});
+  std::string map_pin;
+  for (auto& s : new_.shared_maps)
+    if (s.map == map) map_pin = s.pin;
+  if (map_pin.empty()) map_pin = final_.map(map);
+  new_.map_attachments.push_back({prog, map_pin, int(attach_type)});
+  new_.hooks.push_back({prog, target, true, ""});
+  attached_.insert(prog);
+}
+
+bool InstanceTxn::attach_auto(std::string_view prog_name, bool optional) {
+  require(Phase::Attach, "attach_auto");
+  std::string prog(prog_name);
+  auto* p = find_prog(prog);
+  if (!bpf_program__autoload(p)) return false;
+  std::string target = bpf_program__section_name(p);
+  auto name = link_name(prog);
+  if (update_in_place(name, target, prog, bpf_program__fd(p))) return true;
+  LibbpfLogCapture capture;
+  errno = 0;
+  BpfLink link(bpf_program__attach(p));
+  if (!link) {
+    int err = errno;
+    std::string reason = errno_text(err);
+    if (err == EOPNOTSUPP)
+      reason = "section '" + target +
+               "' has no automatic attach point; the plugin must attach it "
+               "in attach()";
+    else if (err == ENOENT)
+      reason = "hook " + target + " does not exist on this kernel";
+    if (!optional) fail("cannot attach program '" + prog + "': " + reason);
+    spdlog::warn("{}: optional hook {} not attached: {}", r_.spec->name,
+                 target, reason);
+    new_.hooks.push_back({prog, target, false, reason});
+    attached_.insert(prog);
+    return false;
+  }
+  pin_link_fd(bpf_link__fd(link.get()), name);
+  links_.push_back(std::move(link));
+  record_link(name, prog, target);
+  return true;
+}
+
+void InstanceTxn::commit() {
+  commit_staged(layout_, r_.spec->name, new_, old_);
+  // Committed: the pins hold every reference now.
+  links_.clear();
+  link_fds_.clear();
+  updated_links_.clear();
+  attachments_.clear();
+}
+
+void InstanceTxn::rollback(std::vector<std::string>& errors) noexcept {
+  for (auto& u : updated_links_)
+    if (bpf_link_update(u.link.get(), u.old_prog.get(), nullptr) != 0)
+      errors.push_back(r_.spec->name + ": cannot restore the previous program of a link: " +
+                       errno_text(errno));
+  updated_links_.clear();
+  for (auto& a : attachments_)
+    bpf_prog_detach2(a.prog.get(), a.map.get(), a.type);
+  attachments_.clear();
+  if (staging_created_) remove_owned_dir(staging_, errors);
+  links_.clear();  // unpinned links detach as their last fd closes
+  link_fds_.clear();
+  obj_.reset();
+}
+
+}  // namespace bpfmgr

@@ -1,7 +1,8 @@
 # The service files and the Debian packages (`cpack -G DEB` in the build
 # directory): `bpfmgr` (binary, first-party plugins in
 # /usr/lib/bpfmgr/plugins, systemd unit, /etc/bpfmgr/manifest.toml, docs) and
-# `bpfmgr-dev` (the plugin SDK: headers and CMake package).
+# `bpfmgr-dev` (the plugin SDK: headers, the header-only bench helper
+# library and the CMake package).
 
 # The unit and the manifest are placed at install time, for the prefix
 # being installed to: cpack installs with prefix /usr (unit in
@@ -51,9 +52,12 @@ set(CPACK_DEBIAN_DEV_PACKAGE_NAME bpfmgr-dev)
 set(CPACK_DEBIAN_DEV_PACKAGE_ARCHITECTURE all)
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
     "bpfmgr (= ${PROJECT_VERSION}), libbpf-dev, libboost-dev, libspdlog-dev, clang, llvm, bpftool")
+# bpfmgr_add_bench() and <bpfmgr/bench/ratio_reporter.hpp> need Google
+# Benchmark; plugins alone do not.
+set(CPACK_DEBIAN_DEV_PACKAGE_RECOMMENDS "libbenchmark-dev")
 set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
 set(CPACK_DEBIAN_DEV_PACKAGE_DESCRIPTION
-    "bpfmgr plugin SDK\n Headers and the CMake package (find_package(bpfmgr)) to build bpfmgr\n plugins out of tree.")
+    "bpfmgr plugin SDK\n Headers and the CMake package (find_package(bpfmgr)) to build bpfmgr\n plugins out of tree, and the bench helper library (bpfmgr::bench) for\n their benchmark harnesses.")
 # The shipped manifest is the administrator's to edit: dpkg keeps their
 # changes on upgrade and removes it on purge.
 file(WRITE ${CMAKE_BINARY_DIR}/debian-runtime/conffiles "/etc/bpfmgr/manifest.toml\n")

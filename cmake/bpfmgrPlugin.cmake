@@ -7,14 +7,15 @@
 #                     [BPF_INCLUDES dir...]   # extra -I for the BPF compile
 #                     [LINK_LIBRARIES lib...]
 #                     [OUTPUT_DIRECTORY dir]
+#                     [BENCH bench_sockops.cpp...]  # a harness, see bpfmgr_add_bench
 #                     [NO_INSTALL])             # test-only plugins
 #
 # The BPF file is compiled with clang -target bpf against a vmlinux.h made
 # from the running kernel's BTF (CO-RE), turned into a libbpf skeleton
 # `<NAME>.skel.h` (struct <NAME>_bpf, <NAME>_bpf__elf_bytes()), and that
 # header is included by the C++ sources, so the .so carries its own object.
-# The result is a MODULE library `bpfmgr-<NAME>.so` exporting only the two
-# entry points of BPFMGR_PLUGIN().
+# The result is a MODULE library `bpfmgr-<NAME>.so` exporting only the
+# entry point of BPFMGR_PLUGIN().
 
 find_program(BPFMGR_CLANG NAMES clang clang-19 clang-16 clang-14 REQUIRED)
 find_program(BPFMGR_BPFTOOL NAMES bpftool PATHS /usr/sbin /sbin REQUIRED)
@@ -53,7 +54,7 @@ endfunction()
 
 function(bpfmgr_add_plugin)
   cmake_parse_arguments(P "NO_INSTALL" "NAME;BPF;OUTPUT_DIRECTORY"
-                        "SOURCES;BPF_INCLUDES;LINK_LIBRARIES" ${ARGN})
+                        "SOURCES;BPF_INCLUDES;LINK_LIBRARIES;BENCH" ${ARGN})
   if(NOT P_NAME OR NOT P_BPF OR NOT P_SOURCES)
     message(FATAL_ERROR "bpfmgr_add_plugin: NAME, BPF and SOURCES are required")
   endif()
@@ -134,4 +135,57 @@ function(bpfmgr_add_plugin)
     endif()
   endif()
   set_property(TARGET ${target} PROPERTY BPFMGR_BPF_OBJECT "${obj}")
+  if(P_BENCH)
+    set(no_install)
+    if(P_NO_INSTALL)
+      set(no_install NO_INSTALL)
+    endif()
+    bpfmgr_add_bench(NAME ${P_NAME} SOURCES ${P_BENCH} PLUGIN ${P_NAME} ${no_install})
+  endif()
+endfunction()
+
+# bpfmgr_add_bench(): a plugin's benchmark harness, an executable of its own
+# (plugins carry no benchmark code), linked with Google Benchmark (Debian:
+# libbenchmark-dev) and bpfmgr::bench (<bpfmgr/bench.hpp>: private pin
+# root, loads through the real bpfmgr, cgroup, netns "hosts", bpf_stats,
+# paired ratios).
+#
+#   bpfmgr_add_bench(NAME myplugin             # -> bench_myplugin
+#                    SOURCES bench_myplugin.cpp
+#                    [PLUGIN myplugin]         # a bpfmgr_add_plugin() NAME
+#                    [LINK_LIBRARIES lib...]
+#                    [NO_INSTALL])
+#
+# With PLUGIN the harness is built after that plugin and compiled with
+# BPFMGR_BENCH_PLUGIN_DIR, the directory its .so is built in, to hand to
+# bpfmgr::bench::LoadedManifest as plugin_path. Out of tree the harness
+# installs into BPFMGR_BENCH_INSTALL_DIR (the installed bpfmgr's
+# <prefix>/libexec/bpfmgr, from the package config), where
+# `bpfmgr bench myplugin` finds it; in tree harnesses stay in build/bin,
+# beside the bpfmgr that finds them there.
+function(bpfmgr_add_bench)
+  cmake_parse_arguments(B "NO_INSTALL" "NAME;PLUGIN" "SOURCES;LINK_LIBRARIES" ${ARGN})
+  if(NOT B_NAME OR NOT B_SOURCES)
+    message(FATAL_ERROR "bpfmgr_add_bench: NAME and SOURCES are required")
+  endif()
+  if(NOT TARGET benchmark::benchmark)
+    find_package(benchmark REQUIRED)
+  endif()
+  set(target bench_${B_NAME})
+  add_executable(${target} ${B_SOURCES})
+  target_link_libraries(${target} PRIVATE benchmark::benchmark bpfmgr::bench
+                        ${B_LINK_LIBRARIES})
+  target_compile_features(${target} PRIVATE cxx_std_20)
+  if(B_PLUGIN)
+    add_dependencies(${target} bpfmgr-plugin-${B_PLUGIN})
+    target_compile_definitions(${target} PRIVATE
+      BPFMGR_BENCH_PLUGIN_DIR="$<TARGET_FILE_DIR:bpfmgr-plugin-${B_PLUGIN}>")
+  endif()
+  # In tree the harness runs the bpfmgr being built.
+  if(TARGET bpfmgr)
+    add_dependencies(${target} bpfmgr)
+  endif()
+  if(NOT B_NO_INSTALL AND BPFMGR_BENCH_INSTALL_DIR)
+    install(TARGETS ${target} RUNTIME DESTINATION "${BPFMGR_BENCH_INSTALL_DIR}")
+  endif()
 endfunction()

@@ -9,7 +9,8 @@
 #include <filesystem>
 #include <string>
 
-#include "../common/ratio_reporter.hpp"
+#include <bpfmgr/bench/ratio_reporter.hpp>
+
 #include "test_support.hpp"
 
 namespace {

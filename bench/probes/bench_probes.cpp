@@ -31,7 +31,7 @@
 #include <thread>
 #include <vector>
 
-#include "bench_support.hpp"
+#include <bpfmgr/bench.hpp>
 #include "probes.h"
 #include "probes_workload.hpp"
 
@@ -124,7 +124,7 @@ void BM_RingBuffer(benchmark::State& state) {
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
     posix_spawn_file_actions_addclose(&fa, pfd[0]);
-    std::vector<std::string> args = {bpfmgr::test::bpfmgr_binary(), "events", "bench",
+    std::vector<std::string> args = {bpfmgr::bench::bpfmgr_binary(), "events", "bench",
                                      "--pin-root", l.pin_root(), "--json", "--duration", "30"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());

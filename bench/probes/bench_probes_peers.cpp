@@ -45,8 +45,7 @@
 #include <thread>
 #include <vector>
 
-#include "bench_support.hpp"
-#include "two_hosts.hpp"
+#include <bpfmgr/bench.hpp>
 #include "probes.h"
 #include "probes_workload.hpp"
 
@@ -126,7 +125,7 @@ std::uint64_t count_lines(const std::string& path) {
 }
 
 bool have_tool(const std::string& name) {
-  return bpfmgr::test::run({"sh", "-c", "command -v " + name}).exit_code == 0;
+  return bs::run({"sh", "-c", "command -v " + name}).exit_code == 0;
 }
 
 void set_cpu(int cpu) { bs::pin_to_cpu(cpu); }
@@ -181,9 +180,9 @@ double churn(int n) {
     Fd s(::accept4(l.fd, nullptr, nullptr, SOCK_CLOEXEC));
     if (s.fd < 0) throw std::runtime_error("accept");
     if (::write(c.fd, req, sizeof req) != sizeof req ||
-        !bpfmgr::test::lab::recv_exact(s.fd, req, sizeof req) ||
+        !bs::recv_exact(s.fd, req, sizeof req) ||
         ::write(s.fd, rep, sizeof rep) != sizeof rep ||
-        !bpfmgr::test::lab::recv_exact(c.fd, rep, sizeof rep))
+        !bs::recv_exact(c.fd, rep, sizeof rep))
       throw std::runtime_error("request/reply");
     // Server closes first: TIME_WAIT stays on the fixed server port, the
     // client's ephemeral ports never run out.
@@ -234,7 +233,7 @@ void run_churn(const Args& args) {
       std::uint64_t d0 = 0;
       if (!c.probes_options.empty()) {
         loaded = std::make_unique<bs::LoadedManifest>(probes_manifest(c.probes_options));
-        std::vector<std::string> argv = {bpfmgr::test::bpfmgr_binary(), "events", "bench",
+        std::vector<std::string> argv = {bs::bpfmgr_binary(), "events", "bench",
                                          "--pin-root", loaded->pin_root()};
         argv.insert(argv.end(), c.reader.begin(), c.reader.end());
         reader = std::make_unique<Proc>(argv, file);
@@ -363,7 +362,7 @@ void run_delivery(const Args& args) {
       } else {
         set_cpu(1);  // the child inherits the affinity
         reader = std::make_unique<Proc>(
-            std::vector<std::string>{bpfmgr::test::bpfmgr_binary(), "events", "bench",
+            std::vector<std::string>{bs::bpfmgr_binary(), "events", "bench",
                                      "--pin-root", m.pin_root(), "--json"},
             file);
       }
@@ -548,7 +547,6 @@ int main(int argc, char** argv) {
   }
   if (what.empty()) what = {"churn", "delivery", "syscalls"};
   ::setenv("BPFMGR_LOG_LEVEL", "error", 1);
-  ::setenv("BPFMGR_PLUGIN_PATH", bpfmgr::test::plugin_dir().c_str(), 1);
   try {
     for (auto& x : what) {
       if (x == "churn") run_churn(args);

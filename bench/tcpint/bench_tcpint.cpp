@@ -22,15 +22,12 @@
 #include <string>
 #include <vector>
 
-#include "bench_support.hpp"
-#include "two_hosts.hpp"
+#include <bpfmgr/bench.hpp>
 
 namespace {
 
 namespace bench = bpfmgr::bench;
-using namespace bpfmgr::test::lab;
-using bench::median;
-using bench::percentile;
+using namespace bpfmgr::bench;
 
 std::uint64_t now_ns() {
   timespec ts{};
@@ -206,7 +203,7 @@ Sample measure(const TwoHosts& h, std::uint16_t echo_port,
   return s;
 }
 
-int run(const std::vector<std::string>& args) {
+int run_harness(const std::vector<std::string>& args) {
   BenchConfig cfg;
   for (std::size_t i = 0; i + 1 < args.size(); i += 2) {
     const auto& k = args[i];
@@ -234,7 +231,7 @@ int run(const std::vector<std::string>& args) {
   // is off unless asked for: the overhead figures are measured without it.
   std::unique_ptr<bench::BpfStats> stats;
   if (cfg.bpf_stats) stats = std::make_unique<bench::BpfStats>();
-  TwoHosts hosts(bpfmgr::test::cgroup2_root(), "bench");
+  TwoHosts hosts(bench::cgroup2_root(), "bench");
   // Servers in host B live for the whole run: connections made while the
   // plugin is loaded get its callbacks whatever the listener's age.
   auto server = [&](bool echo) {
@@ -376,7 +373,7 @@ int run(const std::vector<std::string>& args) {
 
 int main(int argc, char** argv) {
   try {
-    return run(std::vector<std::string>(argv + 1, argv + argc));
+    return run_harness(std::vector<std::string>(argv + 1, argv + argc));
   } catch (const std::exception& e) {
     std::cerr << "bench_tcpint: " << e.what() << "\n";
     return 1;

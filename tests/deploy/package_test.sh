@@ -42,6 +42,8 @@ grep -q ' ./usr/lib/bpfmgr/plugins/bpfmgr-probes.so$' "$out/runtime.list"
 grep -q ' ./usr/lib/systemd/system/bpfmgr.service$' "$out/runtime.list"
 grep -q ' ./etc/bpfmgr/manifest.toml$' "$out/runtime.list"
 grep -q ' ./usr/include/bpfmgr/plugin.hpp$' "$out/dev.list"
+grep -q ' ./usr/include/bpfmgr/bench/measure.hpp$' "$out/dev.list"
+grep -q ' ./usr/include/bpfmgr/bench.hpp$' "$out/dev.list"
 # No compiler or test tool in the runtime package's dependencies.
 depends=$(dpkg-deb -f "$deb" Depends)
 echo "Depends: $depends"

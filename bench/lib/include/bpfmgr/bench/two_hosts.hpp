@@ -1,4 +1,11 @@
-#include "two_hosts.hpp"
+// Two "hosts" on one machine, for harnesses and tests of network plugins:
+// each a network namespace plus a cgroup v2 child, joined by a veth pair;
+// processes placed in them (Child) and small socket helpers for the
+// workloads run between them. Part of bpfmgr::bench (header-only).
+//
+// bpffs and cgroups are not per-netns, so a "host" is a cgroup whose
+// processes live in a netns: a Child joins both before running its body.
+#pragma once
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -9,68 +16,121 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <stdexcept>
+#include <string>
 #include <thread>
+#include <vector>
 
-namespace bpfmgr::test::lab {
+#include <bpfmgr/bench/fixtures.hpp>
+#include <bpfmgr/bench/process.hpp>
 
-namespace {
+namespace bpfmgr::bench {
 
-std::runtime_error sys_error(const std::string& what) {
+namespace detail {
+inline std::runtime_error sys_error(const std::string& what) {
   return std::runtime_error(what + ": " + std::strerror(errno));
 }
+}  // namespace detail
 
-void write_file(const std::string& path, const std::string& text) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) throw sys_error("open " + path);
-  ssize_t n = ::write(fd, text.data(), text.size());
-  int e = errno;
-  ::close(fd);
-  errno = e;
-  if (n != static_cast<ssize_t>(text.size())) throw sys_error("write " + path);
+struct ExecResult {
+  int exit_code = -1;
+  std::string out;  // stdout + stderr
+};
+// Runs argv (no shell); stdout and stderr together, for messages.
+inline ExecResult exec(const std::vector<std::string>& argv) {
+  auto r = run(argv);
+  return {r.exit_code, r.out + r.err};
 }
 
+struct Host {
+  std::string netns;   // ip netns name (/run/netns/<netns>)
+  std::string cgroup;  // absolute cgroup v2 path
+  std::string ifname;  // veth end inside netns
+  std::string addr4;   // e.g. 10.201.0.1
+  std::string addr6;   // e.g. fd00:201::1
+};
 
-}  // namespace
+// Creates both hosts; the destructor deletes the netns (and so the veth)
+// and removes the cgroups, killing anything left in them.
+class TwoHosts {
+ public:
+  TwoHosts(const std::string& cgroup2_root, const std::string& tag);
+  ~TwoHosts();
+  TwoHosts(const TwoHosts&) = delete;
+  TwoHosts& operator=(const TwoHosts&) = delete;
 
-ExecResult exec(const std::vector<std::string>& argv) {
-  ExecResult r;
-  int p[2];
-  if (pipe2(p, O_CLOEXEC)) throw sys_error("pipe");
-  pid_t pid = fork();
-  if (pid < 0) throw sys_error("fork");
-  if (pid == 0) {
-    dup2(p[1], 1);
-    dup2(p[1], 2);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execvp(args[0], args.data());
-    _exit(127);
-  }
-  ::close(p[1]);
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(p[0], buf, sizeof(buf))) > 0) r.out.append(buf, n);
-  ::close(p[0]);
-  int st = 0;
-  waitpid(pid, &st, 0);
-  r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  return r;
-}
+  // `sysctl -w key=value` inside the host's netns.
+  void sysctl(const Host& h, const std::string& key, const std::string& value);
+
+  Host a, b;
+
+ private:
+  void teardown() noexcept;
+};
+
+// A forked process that joined `host`'s cgroup and netns and runs `body`.
+// The body talks to the parent through two pipes: it writes lines with
+// Channel::send and reads the parent's with Channel::recv.
+class Channel {
+ public:
+  Channel(int rfd, int wfd) : rfd_(rfd), wfd_(wfd) {}
+  void send(const std::string& line) const;
+  // Empty string on EOF or timeout.
+  std::string recv(std::chrono::milliseconds timeout =
+                       std::chrono::seconds(20)) const;
+
+ private:
+  int rfd_, wfd_;
+};
+
+class Child {
+ public:
+  Child(const Host& host, std::function<int(Channel&)> body);
+  ~Child();  // kills and reaps if still running
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  pid_t pid() const { return pid_; }
+  Channel& channel() { return *chan_; }
+  // Exit code of the body (-1 on timeout, after SIGKILL; 128+sig if killed).
+  int wait(std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+ private:
+  pid_t pid_ = -1;
+  int status_ = -1;
+  bool reaped_ = false;
+  std::unique_ptr<Channel> chan_;
+  int fds_[2] = {-1, -1};
+};
+
+// ---- sockets (used inside Child bodies)
+// Listening TCP socket on addr (v4, v6 or "::" dual-stack), port 0 = any.
+int tcp_listen(const std::string& addr, std::uint16_t port = 0,
+               bool fastopen = false);
+int tcp_connect(const std::string& addr, std::uint16_t port);
+std::uint16_t local_port(int fd);
+bool send_all(int fd, const void* buf, std::size_t n);
+bool recv_exact(int fd, void* buf, std::size_t n);
+// Echoes every byte until EOF; returns bytes echoed.
+std::uint64_t echo_until_eof(int fd);
+
 
 // ------------------------------------------------------------- TwoHosts
 
-TwoHosts::TwoHosts(const std::string& cgroup2_root, const std::string& tag) {
+inline TwoHosts::TwoHosts(const std::string& cgroup2_root, const std::string& tag) {
   static std::atomic<int> counter{0};
   int n = counter++;
   std::string id = std::to_string(getpid()) + "-" + std::to_string(n);
@@ -107,7 +167,7 @@ TwoHosts::TwoHosts(const std::string& cgroup2_root, const std::string& tag) {
       run({"ip", "-n", h->netns, "link", "set", h->ifname, "up"});
       run({"ip", "-n", h->netns, "link", "set", "lo", "up"});
       if (::mkdir(h->cgroup.c_str(), 0755) && errno != EEXIST)
-        throw sys_error("mkdir " + h->cgroup);
+        throw detail::sys_error("mkdir " + h->cgroup);
     }
   } catch (...) {
     teardown();
@@ -115,9 +175,9 @@ TwoHosts::TwoHosts(const std::string& cgroup2_root, const std::string& tag) {
   }
 }
 
-TwoHosts::~TwoHosts() { teardown(); }
+inline TwoHosts::~TwoHosts() { teardown(); }
 
-void TwoHosts::teardown() noexcept {
+inline void TwoHosts::teardown() noexcept {
   for (const Host* h : {&a, &b}) {
     // Anything left behind in the cgroup dies with it.
     for (int tries = 0; tries < 50; ++tries) {
@@ -138,7 +198,7 @@ void TwoHosts::teardown() noexcept {
   }
 }
 
-void TwoHosts::sysctl(const Host& h, const std::string& key,
+inline void TwoHosts::sysctl(const Host& h, const std::string& key,
                       const std::string& value) {
   auto r = exec({"ip", "netns", "exec", h.netns, "sysctl", "-q", "-w",
                  key + "=" + value});
@@ -148,13 +208,13 @@ void TwoHosts::sysctl(const Host& h, const std::string& key,
 
 // ---------------------------------------------------------- Child/Channel
 
-void Channel::send(const std::string& line) const {
+inline void Channel::send(const std::string& line) const {
   std::string l = line + "\n";
   if (::write(wfd_, l.data(), l.size()) != static_cast<ssize_t>(l.size()))
-    throw sys_error("channel write");
+    throw detail::sys_error("channel write");
 }
 
-std::string Channel::recv(std::chrono::milliseconds timeout) const {
+inline std::string Channel::recv(std::chrono::milliseconds timeout) const {
   std::string line;
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
@@ -173,22 +233,22 @@ std::string Channel::recv(std::chrono::milliseconds timeout) const {
   }
 }
 
-Child::Child(const Host& host, std::function<int(Channel&)> body) {
+inline Child::Child(const Host& host, std::function<int(Channel&)> body) {
   int up[2], down[2];  // up: child -> parent, down: parent -> child
-  if (pipe2(up, O_CLOEXEC) || pipe2(down, O_CLOEXEC)) throw sys_error("pipe");
+  if (pipe2(up, O_CLOEXEC) || pipe2(down, O_CLOEXEC)) throw detail::sys_error("pipe");
   std::string procs = host.cgroup + "/cgroup.procs";
   std::string ns = "/run/netns/" + host.netns;
   pid_ = fork();
-  if (pid_ < 0) throw sys_error("fork");
+  if (pid_ < 0) throw detail::sys_error("fork");
   if (pid_ == 0) {
     ::close(up[0]);
     ::close(down[1]);
     Channel ch(down[0], up[1]);
     int rc = 100;
     try {
-      write_file(procs, std::to_string(getpid()));
+      detail::write_file(procs, std::to_string(getpid()));
       int nsfd = ::open(ns.c_str(), O_RDONLY | O_CLOEXEC);
-      if (nsfd < 0 || setns(nsfd, CLONE_NEWNET)) throw sys_error("setns " + ns);
+      if (nsfd < 0 || setns(nsfd, CLONE_NEWNET)) throw detail::sys_error("setns " + ns);
       ::close(nsfd);
       rc = body(ch);
     } catch (const std::exception& e) {
@@ -205,7 +265,7 @@ Child::Child(const Host& host, std::function<int(Channel&)> body) {
   chan_ = std::make_unique<Channel>(up[0], down[1]);
 }
 
-int Child::wait(std::chrono::milliseconds timeout) {
+inline int Child::wait(std::chrono::milliseconds timeout) {
   if (reaped_) return status_;
   auto deadline = std::chrono::steady_clock::now() + timeout;
   int st = 0;
@@ -226,7 +286,7 @@ int Child::wait(std::chrono::milliseconds timeout) {
   return status_;
 }
 
-Child::~Child() {
+inline Child::~Child() {
   if (!reaped_ && pid_ > 0) {
     ::kill(pid_, SIGKILL);
     int st;
@@ -238,9 +298,9 @@ Child::~Child() {
 
 // --------------------------------------------------------------- sockets
 
-namespace {
-bool to_sockaddr(const std::string& addr, std::uint16_t port,
-                 sockaddr_storage& ss, socklen_t& len) {
+namespace detail {
+inline bool to_sockaddr(const std::string& addr, std::uint16_t port,
+                        sockaddr_storage& ss, socklen_t& len) {
   std::memset(&ss, 0, sizeof(ss));
   auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
   auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
@@ -258,15 +318,21 @@ bool to_sockaddr(const std::string& addr, std::uint16_t port,
   }
   return false;
 }
-}  // namespace
 
-int tcp_listen(const std::string& addr, std::uint16_t port, bool fastopen) {
-  sockaddr_storage ss;
-  socklen_t len;
-  if (!to_sockaddr(addr, port, ss, len))
-    throw std::runtime_error("bad address " + addr);
+// A TCP socket of addr's family; `ss`/`len` get addr:port.
+inline int tcp_socket_for(const std::string& addr, std::uint16_t port, sockaddr_storage& ss,
+                          socklen_t& len) {
+  if (!to_sockaddr(addr, port, ss, len)) throw std::runtime_error("bad address " + addr);
   int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw sys_error("socket");
+  return fd;
+}
+}  // namespace detail
+
+inline int tcp_listen(const std::string& addr, std::uint16_t port, bool fastopen) {
+  sockaddr_storage ss;
+  socklen_t len;
+  int fd = detail::tcp_socket_for(addr, port, ss, len);
   int one = 1, zero = 0;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   if (ss.ss_family == AF_INET6)  // "::" is dual-stack (v4-mapped peers)
@@ -280,28 +346,25 @@ int tcp_listen(const std::string& addr, std::uint16_t port, bool fastopen) {
     int e = errno;
     ::close(fd);
     errno = e;
-    throw sys_error("bind/listen " + addr);
+    throw detail::sys_error("bind/listen " + addr);
   }
   return fd;
 }
 
-int tcp_connect(const std::string& addr, std::uint16_t port) {
+inline int tcp_connect(const std::string& addr, std::uint16_t port) {
   sockaddr_storage ss;
   socklen_t len;
-  if (!to_sockaddr(addr, port, ss, len))
-    throw std::runtime_error("bad address " + addr);
-  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw sys_error("socket");
+  int fd = detail::tcp_socket_for(addr, port, ss, len);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&ss), len)) {
     int e = errno;
     ::close(fd);
     errno = e;
-    throw sys_error("connect " + addr + ":" + std::to_string(port));
+    throw detail::sys_error("connect " + addr + ":" + std::to_string(port));
   }
   return fd;
 }
 
-std::uint16_t local_port(int fd) {
+inline std::uint16_t local_port(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
   getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
@@ -310,7 +373,7 @@ std::uint16_t local_port(int fd) {
   return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
 }
 
-bool send_all(int fd, const void* buf, std::size_t n) {
+inline bool send_all(int fd, const void* buf, std::size_t n) {
   const char* p = static_cast<const char*>(buf);
   while (n) {
     ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
@@ -322,7 +385,7 @@ bool send_all(int fd, const void* buf, std::size_t n) {
   return true;
 }
 
-bool recv_exact(int fd, void* buf, std::size_t n) {
+inline bool recv_exact(int fd, void* buf, std::size_t n) {
   char* p = static_cast<char*>(buf);
   while (n) {
     ssize_t r = ::recv(fd, p, n, 0);
@@ -334,7 +397,7 @@ bool recv_exact(int fd, void* buf, std::size_t n) {
   return true;
 }
 
-std::uint64_t echo_until_eof(int fd) {
+inline std::uint64_t echo_until_eof(int fd) {
   char buf[65536];
   std::uint64_t total = 0;
   for (;;) {
@@ -347,4 +410,4 @@ std::uint64_t echo_until_eof(int fd) {
   return total;
 }
 
-}  // namespace bpfmgr::test::lab
+}  // namespace bpfmgr::bench

@@ -1,7 +1,9 @@
 // `bpfmgr bench PLUGIN [ARGS...]`: runs the plugin's benchmark harness, an
-// executable of its own (bench/<plugin>/, built as bench_<plugin>). Plugins
-// carry no benchmark code; the harness loads them through the real binary.
-#include <sys/stat.h>
+// executable of its own (bench/<plugin>/ in tree, bpfmgr_add_bench() out of
+// tree, built as bench_<plugin>). Plugins carry no benchmark code; the
+// harness loads them through the real binary. A harness runs as root, so
+// it passes the plugin trust rules (plugin_trust.hpp) and is executed
+// through the descriptor that was checked.
 #include <unistd.h>
 
 #include <boost/dll/runtime_symbol_info.hpp>
@@ -11,30 +13,12 @@
 #include <iostream>
 
 #include "commands.hpp"
+#include "plugin_trust.hpp"
 #include "system.hpp"
 
+extern char** environ;
+
 namespace bpfmgr {
-
-namespace {
-
-// Whether `path` may be run as root: a regular file (not a symlink) in a
-// directory, both owned by root or by us and writable by nobody else.
-std::string unsafe_to_run(const std::string& path) {
-  auto writable_by_others = [](const struct stat& st) {
-    return (st.st_uid != 0 && st.st_uid != ::geteuid()) ||
-           (st.st_mode & (S_IWGRP | S_IWOTH)) != 0;
-  };
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) return errno_text(errno);
-  if (!S_ISREG(st.st_mode)) return "not a regular file";
-  if (writable_by_others(st)) return "writable by another user";
-  auto dir = path.substr(0, path.rfind('/'));
-  if (::stat(dir.c_str(), &st) != 0) return errno_text(errno);
-  if (writable_by_others(st)) return "its directory is writable by another user";
-  return {};
-}
-
-}  // namespace
 
 std::vector<std::string> bench_harness_candidates(const std::string& plugin) {
   auto exe_dir = boost::dll::program_location().parent_path();
@@ -58,19 +42,23 @@ int cmd_bench(const std::string& plugin, const std::vector<std::string>& args) {
   if (path.empty()) {
     std::cerr << "error: no benchmark harness for plugin '" << plugin << "'; looked for:";
     for (auto& c : bench_harness_candidates(plugin)) std::cerr << " " << c;
-    std::cerr << "\n(harnesses are built from bench/<plugin>/ as bench_<plugin>)\n";
+    std::cerr << "\n(harnesses are built as bench_<plugin>: from bench/<plugin>/ in tree, "
+                 "by bpfmgr_add_bench() out of tree, installed into <prefix>/libexec/bpfmgr)\n";
     return kExitInvalid;
   }
-  if (auto why = unsafe_to_run(path); !why.empty()) {
-    std::cerr << "error: refusing to run " << path << ": " << why << "\n";
+  TrustedFile harness;
+  try {
+    harness = open_trusted_file(path, "run benchmark harness");
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
     return kExitInvalid;
   }
-  std::vector<char*> argv{const_cast<char*>(path.c_str())};
+  std::vector<char*> argv{const_cast<char*>(harness.path.c_str())};
   for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   std::cout.flush();
-  ::execv(path.c_str(), argv.data());
-  std::cerr << "error: cannot run " << path << ": " << std::strerror(errno) << "\n";
+  ::fexecve(harness.fd.get(), argv.data(), environ);
+  std::cerr << "error: cannot run " << harness.path << ": " << std::strerror(errno) << "\n";
   return kExitFailed;
 }
 

@@ -41,8 +41,9 @@ std::string distrust(const struct stat& st, const std::string& what) {
          " (mode " + mode_text(st.st_mode) + ")";
 }
 
-[[noreturn]] void refuse(const std::string& plugin, const std::string& why) {
-  throw PluginTrustError("refusing to load plugin " + plugin + ": " + why +
+[[noreturn]] void refuse(const std::string& action, const std::string& file,
+                         const std::string& why) {
+  throw PluginTrustError("refusing to " + action + " " + file + ": " + why +
                          "; bpfmgr runs only code that root alone can change "
                          "(see docs/safety.md)");
 }
@@ -89,7 +90,7 @@ std::string TrustedPluginFile::load_path() const {
   return "/proc/self/fd/" + std::to_string(fd.get());
 }
 
-TrustedPluginFile open_trusted_plugin(const std::string& path) {
+TrustedFile open_trusted_file(const std::string& path, const std::string& action) {
   // Symlinks in the given path are resolved once, here; the walk below
   // then follows none, so what is checked is what is opened.
   std::unique_ptr<char, decltype(&std::free)> real(::realpath(path.c_str(), nullptr),
@@ -99,10 +100,10 @@ TrustedPluginFile open_trusted_plugin(const std::string& path) {
   std::string canonical = real.get();
 
   Fd dir(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
-  if (!dir) refuse(canonical, std::string("cannot open /: ") + std::strerror(errno));
+  if (!dir) refuse(action, canonical, std::string("cannot open /: ") + std::strerror(errno));
   struct stat st {};
-  if (::fstat(dir.get(), &st) != 0) refuse(canonical, std::strerror(errno));
-  if (auto why = distrust(st, "directory /"); !why.empty()) refuse(canonical, why);
+  if (::fstat(dir.get(), &st) != 0) refuse(action, canonical, std::strerror(errno));
+  if (auto why = distrust(st, "directory /"); !why.empty()) refuse(action, canonical, why);
 
   fs::path p(canonical);
   std::string walked;
@@ -112,26 +113,34 @@ TrustedPluginFile open_trusted_plugin(const std::string& path) {
     Fd next(::openat(dir.get(), comp.c_str(),
                      O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!next)
-      refuse(canonical, "cannot open directory " + walked + " without following "
+      refuse(action, canonical, "cannot open directory " + walked + " without following "
                         "links: " + std::strerror(errno));
-    if (::fstat(next.get(), &st) != 0) refuse(canonical, std::strerror(errno));
+    if (::fstat(next.get(), &st) != 0) refuse(action, canonical, std::strerror(errno));
     if (auto why = distrust(st, "directory " + walked); !why.empty())
-      refuse(canonical, why);
+      refuse(action, canonical, why);
     dir = std::move(next);
   }
 
-  TrustedPluginFile out;
+  TrustedFile out;
   // O_NONBLOCK: a FIFO put in the plugin's place must not hang the open.
   out.fd.reset(::openat(dir.get(), leaf.c_str(),
                         O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
   if (!out.fd)
-    refuse(canonical, std::string("cannot open it without following links: ") +
+    refuse(action, canonical, std::string("cannot open it without following links: ") +
                           std::strerror(errno));
-  if (::fstat(out.fd.get(), &st) != 0) refuse(canonical, std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) refuse(canonical, "it is not a regular file");
-  if (auto why = distrust(st, "the file"); !why.empty()) refuse(canonical, why);
+  if (::fstat(out.fd.get(), &st) != 0) refuse(action, canonical, std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) refuse(action, canonical, "it is not a regular file");
+  if (auto why = distrust(st, "the file"); !why.empty()) refuse(action, canonical, why);
   out.path = canonical;
-  out.sha256 = sha256_of_fd(out.fd.get(), canonical);
+  return out;
+}
+
+TrustedPluginFile open_trusted_plugin(const std::string& path) {
+  auto file = open_trusted_file(path, "load plugin");
+  TrustedPluginFile out;
+  out.sha256 = sha256_of_fd(file.fd.get(), file.path);
+  out.fd = std::move(file.fd);
+  out.path = std::move(file.path);
   return out;
 }
 

@@ -1,5 +1,6 @@
-// Trust for plugin files: bpfmgr runs as root and dlopen() runs a library's
-// constructors, so no code is loaded that someone other than root (or the
+// Trust for plugin files (and the benchmark harnesses `bpfmgr bench` runs):
+// bpfmgr runs as root and dlopen() runs a library's constructors, so no code
+// is loaded or run that someone other than root (or the
 // user running bpfmgr) could have written or swapped. The rules are sshd's
 // StrictModes and sudo's: the file and every directory above it are owned by
 // root (or the effective user) and writable by nobody else. The file is
@@ -34,6 +35,15 @@ struct TrustedPluginFile {
 // Opens `path` and checks it and every directory above it; throws
 // PluginTrustError saying which component is wrong and why.
 TrustedPluginFile open_trusted_plugin(const std::string& path);
+
+// The same rules for any file bpfmgr runs (a benchmark harness): opened
+// O_RDONLY through a checked walk; run it through the descriptor
+// (fexecve). `action` words the refusal: "refusing to <action> <path>: ...".
+struct TrustedFile {
+  Fd fd;
+  std::string path;  // canonical
+};
+TrustedFile open_trusted_file(const std::string& path, const std::string& action);
 
 // Says where the hash of a state record comes from, in messages.
 inline constexpr const char* kRecordedHashOrigin =

@@ -1,9 +1,18 @@
 // The SDK as a third-party author uses it: install bpfmgr to a prefix, build
-// examples/execcount out of tree against it, and load the result.
+// examples/execcount (plugin + bench harness) out of tree against it, install
+// that, and use it the way docs/plugin-sdk.md says: load, status, events,
+// validate, bench.
+#include <bpf/libbpf.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <set>
+#include <regex>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -14,51 +23,60 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using namespace std::chrono_literals;
 
-// Installs bpfmgr once per test program into a private prefix.
+// bpfmgr installed into a prefix under the build tree, and the example's
+// build trees beside it. They persist between the test processes (ctest
+// runs each test in its own) so the example builds incrementally.
 class Sdk : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    work_ = new fs::path(fs::temp_directory_path() / unique_name("bpfmgr-sdk"));
     auto r = run({"cmake", "--install", build_dir(), "--prefix", prefix()});
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-    ASSERT_TRUE(fs::exists(prefix() + "/include/bpfmgr/plugin.hpp"));
-    ASSERT_TRUE(fs::exists(prefix() + "/include/bpfmgr/plugin_api.h"));
-    ASSERT_TRUE(fs::exists(prefix() + "/include/bpfmgr/bpf_common.h"));
+    for (auto h : {"plugin.hpp", "plugin_api.h", "bpf_common.h", "bench.hpp", "bench/measure.hpp",
+                   "bench/ratio_reporter.hpp"})
+      ASSERT_TRUE(fs::exists(prefix() + "/include/bpfmgr/" + h)) << h;
     ASSERT_TRUE(fs::exists(prefix() + "/bin/bpfmgr"));
   }
-  static void TearDownTestSuite() {
-    std::error_code ec;
-    fs::remove_all(*work_, ec);
-    delete work_;
+  static std::string work() { return build_dir() + "/sdk-test"; }
+  static std::string prefix() { return work() + "/prefix"; }
+  static std::string bpfmgr() { return prefix() + "/bin/bpfmgr"; }
+  static std::string installed_plugin() {
+    return prefix() + "/lib/bpfmgr/plugins/bpfmgr-execcount.so";
   }
-  static std::string prefix() { return (*work_ / "prefix").string(); }
-  static std::string dir(const std::string& name) { return (*work_ / name).string(); }
+  static std::string installed_harness() { return prefix() + "/libexec/bpfmgr/bench_execcount"; }
 
-  // Builds examples/execcount with extra CMake arguments.
-  static void build_example(const std::string& build, std::vector<std::string> extra) {
+  // Builds examples/execcount in work()/<name> with extra CMake arguments.
+  static std::string build_example(const std::string& name, std::vector<std::string> extra) {
+    auto build = work() + "/" + name;
     std::vector<std::string> argv{"cmake", "-S", source_dir() + "/examples/execcount",
                                   "-B", build, "-DCMAKE_PREFIX_PATH=" + prefix()};
     argv.insert(argv.end(), extra.begin(), extra.end());
     auto r = run(argv);
-    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
     r = run({"cmake", "--build", build});
-    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-    ASSERT_TRUE(fs::exists(build + "/bpfmgr-execcount.so"));
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_TRUE(fs::exists(build + "/bpfmgr-execcount.so"));
+    return build;
+  }
+  static std::string gcc_build() { return build_example("build-gcc", {"-DCMAKE_CXX_COMPILER=g++"}); }
+
+  // A manifest of one execcount instance "execs" under `root`.
+  static std::string manifest(const PinRoot& root, const std::string& plugin_path_line,
+                              const std::string& options = "") {
+    return write_temp_file("pin_root = \"" + root.path() + "\"\n" + plugin_path_line +
+                           "[[instance]]\nname = \"execs\"\nplugin = \"execcount\"\n" +
+                           (options.empty() ? "" : "[instance.options]\n" + options));
+  }
+  static CommandResult load(const std::string& manifest_path) {
+    // Only the manifest's plugin_path and the prefix's own directory.
+    ::unsetenv("BPFMGR_PLUGIN_PATH");
+    return run({bpfmgr(), "load", manifest_path});
   }
 
-  // Loads execcount with the installed bpfmgr, runs /bin/true five times
-  // and checks both the map and the plugin's status counters.
-  static void load_and_count(const std::string& plugin_path_line) {
-    PinRoot root;
-    auto manifest = write_temp_file("pin_root = \"" + root.path() + "\"\n" +
-                                    plugin_path_line +
-                                    "[[instance]]\nname = \"execs\"\n"
-                                    "plugin = \"execcount\"\n");
-    // Only the installed prefix's own search path, not the build tree's.
-    ::unsetenv("BPFMGR_PLUGIN_PATH");
-    auto r = run({prefix() + "/bin/bpfmgr", "load", manifest});
-    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  // Runs /bin/true five times, then checks the map (bpftool) and the
+  // plugin's status counters (bpfmgr status --json).
+  static void expect_counts(const PinRoot& root) {
     for (int i = 0; i < 5; ++i) ASSERT_EQ(run({"/bin/true"}).exit_code, 0);
 
     auto dump = json::parse(run({"bpftool", "-j", "map", "dump", "pinned",
@@ -69,32 +87,44 @@ class Sdk : public ::testing::Test {
         execs = e["formatted"]["value"]["execs"].get<std::uint64_t>();
     EXPECT_GE(execs, 5u) << dump.dump();
 
-    auto status = json::parse(
-        run({prefix() + "/bin/bpfmgr", "status", "--json", "--pin-root", root.path()}).out);
-    bool found = false;
-    for (auto& c : status["instances"][0]["counters"])
-      if (c["name"] == "execs.true") found = c["value"].get<std::uint64_t>() >= 5;
-    EXPECT_TRUE(found) << status.dump(2);
-    EXPECT_EQ(status["instances"][0]["details"]["commands seen"].is_string(), true)
-        << status.dump(2);
-    r = run({prefix() + "/bin/bpfmgr", "unpin", "--pin-root", root.path()});
-    EXPECT_EQ(r.exit_code, 0) << r.err;
+    auto r = run({bpfmgr(), "status", "--json", "--pin-root", root.path()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto status = json::parse(r.out);
+    std::map<std::string, json> counters;
+    for (auto& c : status["instances"][0]["counters"]) counters[c["name"]] = c;
+    ASSERT_TRUE(counters.count("execs.true")) << status.dump(2);
+    EXPECT_GE(counters["execs.true"]["value"].get<std::uint64_t>(), 5u);
+    // Per-CPU totals: summed, with one value per possible CPU.
+    for (auto name : {"execs_seen", "execs_counted", "events_dropped"})
+      ASSERT_TRUE(counters.count(name)) << name << "\n" << status.dump(2);
+    EXPECT_GE(counters["execs_seen"]["value"].get<std::uint64_t>(), 5u);
+    EXPECT_GE(counters["execs_seen"]["value"].get<std::uint64_t>(),
+              counters["execs_counted"]["value"].get<std::uint64_t>());
+    EXPECT_EQ(counters["execs_seen"]["per_cpu"].size(), std::size_t(libbpf_num_possible_cpus()));
+    EXPECT_TRUE(status["instances"][0]["details"]["commands seen"].is_string()) << status.dump(2);
   }
-
-  static fs::path* work_;
 };
-fs::path* Sdk::work_ = nullptr;
+
+// Names of the scratch pin roots under /sys/fs/bpf (bench::PinRoot's).
+std::set<std::string> scratch_pin_roots() {
+  std::set<std::string> names;
+  for (auto& e : fs::directory_iterator("/sys/fs/bpf")) {
+    auto name = e.path().filename().string();
+    if (name.rfind(std::string(bench::kScratchPrefix) + "-", 0) == 0) names.insert(name);
+  }
+  return names;
+}
 
 bool needs(const std::string& lib, const std::string& so) {
   auto r = run({"readelf", "-d", so});
   return r.out.find("[" + lib) != std::string::npos;
 }
 
-// g++ and libstdc++, installed into the installed bpfmgr's plugin directory
-// by the example's own install rule: found without any plugin_path.
+// g++ and libstdc++; the example's own install rule puts the plugin in the
+// installed bpfmgr's plugin directory (BPFMGR_PLUGIN_INSTALL_DIR) and the
+// harness where `bpfmgr bench` looks: both found without any path.
 TEST_F(Sdk, OutOfTreePluginWithGccInstallsAndLoads) {
-  auto build = dir("build-gcc");
-  build_example(build, {"-DCMAKE_CXX_COMPILER=g++"});
+  auto build = gcc_build();
   auto so = build + "/bpfmgr-execcount.so";
   EXPECT_TRUE(needs("libstdc++", so));
   // Plugins link neither spdlog nor Boost.
@@ -102,21 +132,169 @@ TEST_F(Sdk, OutOfTreePluginWithGccInstallsAndLoads) {
   EXPECT_FALSE(needs("libboost", so));
   auto r = run({"cmake", "--install", build});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  ASSERT_TRUE(fs::exists(prefix() + "/lib/bpfmgr/plugins/bpfmgr-execcount.so"));
-  load_and_count("");
-  fs::remove(prefix() + "/lib/bpfmgr/plugins/bpfmgr-execcount.so");
+  struct Uninstall {
+    ~Uninstall() {
+      fs::remove(installed_plugin());
+      fs::remove(installed_harness());
+    }
+  } uninstall;
+  ASSERT_TRUE(fs::exists(installed_plugin()));
+  ASSERT_TRUE(fs::exists(installed_harness()));
+
+  PinRoot root;
+  r = load(manifest(root, ""));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  expect_counts(root);
+  r = run({bpfmgr(), "status", "--json", "--pin-root", root.path()});
+  EXPECT_EQ(json::parse(r.out)["instances"][0]["plugin_path"], installed_plugin()) << r.out;
+  r = run({bpfmgr(), "unpin", "--pin-root", root.path()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+
+  // `bpfmgr bench execcount` runs the installed harness, which loads the
+  // plugin through the installed bpfmgr and prints its paired ratio.
+  r = run({bpfmgr(), "bench", "execcount", "--benchmark_min_time=0.01",
+           "--benchmark_repetitions=1"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("exec with execcount + events reader / without: "), std::string::npos)
+      << r.out << r.err;
+
+  // A harness runs as root: one that others could have written is refused
+  // by the plugin trust rules (docs/safety.md), and not run.
+  fs::permissions(installed_harness(), fs::perms::others_write, fs::perm_options::add);
+  r = run({bpfmgr(), "bench", "execcount", "--benchmark_list_tests=true"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_NE(r.err.find("refusing to run benchmark harness " + installed_harness() +
+                       ": the file is writable by everyone"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.out.find("BM_Exec"), std::string::npos) << r.out;
+}
+
+// `bpfmgr events` prints the formatter's lines for a real exec: a table
+// row with its pid and command, and the same record as a JSON line.
+TEST_F(Sdk, EventsPrintsAFormattedRecordOfARealExec) {
+  auto build = gcc_build();
+  PinRoot root;
+  auto r = load(manifest(root, "plugin_path = [\"" + build + "\"]\n"));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+
+  // Execs /bin/true until the reader shows its pid (the reader may still
+  // be opening the ring buffer for the first ones).
+  auto exec_until_shown = [](bench::Background& reader, const std::string& pid_pattern) {
+    for (int i = 0; i < 100; ++i) {
+      bench::Background t({"/bin/true"});
+      auto pid = std::to_string(t.pid());
+      EXPECT_EQ(t.stop(0).exit_code, 0);
+      if (reader.wait_for_output(std::regex_replace(pid_pattern, std::regex("PID"), pid), 200ms))
+        return pid;
+    }
+    return std::string();
+  };
+
+  {
+    bench::Background reader({bpfmgr(), "events", "execs", "--pin-root", root.path()});
+    ASSERT_TRUE(reader.wait_for_output("COMM", 10s)) << reader.stop().err;
+    auto pid = exec_until_shown(reader, " PID ");
+    auto out = reader.stop(SIGINT);
+    EXPECT_EQ(out.exit_code, 0) << out.err;
+    ASSERT_FALSE(pid.empty()) << out.out << out.err;
+    std::istringstream lines(out.out);
+    std::string header, line, row;
+    std::getline(lines, header);
+    EXPECT_EQ(header.find("TIME_NS"), 0u) << out.out;
+    while (std::getline(lines, line))
+      if (line.find(" " + pid + " ") != std::string::npos) row = line;
+    // time_ns pid uid comm
+    EXPECT_TRUE(std::regex_match(row, std::regex("[0-9]+ +" + pid + " +0 +true"))) << row;
+  }
+  {
+    bench::Background reader({bpfmgr(), "events", "execs", "--pin-root", root.path(), "--json"});
+    auto pid = exec_until_shown(reader, "\"pid\":PID,");
+    auto out = reader.stop(SIGINT);
+    EXPECT_EQ(out.exit_code, 0) << out.err;
+    ASSERT_FALSE(pid.empty()) << out.out << out.err;
+    std::istringstream lines(out.out);
+    json record;
+    for (std::string line; std::getline(lines, line);) {
+      auto j = json::parse(line);  // every line is one JSON object
+      if (j["pid"] == std::stoi(pid)) record = j;
+    }
+    EXPECT_EQ(record["comm"], "true") << record.dump();
+    EXPECT_EQ(record["uid"], 0) << record.dump();
+    EXPECT_GT(record["time_ns"].get<std::uint64_t>(), 0u) << record.dump();
+  }
+}
+
+// validate() refuses what the schema cannot: the problem points at the
+// option's line and column, and nothing is loaded.
+TEST_F(Sdk, ValidateRefusesABadOptionWithItsLocation) {
+  auto build = gcc_build();
+  PinRoot root;
+  auto path = manifest(root, "plugin_path = [\"" + build + "\"]\n", "ring_buffer_kb = 100\n");
+  for (auto command : {"validate", "load"}) {
+    ::unsetenv("BPFMGR_PLUGIN_PATH");
+    auto r = run({bpfmgr(), command, path});
+    EXPECT_EQ(r.exit_code, 2) << command << ": " << r.out << r.err;
+    // Line 7 of the manifest, column 1: `ring_buffer_kb = 100`.
+    EXPECT_NE(r.err.find(path + ":7:1: error: instance 'execs', option 'ring_buffer_kb': "
+                                "ring_buffer_kb = 100 is not a power of two"),
+              std::string::npos)
+        << command << ": " << r.err;
+    EXPECT_NE(r.err.find("hint: "), std::string::npos) << r.err;
+  }
+  EXPECT_TRUE(pins_under(root.path()).empty());
+}
+
+// The harness from the build tree: a short run with a filter still pairs
+// both benchmarks and prints the ratio.
+TEST_F(Sdk, BenchHarnessBuildsAndPrintsItsPairedRatio) {
+  auto build = gcc_build();
+  ASSERT_TRUE(fs::exists(build + "/bench_execcount"));
+  auto scratch_before = scratch_pin_roots();
+  auto json_out = write_temp_file("", ".json");
+  auto r = run({build + "/bench_execcount", "--benchmark_min_time=0.01",
+                "--benchmark_repetitions=2", "--benchmark_filter=BM_Exec",
+                "--benchmark_out=" + json_out, "--benchmark_out_format=json"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(
+      r.out, m,
+      std::regex("exec with execcount \\+ events reader / without: ([0-9.]+) \\(paired ratio, "
+                 "median of 2 repetition pairs\\)")))
+      << r.out << r.err;
+  EXPECT_GT(std::stod(m[1]), 0.0);
+  // The `bpfmgr events` reader it ran received the execs it timed.
+  std::ifstream in(json_out);
+  auto report = json::parse(in);
+  int with_plugin = 0;
+  for (auto& b : report["benchmarks"])
+    if (b["name"].get<std::string>().rfind("BM_ExecWithExeccount", 0) == 0 &&
+        b["run_type"] == "iteration") {
+      ++with_plugin;
+      EXPECT_GT(b["events"].get<double>(), 0) << b.dump();
+    }
+  EXPECT_EQ(with_plugin, 2) << report.dump(2);
+  // It unloaded what it loaded: no pin root of its process is left.
+  for (auto& name : scratch_pin_roots())
+    EXPECT_TRUE(scratch_before.count(name) || !bench::detail::left_by_dead_process(name))
+        << "left behind: /sys/fs/bpf/" << name;
 }
 
 // clang++ with LLVM's libc++: a plugin on another C++ standard library than
-// bpfmgr's (libstdc++) works, because only C crosses the boundary.
+// bpfmgr's (libstdc++) works, because only C crosses the boundary. (No
+// harness: Debian's Google Benchmark is built for libstdc++.)
 TEST_F(Sdk, OutOfTreePluginWithClangAndLibcxxLoads) {
-  auto build = dir("build-libcxx");
-  build_example(build, {"-DCMAKE_CXX_COMPILER=clang++", "-DCMAKE_CXX_FLAGS=-stdlib=libc++",
-                        "-DCMAKE_MODULE_LINKER_FLAGS=-stdlib=libc++"});
+  auto build = build_example("build-libcxx",
+                             {"-DCMAKE_CXX_COMPILER=clang++", "-DCMAKE_CXX_FLAGS=-stdlib=libc++",
+                              "-DCMAKE_MODULE_LINKER_FLAGS=-stdlib=libc++",
+                              "-DEXECCOUNT_BENCH=OFF"});
   auto so = build + "/bpfmgr-execcount.so";
   EXPECT_TRUE(needs("libc++", so));
   EXPECT_FALSE(needs("libstdc++", so));
-  load_and_count("plugin_path = [\"" + build + "\"]\n");
+  PinRoot root;
+  auto r = load(manifest(root, "plugin_path = [\"" + build + "\"]\n"));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  expect_counts(root);
 }
 
 }  // namespace

@@ -140,14 +140,17 @@ int main(int argc, char** argv) {
   std::string bench_plugin;
   std::vector<std::string> bench_args;
   auto* c_bench = app.add_subcommand(
-      "bench", "Run a plugin's benchmark harness (bench_PLUGIN, built from bench/PLUGIN)");
+      "bench", "Run a plugin's benchmark harness (bench_PLUGIN: bench/PLUGIN in tree, "
+               "bpfmgr_add_bench() out of tree)");
   c_bench->add_option("plugin", bench_plugin, "plugin name")->required();
   // Everything after the plugin's name is the plugin's own arguments.
   c_bench->fallthrough(false);  // unknown options are the harness's, not ours
   c_bench->prefix_command();
   c_bench->footer("Arguments after PLUGIN go to the harness (Google Benchmark), e.g.\n"
                   "  bpfmgr bench sockops --benchmark_repetitions=5\n"
-                  "The harness is looked up next to bpfmgr, then in ../libexec/bpfmgr.");
+                  "The harness is looked up next to bpfmgr, then in ../libexec/bpfmgr\n"
+                  "(where bpfmgr_add_bench() installs it); like a plugin, it must be a file\n"
+                  "only root can change (docs/safety.md), and is refused otherwise.");
 
   // `bpfmgr bench PLUGIN -- ARGS` is accepted too: the `--` is dropped, as
   // everything after PLUGIN goes to the plugin anyway.

@@ -5,7 +5,8 @@
 // loaded (through the real bpfmgr, under a private pin root) and
 // `bpfmgr events` reading its ring buffer, as a user would run it. Their
 // repetitions alternate (random interleaving) and the ratio is paired per
-// repetition, so drift of a shared machine cancels out.
+// repetition, so drift of a shared machine cancels out. The counter
+// bpf_ns is the program's own run time per exec (bpf_stats).
 //
 //   bench_execcount [--benchmark_repetitions=N] [--benchmark_min_time=S] ...
 //   bpfmgr bench execcount ...      (once installed: cmake --install)
@@ -61,7 +62,11 @@ void BM_ExecWithExeccount(benchmark::State& state) {
     state.SkipWithError(("bpfmgr events did not start: " + reader.stop().err).c_str());
     return;
   }
+  // The kernel's own account of the BPF program: run time per exec.
+  bb::BpfStats stats;
   exec_loop(state);
+  auto bpf = bb::prog_run_time(loaded.prog_pin("bench", "count_exec"));
+  state.counters["bpf_ns"] = bpf.ns_per_run();
   auto r = reader.stop(SIGINT);
   if (r.exit_code != 0) state.SkipWithError(("bpfmgr events failed: " + r.err).c_str());
   // Records the reader printed (one line each, after the header).

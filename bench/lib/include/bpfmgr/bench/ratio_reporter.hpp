@@ -74,8 +74,8 @@ class RatioReporter : public benchmark::ConsoleReporter {
     std::size_t pairs = std::min(ta.size(), tb.size());
     auto& out = GetOutputStream();
     if (pairs == 0) {
-      out << "\n" << label << ": not measured (run both " << a << " and " << b << ")"
-          << std::endl;
+      out << "\n" << label << ": not measured (needs the repetitions of both " << a << " and "
+          << b << ", not only aggregates)" << std::endl;
       return 0;
     }
     double r = paired_ratio(ta, tb);

@@ -280,6 +280,23 @@ TEST_F(Sdk, BenchHarnessBuildsAndPrintsItsPairedRatio) {
         << "left behind: /sys/fs/bpf/" << name;
 }
 
+// bpfmgr_add_plugin(... BENCH harness.cpp) builds the harness with the
+// plugin, pointed at the plugin's build directory.
+TEST_F(Sdk, AddPluginWithBenchBuildsBoth) {
+  auto build = work() + "/build-shorthand";
+  auto r = run({"cmake", "-S", source_dir() + "/tests/core/sdk_bench_shorthand", "-B", build,
+                "-DCMAKE_PREFIX_PATH=" + prefix(),
+                "-DEXAMPLE=" + source_dir() + "/examples/execcount"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  r = run({"cmake", "--build", build});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(fs::exists(build + "/bpfmgr-execcount.so"));
+  r = run({build + "/bench_execcount", "--benchmark_min_time=0.01", "--benchmark_repetitions=1"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("exec with execcount + events reader / without: "), std::string::npos)
+      << r.out << r.err;
+}
+
 // clang++ with LLVM's libc++: a plugin on another C++ standard library than
 // bpfmgr's (libstdc++) works, because only C crosses the boundary. (No
 // harness: Debian's Google Benchmark is built for libstdc++.)

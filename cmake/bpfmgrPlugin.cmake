@@ -5,7 +5,8 @@
 #                     BPF sockops.bpf.c
 #                     SOURCES sockops_plugin.cpp
 #                     [BPF_INCLUDES dir...]   # extra -I for the BPF compile
-#                     [LINK_LIBRARIES lib...]
+#                     [LINK_LIBRARIES lib...]  # their include dirs reach
+#                                              # the BPF compile too
 #                     [OUTPUT_DIRECTORY dir]
 #                     [BENCH bench_sockops.cpp...]  # a harness, see bpfmgr_add_bench
 #                     [NO_INSTALL])             # test-only plugins
@@ -68,15 +69,24 @@ function(bpfmgr_add_plugin)
   set(skel "${gen}/${P_NAME}.skel.h")
 
   set(includes -I${vmlinux_dir} -I${CMAKE_CURRENT_SOURCE_DIR})
-  if(TARGET bpfmgr::sdk)
-    get_target_property(sdk_incs bpfmgr::sdk INTERFACE_INCLUDE_DIRECTORIES)
-    foreach(i IN LISTS sdk_incs)
+  # The BPF compile sees the include directories of the SDK and of every
+  # target in LINK_LIBRARIES (e.g. an INTERFACE target holding a header the
+  # BPF and C++ sides share), so one target carries a contract to both.
+  foreach(lib IN ITEMS bpfmgr::sdk LISTS P_LINK_LIBRARIES)
+    if(NOT TARGET ${lib})
+      continue()
+    endif()
+    get_target_property(lib_incs ${lib} INTERFACE_INCLUDE_DIRECTORIES)
+    if(NOT lib_incs)
+      continue()
+    endif()
+    foreach(i IN LISTS lib_incs)
       string(REGEX REPLACE "^\\$<BUILD_INTERFACE:(.*)>$" "\\1" i "${i}")
       if(NOT i MATCHES "^\\$<")
         list(APPEND includes -I${i})
       endif()
     endforeach()
-  endif()
+  endforeach()
   foreach(i IN LISTS P_BPF_INCLUDES)
     get_filename_component(i "${i}" ABSOLUTE)
     list(APPEND includes -I${i})

@@ -1,27 +1,23 @@
 // sockops plugin: a cgroup sock_ops program that records established
 // same-host TCP sockets in a sockhash (see docs/sockops.md).
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <bpfmgr/option_checks.hpp>
 #include <bpfmgr/plugin.hpp>
 
 #include <algorithm>
 #include <array>
-#include <cstdio>
+#include <cstdint>
 #include <cstring>
-#include <fstream>
-#include <iomanip>
-#include <iostream>
 #include <optional>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "bypass_common.h"
-#include "bypass_workload.hpp"
 #include "sockops.skel.h"
 
 static_assert(sizeof(bypass_key) == 48, "bypass_key layout changed");

@@ -1,6 +1,6 @@
-// Socket workloads shared by the sockops bench hook (`bpfmgr bench sockops`)
-// and bench/sockops (Google Benchmark): connected pairs over loopback TCP
-// and AF_UNIX, request/response round trips and one-way streaming.
+// Socket workloads shared by tests/sockops and bench/sockops: connected
+// pairs over loopback TCP and AF_UNIX, request/response round trips and
+// one-way streaming.
 // Header-only; every function throws std::runtime_error on a socket error.
 #pragma once
 

@@ -2,7 +2,7 @@
 # ctest `bpf_arm64_compile`); nothing is loaded, this machine is x86-64.
 #
 #   cmake -DCLANG=... -DSOURCE_DIR=... -DVMLINUX_H=<host vmlinux.h>
-#         -DWORK_DIR=... -P bpfArm64Check.cmake
+#         -DWORK_DIR=... -DWARNINGS="<BPFMGR_BPF_WARNINGS>" -P bpfArm64Check.cmake
 #
 # The arm64 vmlinux.h is the host's (generated from /sys/kernel/btf/vmlinux
 # at build time) with the register structs swapped for arm64's layout
@@ -80,8 +80,7 @@ foreach(src IN LISTS sources)
   get_filename_component(name "${src}" NAME_WE)
   get_filename_component(dir "${src}" DIRECTORY)
   execute_process(
-    COMMAND "${CLANG}" -O2 -g -target bpf -D__TARGET_ARCH_arm64 -Wall
-            -Wno-unused-function -Werror=implicit-function-declaration
+    COMMAND "${CLANG}" -O2 -g -target bpf -D__TARGET_ARCH_arm64 ${WARNINGS}
             -I${dir} ${includes} -c "${src}" -o "${WORK_DIR}/${name}.arm64.bpf.o"
     RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
   file(RELATIVE_PATH rel "${SOURCE_DIR}" "${src}")

@@ -32,6 +32,12 @@ endif()
 set(BPFMGR_BPF_ARCH ${_bpfmgr_default_arch} CACHE STRING
     "__TARGET_ARCH_ of BPF objects (x86, arm64)")
 
+# Warnings of every BPF compile (here and in the arm64 check): static
+# inline helpers in shared headers are unused by some objects; a call to an
+# undeclared helper must fail, not become an int-returning guess.
+set(BPFMGR_BPF_WARNINGS -Wall -Wno-unused-function
+    -Werror=implicit-function-declaration)
+
 # Where this file lives decides where the SDK's BPF headers are: the source
 # tree's bpf/include in tree, <prefix>/include when installed.
 set(_bpfmgr_plugin_cmake_dir "${CMAKE_CURRENT_LIST_DIR}")
@@ -98,7 +104,7 @@ function(bpfmgr_add_plugin)
   add_custom_command(
     OUTPUT "${obj}"
     COMMAND "${BPFMGR_CLANG}" -O2 -g -target bpf -D__TARGET_ARCH_${BPFMGR_BPF_ARCH}
-            -Wall -Wno-unused-function -Werror=implicit-function-declaration
+            ${BPFMGR_BPF_WARNINGS}
             ${includes} -MD -MF "${obj}.d" -c "${bpf_src}" -o "${obj}"
     DEPFILE "${obj}.d"
     DEPENDS "${bpf_src}" ${bpf_deps} bpfmgr_vmlinux "${vmlinux_dir}/vmlinux.h"

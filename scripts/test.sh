@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+# Warnings are errors here, so the tree stays warning-free.
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBPFMGR_WERROR=ON
 cmake --build build -j"$(nproc)"
 # The package test installs the .deb system-wide and purges it; the README
 # test command runs it (set BPFMGR_SYSTEM_TESTS=0 to skip it on a shared box).

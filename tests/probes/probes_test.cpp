@@ -627,7 +627,9 @@ TEST(Probes, DropsWithReasonAndReceiveQueueFull) {
       ++drops;
       EXPECT_EQ(e.t.proto, IPPROTO_UDP);
       EXPECT_EQ(ip_of(e, true), "127.0.0.1");
-      if (drops == 1) EXPECT_EQ(enums.drop_reason(e.reason), "SOCKET_RCVBUFF");
+      if (drops == 1) {
+        EXPECT_EQ(enums.drop_reason(e.reason), "SOCKET_RCVBUFF");
+      }
     }
     if (e.kind == PROBES_EV_RCVQ_FULL && e.t.proto == IPPROTO_ICMP) {
       ++full;

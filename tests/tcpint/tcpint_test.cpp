@@ -633,7 +633,9 @@ TEST_F(Tcpint, DataChangedWithoutHooksGoesQuietUntilFin) {
       b_fin += o ? 1 : 0;
     } else if (seg.payload > 0) {
       ++b_data;
-      if (o) EXPECT_EQ(b_data, 1) << "only B's first data segment carries it";
+      if (o) {
+        EXPECT_EQ(b_data, 1) << "only B's first data segment carries it";
+      }
       b_data_with += o ? 1 : 0;
     }
   }

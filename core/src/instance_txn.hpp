@@ -108,6 +108,13 @@ class InstanceTxn final : public HostContext {
   void attach_map(std::string_view prog, std::string_view map,
                   std::uint32_t attach_type) override;
   bool attach_auto(std::string_view prog, bool optional) override;
+  // The final directory's pin; a shared map's is its owner's.
+  std::string pin_path(PinKind kind, std::string_view name) const override {
+    if (kind == PinKind::Map)
+      for (auto& share : r_.spec->maps)
+        if (share.map == name) return layout_.instance(share.instance).map(share.remote_map);
+    return final_.pin(kind, name);
+  }
 
  private:
   enum class Phase { Open, BeforeLoad, Loaded, Attach, AfterAttach };

@@ -13,6 +13,23 @@ PinLayout::PinLayout(std::string root) : root_(std::move(root)) {
   while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
 }
 
+std::string InstancePaths::pin(PinKind kind, std::string_view name) const {
+  switch (kind) {
+    case PinKind::Map: return map(name);
+    case PinKind::Prog: return prog(name);
+    case PinKind::Link: return link(name);
+  }
+  return {};
+}
+
+std::string pin_name_problem(std::string_view name) {
+  if (name.empty()) return "an empty name";
+  if (name == "." || name == ".." || name.find('/') != std::string_view::npos ||
+      name.find('\0') != std::string_view::npos)
+    return "'" + std::string(name) + "' is not a plain name";
+  return "";
+}
+
 std::optional<std::string> PinLayout::staged_instance(std::string_view entry) {
   if (entry.size() <= kStagingPrefix.size() || entry.substr(0, kStagingPrefix.size()) != kStagingPrefix)
     return std::nullopt;

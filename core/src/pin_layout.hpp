@@ -17,6 +17,8 @@
 
 namespace bpfmgr {
 
+enum class PinKind { Map, Prog, Link };
+
 // One instance's directory (final or staging) and the pins in it.
 struct InstancePaths {
   std::string dir;
@@ -28,7 +30,11 @@ struct InstancePaths {
   std::string map(std::string_view name) const { return maps_dir() + "/" + std::string(name); }
   std::string prog(std::string_view name) const { return progs_dir() + "/" + std::string(name); }
   std::string link(std::string_view name) const { return links_dir() + "/" + std::string(name); }
+  std::string pin(PinKind kind, std::string_view name) const;
 };
+
+// Why `name` cannot name a pin ("" when it can): a plain file name, no '/'.
+std::string pin_name_problem(std::string_view name);
 
 class PinLayout {
  public:

@@ -156,12 +156,17 @@ PinnedInstance::PinnedInstance(const PinLayout& layout, std::string instance,
       state_(std::move(st)),
       options_(options_from_json(state_.options, schema)) {}
 
+std::string PinnedInstance::pin_path(PinKind kind, std::string_view name) const {
+  if (kind == PinKind::Map)
+    for (auto& s : state_.shared_maps)
+      if (s.map == name) return s.pin;
+  return paths_.pin(kind, name);
+}
+
 int PinnedInstance::map_fd(std::string_view map) const {
   std::string name(map);
   if (auto it = fds_.find(name); it != fds_.end()) return it->second.get();
-  std::string pin = paths_.map(name);
-  for (auto& s : state_.shared_maps)
-    if (s.map == name) pin = s.pin;
+  std::string pin = pin_path(PinKind::Map, name);
   Fd fd(bpf_obj_get(pin.c_str()));
   if (!fd) throw Error("instance '" + instance_ + "' has no map '" + name +
                        "' (" + pin + ": " + errno_text(errno) + ")");

@@ -102,6 +102,8 @@ class PinnedInstance final : public HostContext {
   void add_detail(std::string key, std::string value) override {
     report.details.emplace_back(std::move(key), std::move(value));
   }
+  // A shared map's pin is its owner's (as the record says).
+  std::string pin_path(PinKind kind, std::string_view name) const override;
   StatusReport report;
 
  private:

@@ -97,6 +97,9 @@ void HostContext::attach_map(std::string_view, std::string_view, std::uint32_t) 
 bool HostContext::attach_auto(std::string_view, bool) { unavailable("attach_auto"); }
 void HostContext::add_counter(Counter) { unavailable("add_counter"); }
 void HostContext::add_detail(std::string, std::string) { unavailable("add_detail"); }
+std::string HostContext::pin_path(PinKind, std::string_view) const {
+  unavailable("pin_path");
+}
 
 // ---------------------------------------------------------- ContextBridge
 
@@ -187,6 +190,25 @@ const bpfmgr_context_ops ContextBridge::kOps = [] {
                     bpfmgr_error* err) {
     return call(c, err,
                 [&](HostContext& h) { h.add_detail(str_or_empty(key), str_or_empty(value)); });
+  };
+  o.pin_path = [](const bpfmgr_context* c, std::uint32_t kind, const char* name,
+                  const char** path, bpfmgr_error* err) {
+    auto& self = of(c);
+    return call(const_cast<bpfmgr_context*>(c), err, [&](HostContext& h) {
+      PinKind k;
+      switch (kind) {
+        case BPFMGR_PIN_MAP: k = PinKind::Map; break;
+        case BPFMGR_PIN_PROG: k = PinKind::Prog; break;
+        case BPFMGR_PIN_LINK: k = PinKind::Link; break;
+        default: throw Error("pin_path: unknown kind " + std::to_string(kind));
+      }
+      std::string n = str_or_empty(name);
+      if (auto why = pin_name_problem(n); !why.empty())
+        throw Error("pin_path: " + why);
+      auto& slot = self.pin_paths_[{kind, n}];
+      if (slot.empty()) slot = h.pin_path(k, n);
+      *path = slot.c_str();
+    });
   };
   return o;
 }();

@@ -18,6 +18,8 @@
 #include <bpfmgr/plugin.hpp>
 #include <bpfmgr/plugin_api.h>
 
+#include "pin_layout.hpp"
+
 namespace boost::dll {
 class shared_library;
 }
@@ -62,6 +64,8 @@ class HostContext {
   virtual bool attach_auto(std::string_view prog, bool optional);
   virtual void add_counter(Counter counter);
   virtual void add_detail(std::string key, std::string value);
+  // Where `name` of this instance is (or will be, once committed) pinned.
+  virtual std::string pin_path(PinKind kind, std::string_view name) const;
 
  protected:
   [[noreturn]] void unavailable(const char* call) const;
@@ -93,6 +97,9 @@ class ContextBridge {
   HostContext& host_;
   detail::OptionsView options_;
   std::string last_error_;
+  // pin_path() answers, kept for the context's life (std::map nodes
+  // never move).
+  std::map<std::pair<std::uint32_t, std::string>, std::string> pin_paths_;
 };
 
 class PluginModule;

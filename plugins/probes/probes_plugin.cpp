@@ -395,8 +395,8 @@ class ProbesPlugin final : public Plugin {
     // Which hooks are live: a pinned link means attached.
     std::vector<std::string> live, dead;
     for (auto& p : kProgs) {
-      fs::path link = fs::path(ctx.pin_dir()) / "links" / p.prog;
-      fs::path prog = fs::path(ctx.pin_dir()) / "progs" / p.prog;
+      fs::path link = ctx.link_pin_path(p.prog);
+      fs::path prog = ctx.prog_pin_path(p.prog);
       std::error_code ec;
       if (fs::exists(link, ec))
         live.push_back(p.hook);

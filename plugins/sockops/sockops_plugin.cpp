@@ -290,7 +290,7 @@ class SockopsPlugin final : public bpfmgr::Plugin {
     r.details.push_back({"cgroup", ctx.options().get_string("cgroup").empty()
                                        ? "/ (cgroup v2 root)"
                                        : ctx.options().get_string("cgroup")});
-    r.details.push_back({"sockhash", ctx.pin_dir() + "/maps/sock_hash"});
+    r.details.push_back({"sockhash", ctx.map_pin_path("sock_hash")});
     r.details.push_back({"select", ctx.options().get_string("select")});
     if (ctx.options().get_string("select") == "auto") {
       auto svcs = read_services(ctx.map_fd("services"));

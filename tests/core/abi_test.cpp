@@ -30,7 +30,7 @@ CommandResult load(const std::string& manifest_text) {
 
 // Kernel objects of the plugins used here (see loader_test.cpp).
 const std::vector<std::string> kOurs = {"count_getppid", "optional_missin", "stats",
-                                        "ccount.rodata", "testthro.rodata",
+                                        "ccount.rodata", "ccount20.rodata", "testthro.rodata",
                                         "testcras.rodata", "testcoun.rodata"};
 
 const json* counter(const json& inst, const std::string& name) {
@@ -56,6 +56,12 @@ TEST(Abi, PluginWrittenInPlainCLoadsAndWorks) {
     ASSERT_NE(calls, nullptr) << inst.dump(2);
     EXPECT_EQ((*calls)["value"].get<std::uint64_t>(), 3u);
     EXPECT_EQ(inst["details"]["label"], "from C") << inst.dump(2);
+    // A 2.1 field, read after checking the table's size: the real pin.
+    EXPECT_EQ(inst["details"]["stats_pin"], root.path() + "/c/maps/stats") << inst.dump(2);
+    auto map = run({"bpftool", "-j", "map", "show", "pinned",
+                    inst["details"].value("stats_pin", std::string("?"))});
+    ASSERT_EQ(map.exit_code, 0) << map.err;
+    EXPECT_EQ(json::parse(map.out)["name"], "stats");
     // The optional hook the C plugin asked for is reported dead, not lost.
     bool optional_seen = false;
     for (auto& h : inst["hooks"])
@@ -70,6 +76,37 @@ TEST(Abi, PluginWrittenInPlainCLoadsAndWorks) {
     EXPECT_NE(bad.err.find("must not be empty"), std::string::npos) << bad.err;
     EXPECT_NE(bad.err.find("hint: label = \"c\""), std::string::npos) << bad.err;
 
+    ASSERT_EQ(run_bpfmgr({"unpin", "--pin-root", root.path()}).exit_code, 0);
+  }
+  EXPECT_EQ(before.diff_settled(kOurs), "");
+}
+
+// A plugin built for plugin API 2.0 (before pin_path was appended to the
+// context table) still loads and works under this 2.1 core.
+TEST(Abi, PluginOfAnOlderMinorVersionStillLoads) {
+  auto before = KernelObjects::settled(kOurs);
+  {
+    PinRoot root;
+    auto r = load(test_manifest_header(root) + instance("old", "ccount20"));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    for (int i = 0; i < 2; ++i) ::getppid();
+    auto st = run_bpfmgr({"status", "--json", "--pin-root", root.path()});
+    ASSERT_EQ(st.exit_code, 0) << st.err;
+    auto inst = json::parse(st.out)["instances"][0];
+    EXPECT_EQ(inst["plugin"], "ccount20");
+    auto* calls = counter(inst, "getppid_calls");
+    ASSERT_NE(calls, nullptr) << inst.dump(2);
+    EXPECT_EQ((*calls)["value"].get<std::uint64_t>(), 2u);
+    EXPECT_FALSE(inst["details"].contains("stats_pin")) << inst.dump(2);
+    auto plugins = json::parse(run_bpfmgr({"plugins", "--json", "--path", test_plugin_dir()}).out);
+    EXPECT_EQ(plugins["api_version"], "2.1.0");
+    bool listed = false;
+    for (auto& p : plugins["plugins"])
+      if (p["name"] == "ccount20") {
+        listed = true;
+        EXPECT_EQ(p["api_version"], "2.0.0") << p.dump();
+      }
+    EXPECT_TRUE(listed) << plugins.dump(2);
     ASSERT_EQ(run_bpfmgr({"unpin", "--pin-root", root.path()}).exit_code, 0);
   }
   EXPECT_EQ(before.diff_settled(kOurs), "");

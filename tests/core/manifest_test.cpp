@@ -209,12 +209,14 @@ TEST(Manifest, AbiProblemsNameTheFileAndVersions) {
          "/bpfmgr-" + f + ".so\"\n";
   auto r = check(m);
   ASSERT_FALSE(r.ok);
-  const std::string ours = "this bpfmgr provides 2.0.0";
+  const std::string ours = "this bpfmgr provides " + to_string(kPluginApiVersion);
+  const std::string newer_minor = std::to_string(BPFMGR_PLUGIN_API_MAJOR) + "." +
+                                  std::to_string(BPFMGR_PLUGIN_API_MINOR + 5) + ".0";
   auto& old = find(r, "was built for plugin API 1.0.0 but " + ours +
                           " (major versions differ); rebuild the plugin against this SDK");
   EXPECT_NE(old.message.find("bpfmgr-badold.so"), std::string::npos);
   EXPECT_EQ(old.pos.line, 3);
-  auto& minor = find(r, "was built for plugin API 2.5.0 but " + ours +
+  auto& minor = find(r, "was built for plugin API " + newer_minor + " but " + ours +
                             " (the plugin needs a newer minor version); upgrade bpfmgr");
   EXPECT_NE(minor.message.find("bpfmgr-badnewerminor.so"), std::string::npos);
   auto& major = find(r, "was built for plugin API 99.0.0 but " + ours +
@@ -222,9 +224,10 @@ TEST(Manifest, AbiProblemsNameTheFileAndVersions) {
   EXPECT_NE(major.message.find("bpfmgr-badnewermajor.so"), std::string::npos);
   auto& none = find(r, "bpfmgr_plugin_entry returned no function table");
   EXPECT_NE(none.message.find("bpfmgr-badnotable.so"), std::string::npos);
-  auto& missing = find(r, "(plugin API 2.0.0) lacks required entries: get_bpf_object");
+  auto& missing = find(r, "(plugin API " + to_string(kPluginApiVersion) +
+                                ") lacks required entries: get_bpf_object");
   EXPECT_NE(missing.message.find("bpfmgr-badmissingentry.so"), std::string::npos);
-  auto& small = find(r, "bytes, plugin API 2.0.0 needs at least");
+  auto& small = find(r, "bytes, plugin API " + to_string(kPluginApiVersion) + " needs at least");
   EXPECT_NE(small.message.find("bpfmgr-badsmalltable.so: its function table is "),
             std::string::npos)
       << small.message;

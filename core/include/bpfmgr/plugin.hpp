@@ -312,6 +312,15 @@ inline void check(int rc, const ErrorText& e, const char* what) {
                              : e.text);
 }
 
+inline std::string pin_path(bpfmgr_context* ctx, bpfmgr_pin_kind kind, std::string_view name) {
+  if (!BPFMGR_HAS_FIELD(ctx->ops, bpfmgr_context_ops, pin_path))
+    throw Error("pin paths need bpfmgr with plugin API 2.1 or newer");
+  ErrorText e;
+  const char* path = nullptr;
+  check(ctx->ops->pin_path(ctx, kind, std::string(name).c_str(), &path, &e), e, "pin_path");
+  return path;
+}
+
 }  // namespace detail
 
 // ------------------------------------------------------------- contexts
@@ -334,6 +343,19 @@ class InstanceContext {
   const std::string& pin_dir() const { return pin_dir_; }
   // Mount point of cgroup v2, found in /proc/self/mounts.
   const std::string& cgroup2_root() const { return cgroup2_root_; }
+  // Where this instance's map, program or link `name` is pinned once the
+  // load is committed (a shared map: its owner's pin), as bpftool sees it.
+  // Never build these paths from pin_dir(). The pin may not exist (e.g.
+  // the link of an optional hook that did not attach).
+  std::string map_pin_path(std::string_view map) const {
+    return detail::pin_path(ctx_, BPFMGR_PIN_MAP, map);
+  }
+  std::string prog_pin_path(std::string_view prog) const {
+    return detail::pin_path(ctx_, BPFMGR_PIN_PROG, prog);
+  }
+  std::string link_pin_path(std::string_view link) const {
+    return detail::pin_path(ctx_, BPFMGR_PIN_LINK, link);
+  }
 
   // --- before_load only
   // Sets a global variable (`const volatile` in .rodata, or .data/.bss) by
@@ -425,8 +447,21 @@ class PinnedContext {
   const std::string& instance_name() const { return name_; }
   const Options& options() const { return options_; }
   const std::string& pin_dir() const { return pin_dir_; }
-  // Opens <pin_dir>/maps/<map> (or the map this instance shares from
-  // another instance); the fd is owned by the core. Throws if absent.
+  // Where this instance's map, program or link `name` is pinned once the
+  // load is committed (a shared map: its owner's pin), as bpftool sees it.
+  // Never build these paths from pin_dir(). The pin may not exist (e.g.
+  // the link of an optional hook that did not attach).
+  std::string map_pin_path(std::string_view map) const {
+    return detail::pin_path(ctx_, BPFMGR_PIN_MAP, map);
+  }
+  std::string prog_pin_path(std::string_view prog) const {
+    return detail::pin_path(ctx_, BPFMGR_PIN_PROG, prog);
+  }
+  std::string link_pin_path(std::string_view link) const {
+    return detail::pin_path(ctx_, BPFMGR_PIN_LINK, link);
+  }
+  // Opens the pinned map (or the map this instance shares from another
+  // instance); the fd is owned by the core. Throws if absent.
   int map_fd(std::string_view map) const {
     detail::ErrorText e;
     int fd = -1;

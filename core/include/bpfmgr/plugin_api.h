@@ -15,6 +15,9 @@
  *  - a minor version appends fields, a major version changes what exists;
  *  - the core refuses a plugin of another major, or of a newer minor than
  *    its own (then: "upgrade bpfmgr"), naming the file and both versions.
+ *    BPFMGR_HAS_FIELD() is the size check.
+ *
+ * History: 2.0 the C ABI; 2.1 appends bpfmgr_context_ops.pin_path.
  *
  * Ownership:
  *  - strings are NUL-terminated UTF-8 `const char *` views. A string the
@@ -40,8 +43,14 @@ extern "C" {
 #endif
 
 #define BPFMGR_PLUGIN_API_MAJOR 2
-#define BPFMGR_PLUGIN_API_MINOR 0
+#define BPFMGR_PLUGIN_API_MINOR 1
 #define BPFMGR_PLUGIN_API_PATCH 0
+
+/* Whether `table` (a pointer to a table of type `type`, with its leading
+ * `size`) has `field`: fields appended by a later minor are absent from a
+ * table made by an earlier one. */
+#define BPFMGR_HAS_FIELD(table, type, field) \
+  ((table)->size >= offsetof(type, field) + sizeof((table)->field))
 
 /* The one symbol a plugin exports. */
 #define BPFMGR_PLUGIN_ENTRY_SYMBOL "bpfmgr_plugin_entry"
@@ -150,6 +159,13 @@ typedef struct bpfmgr_problems {
  * before_load) and fails with BPFMGR_ERR_INVALID otherwise. */
 typedef struct bpfmgr_context bpfmgr_context;
 
+/* What pin_path() names. */
+typedef enum bpfmgr_pin_kind {
+  BPFMGR_PIN_MAP = 1,
+  BPFMGR_PIN_PROG = 2,
+  BPFMGR_PIN_LINK = 3
+} bpfmgr_pin_kind;
+
 typedef struct bpfmgr_context_ops {
   size_t size;
   /* Valid as long as the context. */
@@ -193,6 +209,18 @@ typedef struct bpfmgr_context_ops {
                      const uint64_t *per_cpu, size_t n_cpu, bpfmgr_error *err);
   int (*add_detail)(bpfmgr_context *ctx, const char *key, const char *value,
                     bpfmgr_error *err);
+
+  /* ---- API 2.1: check BPFMGR_HAS_FIELD(ctx->ops, bpfmgr_context_ops,
+   * pin_path) first. */
+  /* Every hook. Where the map, program or link `name` (a bpfmgr_pin_kind)
+   * of this instance is pinned once its load is committed, as bpftool and
+   * the file system see it; a map shared from another instance is that
+   * instance's pin. Says nothing about whether the pin exists (a link of an
+   * optional hook may not). Plugins never build pin paths themselves.
+   * `name` must be a plain name (no '/'). *path lives as long as the
+   * context. */
+  int (*pin_path)(const bpfmgr_context *ctx, uint32_t kind, const char *name,
+                  const char **path, bpfmgr_error *err);
 } bpfmgr_context_ops;
 
 struct bpfmgr_context {

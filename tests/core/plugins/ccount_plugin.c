@@ -9,7 +9,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ccount.skel.h"
+/* Variants (CMakeLists.txt) rename the plugin and its skeleton, and one
+ * says it was built for API 2.0: a plugin older than the core. */
+#ifndef CCOUNT_NAME
+#define CCOUNT_NAME "ccount"
+#define CCOUNT_SKELETON "ccount.skel.h"
+#define CCOUNT_ELF_BYTES ccount_bpf__elf_bytes
+#endif
+#ifndef CCOUNT_API_MINOR
+#define CCOUNT_API_MINOR BPFMGR_PLUGIN_API_MINOR
+#endif
+
+#include CCOUNT_SKELETON
 
 static const bpfmgr_host *host;
 
@@ -28,7 +39,7 @@ static const bpfmgr_option *find(const bpfmgr_options *o, const char *key) {
 
 static int info(bpfmgr_plugin_info *out, bpfmgr_error *err) {
   (void)err;
-  out->name = "ccount";
+  out->name = CCOUNT_NAME;
   out->version = "2.0.0";
   out->description = "counts getppid() calls (a plugin in C, core tests)";
   return BPFMGR_OK;
@@ -36,7 +47,7 @@ static int info(bpfmgr_plugin_info *out, bpfmgr_error *err) {
 
 static int object(const void **data, size_t *size, bpfmgr_error *err) {
   (void)err;
-  *data = ccount_bpf__elf_bytes(size);
+  *data = CCOUNT_ELF_BYTES(size);
   return BPFMGR_OK;
 }
 
@@ -113,6 +124,16 @@ static int status(bpfmgr_instance *inst, bpfmgr_context *ctx, bpfmgr_error *err)
   if (bpf_map_lookup_elem(fd, &key, &v) != 0) v.calls = 0;
   rc = ctx->ops->add_counter(ctx, "getppid_calls", v.calls, NULL, 0, err);
   if (rc != BPFMGR_OK) return rc;
+#if CCOUNT_API_MINOR >= 1
+  /* A field appended in 2.1: read only when the core's table has it. */
+  if (BPFMGR_HAS_FIELD(ctx->ops, bpfmgr_context_ops, pin_path)) {
+    const char *pin = NULL;
+    rc = ctx->ops->pin_path(ctx, BPFMGR_PIN_MAP, "stats", &pin, err);
+    if (rc != BPFMGR_OK) return rc;
+    rc = ctx->ops->add_detail(ctx, "stats_pin", pin, err);
+    if (rc != BPFMGR_OK) return rc;
+  }
+#endif
   return ctx->ops->add_detail(ctx, "label", c->label, err);
 }
 
@@ -122,7 +143,7 @@ BPFMGR_PLUGIN_EXPORT const bpfmgr_plugin_api *bpfmgr_plugin_entry(const bpfmgr_h
   host = h;
   api.size = sizeof api;
   api.api_major = BPFMGR_PLUGIN_API_MAJOR;
-  api.api_minor = BPFMGR_PLUGIN_API_MINOR;
+  api.api_minor = CCOUNT_API_MINOR;
   api.api_patch = BPFMGR_PLUGIN_API_PATCH;
   api.get_info = info;
   api.get_bpf_object = object;

@@ -57,6 +57,13 @@ class TestCountPlugin final : public bpfmgr::Plugin {
     std::raise(SIGSEGV);
 #endif
   }
+  // The load-time context names the same pins as the status one (tests
+  // compare this line with status details).
+  void after_attach(bpfmgr::InstanceContext& ctx) override {
+    bpfmgr::log_info(ctx.instance_name() + " pins: map " + ctx.map_pin_path("stats") +
+                     " prog " + ctx.prog_pin_path("count_getppid") + " link " +
+                     ctx.link_pin_path("count_getppid"));
+  }
   bpfmgr::StatusReport status(bpfmgr::PinnedContext& ctx) const override {
     bpfmgr::StatusReport r;
     std::uint32_t key = 0;
@@ -66,6 +73,9 @@ class TestCountPlugin final : public bpfmgr::Plugin {
     if (bpf_map_lookup_elem(ctx.map_fd("stats"), &key, &v) == 0)
       r.counters.push_back({"getppid_calls", v.calls, {}});
     r.details.push_back({"mode", ctx.options().get_string("mode")});
+    r.details.push_back({"stats_pin", ctx.map_pin_path("stats")});
+    r.details.push_back({"prog_pin", ctx.prog_pin_path("count_getppid")});
+    r.details.push_back({"link_pin", ctx.link_pin_path("count_getppid")});
     return r;
   }
 };

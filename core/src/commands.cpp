@@ -248,9 +248,11 @@ int cmd_unpin(const UnpinArgs& a) {
   } else {
     if (!a.quiet || !rep.ok()) {
       for (auto& x : rep.recovered) std::cout << "recovered: " << x << "\n";
-      std::cout << (rep.removed.empty() ? "nothing to unpin under " + a.pin_root
-                                        : "unpinned: " + join(rep.removed))
-                << "\n";
+      // Leftovers of an interrupted load were removed above: not "nothing".
+      if (!rep.removed.empty())
+        std::cout << "unpinned: " << join(rep.removed) << "\n";
+      else if (rep.recovered.empty())
+        std::cout << "nothing to unpin under " << a.pin_root << "\n";
       if (!rep.left_alone.empty())
         std::cout << "left alone (not bpfmgr's): " << join(rep.left_alone) << "\n";
     }
@@ -292,16 +294,25 @@ int cmd_status(const std::string& pin_root, const std::vector<std::string>& inst
     return rc;
   }
   for (auto& i : whole["interrupted"]) {
-    std::cout << "interrupted load of " << i["instance"].get<std::string>() << ": "
-              << i["staging"].get<std::string>() << " (" << i["next"].get<std::string>()
-              << ")\n";
+    std::cout << "interrupted load of " << i["instance"].get<std::string>()
+              << ": staged in " << i["staging"].get<std::string>()
+              << (i["committing"].get<bool>() ? ", its commit was under way"
+                                              : ", never committed")
+              << " (" << i["next"].get<std::string>() << ")\n";
     for (auto& l : i["links"])
       std::cout << "  staged link " << l["name"].get<std::string>()
                 << (l.contains("id") ? " id " + std::to_string(l["id"].get<int>()) +
                                            " runs prog " +
-                                           std::to_string(l["prog_id"].get<int>())
+                                           std::to_string(l["prog_id"].get<int>()) +
+                                           " (attached until removed)"
                                      : std::string(""))
                 << "\n";
+    for (auto [key, what] : {std::pair{"programs", "programs"}, std::pair{"maps", "maps"}})
+      if (!i.value(key, nlohmann::json::array()).empty()) {
+        std::cout << "  staged " << what << ":";
+        for (auto& n : i[key]) std::cout << " " << n.get<std::string>();
+        std::cout << "\n";
+      }
     std::cout << "\n";
   }
   if (!whole["foreign"].empty()) {

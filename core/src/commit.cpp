@@ -149,9 +149,12 @@ std::vector<std::string> recover_pin_root(const PinLayout& layout,
       }
     } else {
       auto before = errors.size();
+      // Named before they go: unpin and load say what they removed.
+      auto pins = list_pins(layout.staging(name));
       revert_staged(layout, name, errors);
       if (errors.size() == before)
-        done.push_back(name + ": reverted a load interrupted before its commit");
+        done.push_back(name + ": reverted a load interrupted before its commit; removed " +
+                       layout.staging(name).dir + " (" + pins.summary() + ")");
     }
   }
   if (exists_nofollow(layout.journal()) && errors.empty()) {

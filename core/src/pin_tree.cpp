@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "handles.hpp"
@@ -73,6 +74,45 @@ bool remove_owned_dir(const InstancePaths& p, std::vector<std::string>& errors) 
   errors.push_back("cannot remove " + p.dir + ": " + errno_text(errno) +
                    (errno == ENOTEMPTY ? " (holds entries bpfmgr did not make; left alone)" : ""));
   return false;
+}
+
+std::string PinnedNames::summary() const {
+  std::string out;
+  auto add = [&](const char* kind, const std::vector<std::string>& names) {
+    if (names.empty()) return;
+    if (!out.empty()) out += "; ";
+    out += std::string(kind) + ":";
+    for (std::size_t i = 0; i < names.size(); ++i) out += (i ? ", " : " ") + names[i];
+  };
+  add("links", links);
+  add("programs", progs);
+  add("maps", maps);
+  return out.empty() ? "nothing pinned" : out;
+}
+
+PinnedNames list_pins(const InstancePaths& p) {
+  PinnedNames out;
+  Fd dir(::open(p.dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dir) return out;
+  auto read = [&](const char* sub, std::vector<std::string>& names) {
+    int fd = ::openat(dir.get(), sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return;
+    DIR* d = ::fdopendir(fd);
+    if (!d) {
+      ::close(fd);
+      return;
+    }
+    while (auto* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (name != "." && name != "..") names.push_back(name);
+    }
+    ::closedir(d);
+    std::sort(names.begin(), names.end());
+  };
+  read("links", out.links);
+  read("progs", out.progs);
+  read("maps", out.maps);
+  return out;
 }
 
 bool detach_map_attachment(const InstancePaths& instance,

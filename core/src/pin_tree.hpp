@@ -20,6 +20,17 @@ namespace bpfmgr {
 // appended to `errors`. Returns true when the directory is gone.
 bool remove_owned_dir(const InstancePaths& dir, std::vector<std::string>& errors);
 
+// What is pinned in an instance or staging directory, by kind: names,
+// sorted, read without following anything (so status and unpin can say
+// what a crashed load left and what they removed).
+struct PinnedNames {
+  std::vector<std::string> links, progs, maps;
+  bool empty() const { return links.empty() && progs.empty() && maps.empty(); }
+  // "links: a; programs: a, b; maps: m", or "nothing pinned".
+  std::string summary() const;
+};
+PinnedNames list_pins(const InstancePaths& dir);
+
 // Undoes an attachment made without a link (bpf_prog_attach on a sockmap,
 // pre-6.10 kernels), through the pin of the program in `instance` and of
 // the map. Returns false, with errno set, when it could not.

@@ -420,6 +420,9 @@ nlohmann::json pin_root_status(const std::string& pin_root,
     nlohmann::json e{{"instance", n}, {"staging", stg.dir}, {"committing", committing}};
     e["next"] = committing ? "the next load or unpin finishes its commit"
                            : "the next load or unpin reverts it";
+    auto pins = list_pins(stg);
+    e["programs"] = pins.progs;
+    e["maps"] = pins.maps;
     auto& links = e["links"] = nlohmann::json::array();
     if (DIR* d = ::opendir(stg.links_dir().c_str())) {
       while (auto* de = ::readdir(d)) {

@@ -144,9 +144,56 @@ TEST(Abi, CrashInsideAttachLeavesWhatTheNextUnpinRemoves) {
     for (int i = 0; i < 2; ++i) ::getppid();
     EXPECT_NE(before.diff(KernelObjects::snapshot(), kOurs), "");
 
+    // status tells the truth about it: the instance, an uncommitted load,
+    // the link still attached there (the kernel's ids), programs and maps.
+    const std::string staging = root.path() + "/_staging-crash";
+    auto link = run({"bpftool", "-j", "link", "show", "pinned", staging + "/links/count_getppid"});
+    ASSERT_EQ(link.exit_code, 0) << link.err;
+    auto link_info = json::parse(link.out);
+    auto st = run_bpfmgr({"status", "--json", "--pin-root", root.path()});
+    EXPECT_EQ(st.exit_code, 0) << st.err;
+    auto sj = json::parse(st.out);
+    EXPECT_TRUE(sj["instances"].empty()) << sj.dump(2);
+    ASSERT_EQ(sj["interrupted"].size(), 1u) << sj.dump(2);
+    auto& left = sj["interrupted"][0];
+    EXPECT_EQ(left["instance"], "crash");
+    EXPECT_EQ(left["staging"], staging);
+    EXPECT_EQ(left["committing"], false);
+    EXPECT_EQ(left["next"], "the next load or unpin reverts it");
+    ASSERT_EQ(left["links"].size(), 1u) << left.dump(2);
+    EXPECT_EQ(left["links"][0]["name"], "count_getppid");
+    EXPECT_EQ(left["links"][0]["id"], link_info["id"]);
+    EXPECT_EQ(left["links"][0]["prog_id"], link_info["prog_id"]);
+    EXPECT_EQ(left["programs"], json::array({"count_getppid", "optional_missing"}));
+    EXPECT_EQ(left["maps"], json::array({"stats"}));
+    auto text = run_bpfmgr({"status", "--pin-root", root.path()});
+    EXPECT_EQ(text.exit_code, 0) << text.err;
+    EXPECT_NE(text.out.find("interrupted load of crash: staged in " + staging +
+                            ", never committed (the next load or unpin reverts it)"),
+              std::string::npos)
+        << text.out;
+    EXPECT_NE(text.out.find("  staged link count_getppid id " +
+                            std::to_string(link_info["id"].get<int>()) + " runs prog " +
+                            std::to_string(link_info["prog_id"].get<int>()) +
+                            " (attached until removed)"),
+              std::string::npos)
+        << text.out;
+    EXPECT_NE(text.out.find("  staged programs: count_getppid optional_missing\n"),
+              std::string::npos)
+        << text.out;
+    EXPECT_NE(text.out.find("  staged maps: stats\n"), std::string::npos) << text.out;
+
+    // unpin removes it and says what it removed (not "nothing to unpin").
     auto un = run_bpfmgr({"unpin", "--pin-root", root.path()});
     EXPECT_EQ(un.exit_code, 0) << un.err;
+    EXPECT_NE(un.out.find("recovered: crash: reverted a load interrupted before its commit; "
+                          "removed " + staging + " (links: count_getppid; programs: "
+                          "count_getppid, optional_missing; maps: stats)"),
+              std::string::npos)
+        << un.out;
+    EXPECT_EQ(un.out.find("nothing to unpin"), std::string::npos) << un.out;
     EXPECT_TRUE(pins_under(root.path()).empty());
+    EXPECT_FALSE(fs::exists(staging));
   }
   EXPECT_EQ(before.diff_settled(kOurs), "");
 }
@@ -158,9 +205,15 @@ TEST(Abi, CrashInsideAttachIsClearedByTheNextLoad) {
     auto crash = run_bpfmgr(
         {"load", write_temp_file(test_manifest_header(root) + instance("crash", "testcrash"))});
     ASSERT_EQ(crash.exit_code, 128 + SIGSEGV) << crash.err;
-    // The same instance name, now from a plugin that works.
+    // The same instance name, now from a plugin that works: the load
+    // reverts the leftovers first and says what it removed.
     auto r = load(test_manifest_header(root) + instance("crash", "testcount"));
     ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.err.find("recovered: crash: reverted a load interrupted before its commit; "
+                         "removed " + root.path() + "/_staging-crash (links: count_getppid; "
+                         "programs: count_getppid, optional_missing; maps: stats)"),
+              std::string::npos)
+        << r.err;
     for (auto& p : pins_under(root.path()))
       EXPECT_EQ(p.find("/_staging-"), std::string::npos) << p;
     ::getppid();

@@ -16,7 +16,6 @@
 
 #include "commit.hpp"
 #include "pin_tree.hpp"
-#include "shared_maps.hpp"
 #include "system.hpp"
 
 namespace bpfmgr {
@@ -101,10 +100,10 @@ void InstanceTxn::bind_maps() {
   for (auto& share : r_.spec->maps) {
     auto* map = find_map(share.map);
     int fd = lookup_(share.instance, share.remote_map);
-    auto def = pinned_map_def(fd);
+    auto def = loaded_map_spec(fd);
     if (!def) fail("cannot inspect map '" + share.remote_map + "' of instance '" +
                    share.instance + "'");
-    if (auto why = map_mismatch(map, *def); !why.empty())
+    if (auto why = map_mismatch(map_spec(map), *def); !why.empty())
       fail("map '" + share.map + "' cannot be instance '" + share.instance +
            "''s map '" + share.remote_map + "': " + why);
     if (bpf_map__reuse_fd(map, fd) != 0)
@@ -123,9 +122,9 @@ void InstanceTxn::bind_maps() {
     auto pin = final_.map(name);
     Fd fd(bpf_obj_get(pin.c_str()));
     if (!fd) continue;
-    auto def = pinned_map_def(fd.get());
+    auto def = loaded_map_spec(fd.get());
     if (!def) continue;
-    if (auto why = map_mismatch(map, *def); !why.empty())
+    if (auto why = map_mismatch(map_spec(map), *def); !why.empty())
       fail("map '" + name + "' changed definition (" + why +
            "); load with --reset-maps to recreate it (its contents are lost)");
     if (bpf_map__reuse_fd(map, fd.get()) != 0)

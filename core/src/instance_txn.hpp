@@ -16,6 +16,7 @@
 
 #include "handles.hpp"
 #include "loader.hpp"
+#include "object_spec.hpp"
 #include "pin_layout.hpp"
 #include "plugins.hpp"
 #include "resolve.hpp"
@@ -59,16 +60,14 @@ class InstanceTxn final : public HostContext {
   // Appends what it could not undo to `errors`.
   void rollback(std::vector<std::string>& errors) noexcept;
 
-  // Opens the object and runs before_load only: the maps' final
-  // definitions, for checks that must not touch the kernel (validate).
-  void open_for_spec() {
+  // Opens the object and runs before_load only: what load would load, for
+  // checks that must not touch the kernel (validate).
+  ObjectSpec spec_after_before_load() {
     open_object();
     create_plugin_instance();
     phase_ = Phase::BeforeLoad;
     hook("before_load", &PluginInstance::before_load);
-  }
-  bpf_map* spec_map(const std::string& name) const {
-    return bpf_object__find_map_by_name(obj_.get(), name.c_str());
+    return object_spec(obj_.get());
   }
 
   // Map fd of this (staged) instance, for instances sharing its maps.

@@ -1,14 +1,12 @@
 #include "resolve.hpp"
 
-#include <bpf/libbpf.h>
 
 #include <algorithm>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <set>
 
-#include "handles.hpp"
+#include "object_spec.hpp"
 #include "plugin_trust.hpp"
 #include "system.hpp"
 
@@ -155,47 +153,6 @@ std::optional<OptionValue> convert(const OptionSpec& s, const toml::node& n,
   return wrong();
 }
 
-struct ObjectMaps {
-  struct Def {
-    bpf_map_type type;
-    std::uint32_t key, value, max_entries;
-  };
-  std::map<std::string, Def> maps;
-};
-
-// Opens (never loads) a plugin's BPF object to list its maps.
-std::optional<ObjectMaps> object_maps(const LoadedPlugin& p) {
-  auto bytes = p.plugin->bpf_object();
-  LibbpfLogCapture quiet;
-  bpf_object_open_opts opts{};
-  opts.sz = sizeof(opts);
-  opts.object_name = p.info.name.c_str();
-  BpfObject obj(bpf_object__open_mem(bytes.data(), bytes.size(), &opts));
-  if (!obj) return std::nullopt;
-  ObjectMaps out;
-  bpf_map* m;
-  bpf_object__for_each_map(m, obj.get()) {
-    if (bpf_map__is_internal(m)) continue;
-    out.maps[bpf_map__name(m)] = {bpf_map__type(m), bpf_map__key_size(m),
-                                  bpf_map__value_size(m),
-                                  bpf_map__max_entries(m)};
-  }
-  return out;
-}
-
-// A plugin's BPF object is the same bytes for as long as its file has the
-// same content: opened once per plugin file, not once per instance (and not
-// once per input when the fuzzer resolves manifests in a loop).
-const std::optional<ObjectMaps>& object_maps_of(const LoadedPlugin& p) {
-  static std::mutex mu;
-  static std::map<std::string, std::optional<ObjectMaps>> cache;
-  std::lock_guard lock(mu);
-  auto key = p.path + "\n" + p.sha256;
-  auto it = cache.find(key);
-  if (it == cache.end()) it = cache.emplace(key, object_maps(p)).first;
-  return it->second;
-}
-
 }  // namespace
 
 nlohmann::json options_to_json(const Options& options) {
@@ -259,7 +216,7 @@ std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
   for (auto& [name, path] : registry.discover()) available.push_back(name);
 
   std::map<std::string, ResolvedInstance> by_name;
-  std::map<std::string, std::optional<ObjectMaps>> maps_of;
+  std::map<std::string, const std::optional<ObjectSpec>*> maps_of;
   for (auto& spec : m.instances) {
     // Instances already reported as malformed or duplicate are skipped.
     if (!spec.enabled || spec.name.empty() || spec.plugin.empty() ||
@@ -365,53 +322,31 @@ std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
                 p.hint);
       }
     }
-    maps_of[spec.name] = object_maps_of(*r.plugin);
-    if (!maps_of[spec.name])
+    maps_of[spec.name] = &plugin_object_spec(*r.plugin);
+    if (!*maps_of[spec.name])
       d.error(spec.plugin_pos, "plugin '" + spec.plugin +
                                    "' carries a BPF object libbpf cannot open");
     by_name[spec.name] = std::move(r);
   }
 
-  // Shared maps: both sides must have the map, with the same definition.
+  // Shared maps: both sides must have the map. Their definitions are
+  // compared once, after both plugins' before_load (shared_maps.hpp), by
+  // the rule load applies to the kernel's map (object_spec.hpp).
   for (auto& [name, r] : by_name) {
     for (auto& share : r.spec->maps) {
-      auto& mine = maps_of[name];
-      auto& theirs = maps_of[share.instance];
-      if (!mine || !theirs) continue;
-      auto list = [](const ObjectMaps& om) {
-        std::string s;
-        for (auto& [n, _] : om.maps) s += " " + n;
-        return s.empty() ? std::string(" (none)") : s;
-      };
-      auto a = mine->maps.find(share.map);
-      auto b = theirs->maps.find(share.remote_map);
-      if (a == mine->maps.end()) {
+      auto* mine = maps_of[name];
+      auto* theirs = maps_of.count(share.instance) ? maps_of[share.instance] : nullptr;
+      if (!mine || !*mine || !theirs || !*theirs) continue;
+      if (!(*mine)->map(share.map)) {
         d.error(share.pos, "instance '" + name + "' has no map '" + share.map +
                                "' to share",
-                "its maps:" + list(*mine));
+                "its maps:" + (*mine)->map_names());
         continue;
       }
-      if (b == theirs->maps.end()) {
+      if (!(*theirs)->map(share.remote_map))
         d.error(share.pos, "instance '" + share.instance + "' has no map '" +
                                share.remote_map + "'",
-                "its maps:" + list(*theirs));
-        continue;
-      }
-      auto& x = a->second;
-      auto& y = b->second;
-      std::string why;
-      if (x.type != y.type)
-        why = std::string("type ") + libbpf_bpf_map_type_str(x.type) + " vs " +
-              libbpf_bpf_map_type_str(y.type);
-      else if (x.key != y.key)
-        why = "key size " + std::to_string(x.key) + " vs " + std::to_string(y.key);
-      else if (x.value != y.value)
-        why = "value size " + std::to_string(x.value) + " vs " +
-              std::to_string(y.value);
-      if (!why.empty())
-        d.error(share.pos, "map '" + share.map + "' of instance '" + name +
-                               "' does not match map '" + share.remote_map +
-                               "' of instance '" + share.instance + "': " + why);
+                "its maps:" + (*theirs)->map_names());
     }
   }
   if (!d.empty()) return std::nullopt;

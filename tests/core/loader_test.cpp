@@ -433,6 +433,32 @@ TEST(Loader, PluginsAskTheContextForPinPaths) {
   }
 }
 
+// One rule for a shared map's definition, applied once after both
+// plugins' before_load: validate and load refuse a share whose type differs
+// with the same message at the same file:line:column, and load touches
+// nothing (the owner here is sockops, whose sock_hash is a sockhash).
+TEST(Loader, SharedMapTypeMismatchIsOneCheckForValidateAndLoad) {
+  PinRoot root;
+  auto text = test_manifest_header(root) + "\n[[instance]]\nname = \"owner\"\nplugin = \"" +
+              plugin_dir() + "/bpfmgr-sockops.so\"\n" + counter_instance("user", ::getpid()) +
+              "[instance.maps]\nstats = { instance = \"owner\", map = \"sock_hash\" }\n";
+  auto share_line = 1 + std::count(text.begin(), text.begin() + text.rfind("stats = "), '\n');
+  auto file = write_temp_file(text);
+  const std::string why =
+      ".toml:" + std::to_string(share_line) + ":1: error: map 'stats' of instance 'user' "
+      "cannot be instance 'owner''s map 'sock_hash': type hash vs sockhash (after both "
+      "plugins' before_load)";
+  auto before = settled();
+  auto v = run_bpfmgr({"validate", file});
+  EXPECT_EQ(v.exit_code, 2) << v.out;
+  EXPECT_NE(v.err.find(why), std::string::npos) << v.err;
+  auto r = run_bpfmgr({"load", file});
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_NE(r.err.find(why), std::string::npos) << r.err;
+  EXPECT_EQ(leftovers(before), "");
+  EXPECT_FALSE(fs::exists(root.path() + "/owner"));
+}
+
 TEST(Loader, InstancesDroppedFromTheManifestAreUnpinned) {
   PinRoot root;
   auto path = write_temp_file(test_manifest_header(root) + counter_instance("a", 1) +

@@ -1,0 +1,98 @@
+#include "object_spec.hpp"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+
+#include "handles.hpp"
+#include "plugins.hpp"
+#include "system.hpp"
+
+namespace bpfmgr {
+
+const MapSpec* ObjectSpec::map(std::string_view name) const {
+  auto it = std::lower_bound(maps.begin(), maps.end(), name,
+                             [](const MapSpec& m, std::string_view n) { return m.name < n; });
+  return it != maps.end() && it->name == name ? &*it : nullptr;
+}
+
+std::string ObjectSpec::map_names() const {
+  std::string s;
+  for (auto& m : maps) s += " " + m.name;
+  return s.empty() ? std::string(" (none)") : s;
+}
+
+MapSpec map_spec(const bpf_map* m) {
+  return {bpf_map__name(m),         bpf_map__type(m),        bpf_map__key_size(m),
+          bpf_map__value_size(m),   bpf_map__max_entries(m), bpf_map__map_flags(m)};
+}
+
+ObjectSpec object_spec(const bpf_object* obj) {
+  ObjectSpec out;
+  bpf_map* m;
+  bpf_object__for_each_map(m, obj) {
+    if (!bpf_map__is_internal(m)) out.maps.push_back(map_spec(m));
+  }
+  std::sort(out.maps.begin(), out.maps.end(),
+            [](auto& a, auto& b) { return a.name < b.name; });
+  return out;
+}
+
+std::optional<MapSpec> loaded_map_spec(int fd) {
+  bpf_map_info info{};
+  std::uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return std::nullopt;
+  return MapSpec{info.name, info.type, info.key_size, info.value_size, info.max_entries,
+                 info.map_flags};
+}
+
+std::string map_mismatch(const MapSpec& mine, const MapSpec& theirs) {
+  auto name = [](std::uint32_t t) {
+    auto s = libbpf_bpf_map_type_str(static_cast<bpf_map_type>(t));
+    return std::string(s ? s : "?");
+  };
+  if (mine.type != theirs.type) return "type " + name(mine.type) + " vs " + name(theirs.type);
+  if (mine.key_size != theirs.key_size)
+    return "key size " + std::to_string(mine.key_size) + " vs " +
+           std::to_string(theirs.key_size);
+  if (mine.value_size != theirs.value_size)
+    return "value size " + std::to_string(mine.value_size) + " vs " +
+           std::to_string(theirs.value_size);
+  if (mine.max_entries != theirs.max_entries)
+    return "max entries " + std::to_string(mine.max_entries) + " vs " +
+           std::to_string(theirs.max_entries);
+  return {};
+}
+
+namespace {
+
+std::optional<ObjectSpec> read_plugin_object_spec(const LoadedPlugin& p) {
+  auto bytes = p.plugin->bpf_object();
+  LibbpfLogCapture quiet;
+  bpf_object_open_opts opts{};
+  opts.sz = sizeof(opts);
+  opts.object_name = p.info.name.c_str();
+  BpfObject obj(bpf_object__open_mem(bytes.data(), bytes.size(), &opts));
+  if (!obj) return std::nullopt;
+  return object_spec(obj.get());
+}
+
+}  // namespace
+
+// The same bytes for as long as the plugin file has the same content: not
+// opened once per instance (nor once per input when the fuzzer resolves
+// manifests in a loop).
+const std::optional<ObjectSpec>& plugin_object_spec(const LoadedPlugin& p) {
+  static std::mutex mu;
+  static std::map<std::string, std::optional<ObjectSpec>> cache;
+  std::lock_guard lock(mu);
+  auto key = p.path + "\n" + p.sha256;
+  auto it = cache.find(key);
+  if (it == cache.end()) it = cache.emplace(key, read_plugin_object_spec(p)).first;
+  return it->second;
+}
+
+}  // namespace bpfmgr

@@ -1,0 +1,52 @@
+// What a plugin's BPF object declares, as pure data (like cilium/ebpf's
+// CollectionSpec): read from an opened, never loaded, object. validate and
+// load check the same facts with the same rules on it, and no libbpf handle
+// travels between the stages that read it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+struct bpf_map;
+struct bpf_object;
+
+namespace bpfmgr {
+
+struct LoadedPlugin;
+
+struct MapSpec {
+  std::string name;
+  std::uint32_t type = 0;  // bpf_map_type
+  std::uint32_t key_size = 0, value_size = 0, max_entries = 0, flags = 0;
+};
+
+struct ObjectSpec {
+  // Sorted by name; libbpf's internal .data/.rodata/.bss maps left out
+  // (they are never pinned or shared).
+  std::vector<MapSpec> maps;
+
+  const MapSpec* map(std::string_view name) const;
+  // " a b" (or " (none)"): for hints.
+  std::string map_names() const;
+};
+
+MapSpec map_spec(const bpf_map* map);
+ObjectSpec object_spec(const bpf_object* obj);
+// The kernel's definition of a loaded map (a pinned one, or a sharer's
+// owner), by fd.
+std::optional<MapSpec> loaded_map_spec(int fd);
+
+// The one rule for a map that must be another (a shared map and its
+// owner's, a kept map and its pinned self): "" when `mine` can be
+// `theirs`, else the first difference (type, key size, value size, max
+// entries), "mine vs theirs".
+std::string map_mismatch(const MapSpec& mine, const MapSpec& theirs);
+
+// A plugin's object as built, before any before_load: read once per plugin
+// file content (std::nullopt when libbpf cannot open it).
+const std::optional<ObjectSpec>& plugin_object_spec(const LoadedPlugin& plugin);
+
+}  // namespace bpfmgr

@@ -50,8 +50,11 @@ set(CPACK_DEBIAN_RUNTIME_PACKAGE_DESCRIPTION
     "plugin-based BPF program manager\n bpfmgr loads BPF plugins named in a TOML manifest, pins them under\n /sys/fs/bpf and keeps them running (bpfmgr serve, bpfmgr.service),\n with Prometheus metrics. The service is not enabled on install:\n edit /etc/bpfmgr/manifest.toml, then systemctl enable --now bpfmgr.")
 set(CPACK_DEBIAN_DEV_PACKAGE_NAME bpfmgr-dev)
 set(CPACK_DEBIAN_DEV_PACKAGE_ARCHITECTURE all)
+# What find_package(bpfmgr) and bpfmgr_add_plugin() use: libbpf through
+# pkg-config, clang for the BPF object, bpftool for vmlinux.h and the
+# skeleton. Plugins link neither Boost nor spdlog (API 2).
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
-    "bpfmgr (= ${PROJECT_VERSION}), libbpf-dev, libboost-dev, libspdlog-dev, clang, llvm, bpftool")
+    "bpfmgr (= ${PROJECT_VERSION}), libbpf-dev, pkg-config, cmake (>= 3.20), clang, bpftool")
 # bpfmgr_add_bench() and <bpfmgr/bench/ratio_reporter.hpp> need Google
 # Benchmark; plugins alone do not.
 set(CPACK_DEBIAN_DEV_PACKAGE_RECOMMENDS "libbenchmark-dev")

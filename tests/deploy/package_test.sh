@@ -3,7 +3,8 @@
 # build tree, `apt-get install ./bpfmgr_*.deb ./bpfmgr-dev_*.deb` on this
 # machine, the installed /usr/bin/bpfmgr run (--version, plugins, validate
 # of the shipped /etc/bpfmgr/manifest.toml), the installed unit checked with
-# systemd-analyze (not started), then `apt-get purge` leaving nothing behind.
+# systemd-analyze (not started), the example plugin built against the
+# installed SDK, then `apt-get purge` leaving nothing behind.
 # Refuses to run when a bpfmgr package is already installed (not ours to
 # remove). Usage: package_test.sh BUILD_DIR
 #
@@ -64,6 +65,14 @@ systemd-analyze verify /usr/lib/systemd/system/bpfmgr.service
 grep -qx 'ExecStart=/usr/bin/bpfmgr serve /etc/bpfmgr/manifest.toml' \
   /usr/lib/systemd/system/bpfmgr.service
 test -f /usr/lib/cmake/bpfmgr/bpfmgrConfig.cmake
+# The -dev package alone builds a plugin and its harness: the example,
+# against /usr only (no build tree on the include or module path).
+example=$(cd "$(dirname "$0")/../../examples/execcount" && pwd)
+cmake -S "$example" -B "$out/example" -DCMAKE_PREFIX_PATH=/usr > "$out/example.log" 2>&1 &&
+  cmake --build "$out/example" >> "$out/example.log" 2>&1 ||
+  { echo "FAIL: the example does not build against the installed SDK"; cat "$out/example.log"; exit 1; }
+test -f "$out/example/bpfmgr-execcount.so"
+test -x "$out/example/bench_execcount"
 
 apt-get purge -y -qq bpfmgr-dev bpfmgr > "$out/apt.log" 2>&1 || { cat "$out/apt.log"; exit 1; }
 installed=

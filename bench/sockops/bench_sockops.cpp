@@ -6,18 +6,18 @@
 //
 //   bench_sockops [--benchmark_filter=...] [--benchmark_repetitions=N]
 #include <benchmark/benchmark.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <array>
-#include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <map>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
+
+#include <bpfmgr/bench.hpp>
 
 #include "bypass_workload.hpp"
 
@@ -25,47 +25,30 @@ namespace bp = bpfmgr::bypass;
 
 namespace {
 
-std::string g_cgroup_root = "/sys/fs/cgroup/unified";
-std::string g_cgroup;     // our private cgroup (absolute)
-std::string g_pin_root;   // our private pin root
+namespace bb = bpfmgr::bench;
 
-void move_self(const std::string& cg) {
-  std::ofstream f(cg + "/cgroup.procs");
-  f << getpid() << std::endl;
-}
+// The bypass, loaded through the real bpfmgr into a private pin root, for
+// sockets of a private cgroup; both go away when main returns.
+std::optional<bb::ScopedCgroup> g_cgroup;
+std::optional<bb::LoadedManifest> g_bypass;
 
-int sh(const std::string& cmd) { return std::system(cmd.c_str()); }
-
-bool setup() {
-  std::string tag = std::to_string(getpid());
-  g_cgroup = g_cgroup_root + "/bpfmgr-bench-sockops-" + tag;
-  g_pin_root = "/sys/fs/bpf/bpfmgr-bench-sockops-" + tag;
-  if (mkdir(g_cgroup.c_str(), 0755) != 0) {
-    perror(("mkdir " + g_cgroup).c_str());
-    return false;
-  }
-  std::string manifest = "/tmp/bpfmgr-bench-sockops-" + tag + ".toml";
-  std::ofstream(manifest) << "pin_root = \"" << g_pin_root << "\"\n"
-                          << "[[instance]]\nname = \"bypass-ops\"\nplugin = \"sockops\"\n"
-                          << "[instance.options]\ncgroup = \"" << g_cgroup << "\"\n"
-                          << "[[instance]]\nname = \"bypass-msg\"\nplugin = \"sockmsg\"\n"
-                          << "[instance.maps]\nsock_hash = \"bypass-ops\"\n"
-                          << "services = \"bypass-ops\"\nsock_state = \"bypass-ops\"\n";
-  int rc = sh("BPFMGR_PLUGIN_PATH=" BPFMGR_BENCH_PLUGIN_DIR " " BPFMGR_BENCH_BINARY
-              " load " + manifest + " >/dev/null");
-  std::remove(manifest.c_str());
+void load_bypass() {
+  g_cgroup.emplace();
+  g_bypass.emplace("[[instance]]\nname = \"bypass-ops\"\nplugin = \"sockops\"\n"
+                   "[instance.options]\ncgroup = \"" + g_cgroup->path() + "\"\n"
+                   "[[instance]]\nname = \"bypass-msg\"\nplugin = \"sockmsg\"\n"
+                   "[instance.maps]\nsock_hash = \"bypass-ops\"\n"
+                   "services = \"bypass-ops\"\nsock_state = \"bypass-ops\"\n",
+                   std::vector<std::string>{BPFMGR_BENCH_PLUGIN_DIR});
   // BPFMGR_BENCH_PASSTHROUGH=1: sockets still enter the sockhash but every
   // message takes the TCP path (sockmsg's draining mode): the cost of the
   // sockmap send/receive hooks without the redirect.
-  if (rc == 0 && std::getenv("BPFMGR_BENCH_PASSTHROUGH"))
-    rc = sh("bpftool map update pinned " + g_pin_root +
-            "/bypass-msg/maps/sockmsg_ctl key 0 0 0 0 value 1 0 0 0 0 0 0 0");
-  return rc == 0;
-}
-
-void teardown() {
-  sh(BPFMGR_BENCH_BINARY " unpin --pin-root " + g_pin_root + " >/dev/null 2>&1");
-  rmdir(g_cgroup.c_str());
+  if (std::getenv("BPFMGR_BENCH_PASSTHROUGH")) {
+    auto r = bb::run({"bpftool", "map", "update", "pinned",
+                      g_bypass->map_pin("bypass-msg", "sockmsg_ctl"), "key", "0", "0", "0",
+                      "0", "value", "1", "0", "0", "0", "0", "0", "0", "0"});
+    if (r.exit_code != 0) throw std::runtime_error("bpftool map update: " + r.err);
+  }
 }
 
 enum Kind { Tcp = 0, Bypass = 1, Unix = 2 };
@@ -73,9 +56,9 @@ const char* kind_name(int k) { return k == Tcp ? "tcp" : k == Bypass ? "bypass" 
 
 bp::SocketPair make(Kind k, bool nodelay) {
   if (k == Unix) return bp::unix_pair();
-  if (k == Bypass) move_self(g_cgroup);
+  if (k == Bypass) g_cgroup->enter();
   auto p = bp::tcp_pair(nodelay);
-  if (k == Bypass) move_self(g_cgroup_root);
+  if (k == Bypass) g_cgroup->leave();
   return p;
 }
 
@@ -202,15 +185,17 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   std::cerr << "kinds: 0=" << kind_name(0) << " 1=" << kind_name(1) << " 2=" << kind_name(2)
             << "\n";
-  if (!setup()) {
-    teardown();
-    std::cerr << "cannot load the bypass (root? bpfmgr built?)\n";
+  try {
+    load_bypass();
+  } catch (const std::exception& e) {
+    std::cerr << "cannot load the bypass (root? bpfmgr built?): " << e.what() << "\n";
     return 1;
   }
   register_all();
   RatioReporter rep;
   benchmark::RunSpecifiedBenchmarks(&rep);
-  teardown();
+  g_bypass.reset();
+  g_cgroup.reset();
   benchmark::Shutdown();
   return 0;
 }

@@ -8,24 +8,20 @@
 // Needs root (loads BPF through the bpfmgr binary, creates a cgroup).
 //
 //   bench_sockops_mixed [--select all|auto] [--rounds N] [--ms M]
-#include <pthread.h>
-#include <sched.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cstdio>
-#include <cstdlib>
-#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <bpfmgr/bench.hpp>
 
 #include "bypass_workload.hpp"
 
@@ -34,38 +30,34 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::string g_cg_root = "/sys/fs/cgroup/unified", g_cg, g_pins;
+namespace bench = bpfmgr::bench;
 
-void move_self(const std::string& cg) { std::ofstream(cg + "/cgroup.procs") << getpid() << "\n"; }
-int sh(const std::string& cmd) { return std::system(cmd.c_str()); }
+// The bypass's private cgroup and pin root, loaded through the real bpfmgr;
+// both go away when main returns.
+std::optional<bench::ScopedCgroup> g_cgroup;
+std::optional<bench::LoadedManifest> g_bypass;
 
-bool setup(const std::string& select) {
-  std::string tag = std::to_string(getpid());
-  g_cg = g_cg_root + "/bpfmgr-bench-mixed-" + tag;
-  g_pins = "/sys/fs/bpf/bpfmgr-bench-mixed-" + tag;
-  if (mkdir(g_cg.c_str(), 0755) != 0) return false;
-  std::string m = "/tmp/bpfmgr-bench-mixed-" + tag + ".toml";
-  std::ofstream(m) << "pin_root = \"" << g_pins << "\"\n[[instance]]\nname = \"ops\"\n"
-                   << "plugin = \"sockops\"\n[instance.options]\ncgroup = \"" << g_cg
-                   << "\"\nselect = \"" << select << "\"\n[[instance]]\nname = \"msg\"\n"
-                   << "plugin = \"sockmsg\"\n[instance.maps]\nsock_hash = \"ops\"\n"
-                   << "services = \"ops\"\nsock_state = \"ops\"\n";
-  int rc = sh("BPFMGR_PLUGIN_PATH=" BPFMGR_BENCH_PLUGIN_DIR " " BPFMGR_BENCH_BINARY " load " + m +
-              " >/dev/null");
-  std::remove(m.c_str());
-  return rc == 0;
+void load_bypass(const std::string& select) {
+  g_cgroup.emplace();
+  g_bypass.emplace("[[instance]]\nname = \"ops\"\nplugin = \"sockops\"\n"
+                   "[instance.options]\ncgroup = \"" + g_cgroup->path() + "\"\n"
+                   "select = \"" + select + "\"\n"
+                   "[[instance]]\nname = \"msg\"\nplugin = \"sockmsg\"\n"
+                   "[instance.maps]\nsock_hash = \"ops\"\nservices = \"ops\"\n"
+                   "sock_state = \"ops\"\n",
+                   std::vector<std::string>{BPFMGR_BENCH_PLUGIN_DIR});
 }
 
-void teardown() {
-  sh(BPFMGR_BENCH_BINARY " unpin --pin-root " + g_pins + " >/dev/null 2>&1");
-  rmdir(g_cg.c_str());
-}
-
-void pin_cpu(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+// The lines of `bpfmgr status INSTANCE` that name one of `keys`.
+void print_status_lines(const std::string& instance, const std::vector<std::string>& keys) {
+  auto r = bench::run_bpfmgr({"status", instance, "--pin-root", g_bypass->pin_root()});
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);)
+    for (auto& k : keys)
+      if (line.find(k) != std::string::npos) {
+        std::cout << line << "\n";
+        break;
+      }
 }
 
 struct Placement {
@@ -77,7 +69,7 @@ struct Placement {
 double run_rr(bp::SocketPair& p, std::size_t size, const Placement& pl,
               std::atomic<bool>& stop) {
   std::thread echo([&] {
-    pin_cpu(pl.server_cpu);
+    bench::pin_to_cpu(pl.server_cpu);
     std::vector<char> b(size);
     try {
       for (;;) {
@@ -87,7 +79,7 @@ double run_rr(bp::SocketPair& p, std::size_t size, const Placement& pl,
     } catch (...) {
     }
   });
-  pin_cpu(pl.client_cpu);
+  bench::pin_to_cpu(pl.client_cpu);
   std::vector<char> b(size, 'r');
   std::uint64_t n = 0;
   auto t0 = Clock::now();
@@ -109,7 +101,7 @@ double run_bulk(bp::SocketPair& p, std::size_t chunk, const Placement& pl,
   Clock::time_point t_end;
   auto t0 = Clock::now();
   std::thread reader([&] {
-    pin_cpu(pl.server_cpu);
+    bench::pin_to_cpu(pl.server_cpu);
     std::vector<char> b(256 << 10);
     for (;;) {
       ssize_t r = ::read(p.b, b.data(), b.size());
@@ -119,17 +111,12 @@ double run_bulk(bp::SocketPair& p, std::size_t chunk, const Placement& pl,
     }
     t_end = Clock::now();
   });
-  pin_cpu(pl.client_cpu);
+  bench::pin_to_cpu(pl.client_cpu);
   std::vector<char> b(chunk, 'b');
   while (!stop) bp::write_all(p.a, b.data(), chunk);
   ::shutdown(p.a, SHUT_WR);
   reader.join();
   return got / std::chrono::duration<double>(t_end - t0).count() / 1e6;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
 }
 
 struct Services {
@@ -140,9 +127,9 @@ constexpr std::size_t kBulkSize[6] = {64, 4096, 65536, 64, 4096, 65536};
 constexpr bool kBulkNagle[6] = {true, true, true, false, false, false};
 
 bp::SocketPair connect(bool bypass, const bp::Listener& l, bool nodelay) {
-  if (bypass) move_self(g_cg);
+  if (bypass) g_cgroup->enter();
   auto p = l.connect(nodelay);
-  if (bypass) move_self(g_cg_root);
+  if (bypass) g_cgroup->leave();
   return p;
 }
 
@@ -162,19 +149,21 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (!setup(select)) {
-    std::cerr << "bench_sockops_mixed: setup failed (root? bpfmgr built?)\n";
-    teardown();
+  try {
+    load_bypass(select);
+  } catch (const std::exception& e) {
+    std::cerr << "bench_sockops_mixed: cannot load the bypass (root? bpfmgr built?): "
+              << e.what() << "\n";
     return 1;
   }
   int rc = 0;
   try {
     Services svc[2];  // [0] plain TCP (outside the cgroup), [1] bypass cgroup
     for (int k = 0; k < 2; ++k) {
-      if (k == 1) move_self(g_cg);
+      if (k == 1) g_cgroup->enter();
       for (auto& l : svc[k].rr) l = std::make_unique<bp::Listener>();
       for (auto& l : svc[k].bulk) l = std::make_unique<bp::Listener>();
-      if (k == 1) move_self(g_cg_root);
+      if (k == 1) g_cgroup->leave();
     }
     // Learning (auto): a few short connections of every service first.
     Placement split{"different CPUs", 0, 1};
@@ -234,8 +223,8 @@ int main(int argc, char** argv) {
                 << "mixed: request/response round trip (us) next to bulk (MB/s), at the same time\n"
                 << "rr size  bulk write nagle |  rr tcp  rr byp  ratio |  bulk tcp  bulk byp  ratio\n";
       for (int j = 0; j < 6; ++j) {
-        double rt = median(rr[0][j]), rb = median(rr[1][j]);
-        double bt = median(bulk[0][j]), bb = median(bulk[1][j]);
+        double rt = bench::median(rr[0][j]), rb = bench::median(rr[1][j]);
+        double bt = bench::median(bulk[0][j]), bb = bench::median(bulk[1][j]);
         std::cout << std::setw(7) << kRrSize[j % 3] << "  " << std::setw(10) << kBulkSize[j]
                   << std::setw(6) << (kBulkNagle[j] ? "on" : "off") << " | " << std::setw(7) << rt
                   << " " << std::setw(7) << rb << " " << std::setw(5) << rb / rt << "x | "
@@ -245,7 +234,7 @@ int main(int argc, char** argv) {
       std::cout << "request/response alone (us): size  tcp  bypass  unix  bypass/tcp  "
                    "bypass/unix  saved per round trip\n";
       for (int i = 0; i < 3; ++i) {
-        double t = median(alone[0][i]), b = median(alone[1][i]), u = median(alone[2][i]);
+        double t = bench::median(alone[0][i]), b = bench::median(alone[1][i]), u = bench::median(alone[2][i]);
         std::cout << std::setw(6) << kRrSize[i] << "  " << std::setw(7) << t << " "
                   << std::setw(7) << b << " " << std::setw(7) << u << "  " << std::setw(6)
                   << b / t << "x  " << std::setw(6) << b / u << "x  " << std::setw(7) << t - b
@@ -253,14 +242,13 @@ int main(int argc, char** argv) {
       }
     }
     std::cout << std::flush;
-    sh(BPFMGR_BENCH_BINARY " status ops --pin-root " + g_pins +
-       " | grep -E 'service |auto_|samples|learn_callbacks'");
-    sh(BPFMGR_BENCH_BINARY " status msg --pin-root " + g_pins +
-       " | grep -E 'redirected_msgs|passed_msgs|queue_|samples'");
+    print_status_lines("ops", {"service ", "auto_", "samples", "learn_callbacks"});
+    print_status_lines("msg", {"redirected_msgs", "passed_msgs", "queue_", "samples"});
   } catch (const std::exception& e) {
     std::cerr << "bench_sockops_mixed: " << e.what() << "\n";
     rc = 1;
   }
-  teardown();
+  g_bypass.reset();
+  g_cgroup.reset();
   return rc;
 }

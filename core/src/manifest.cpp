@@ -12,6 +12,8 @@
 #include <set>
 #include <sstream>
 
+#include <toml++/toml.h>
+
 namespace bpfmgr {
 namespace fs = std::filesystem;
 
@@ -21,6 +23,11 @@ const std::vector<std::string> kTopKeys = {"pin_root", "plugin_path",
                                            "instance"};
 const std::vector<std::string> kInstanceKeys = {"name",    "plugin", "sha256",
                                                 "enabled", "options", "maps"};
+
+SourcePos pos_of(const toml::node& node, const std::string& file) {
+  auto& b = node.source().begin;
+  return SourcePos{file, int(b.line), int(b.column)};
+}
 
 const char* type_name(const toml::node& n) {
   switch (n.type()) {
@@ -65,6 +72,26 @@ class Checker {
 
   const std::string& file() const { return file_; }
   Diagnostics& diags() { return d_; }
+
+  // An option value, positions kept; typing waits for the plugin's schema.
+  RawValue raw(const toml::node& n) const {
+    RawValue v;
+    v.pos = at(n);
+    if (auto b = n.as_boolean()) {
+      v.kind = RawValue::Kind::Bool;
+      v.boolean = b->get();
+    } else if (auto i = n.as_integer()) {
+      v.kind = RawValue::Kind::Int;
+      v.integer = i->get();
+    } else if (auto s = n.as_string()) {
+      v.kind = RawValue::Kind::String;
+      v.string = s->get();
+    } else if (auto a = n.as_array()) {
+      v.kind = RawValue::Kind::Array;
+      for (auto& e : *a) v.items.push_back(raw(e));
+    }
+    return v;
+  }
 
   void wrong_type(const toml::node& n, const std::string& what,
                   const std::string& expected) {
@@ -112,11 +139,6 @@ void parse_maps(Checker& c, const toml::table& maps, InstanceSpec& inst) {
 
 }  // namespace
 
-SourcePos pos_of(const toml::node& node, const std::string& file) {
-  auto& b = node.source().begin;
-  return SourcePos{file, int(b.line), int(b.column)};
-}
-
 const InstanceSpec* Manifest::find(const std::string& name) const {
   for (auto& i : instances)
     if (i.name == name) return &i;
@@ -138,8 +160,7 @@ std::optional<Manifest> parse_manifest_text(const std::string& text,
                                             const std::string& display_path,
                                             const std::string& base_dir,
                                             Diagnostics& diags) {
-  auto doc = std::make_shared<toml::table>();
-  auto& root = *doc;
+  toml::table root;
   try {
     root = toml::parse(text, display_path);
   } catch (const toml::parse_error& e) {
@@ -154,7 +175,6 @@ std::optional<Manifest> parse_manifest_text(const std::string& text,
   m.path = display_path;
   m.dir = base_dir;
   m.text = text;
-  m.document = doc;
   c.unknown_keys(root, kTopKeys, "the manifest");
 
   if (auto n = root["pin_root"].node()) {
@@ -255,12 +275,11 @@ std::optional<Manifest> parse_manifest_text(const std::string& text,
           c.wrong_type(*n, "enabled", "true or false");
       }
 
-      static const toml::table kNoOptions;
-      inst.options = &kNoOptions;
       inst.options_pos = inst.pos;
       if (auto n = t["options"].node()) {
         if (auto o = n->as_table()) {
-          inst.options = o;
+          for (auto& [k, v] : *o)
+            inst.options.push_back({std::string(k.str()), c.pos_of_key(k, v), c.raw(v)});
           inst.options_pos = c.at(*n);
         } else {
           c.wrong_type(*n, "options", "a table ([instance.options])");

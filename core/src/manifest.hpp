@@ -3,12 +3,10 @@
 // resolve.hpp. Nothing here touches the kernel.
 #pragma once
 
-#include <memory>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <toml++/toml.h>
 
 #include "diagnostics.hpp"
 
@@ -27,6 +25,24 @@ struct MapShareSpec {
   SourcePos pos;
 };
 
+// An option value as the manifest wrote it, with its position, before a
+// plugin's schema types it (resolve.hpp). No TOML type leaves the parser.
+struct RawValue {
+  enum class Kind { Bool, Int, String, Array, Other };
+  Kind kind = Kind::Other;
+  bool boolean = false;
+  std::int64_t integer = 0;
+  std::string string;
+  std::vector<RawValue> items;  // Array
+  SourcePos pos;
+};
+
+struct RawOption {
+  std::string key;
+  SourcePos key_pos;
+  RawValue value;
+};
+
 struct InstanceSpec {
   std::string name;
   SourcePos pos;
@@ -35,9 +51,7 @@ struct InstanceSpec {
   // Optional `sha256 = "..."`: the plugin file must have this content.
   std::string sha256;
   bool enabled = true;
-  // Points into Manifest::document (copies of toml nodes lose their source
-  // positions); never null.
-  const toml::table* options = nullptr;
+  std::vector<RawOption> options;  // sorted by key
   SourcePos options_pos;
   std::vector<MapShareSpec> maps;
 };
@@ -51,12 +65,9 @@ struct Manifest {
   SourcePos pin_root_pos;
   std::vector<std::string> plugin_path;
   std::vector<InstanceSpec> instances;
-  std::shared_ptr<const toml::table> document;
 
   const InstanceSpec* find(const std::string& name) const;
 };
-
-SourcePos pos_of(const toml::node& node, const std::string& file);
 
 // Parses and checks structure; problems go to `diags` (all of them). The
 // manifest is returned unless the TOML itself is malformed, even when

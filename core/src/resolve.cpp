@@ -68,11 +68,11 @@ bool has_nul(const OptionSpec& s, const std::string& v, SourcePos pos,
   return true;
 }
 
-// Converts one option node per its spec; reports problems at the node.
-std::optional<OptionValue> convert(const OptionSpec& s, const toml::node& n,
-                                   const std::string& file,
+// Converts one option value per its spec; reports problems at the value.
+std::optional<OptionValue> convert(const OptionSpec& s, const RawValue& n,
                                    const std::string& inst, Diagnostics& d) {
-  auto pos = pos_of(n, file);
+  using Kind = RawValue::Kind;
+  auto pos = n.pos;
   auto wrong = [&] {
     d.error(pos, "option '" + s.name + "' of instance '" + inst +
                      "' must be " + option_type_name(s.type),
@@ -86,65 +86,61 @@ std::optional<OptionValue> convert(const OptionSpec& s, const toml::node& n,
   };
   switch (s.type) {
     case OptionType::Bool:
-      if (auto b = n.as_boolean()) return OptionValue{b->get()};
+      if (n.kind == Kind::Bool) return OptionValue{n.boolean};
       return wrong();
     case OptionType::Int:
-      if (auto i = n.as_integer()) {
-        if (!in_range(s, i->get())) {
-          out_of_range(i->get(), pos);
+      if (n.kind == Kind::Int) {
+        if (!in_range(s, n.integer)) {
+          out_of_range(n.integer, pos);
           return std::nullopt;
         }
-        return OptionValue{std::int64_t(i->get())};
+        return OptionValue{n.integer};
       }
       return wrong();
     case OptionType::String:
-      if (auto str = n.as_string()) {
-        if (has_nul(s, str->get(), pos, inst, d)) return std::nullopt;
-        if (!check_choice(s, str->get(), pos, inst, d)) return std::nullopt;
-        return OptionValue{str->get()};
+      if (n.kind == Kind::String) {
+        if (has_nul(s, n.string, pos, inst, d)) return std::nullopt;
+        if (!check_choice(s, n.string, pos, inst, d)) return std::nullopt;
+        return OptionValue{n.string};
       }
       return wrong();
     case OptionType::StringList: {
-      auto a = n.as_array();
-      if (!a) return wrong();
+      if (n.kind != Kind::Array) return wrong();
       std::vector<std::string> v;
       bool ok = true;
-      for (auto& e : *a) {
-        auto str = e.as_string();
-        if (!str) {
-          d.error(pos_of(e, file), "option '" + s.name + "' of instance '" +
-                                       inst + "' must hold only strings");
+      for (auto& e : n.items) {
+        if (e.kind != Kind::String) {
+          d.error(e.pos, "option '" + s.name + "' of instance '" +
+                             inst + "' must hold only strings");
           ok = false;
           continue;
         }
-        if (has_nul(s, str->get(), pos_of(e, file), inst, d)) {
+        if (has_nul(s, e.string, e.pos, inst, d)) {
           ok = false;
           continue;
         }
-        ok &= check_choice(s, str->get(), pos_of(e, file), inst, d);
-        v.push_back(str->get());
+        ok &= check_choice(s, e.string, e.pos, inst, d);
+        v.push_back(e.string);
       }
       if (!ok) return std::nullopt;
       return OptionValue{std::move(v)};
     }
     case OptionType::IntList: {
-      auto a = n.as_array();
-      if (!a) return wrong();
+      if (n.kind != Kind::Array) return wrong();
       std::vector<std::int64_t> v;
       bool ok = true;
-      for (auto& e : *a) {
-        auto i = e.as_integer();
-        if (!i) {
-          d.error(pos_of(e, file), "option '" + s.name + "' of instance '" +
-                                       inst + "' must hold only integers");
+      for (auto& e : n.items) {
+        if (e.kind != Kind::Int) {
+          d.error(e.pos, "option '" + s.name + "' of instance '" +
+                             inst + "' must hold only integers");
           ok = false;
           continue;
         }
-        if (!in_range(s, i->get())) {
-          out_of_range(i->get(), pos_of(e, file));
+        if (!in_range(s, e.integer)) {
+          out_of_range(e.integer, e.pos);
           ok = false;
         }
-        v.push_back(i->get());
+        v.push_back(e.integer);
       }
       if (!ok) return std::nullopt;
       return OptionValue{std::move(v)};
@@ -211,7 +207,6 @@ std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
   ResolvedManifest out;
   out.manifest = std::move(manifest);
   const auto& m = out.manifest;
-  const auto& file = m.path;
   std::vector<std::string> available;
   for (auto& [name, path] : registry.discover()) available.push_back(name);
 
@@ -258,11 +253,10 @@ std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
     std::map<std::string, OptionValue> values;
     std::map<std::string, SourcePos> key_pos;
     bool options_ok = true;
-    for (auto& [k, v] : *spec.options) {
-      std::string key(k.str());
-      auto kp = k.source().begin.line ? SourcePos{file, int(k.source().begin.line),
-                                                  int(k.source().begin.column)}
-                                      : pos_of(v, file);
+    for (auto& option : spec.options) {
+      const std::string& key = option.key;
+      const SourcePos& kp = option.key_pos;
+      const RawValue& v = option.value;
       key_pos[key] = kp;
       auto it = std::find_if(schema.begin(), schema.end(),
                              [&](auto& s) { return s.name == key; });
@@ -279,13 +273,16 @@ std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
         options_ok = false;
         continue;
       }
-      if (auto cv = convert(*it, v, file, spec.name, d))
+      if (auto cv = convert(*it, v, spec.name, d))
         values[key] = std::move(*cv);
       else
         options_ok = false;
     }
     for (auto& s : schema) {
-      if (values.count(s.name) || spec.options->contains(s.name)) continue;
+      if (values.count(s.name) ||
+          std::any_of(spec.options.begin(), spec.options.end(),
+                      [&](auto& o) { return o.key == s.name; }))
+        continue;
       if (s.default_value) {
         values[s.name] = *s.default_value;
       } else {

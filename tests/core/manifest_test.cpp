@@ -46,6 +46,39 @@ tgid = 7
   ASSERT_TRUE(r.ok) << r.diags.format();
 }
 
+// The parser hands on options as plain values with their positions (no
+// TOML type past it); the plugin's schema types them later, and an element
+// of a list is still reported at its own line and column.
+TEST(Manifest, OptionsLeaveTheParserAsPlainValuesWithPositions) {
+  Diagnostics d;
+  auto m = parse_manifest_text(R"([[instance]]
+name = "a"
+plugin = "testcount"
+[instance.options]
+tgid = 7
+mode = "calls"
+ports = [80, "x"]
+)",
+                               "m.toml", "/", d);
+  ASSERT_TRUE(m) << d.format();
+  auto& o = m->instances.at(0).options;
+  ASSERT_EQ(o.size(), 3u);
+  EXPECT_EQ(o[0].key, "mode");  // sorted by key
+  EXPECT_EQ(o[0].value.kind, RawValue::Kind::String);
+  EXPECT_EQ(o[0].value.string, "calls");
+  EXPECT_EQ(o[1].key, "ports");
+  EXPECT_EQ(o[1].key_pos.line, 7);
+  EXPECT_EQ(o[1].key_pos.column, 1);
+  ASSERT_EQ(o[1].value.kind, RawValue::Kind::Array);
+  ASSERT_EQ(o[1].value.items.size(), 2u);
+  EXPECT_EQ(o[1].value.items[0].integer, 80);
+  EXPECT_EQ(o[1].value.items[1].kind, RawValue::Kind::String);
+  EXPECT_EQ(o[1].value.items[1].pos.line, 7);
+  EXPECT_EQ(o[1].value.items[1].pos.column, 14);
+  EXPECT_EQ(o[2].key, "tgid");
+  EXPECT_EQ(o[2].value.integer, 7);
+}
+
 TEST(Manifest, SyntaxErrorHasPosition) {
   auto r = check("[[instance]]\nname = \"a\nplugin = \"x\"\n");
   ASSERT_FALSE(r.ok);

@@ -133,13 +133,18 @@ std::uint64_t echo_until_eof(int fd);
 inline TwoHosts::TwoHosts(const std::string& cgroup2_root, const std::string& tag) {
   static std::atomic<int> counter{0};
   int n = counter++;
-  std::string id = std::to_string(getpid()) + "-" + std::to_string(n);
   std::string shortid = std::to_string(getpid() % 100000) + "x" +
                         std::to_string(n % 100);
-  a.netns = "tcpint-" + tag + "-" + id + "-a";
-  b.netns = "tcpint-" + tag + "-" + id + "-b";
-  a.cgroup = cgroup2_root + "/tcpint-" + tag + "-" + id + "-a";
-  b.cgroup = cgroup2_root + "/tcpint-" + tag + "-" + id + "-b";
+  // Scratch names ("bpfmgr-test-<pid>-<n>-..."): what a killed run leaves
+  // is swept by the next one, like PinRoot's, ScopedCgroup's and NetNs's.
+  // The veths live inside the namespaces and go with them.
+  detail::sweep_stale_netns();
+  detail::sweep_stale_cgroups();
+  std::string id = unique_name(kScratchPrefix) + "-" + tag;
+  a.netns = id + "-a";
+  b.netns = id + "-b";
+  a.cgroup = cgroup2_root + "/" + id + "-a";
+  b.cgroup = cgroup2_root + "/" + id + "-b";
   a.ifname = "ti" + shortid + "a";
   b.ifname = "ti" + shortid + "b";
   a.addr4 = "10.201.0.1";

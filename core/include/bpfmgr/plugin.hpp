@@ -325,24 +325,15 @@ inline std::string pin_path(bpfmgr_context* ctx, bpfmgr_pin_kind kind, std::stri
 
 // ------------------------------------------------------------- contexts
 
-// What a lifecycle hook sees of its instance. The core owns every libbpf
-// handle; file descriptors handed out are borrowed and stay valid for the
-// duration of the hook. A call outside the hook that allows it throws.
-class InstanceContext {
+// What every context has: the instance's name, options and pins. The
+// core owns every libbpf handle; file descriptors handed out are borrowed
+// and stay valid for the duration of the hook.
+class ContextBase {
  public:
-  InstanceContext(bpfmgr_context* ctx, const Options& options)
-      : ctx_(ctx),
-        options_(options),
-        name_(ctx->ops->instance_name(ctx)),
-        pin_dir_(ctx->ops->pin_dir(ctx)),
-        cgroup2_root_(ctx->ops->cgroup2_root(ctx)) {}
-
   const std::string& instance_name() const { return name_; }
   const Options& options() const { return options_; }
   // <pin_root>/<instance>
   const std::string& pin_dir() const { return pin_dir_; }
-  // Mount point of cgroup v2, found in /proc/self/mounts.
-  const std::string& cgroup2_root() const { return cgroup2_root_; }
   // Where this instance's map, program or link `name` is pinned once the
   // load is committed (a shared map: its owner's pin), as bpftool sees it.
   // Never build these paths from pin_dir(). The pin may not exist (e.g.
@@ -356,6 +347,40 @@ class InstanceContext {
   std::string link_pin_path(std::string_view link) const {
     return detail::pin_path(ctx_, BPFMGR_PIN_LINK, link);
   }
+  // The instance's map (or the map it shares from another instance). In a
+  // load: from after_load on. Pinned: opens the pin. Throws if absent.
+  int map_fd(std::string_view map) const {
+    detail::ErrorText e;
+    int fd = -1;
+    detail::check(ctx_->ops->map_fd(ctx_, std::string(map).c_str(), &fd, &e), e, "map_fd");
+    return fd;
+  }
+
+ protected:
+  ContextBase(bpfmgr_context* ctx, const Options& options)
+      : ctx_(ctx),
+        options_(options),
+        name_(ctx->ops->instance_name(ctx)),
+        pin_dir_(ctx->ops->pin_dir(ctx)) {}
+  ContextBase(const ContextBase&) = delete;
+  ContextBase& operator=(const ContextBase&) = delete;
+
+  bpfmgr_context* ctx_;
+
+ private:
+  const Options& options_;
+  std::string name_, pin_dir_;
+};
+
+// What a lifecycle hook of a load sees of its instance. A call outside the
+// hook that allows it throws.
+class InstanceContext : public ContextBase {
+ public:
+  InstanceContext(bpfmgr_context* ctx, const Options& options)
+      : ContextBase(ctx, options), cgroup2_root_(ctx->ops->cgroup2_root(ctx)) {}
+
+  // Mount point of cgroup v2, found in /proc/self/mounts.
+  const std::string& cgroup2_root() const { return cgroup2_root_; }
 
   // --- before_load only
   // Sets a global variable (`const volatile` in .rodata, or .data/.bss) by
@@ -381,13 +406,7 @@ class InstanceContext {
                   "set_autoload");
   }
 
-  // --- after_load, attach, after_attach
-  int map_fd(std::string_view map) const {
-    detail::ErrorText e;
-    int fd = -1;
-    detail::check(ctx_->ops->map_fd(ctx_, std::string(map).c_str(), &fd, &e), e, "map_fd");
-    return fd;
-  }
+  // --- after_load, attach, after_attach (and map_fd above)
   int prog_fd(std::string_view prog) const {
     detail::ErrorText e;
     int fd = -1;
@@ -430,49 +449,14 @@ class InstanceContext {
   }
 
  private:
-  bpfmgr_context* ctx_;
-  const Options& options_;
-  std::string name_, pin_dir_, cgroup2_root_;
+  std::string cgroup2_root_;
 };
 
 // What status / before_unpin / event formatting see: the pinned maps of an
 // instance loaded earlier (by any process).
-class PinnedContext {
+class PinnedContext : public ContextBase {
  public:
-  PinnedContext(bpfmgr_context* ctx, const Options& options)
-      : ctx_(ctx),
-        options_(options),
-        name_(ctx->ops->instance_name(ctx)),
-        pin_dir_(ctx->ops->pin_dir(ctx)) {}
-  const std::string& instance_name() const { return name_; }
-  const Options& options() const { return options_; }
-  const std::string& pin_dir() const { return pin_dir_; }
-  // Where this instance's map, program or link `name` is pinned once the
-  // load is committed (a shared map: its owner's pin), as bpftool sees it.
-  // Never build these paths from pin_dir(). The pin may not exist (e.g.
-  // the link of an optional hook that did not attach).
-  std::string map_pin_path(std::string_view map) const {
-    return detail::pin_path(ctx_, BPFMGR_PIN_MAP, map);
-  }
-  std::string prog_pin_path(std::string_view prog) const {
-    return detail::pin_path(ctx_, BPFMGR_PIN_PROG, prog);
-  }
-  std::string link_pin_path(std::string_view link) const {
-    return detail::pin_path(ctx_, BPFMGR_PIN_LINK, link);
-  }
-  // Opens the pinned map (or the map this instance shares from another
-  // instance); the fd is owned by the core. Throws if absent.
-  int map_fd(std::string_view map) const {
-    detail::ErrorText e;
-    int fd = -1;
-    detail::check(ctx_->ops->map_fd(ctx_, std::string(map).c_str(), &fd, &e), e, "map_fd");
-    return fd;
-  }
-
- private:
-  bpfmgr_context* ctx_;
-  const Options& options_;
-  std::string name_, pin_dir_;
+  PinnedContext(bpfmgr_context* ctx, const Options& options) : ContextBase(ctx, options) {}
 };
 
 // ------------------------------------------------------------------ events

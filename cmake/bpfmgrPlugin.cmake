@@ -138,7 +138,7 @@ function(bpfmgr_add_plugin)
     CXX_VISIBILITY_PRESET hidden
     VISIBILITY_INLINES_HIDDEN ON)
   # Exports: the entry point (and EXPORTS); everything else local.
-  set(exports "bpfmgr_plugin_entry;${P_EXPORTS}")
+  set(exports bpfmgr_plugin_entry ${P_EXPORTS})
   list(REMOVE_DUPLICATES exports)
   list(JOIN exports "; " exports)
   file(CONFIGURE OUTPUT "${gen}/exports.map"

@@ -55,11 +55,20 @@ cwd=$(pwd -P)
 case $cwd in /run|/run/*|/proc*|/sys*|/dev*) die "cannot run from $cwd (not the host's inside the guest)" ;; esac
 
 # Private scratch: mktemp makes it 0700, so nothing in it is writable by others.
-work=$(mktemp -d "${TMPDIR:-/tmp}/bpfmgr-guest.XXXXXX")
+# A run killed by SIGKILL leaves its scratch (QEMU dies with it): sweep the
+# ones of dead runs, only root's own directories.
+tmp_root=${TMPDIR:-/tmp}
+for d in "$tmp_root"/bpfmgr-guest.*; do
+  [[ -d $d && ! -L $d && -O $d && -f $d/pid ]] || continue
+  kill -0 "$(cat "$d/pid")" 2>/dev/null || rm -rf "$d"
+done
+work=$(mktemp -d "$tmp_root/bpfmgr-guest.XXXXXX")
+echo $$ > "$work/pid"
 qpid= tails=()
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM HUP
+  set +e   # a failing kill or wait must not cut the cleanup short
   [[ -n $qpid ]] && kill -KILL "$qpid" 2>/dev/null && wait "$qpid" 2>/dev/null
   ((${#tails[@]})) && kill "${tails[@]}" 2>/dev/null
   rm -rf "$work"

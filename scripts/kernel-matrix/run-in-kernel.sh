@@ -13,6 +13,9 @@
 #   --boot-timeout S  limit until the guest has its root mounted (default 180)
 #   --mem SIZE        guest memory (default 2G)
 #   --console FILE    keep the guest's kernel console log there
+#   --timing FILE     write boot_s= (until the root is mounted) and run_s= there
+#   --share DIR       make the host directory DIR writable in the guest, at the
+#                     same path (repeatable): how results get out of the overlay
 # Exit codes: the command's; 124 timeout; 125 the harness or the guest failed
 # (the console's tail is printed).
 # Only one guest runs at a time on this machine (a lock in /run): with -smp 2
@@ -25,13 +28,16 @@ here=$(cd "$(dirname "$0")" && pwd)
 timeout=${BPFMGR_GUEST_TIMEOUT:-1200}
 boot_timeout=180
 mem=2G
-console_keep=
+console_keep= timing_file=
+shares=()
 while (($#)); do
   case $1 in
     --timeout) timeout=$2; shift 2 ;;
     --boot-timeout) boot_timeout=$2; shift 2 ;;
     --mem) mem=$2; shift 2 ;;
     --console) console_keep=$2; shift 2 ;;
+    --timing) timing_file=$2; shift 2 ;;
+    --share) shares+=("$(realpath -e "$2")") || die "no directory $2"; shift 2 ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     --) die "KERNEL missing before --" ;;
     -*) die "unknown option $1" ;;
@@ -82,6 +88,11 @@ trap 'log "terminated"; exit 143' TERM HUP
 mkdir -p "$work"/initrd/{bin,dev,proc,sys,modules,lower,rw,newroot} "$work/out"
 cp /bin/busybox "$work/initrd/bin/busybox"
 if [[ -d $kdir/initrd-modules ]]; then cp "$kdir"/initrd-modules/*.ko "$work/initrd/modules/" 2>/dev/null || true; fi
+share_mounts=
+for i in "${!shares[@]}"; do
+  share_mounts+=$(printf 'mkdir -p /newroot%q && mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 share%d /newroot%q || fail "share %q"' \
+    "${shares[$i]}" "$i" "${shares[$i]}" "${shares[$i]}")$'\n'
+done
 cat > "$work/initrd/init" <<INIT
 #!/bin/busybox sh
 # Stage 1 (PID 1): mount the host's / under a tmpfs overlay, then chroot into
@@ -108,6 +119,7 @@ mount -t tracefs tracefs \$n/sys/kernel/tracing
 mount -t debugfs debugfs \$n/sys/kernel/debug
 mkdir -p \$n/lib/modules/$rel
 mount -o bind \$n$kdir/lib/modules/$rel \$n/lib/modules/$rel || echo "no module tree: autoload off"
+$share_mounts
 echo "kernel-matrix: root ready (\$(cut -d' ' -f1 /proc/uptime)s)"
 echo booted > \$n/run/kernel-matrix/booted
 cd \$n && exec chroot . /bin/bash /run/kernel-matrix/stage2.sh
@@ -140,6 +152,10 @@ fi
 truncate -s 0 "$KLOCK"; printf 'pid %s since %s: %s %s\n' "$$" "$(date +%T)" "$kernel" "$*" > "$KLOCK"
 
 console=$work/console.log
+share_args=()
+for i in "${!shares[@]}"; do
+  share_args+=(-virtfs "local,path=${shares[$i]},mount_tag=share$i,security_model=none,multidevs=remap")
+done
 log "booting $rel ($kernel), timeout ${timeout}s: $*"
 start=$SECONDS
 # pdeathsig: QEMU dies with this script even when it is SIGKILLed.
@@ -151,7 +167,7 @@ setpriv --pdeathsig KILL -- qemu-system-x86_64 \
   -serial "file:$console" -monitor none \
   -virtfs local,path=/,mount_tag=root,security_model=none,readonly=on,multidevs=remap \
   -virtfs "local,path=$work/out,mount_tag=out,security_model=none,multidevs=remap" \
-  </dev/null >"$work/qemu.log" 2>&1 &
+  "${share_args[@]}" </dev/null >"$work/qemu.log" 2>&1 &
 qpid=$!
 # Stream the command's output as it is written (the share is uncached).
 setpriv --pdeathsig KILL -- tail -n +1 -F --pid="$qpid" -s 0.5 "$work/out/stdout" 2>/dev/null & tails+=($!)
@@ -181,6 +197,7 @@ else
 fi
 wait "${tails[@]}" 2>/dev/null || true; tails=()
 [[ -n $console_keep ]] && cp "$console" "$console_keep"
+[[ -n $timing_file ]] && printf 'boot_s=%s\nrun_s=%s\n' "${booted:-?}" "$((SECONDS - start))" > "$timing_file"
 if [[ -z $result ]]; then
   if [[ -f $work/out/rc ]]; then
     result=$(cat "$work/out/rc")

@@ -10,7 +10,7 @@
 # (vmlinuz, release, lib/modules/<release>, initrd-modules/).
 # Options:
 #   --timeout S       wall-clock limit for the guest (default $BPFMGR_GUEST_TIMEOUT or 1200)
-#   --boot-timeout S  limit until the guest has its root mounted (default 180)
+#   --boot-timeout S  limit until the guest has its root mounted (default 300)
 #   --mem SIZE        guest memory (default 2G)
 #   --console FILE    keep the guest's kernel console log there
 #   --timing FILE     write boot_s= (until the root is mounted) and run_s= there
@@ -26,7 +26,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/common.sh"
 
 timeout=${BPFMGR_GUEST_TIMEOUT:-1200}
-boot_timeout=180
+boot_timeout=300
 mem=2G
 console_keep= timing_file=
 shares=()

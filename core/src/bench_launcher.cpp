@@ -46,6 +46,16 @@ int cmd_bench(const std::string& plugin, const std::vector<std::string>& args) {
                  "by bpfmgr_add_bench() out of tree, installed into <prefix>/libexec/bpfmgr)\n";
     return kExitInvalid;
   }
+  // A harness loads BPF through bpfmgr: without root it could only fail
+  // deep inside (or abort). Its --help and test list need no privileges.
+  bool informational = false;
+  for (auto& a : args)
+    informational |= a == "--help" || a == "-h" || a.rfind("--benchmark_list_tests", 0) == 0;
+  if (::geteuid() != 0 && !informational) {
+    std::cerr << "error: permission denied: `bpfmgr bench` loads BPF programs and needs "
+                 "root\n";
+    return kExitFailed;
+  }
   TrustedFile harness;
   try {
     harness = open_trusted_file(path, "run benchmark harness");

@@ -212,6 +212,10 @@ int cmd_load(const LoadArgs& a) {
 
 int cmd_unpin(const UnpinArgs& a) {
   PluginRegistry registry;
+  if (auto why = pin_root_problem(a.pin_root); !why.empty()) {
+    std::cerr << "error: " << why << "\n";
+    return kExitInvalid;
+  }
   // Without privileges the truth is "permission denied", not "nothing
   // pinned" (and not a lock error from /run).
   if (auto why = pin_root_unreadable(a.pin_root); !why.empty()) {
@@ -264,8 +268,8 @@ int cmd_unpin(const UnpinArgs& a) {
 int cmd_status(const std::string& pin_root, const std::vector<std::string>& instances,
                bool json) {
   PluginRegistry registry;
-  if (pin_root.empty() || pin_root[0] != '/') {
-    std::cerr << "error: pin root '" << pin_root << "' must be an absolute path\n";
+  if (auto why = pin_root_problem(pin_root); !why.empty()) {
+    std::cerr << "error: " << why << "\n";
     return kExitInvalid;
   }
   if (auto why = pin_root_unreadable(pin_root); !why.empty()) {
@@ -293,7 +297,15 @@ int cmd_status(const std::string& pin_root, const std::vector<std::string>& inst
     std::cout << whole.dump(2) << "\n";
     return rc;
   }
+  for (auto& l : whole["leftovers"])
+    std::cout << "leftover " << l["name"].get<std::string>() << ": "
+              << l["why"].get<std::string>() << "\n\n";
   for (auto& i : whole["interrupted"]) {
+    if (i.value("left_alone", false)) {
+      std::cout << "staging name " << i["staging"].get<std::string>() << ": "
+                << i["next"].get<std::string>() << "\n\n";
+      continue;
+    }
     std::cout << "interrupted load of " << i["instance"].get<std::string>()
               << ": staged in " << i["staging"].get<std::string>()
               << (i["committing"].get<bool>() ? ", its commit was under way"
@@ -572,11 +584,27 @@ int on_record(void* ctx, void* data, size_t size) {
 }  // namespace
 
 int cmd_events(const EventsArgs& a) {
+  if (auto why = pin_root_problem(a.pin_root); !why.empty()) {
+    std::cerr << "error: " << why << "\n";
+    return kExitInvalid;
+  }
+  if (auto why = pin_root_unreadable(a.pin_root); !why.empty()) {
+    std::cerr << "error: " << why << "\n";
+    return kExitFailed;
+  }
+  if (auto why = bpf_access_denied(a.pin_root, {a.instance}); !why.empty()) {
+    std::cerr << "error: " << why << "\n";
+    return kExitFailed;
+  }
   PinLayout layout(a.pin_root);
-  auto st = read_state(layout.instance(a.instance).state());
+  auto rec = lookup_state(layout.instance(a.instance).state());
+  auto& st = rec.state;
   if (!st) {
-    std::cerr << "error: no instance '" << a.instance << "' under " << a.pin_root
-              << " (load it first with `bpfmgr load`)\n";
+    if (rec.kind == StateLookup::Absent)
+      std::cerr << "error: no instance '" << a.instance << "' under " << a.pin_root
+                << " (load it first with `bpfmgr load`)\n";
+    else
+      std::cerr << "error: " << layout.instance(a.instance).dir << ": " << rec.why << "\n";
     return kExitFailed;
   }
   PluginRegistry registry;

@@ -120,8 +120,23 @@ int main(int argc, char** argv) {
                       "HOST:PORT for /metrics and /healthz, or `none`")
       ->capture_default_str();
   c_serve->add_option("--interval", serve.interval_s,
-                      "seconds between drift checks")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+                      "seconds between full drift checks, 1 to 86400 (removed pins "
+                      "are seen at once through inotify; this pass is the safety net)")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string& v) -> std::string {
+            double d = 0;
+            try {
+              std::size_t used = 0;
+              d = std::stod(v, &used);
+              if (used != v.size()) return "--interval: '" + v + "' is not a number";
+            } catch (const std::exception&) {
+              return "--interval: '" + v + "' is not a number";
+            }
+            auto why = interval_problem(d);
+            return why ? "--interval " + v + ": " + *why : "";
+          },
+          "SECONDS in [1, 86400]"));
   c_serve->add_flag("--unpin-on-exit", serve.unpin_on_exit,
                     "on SIGTERM/SIGINT remove the manifest's instances "
                     "(default: they keep running)");

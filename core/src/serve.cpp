@@ -509,8 +509,8 @@ std::optional<Desired> Server::read_manifest(const std::string& text) {
   // The same file:line:column lines `bpfmgr load` prints, through the log.
   for (auto& item : shown.sorted()) spdlog::error("{}", item.format());
   if (out)
-    spdlog::error("{}: {} instance(s) cannot be applied and are left as they are: {}; the "
-                  "others are applied",
+    spdlog::error("{}: {} instance(s) cannot be applied: {}; keeping what runs as it is "
+                  "for them, applying the others",
                   args_.manifest, out->failing.size(), [&] {
                     std::string names;
                     for (auto& [n, why] : out->failing) names += (names.empty() ? "" : ", ") + n;

@@ -56,7 +56,9 @@ boot_s=$(sed -n 's/^boot_s=//p' "$results/guest-timing" 2>/dev/null)
 {
   echo "kernel=$kname"
   echo "release=$(cat "$results/kernel-release" 2>/dev/null || echo '?')"
-  echo "commit=$(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  # The commit the build tree was configured from (may be another checkout).
+  bsrc=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt" 2>/dev/null)
+  echo "commit=$(git -C "${bsrc:-$src}" rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo "date=$(date -u +%F)"
   echo "boot_s=${boot_s:-?}"
   echo "guest_s=$guest_s"

@@ -87,6 +87,7 @@ extract_vmlinux() {
     fi
   done
   rm -f "$out"
+  return 1
 }
 
 fetch_one() {
@@ -101,7 +102,10 @@ fetch_one() {
   [[ -n $pkg ]] || die "no package matches $re"
   dir="$KCACHE/$s"
   if [[ -f $dir/package && $(cat "$dir/package") == "$pkg" && -f $dir/vmlinuz ]]; then
-    [[ -f $dir/vmlinux ]] || extract_vmlinux "$dir/vmlinuz" "$dir/vmlinux"
+    # Atomically: a guest may be booting from this cache right now.
+    if [[ ! -f $dir/vmlinux ]] && extract_vmlinux "$dir/vmlinuz" "$dir/.vmlinux.tmp"; then
+      mv "$dir/.vmlinux.tmp" "$dir/vmlinux"
+    fi
     log "$s: $pkg already cached"; return 0
   fi
   log "$s: downloading $pkg"
@@ -129,7 +133,7 @@ fetch_one() {
   done < <(for mod in "${initrd_modules[@]}"; do
              modprobe -d "$tmp/out" -S "$rel" --show-depends "$mod"
            done | awk '$1 == "insmod" && !seen[$2]++ {print $2}')
-  extract_vmlinux "$tmp/out/vmlinuz" "$tmp/out/vmlinux"
+  extract_vmlinux "$tmp/out/vmlinuz" "$tmp/out/vmlinux" || log "$s: no PVH entry, guests boot the bzImage"
   echo "$rel" > "$tmp/out/release"
   echo "$pkg" > "$tmp/out/package"
   rm -rf "$dir"

@@ -70,13 +70,14 @@ for d in "$tmp_root"/bpfmgr-guest.*; do
 done
 work=$(mktemp -d "$tmp_root/bpfmgr-guest.XXXXXX")
 echo $$ > "$work/pid"
-qpid= tails=()
+qpid= tails=() lockpid=
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM HUP
   set +e   # a failing kill or wait must not cut the cleanup short
   [[ -n $qpid ]] && kill -KILL "$qpid" 2>/dev/null && wait "$qpid" 2>/dev/null
   ((${#tails[@]})) && kill "${tails[@]}" 2>/dev/null
+  [[ -n $lockpid ]] && kill "$lockpid" 2>/dev/null
   rm -rf "$work"
   exit "$rc"
 }
@@ -146,14 +147,17 @@ chmod 755 "$work/initrd/init"
 # --- the lock, then the guest ------------------------------------------------
 if [[ -z ${BPFMGR_KERNEL_LOCK:-} && -f $KLOCK_LEGACY && ! -L $KLOCK_LEGACY && -O $KLOCK_LEGACY ]]; then
   exec 8< "$KLOCK_LEGACY"
-  if ! flock -n 8; then log "waiting for the guest lock: $(tr '\n' ' ' < "$KLOCK_LEGACY")"; flock 8; fi
+  if ! flock -n 8; then log "waiting for the guest lock: $(tr '\n' ' ' < "$KLOCK_LEGACY")"; flock 8 & lockpid=$!; wait $lockpid; fi
 fi
 [[ ! -L $KLOCK ]] || die "$KLOCK is a symlink"
 exec 9<> "$KLOCK"
 if ! flock -n 9; then
   log "waiting for the guest lock: $(tr '\n' ' ' < "$KLOCK")"
-  flock 9
+  # In the background so a signal ends the wait at once (a foreground flock
+  # would defer the trap); the lock belongs to the shared open file.
+  flock 9 & lockpid=$!; wait $lockpid
 fi
+lockpid=
 truncate -s 0 "$KLOCK"; printf 'pid %s since %s: %s %s\n' "$$" "$(date +%T)" "$kernel" "$*" > "$KLOCK"
 
 console=$work/console.log

@@ -46,7 +46,8 @@ ctest_args=("$@")
 
 start=$SECONDS
 set +e
-"$here/run-in-kernel.sh" --timeout "$timeout" --share "$results" --console "$results/console.log" \
+# pdeathsig: killed by ctest's timeout, this script takes the guest with it.
+setpriv --pdeathsig TERM -- "$here/run-in-kernel.sh" --timeout "$timeout" --share "$results" --console "$results/console.log" \
   --timing "$results/guest-timing" \
   "$kernel" -- "$here/guest-suite.sh" "$build" "$src" "$results" "${ctest_args[@]}"
 rc=$?

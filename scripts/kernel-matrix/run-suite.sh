@@ -67,6 +67,7 @@ boot_s=$(sed -n 's/^boot_s=//p' "$results/guest-timing" 2>/dev/null)
 } > "$results/meta"
 
 python3 "$here/matrix.py" summary "$results"
+((guest_s <= 900)) || log "$kernel: over the 15-minute budget (${guest_s}s; docs/kernels.md)"
 if ((rc == 124 || rc == 125)); then
   log "$kernel: the guest failed ($rc); console in $results/console.log"
   exit "$rc"

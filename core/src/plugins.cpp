@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <mutex>
+#include <tuple>
 #include <cstdio>
 #include <cstdlib>
 #include <type_traits>
@@ -222,7 +223,7 @@ const bpfmgr_context_ops ContextBridge::kOps = [] {
 
 PluginInstance::PluginInstance(std::shared_ptr<const PluginModule> module,
                                HostContext& host)
-    : module_(std::move(module)), bridge_(host) {
+    : module_(std::move(module)), bridge_(host), instance_(host.instance_name()) {
   const auto& api = module_->api();
   if (!api.create) return;  // a stateless plugin
   ErrorText e;
@@ -237,9 +238,10 @@ PluginInstance::PluginInstance(std::shared_ptr<const PluginModule> module,
 
 PluginInstance::~PluginInstance() {
   if (!state_ || !module_->api().destroy) return;
+  // The host may be gone by now: only what was copied from it is used.
   try {
-    auto& inst = bridge_.host().instance_name();
-    PluginCallScope scope(module_->name(), "destroy", inst, crash_consequence("destroy", inst));
+    PluginCallScope scope(module_->name(), "destroy", instance_,
+                          crash_consequence("destroy", instance_));
     module_->api().destroy(state_);
   } catch (...) {  // the scope's strings; destroy itself is noexcept C
   }
@@ -249,8 +251,7 @@ void PluginInstance::run(Hook hook, const char* name) {
   if (!hook) return;
   bridge_.clear_error();
   ErrorText e;
-  auto& inst = bridge_.host().instance_name();
-  PluginCallScope scope(module_->name(), name, inst, crash_consequence(name, inst));
+  PluginCallScope scope(module_->name(), name, instance_, crash_consequence(name, instance_));
   int rc = hook(state_, bridge_.get(), &e);
   if (rc == BPFMGR_OK) return;
   // A hook that fails because a context call failed passes the core's own
@@ -275,9 +276,8 @@ void PluginInstance::before_unpin() { run(module_->api().before_unpin, "before_u
 
 std::optional<std::string> PluginInstance::text(
     const std::function<int(char*, std::size_t, std::size_t*)>& call) {
-  auto& inst = bridge_.host().instance_name();
-  PluginCallScope scope(module_->name(), "format_event", inst,
-                        crash_consequence("format_event", inst));
+  PluginCallScope scope(module_->name(), "format_event", instance_,
+                        crash_consequence("format_event", instance_));
   if (buffer_.empty()) buffer_.resize(4096);
   for (int attempt = 0; attempt < 3; ++attempt) {
     std::size_t len = 0;
@@ -519,6 +519,16 @@ struct ProcessLibrary {
 };
 std::mutex g_libraries_mu;
 std::map<std::string, ProcessLibrary> g_libraries;
+// Which bytes a file version held when it was read: a fresh registry (a
+// serve reload) re-checks the file but reads and hashes it again only
+// when its identity changed.
+struct IdentityLess {
+  bool operator()(const FileIdentity& a, const FileIdentity& b) const {
+    return std::tie(a.dev, a.ino, a.size, a.mtime_ns, a.ctime_ns) <
+           std::tie(b.dev, b.ino, b.size, b.mtime_ns, b.ctime_ns);
+  }
+};
+std::map<FileIdentity, std::string, IdentityLess> g_sha_by_identity;
 }  // namespace
 
 std::shared_ptr<LoadedPlugin> PluginRegistry::load_file(
@@ -533,24 +543,34 @@ std::shared_ptr<LoadedPlugin> PluginRegistry::load_file(
     check_plugin_hash(it->first, it->second.loaded->sha256, expected_sha256, hash_origin);
     return it->second.loaded;
   }
-  auto copy = seal_plugin_copy(std::move(file));
-  check_plugin_hash(copy.path, copy.sha256, expected_sha256, hash_origin);
-  auto key = copy.path;
+  auto key = file.path;
+  auto id = file.id;
   auto remember = [&](const std::shared_ptr<LoadedPlugin>& shared) {
     auto loaded = std::make_shared<LoadedPlugin>(*shared);
     loaded->path = key;
-    cache_[key] = {copy.id, loaded};
+    cache_[key] = {id, loaded};
     return loaded;
+  };
+  auto refused = [&](const ProcessLibrary& lib) {
+    // Worded for the file it was first loaded from: name this one.
+    auto why = lib.refusal;
+    if (auto pos = why.find(lib.first_path); pos != std::string::npos)
+      why.replace(pos, lib.first_path.size(), key);
+    return PluginLoadError(why);
   };
 
   std::lock_guard guard(g_libraries_mu);
+  if (auto known = g_sha_by_identity.find(id); known != g_sha_by_identity.end()) {
+    auto& lib = g_libraries.at(known->second);
+    check_plugin_hash(key, known->second, expected_sha256, hash_origin);
+    if (!lib.refusal.empty()) throw refused(lib);
+    return remember(lib.loaded);
+  }
+  auto copy = seal_plugin_copy(std::move(file));
+  check_plugin_hash(copy.path, copy.sha256, expected_sha256, hash_origin);
   if (auto it = g_libraries.find(copy.sha256); it != g_libraries.end()) {
-    if (auto why = it->second.refusal; !why.empty()) {
-      // Worded for the file it was first loaded from: name this one.
-      auto& first = it->second.first_path;
-      if (auto pos = why.find(first); pos != std::string::npos) why.replace(pos, first.size(), key);
-      throw PluginLoadError(why);
-    }
+    g_sha_by_identity[id] = copy.sha256;
+    if (!it->second.refusal.empty()) throw refused(it->second);
     return remember(it->second.loaded);
   }
   check_dependency_closure(copy.fd.get(), key);
@@ -569,11 +589,12 @@ std::shared_ptr<LoadedPlugin> PluginRegistry::load_file(
   }
   auto& slot = g_libraries[copy.sha256];
   slot.memfd = std::move(copy.fd);
+  g_sha_by_identity[id] = copy.sha256;
   try {
     auto loaded = open_plugin_table(lib, key, copy.sha256);
     slot.loaded = loaded;
     return remember(loaded);
-  } catch (const PluginLoadError& e) {
+  } catch (const std::exception& e) {
     slot.refusal = e.what();
     slot.first_path = key;
     throw;

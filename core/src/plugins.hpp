@@ -83,7 +83,6 @@ class ContextBridge {
   bpfmgr_context* get() { return &c_.ctx; }
   // The message of the last context call that failed ("" if none).
   const std::string& last_error() const { return last_error_; }
-  HostContext& host() const { return host_; }
   void clear_error() { last_error_.clear(); }
 
  private:
@@ -136,6 +135,7 @@ class PluginInstance {
 
   std::shared_ptr<const PluginModule> module_;
   ContextBridge bridge_;
+  std::string instance_;  // for crash messages, the host's may be gone by destroy
   bpfmgr_instance* state_ = nullptr;
   std::vector<char> buffer_;
 };

@@ -24,6 +24,8 @@ if [[ ${BPFMGR_DEPS:-all} != build ]]; then
     libbpf-tools   # tcplife and syscount, the peers bench_probes compares against
     iperf3 redis-server redis-tools  # real clients for bench/sockops/real_clients.sh
     clang-14 libclang-rt-14-dev   # libFuzzer and sanitizers for scripts/fuzz.sh
+    # the kernel matrix (scripts/kernel-matrix/): QEMU guests on Debian's kernels
+    qemu-system-x86 busybox-static cpio xz-utils zstd kmod python3
   )
 fi
 

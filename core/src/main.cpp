@@ -218,11 +218,10 @@ int main(int argc, char** argv) {
                   "(where bpfmgr_add_bench() installs it); like a plugin, it must be a file\n"
                   "only root can change (docs/safety.md), and is refused otherwise.");
 
-  // `bpfmgr bench PLUGIN -- ARGS` is accepted too: the `--` is dropped, as
-  // everything after PLUGIN goes to the plugin anyway.
+  // The harness's arguments (after `bench PLUGIN`, --help included) never
+  // reach bpfmgr's parser.
   std::vector<std::string> args(argv + 1, argv + argc);
-  if (auto bench = std::find(args.begin(), args.end(), "bench"); bench != args.end())
-    if (auto dash = std::find(bench, args.end(), "--"); dash != args.end()) args.erase(dash);
+  bench_args = take_harness_args(args);
   std::reverse(args.begin(), args.end());  // CLI11 takes them in reverse
 
   try {
@@ -269,10 +268,7 @@ int main(int argc, char** argv) {
       events.pin_root = pin_root;
       return cmd_events(events);
     }
-    if (*c_bench) {
-      bench_args = c_bench->remaining();
-      return cmd_bench(bench_plugin, bench_args);
-    }
+    if (*c_bench) return cmd_bench(bench_plugin, bench_args);
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return kExitFailed;

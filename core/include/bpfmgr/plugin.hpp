@@ -164,10 +164,87 @@ struct Counter {
   std::vector<std::uint64_t> per_cpu;
 };
 
+// A Prometheus sample (API 2.2): exported as bpfmgr_plugin_<plugin>_<name>
+// (`_total` appended to counters) with the instance's labels and `labels`.
+// Samples of one name agree on kind and label names. Use a label, not the
+// name, for what varies (a syscall, a port): names stay fixed.
+enum class MetricKind : std::uint32_t {
+  Counter = BPFMGR_METRIC_COUNTER,
+  Gauge = BPFMGR_METRIC_GAUGE,
+};
+
+struct Metric {
+  std::string name;
+  MetricKind kind = MetricKind::Counter;
+  double value = 0;
+  std::vector<std::pair<std::string, std::string>> labels;
+  std::string help;
+};
+
 struct StatusReport {
   std::vector<Counter> counters;
   // Free-form facts ("hooks live", "cgroup", ...), shown as key: value.
   std::vector<std::pair<std::string, std::string>> details;
+  // Typed, labelled samples for /metrics (needs bpfmgr with API 2.2; an
+  // older core shows counters and details only).
+  std::vector<Metric> metrics;
+};
+
+// ---------------------------------------------------------- kernel features
+// What the running kernel has, from one probe per bpfmgr process (API 2.2).
+// Names are those of bpfmgr_feature_kind in plugin_api.h.
+
+enum class Feature : std::uint32_t {
+  ProgType = BPFMGR_FEATURE_PROG_TYPE,          // "sk_msg"
+  MapType = BPFMGR_FEATURE_MAP_TYPE,            // "sk_storage"
+  Helper = BPFMGR_FEATURE_HELPER,               // "sock_ops:bpf_get_netns_cookie"
+  Kfunc = BPFMGR_FEATURE_KFUNC,                 // "bpf_rdonly_cast"
+  BtfType = BPFMGR_FEATURE_BTF_TYPE,            // "struct tcp_sock"
+  BtfField = BPFMGR_FEATURE_BTF_FIELD,          // "struct tcp_sock.snd_una"
+  BtfEnumValue = BPFMGR_FEATURE_BTF_ENUM_VALUE, // "BPF_SOCK_OPS_HDR_OPT_LEN_CB"
+  Tracepoint = BPFMGR_FEATURE_TRACEPOINT,       // "tcp/tcp_retransmit_skb"
+  LinkType = BPFMGR_FEATURE_LINK_TYPE,          // "perf_event"
+};
+
+// Read-only view: what the kernel has. Plugins pick program variants with
+// it in before_load, deciding as their kernel_requirements() did.
+class KernelView {
+ public:
+  explicit KernelView(const bpfmgr_kernel* k) : k_(k) {}
+  bool has(Feature kind, const std::string& name) const {
+    return k_->ops->has(k_, static_cast<std::uint32_t>(kind), name.c_str()) != 0;
+  }
+  std::string release() const {
+    const char* r = k_->ops->release(k_);
+    return r ? r : "";
+  }
+
+ protected:
+  const bpfmgr_kernel* k_;
+};
+
+// What Plugin::kernel_requirements() fills in: needs, checked by the core
+// before anything loads, and degradations, shown by status and metrics.
+class KernelNeeds : public KernelView {
+ public:
+  explicit KernelNeeds(bpfmgr_kernel* k) : KernelView(k), mk_(k) {}
+  // The instance needs `name`; `option` is the manifest key that asks for it
+  // (empty: the plugin itself), `since` the first Linux release that has it,
+  // `hint` what to change instead.
+  void require(Feature kind, const std::string& name, const std::string& option = {},
+               const std::string& since = {}, const std::string& hint = {}) {
+    mk_->ops->require(mk_, static_cast<std::uint32_t>(kind), name.c_str(),
+                      option.empty() ? nullptr : option.c_str(),
+                      since.empty() ? nullptr : since.c_str(),
+                      hint.empty() ? nullptr : hint.c_str());
+  }
+  // The instance runs `what` on this kernel `because` ...
+  void degrade(const std::string& what, const std::string& because) {
+    mk_->ops->degrade(mk_, what.c_str(), because.c_str());
+  }
+
+ private:
+  bpfmgr_kernel* mk_;
 };
 
 // Entry `key` of a per-CPU map (PERCPU_ARRAY or PERCPU_HASH): one T per
@@ -347,6 +424,12 @@ class ContextBase {
   std::string link_pin_path(std::string_view link) const {
     return detail::pin_path(ctx_, BPFMGR_PIN_LINK, link);
   }
+  // The running kernel's features (bpfmgr with API 2.2 or newer).
+  KernelView kernel() const {
+    if (!BPFMGR_HAS_FIELD(ctx_->ops, bpfmgr_context_ops, kernel) || !ctx_->ops->kernel)
+      throw Error("kernel features need bpfmgr with plugin API 2.2 or newer");
+    return KernelView(ctx_->ops->kernel(ctx_));
+  }
   // The instance's map (or the map it shares from another instance). In a
   // load: from after_load on. Pinned: opens the pin. Throws if absent.
   int map_fd(std::string_view map) const {
@@ -495,6 +578,9 @@ class Plugin {
   virtual std::vector<OptionProblem> validate(const Options&) const {
     return {};
   }
+  // What an instance with these options needs from the running kernel, and
+  // where it runs a simpler form (API 2.2). Must decide as before_load does.
+  virtual void kernel_requirements(const Options&, KernelNeeds&) const {}
 
   // Lifecycle, in the order the core calls them. attach() runs first for
   // every instance; programs it did not attach are then attached by the core
@@ -641,6 +727,14 @@ struct Table {
     });
   }
 
+  static int kernel_requirements(const bpfmgr_options* options, bpfmgr_kernel* kernel,
+                                 bpfmgr_error* err) noexcept {
+    return guarded(err, [&] {
+      KernelNeeds needs(kernel);
+      descriptor().kernel_requirements(options_from_c(options), needs);
+    });
+  }
+
   static int before_load(bpfmgr_instance* i, bpfmgr_context* c, bpfmgr_error* err) noexcept {
     return guarded(err, [&] {
       InstanceContext ctx(c, self(i)->options);
@@ -678,6 +772,17 @@ struct Table {
       for (auto& [key, value] : report.details) {
         ErrorText e;
         check(c->ops->add_detail(c, key.c_str(), value.c_str(), &e), e, "add_detail");
+      }
+      if (!BPFMGR_HAS_FIELD(c->ops, bpfmgr_context_ops, add_metric) || !c->ops->add_metric)
+        return;  // an older core: no typed metrics
+      for (auto& m : report.metrics) {
+        std::vector<bpfmgr_label> labels;
+        for (auto& [name, value] : m.labels) labels.push_back({name.c_str(), value.c_str()});
+        ErrorText e;
+        check(c->ops->add_metric(c, m.name.c_str(), static_cast<std::uint32_t>(m.kind),
+                                 m.help.empty() ? nullptr : m.help.c_str(), labels.data(),
+                                 labels.size(), m.value, &e),
+              e, "add_metric");
       }
     });
   }
@@ -738,6 +843,7 @@ struct Table {
       t.events_map = &events_map;
       t.event_header = &event_header;
       t.format_event = &format_event;
+      t.kernel_requirements = &kernel_requirements;
       return t;
     }();
     return &table;

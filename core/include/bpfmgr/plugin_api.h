@@ -17,7 +17,10 @@
  *    its own (then: "upgrade bpfmgr"), naming the file and both versions.
  *    BPFMGR_HAS_FIELD() is the size check.
  *
- * History: 2.0 the C ABI; 2.1 appends bpfmgr_context_ops.pin_path.
+ * History: 2.0 the C ABI; 2.1 appends bpfmgr_context_ops.pin_path; 2.2
+ * appends kernel features (bpfmgr_plugin_api.kernel_requirements,
+ * bpfmgr_context_ops.kernel) and typed, labelled metrics
+ * (bpfmgr_context_ops.add_metric).
  *
  * Ownership:
  *  - strings are NUL-terminated UTF-8 `const char *` views. A string the
@@ -43,7 +46,7 @@ extern "C" {
 #endif
 
 #define BPFMGR_PLUGIN_API_MAJOR 2
-#define BPFMGR_PLUGIN_API_MINOR 1
+#define BPFMGR_PLUGIN_API_MINOR 2
 #define BPFMGR_PLUGIN_API_PATCH 0
 
 /* Whether `table` (a pointer to a table of type `type`, with its leading
@@ -152,6 +155,80 @@ typedef struct bpfmgr_problems {
               const char *message, const char *hint);
 } bpfmgr_problems;
 
+/* ------------------------------------------------ kernel features (API 2.2)
+ * A plugin states what the running kernel must have for an instance with
+ * given options; the core checks each need against one probe of the running
+ * kernel before anything is loaded (validate, and load before staging), and
+ * refuses the instance naming the feature, the kernel that has it and the
+ * option that avoids it. A verifier or CO-RE failure at load is then a bug
+ * in the plugin's declared needs. Where a feature has a simpler form, the
+ * plugin picks it (set_autoload, globals) and says so with degrade(). */
+
+typedef enum bpfmgr_feature_kind {
+  /* libbpf's names (libbpf_bpf_prog_type_str): "sk_msg", "sock_ops",
+   * "tracepoint", "raw_tracepoint", "tracing", "lsm", ... */
+  BPFMGR_FEATURE_PROG_TYPE = 1,
+  /* libbpf's names (libbpf_bpf_map_type_str): "sockhash", "sk_storage",
+   * "ringbuf", ... */
+  BPFMGR_FEATURE_MAP_TYPE = 2,
+  /* "PROG_TYPE:HELPER": the helper is callable from that program type,
+   * e.g. "sock_ops:bpf_get_netns_cookie". */
+  BPFMGR_FEATURE_HELPER = 3,
+  /* A kfunc the kernel's BTF declares, e.g. "bpf_rdonly_cast". */
+  BPFMGR_FEATURE_KFUNC = 4,
+  /* A type of the kernel's BTF: "struct tcp_sock", "enum bpf_link_type". */
+  BPFMGR_FEATURE_BTF_TYPE = 5,
+  /* A member of a kernel struct or union: "struct tcp_sock.snd_una". */
+  BPFMGR_FEATURE_BTF_FIELD = 6,
+  /* An enumerator of the kernel's BTF: "BPF_SOCK_OPS_HDR_OPT_LEN_CB". */
+  BPFMGR_FEATURE_BTF_ENUM_VALUE = 7,
+  /* A tracepoint, "CATEGORY/NAME": "tcp/tcp_retransmit_skb". */
+  BPFMGR_FEATURE_TRACEPOINT = 8,
+  /* libbpf's names (libbpf_bpf_link_type_str): "cgroup", "perf_event",
+   * "raw_tracepoint", "tracing", ... */
+  BPFMGR_FEATURE_LINK_TYPE = 9
+} bpfmgr_feature_kind;
+
+typedef struct bpfmgr_kernel bpfmgr_kernel;
+
+typedef struct bpfmgr_kernel_ops {
+  size_t size;
+  /* 1 if the running kernel has the feature, 0 if not or if `kind` is
+   * unknown to this core. Answers come from one probe per process. */
+  int (*has)(const bpfmgr_kernel *k, uint32_t kind, const char *name);
+  /* The running kernel's release, as uname -r says ("6.1.0-28-amd64"). */
+  const char *(*release)(const bpfmgr_kernel *k);
+  /* kernel_requirements only. The instance needs the feature; when the
+   * kernel lacks it the instance is refused with the message
+   * "`key` ...: needs <feature> (Linux <since>+); this kernel is <release>"
+   * and `hint`. `key` names the option that asks for the feature (NULL:
+   * the plugin itself), so the core can point at its manifest line; `since`
+   * (the first kernel release that has it) and `hint` may be NULL. */
+  void (*require)(bpfmgr_kernel *k, uint32_t kind, const char *name,
+                  const char *key, const char *since, const char *hint);
+  /* kernel_requirements only. The instance runs in a simpler form than its
+   * richest one on this kernel: `what` runs, `because` says why, e.g.
+   * ("rcvbuf read through probe_read", "no BTF for tcp_sock.sk_userlocks").
+   * Shown by status, --json and metrics. */
+  void (*degrade)(bpfmgr_kernel *k, const char *what, const char *because);
+} bpfmgr_kernel_ops;
+
+struct bpfmgr_kernel {
+  const bpfmgr_kernel_ops *ops;
+};
+
+/* ---------------------------------------------------- metrics (API 2.2) */
+
+typedef enum bpfmgr_metric_kind {
+  BPFMGR_METRIC_COUNTER = 1, /* only goes up (a `_total` is appended) */
+  BPFMGR_METRIC_GAUGE = 2
+} bpfmgr_metric_kind;
+
+typedef struct bpfmgr_label {
+  const char *name;  /* [a-zA-Z_][a-zA-Z0-9_]*, not "instance" or "plugin" */
+  const char *value;
+} bpfmgr_label;
+
 /* ---------------------------------------------------------------- context */
 
 /* What a hook sees of its instance, implemented by the core. Every call
@@ -192,8 +269,9 @@ typedef struct bpfmgr_context_ops {
                  bpfmgr_error *err);
 
   /* attach only. Each attachment becomes a pinned link (or a recorded
-   * attachment), undone on rollback and by unpin. `cgroup_path` is absolute
-   * or relative to the cgroup2 mount. `attach_type` is a bpf_attach_type.
+   * attachment), undone on rollback and by unpin. `cgroup_path` is resolved
+   * by the rule of <bpfmgr/cgroup.hpp> (the one validate checks options
+   * by). `attach_type` is a bpf_attach_type.
    * attach_auto attaches by SEC() name; with `optional`, a failure is
    * logged and shown as a dead hook by status, and *attached says 0. */
   int (*attach_cgroup)(bpfmgr_context *ctx, const char *prog,
@@ -221,6 +299,20 @@ typedef struct bpfmgr_context_ops {
    * context. */
   int (*pin_path)(const bpfmgr_context *ctx, uint32_t kind, const char *name,
                   const char **path, bpfmgr_error *err);
+
+  /* ---- API 2.2: check BPFMGR_HAS_FIELD(ctx->ops, bpfmgr_context_ops,
+   * add_metric) first. */
+  /* Every hook. The running kernel's features (has, release; require and
+   * degrade are refused outside kernel_requirements). Lives as long as the
+   * context. */
+  const bpfmgr_kernel *(*kernel)(const bpfmgr_context *ctx);
+  /* status only. One sample of metric `name` (bpfmgr exports it as
+   * bpfmgr_plugin_<plugin>_<name>, with the instance's labels added) with
+   * `labels`; samples of one name must agree on kind and label names.
+   * `help` may be NULL. */
+  int (*add_metric)(bpfmgr_context *ctx, const char *name, uint32_t kind,
+                    const char *help, const bpfmgr_label *labels,
+                    size_t n_labels, double value, bpfmgr_error *err);
 } bpfmgr_context_ops;
 
 struct bpfmgr_context {
@@ -291,6 +383,16 @@ typedef struct bpfmgr_plugin_api {
   int (*format_event)(bpfmgr_instance *inst, const void *record,
                       size_t record_size, uint32_t format, char *buf,
                       size_t cap, size_t *len);
+
+  /* ---- API 2.2: check BPFMGR_HAS_FIELD(api, bpfmgr_plugin_api,
+   * kernel_requirements) first. */
+  /* What an instance with these options needs from the running kernel
+   * (kernel->ops->require) and where it runs a simpler form
+   * (kernel->ops->degrade); kernel->ops->has tells what the kernel has. Called
+   * by validate and by load before anything is staged; must decide the same
+   * way as before_load does (both see the same kernel). */
+  int (*kernel_requirements)(const bpfmgr_options *options,
+                             bpfmgr_kernel *kernel, bpfmgr_error *err);
 } bpfmgr_plugin_api;
 
 /* The end of the fields API 2.0 has: a table smaller than this is refused. */

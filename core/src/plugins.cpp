@@ -7,6 +7,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cctype>
 #include <mutex>
 #include <tuple>
 #include <cstdio>
@@ -103,6 +104,7 @@ void HostContext::attach_map(std::string_view, std::string_view, std::uint32_t) 
 bool HostContext::attach_auto(std::string_view, bool) { unavailable("attach_auto"); }
 void HostContext::add_counter(Counter) { unavailable("add_counter"); }
 void HostContext::add_detail(std::string, std::string) { unavailable("add_detail"); }
+void HostContext::add_metric(Metric) { unavailable("add_metric"); }
 std::string HostContext::pin_path(PinKind, std::string_view) const {
   unavailable("pin_path");
 }
@@ -216,8 +218,71 @@ const bpfmgr_context_ops ContextBridge::kOps = [] {
       *path = slot.c_str();
     });
   };
+  o.kernel = [](const bpfmgr_context* c) -> const bpfmgr_kernel* {
+    return of(c).kernel_.get();
+  };
+  o.add_metric = [](bpfmgr_context* c, const char* name, std::uint32_t kind,
+                    const char* help, const bpfmgr_label* labels, std::size_t n_labels,
+                    double value, bpfmgr_error* err) {
+    return call(c, err, [&](HostContext& h) {
+      if (kind != BPFMGR_METRIC_COUNTER && kind != BPFMGR_METRIC_GAUGE)
+        throw Error("add_metric(" + std::string(str_or_empty(name)) + "): unknown kind " +
+                    std::to_string(kind));
+      if (n_labels && !labels) throw Error("add_metric: labels missing");
+      Metric m{str_or_empty(name), static_cast<MetricKind>(kind), value, {},
+               str_or_empty(help)};
+      for (std::size_t i = 0; i < n_labels; ++i)
+        m.labels.emplace_back(str_or_empty(labels[i].name), str_or_empty(labels[i].value));
+      h.add_metric(std::move(m));
+    });
+  };
   return o;
 }();
+
+namespace {
+bool metric_word(const std::string& s) {
+  return !s.empty() && !std::isdigit(static_cast<unsigned char>(s[0])) &&
+         std::all_of(s.begin(), s.end(), [](unsigned char c) {
+           return std::isalnum(c) || c == '_';
+         });
+}
+}  // namespace
+
+void check_metric(const StatusReport& report, const Metric& m) {
+  auto refuse = [&](const std::string& why) {
+    throw Error("add_metric(" + m.name + "): " + why);
+  };
+  if (!metric_word(m.name)) refuse("a metric name is [a-zA-Z_][a-zA-Z0-9_]*");
+  if (m.kind == MetricKind::Counter && m.name.size() >= 6 &&
+      m.name.compare(m.name.size() - 6, 6, "_total") == 0)
+    refuse("counters get _total appended; name it without");
+  if (m.kind == MetricKind::Counter && !(m.value >= 0))  // NaN too
+    refuse("a counter's value must be a number >= 0");
+  std::vector<std::string> names;
+  for (auto& [name, value] : m.labels) {
+    if (!metric_word(name) || name.rfind("__", 0) == 0)
+      refuse("label name '" + name + "' is not [a-zA-Z_][a-zA-Z0-9_]* (nor starts with __)");
+    for (const char* ours : {"instance", "instance_name", "plugin", "job"})
+      if (name == ours) refuse("label '" + name + "' is bpfmgr's or Prometheus's own");
+    if (std::find(names.begin(), names.end(), name) != names.end())
+      refuse("label '" + name + "' given twice");
+    names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  for (auto& other : report.metrics) {
+    if (other.name != m.name) continue;
+    if (other.kind != m.kind) refuse("its samples disagree on counter or gauge");
+    std::vector<std::string> theirs;
+    for (auto& l : other.labels) theirs.push_back(l.first);
+    std::sort(theirs.begin(), theirs.end());
+    if (theirs != names) refuse("its samples disagree on label names");
+    auto sorted = [](auto v) {
+      std::sort(v.begin(), v.end());
+      return v;
+    };
+    if (sorted(other.labels) == sorted(m.labels)) refuse("a sample with these labels exists");
+  }
+}
 
 // --------------------------------------------------------- PluginInstance
 
@@ -253,6 +318,8 @@ void PluginInstance::run(Hook hook, const char* name) {
   ErrorText e;
   PluginCallScope scope(module_->name(), name, instance_, crash_consequence(name, instance_));
   int rc = hook(state_, bridge_.get(), &e);
+  if (rc == BPFMGR_OK && !bridge_.kernel_misuse().empty())
+    throw PluginHookError(bridge_.kernel_misuse(), false);
   if (rc == BPFMGR_OK) return;
   // A hook that fails because a context call failed passes the core's own
   // message back: report that, phrased as the core phrased it.
@@ -410,6 +477,22 @@ std::optional<std::string> PluginModule::events_map() const {
   if (rc != BPFMGR_OK) throw Error("events_map: " + failure("events_map", rc, e));
   if (!map) return std::nullopt;
   return std::string(map);
+}
+
+KernelRequirements PluginModule::kernel_requirements(const Options& options,
+                                                    KernelFeatures& kernel) const {
+  KernelRequirements out;
+  if (!BPFMGR_HAS_FIELD(&table_, bpfmgr_plugin_api, kernel_requirements) ||
+      !table_.kernel_requirements)
+    return out;
+  out.declared = true;
+  KernelBridge bridge(kernel, &out);
+  detail::OptionsView view(options);
+  ErrorText e;
+  int rc = table_.kernel_requirements(view.get(), bridge.get(), &e);
+  if (rc != BPFMGR_OK)
+    throw Error("kernel_requirements: " + failure("kernel_requirements", rc, e));
+  return out;
 }
 
 std::unique_ptr<PluginInstance> PluginModule::create(HostContext& host) const {

@@ -57,10 +57,6 @@ constexpr ProgSpec kProgs[] = {
      false},
     {"probes_sys_exit", "probes_sys_exit_copy", "raw_tp/sys_exit", "raw_syscalls/sys_exit",
      false},
-    {"probes_empty_enter", nullptr, "raw_tp/sys_enter (empty, bench)", "raw_syscalls/sys_enter",
-     false},
-    {"probes_empty_exit", nullptr, "raw_tp/sys_exit (empty, bench)", "raw_syscalls/sys_exit",
-     false},
 };
 
 // ---------------------------------------------------------- kernel facts
@@ -139,8 +135,6 @@ bool process_filters(const Options& o) {
 
 // Which programs an instance loads.
 std::set<std::string> wanted_programs(const Options& o) {
-  if (o.get_bool("bench_empty_hooks"))
-    return {"probes_empty_enter", "probes_empty_exit"};
   std::uint32_t k = kinds_mask(o);
   std::set<std::string> p;
   const std::uint32_t net = PROBES_K_RETRANSMIT | PROBES_K_RESET |
@@ -245,14 +239,6 @@ class ProbesPlugin final : public Plugin {
          "most the reader's 100 ms poll); 0: wake it whenever it has caught "
          "up (about once per record)",
          std::int64_t{64}, 0, 1 << 19, {}},
-        {"bench_event_burst", OptionType::Int,
-         "benchmark only: submit each syscall record this many times, to "
-         "load the event pipeline beyond what one CPU's syscalls produce",
-         std::int64_t{1}, 1, 64, {}},
-        {"bench_empty_hooks", OptionType::Bool,
-         "load only empty programs on raw_tp sys_enter/sys_exit (baseline "
-         "for benchmarks)",
-         false, {}, {}, {}},
     };
   }
 
@@ -394,7 +380,6 @@ class ProbesPlugin final : public Plugin {
                    std::uint64_t(std::min(o.get_int("ring_buffer_wakeup_kb"),
                                           o.get_int("ring_buffer_kb") / 4)) *
                        1024);
-    ctx.set_global("event_burst", std::uint32_t(o.get_int("bench_event_burst")));
     ctx.set_max_entries("conns", std::uint32_t(o.get_int("max_connections")));
     ctx.set_max_entries("syscall_stats",
                         std::uint32_t(o.get_int("max_syscall_stats")));

@@ -4,7 +4,6 @@
 #include <bpf/libbpf.h>
 #include <spdlog/spdlog.h>
 #include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,6 +25,7 @@
 #include "manifest.hpp"
 #include "plugin_trust.hpp"
 #include "resolve.hpp"
+#include "run_dir.hpp"
 #include "shared_maps.hpp"
 #include "system.hpp"
 
@@ -239,6 +239,10 @@ int cmd_load(const LoadArgs& a) {
 
 int cmd_unpin(const UnpinArgs& a) {
   PluginRegistry registry;
+  if (auto why = pin_root_problem(a.pin_root); !why.empty()) {
+    std::cerr << "error: " << why << "\n";
+    return kExitInvalid;
+  }
   // Without privileges the truth is "permission denied", not "nothing
   // pinned" (and not a lock error from /run).
   if (auto why = pin_root_unreadable(a.pin_root); !why.empty()) {
@@ -291,8 +295,8 @@ int cmd_unpin(const UnpinArgs& a) {
 int cmd_status(const std::string& pin_root, const std::vector<std::string>& instances,
                bool json) {
   PluginRegistry registry;
-  if (pin_root.empty() || pin_root[0] != '/') {
-    std::cerr << "error: pin root '" << pin_root << "' must be an absolute path\n";
+  if (auto why = pin_root_problem(pin_root); !why.empty()) {
+    std::cerr << "error: " << why << "\n";
     return kExitInvalid;
   }
   if (auto why = pin_root_unreadable(pin_root); !why.empty()) {
@@ -320,7 +324,15 @@ int cmd_status(const std::string& pin_root, const std::vector<std::string>& inst
     std::cout << whole.dump(2) << "\n";
     return rc;
   }
+  for (auto& l : whole["leftovers"])
+    std::cout << "leftover " << l["name"].get<std::string>() << ": "
+              << l["why"].get<std::string>() << "\n\n";
   for (auto& i : whole["interrupted"]) {
+    if (i.value("left_alone", false)) {
+      std::cout << "staging name " << i["staging"].get<std::string>() << ": "
+                << i["next"].get<std::string>() << "\n\n";
+      continue;
+    }
     std::cout << "interrupted load of " << i["instance"].get<std::string>()
               << ": staged in " << i["staging"].get<std::string>()
               << (i["committing"].get<bool>() ? ", its commit was under way"
@@ -659,67 +671,6 @@ struct EventSink {
   long format_errors = 0;
 };
 
-constexpr const char* kRunDir = "/run/bpfmgr";
-
-// The directory of reader lock files, created if missing, and trusted only
-// when root's (or ours) and writable by nobody else: a lock file opened in
-// a directory others control could be a link to anywhere.
-Fd open_run_dir(std::string& error) {
-  if (::mkdir(kRunDir, 0755) != 0 && errno != EEXIST) {
-    error = std::string("cannot create ") + kRunDir + ": " + errno_text(errno);
-    return Fd();
-  }
-  Fd dir(::open(kRunDir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  struct stat st {};
-  if (!dir || ::fstat(dir.get(), &st) != 0) {
-    error = std::string("cannot open ") + kRunDir + " (it must be a directory, "
-            "not a link): " + errno_text(errno);
-    return Fd();
-  }
-  if ((st.st_uid != 0 && st.st_uid != ::geteuid()) || (st.st_mode & (S_IWGRP | S_IWOTH))) {
-    error = std::string(kRunDir) + " is owned by uid " + std::to_string(st.st_uid) +
-            " with mode " + std::to_string((st.st_mode >> 6) & 7) +
-            std::to_string((st.st_mode >> 3) & 7) + std::to_string(st.st_mode & 7) +
-            "; bpfmgr uses it only when root's and writable by nobody else";
-    return Fd();
-  }
-  return dir;
-}
-
-// Takes the lock file `name` in `dir` without waiting. Returns an invalid
-// Fd with `busy` set if another process holds it, or with `error` set when
-// the file cannot be made at all (a read-only /run is not a second reader).
-// The holder unlinks the file when it is done, so after locking, the name
-// must still be the locked file: otherwise the lock was won on a file
-// already removed, and the attempt starts over.
-Fd lock_reader(int dir, const std::string& name, bool& busy, std::string& error) {
-  busy = false;
-  for (int attempt = 0; attempt < 8; ++attempt) {
-    Fd fd(::openat(dir, name.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
-    if (!fd) {
-      error = "cannot create the reader lock " + std::string(kRunDir) + "/" + name +
-              ": " + errno_text(errno);
-      return Fd();
-    }
-    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-      if (errno == EWOULDBLOCK)
-        busy = true;
-      else
-        error = "cannot lock " + std::string(kRunDir) + "/" + name + ": " +
-                errno_text(errno);
-      return Fd();
-    }
-    struct stat held {}, named {};
-    if (::fstat(fd.get(), &held) == 0 &&
-        ::fstatat(dir, name.c_str(), &named, AT_SYMLINK_NOFOLLOW) == 0 &&
-        held.st_ino == named.st_ino)
-      return fd;
-  }
-  error = "the reader lock " + std::string(kRunDir) + "/" + name +
-          " keeps being replaced";
-  return Fd();
-}
-
 // Id of the map pinned at `pin`, 0 when the pin is gone.
 std::uint32_t pinned_map_id(const std::string& pin) {
   Fd fd(bpf_obj_get(pin.c_str()));
@@ -754,11 +705,27 @@ int on_record(void* ctx, void* data, size_t size) {
 }  // namespace
 
 int cmd_events(const EventsArgs& a) {
+  if (auto why = pin_root_problem(a.pin_root); !why.empty()) {
+    std::cerr << "error: " << why << "\n";
+    return kExitInvalid;
+  }
+  if (auto why = pin_root_unreadable(a.pin_root); !why.empty()) {
+    std::cerr << "error: " << why << "\n";
+    return kExitFailed;
+  }
+  if (auto why = bpf_access_denied(a.pin_root, {a.instance}); !why.empty()) {
+    std::cerr << "error: " << why << "\n";
+    return kExitFailed;
+  }
   PinLayout layout(a.pin_root);
-  auto st = read_state(layout.instance(a.instance).state());
+  auto rec = lookup_state(layout.instance(a.instance).state());
+  auto& st = rec.state;
   if (!st) {
-    std::cerr << "error: no instance '" << a.instance << "' under " << a.pin_root
-              << " (load it first with `bpfmgr load`)\n";
+    if (rec.kind == StateLookup::Absent)
+      std::cerr << "error: no instance '" << a.instance << "' under " << a.pin_root
+                << " (load it first with `bpfmgr load`)\n";
+    else
+      std::cerr << "error: " << layout.instance(a.instance).dir << ": " << rec.why << "\n";
     return kExitFailed;
   }
   PluginRegistry registry;
@@ -798,39 +765,27 @@ int cmd_events(const EventsArgs& a) {
     return kExitFailed;
   }
   // A ring buffer has one consumer position: two readers would each see
-  // only part of the records. One reader per map, enforced with a lock
-  // file named after the map's id (bpffs pins cannot be locked).
+  // only part of the records. One reader per map: the run directory's
+  // reader lock, keyed by the map's id (bpffs pins cannot be locked).
   bpf_map_info info{};
   std::uint32_t info_len = sizeof(info);
   if (bpf_obj_get_info_by_fd(fd, &info, &info_len) != 0) {
     std::cerr << "error: cannot inspect ring buffer: " << errno_text(errno) << "\n";
     return kExitFailed;
   }
-  std::string lock_error;
-  Fd run_dir = open_run_dir(lock_error);
-  if (!run_dir) {
-    std::cerr << "error: " << lock_error << "\n";
-    return kExitFailed;
-  }
-  auto lock_name = "events-map-" + std::to_string(info.id) + ".lock";
-  bool busy = false;
-  Fd lock = lock_reader(run_dir.get(), lock_name, busy, lock_error);
-  if (!lock && busy) {
+  std::optional<RunLock> reader_lock;
+  try {
+    reader_lock.emplace(
+        RunLock::acquire(LockRole::EventsReader, std::to_string(info.id), LockWait::Fail));
+  } catch (const LockBusy& e) {
     std::cerr << "error: another `bpfmgr events` is reading instance '" << a.instance
-              << "' (ring buffer map id " << info.id
+              << "' (PID " << e.holder << ", ring buffer map id " << info.id
               << "); a second reader would split the records between the two\n";
     return kExitFailed;
-  }
-  if (!lock) {
-    std::cerr << "error: " << lock_error << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
     return kExitFailed;
   }
-  // The holder removes the lock file, so none pile up in /run.
-  struct RemoveLockFile {
-    int dir;
-    const std::string& name;
-    ~RemoveLockFile() { ::unlinkat(dir, name.c_str(), 0); }
-  } remove_lock_file{run_dir.get(), lock_name};
   // Where the ring buffer is pinned: if that pin goes (unpin) or names
   // another map (a reload with --reset-maps), nothing will arrive here again.
   std::string ring_pin = layout.instance(a.instance).map(*map);

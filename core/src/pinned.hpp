@@ -32,6 +32,9 @@ struct ObservedPinRoot {
   std::map<std::string, StateLookup> records;  // of `instances`
   std::vector<std::string> staging;            // instances with a _staging- dir
   std::vector<Foreign> foreign;
+  // Empty directories bpfmgr's own interrupted unpin left (no record,
+  // nothing in them): the next load or unpin removes them.
+  std::vector<std::string> leftovers;
   bool journal = false;                        // a commit was interrupted
 
   bool is_instance(const std::string& name) const { return records.count(name) > 0; }

@@ -96,7 +96,14 @@ struct StateLookup {
   std::string why;                     // when Foreign or Corrupt
   bool ours() const { return kind == Valid || kind == Corrupt; }
 };
+// A record is input: every name in it must pass the manifest's rules
+// (valid_instance_name, pin_name_problem), its instance must be the
+// directory it lies in and every map pin it names must be a map of an
+// instance under the same pin root; otherwise it is Corrupt, with a
+// warning, and none of its names is followed.
 StateLookup lookup_state(const std::string& path);
+// Why record `s`, read from `state_path`, cannot be trusted ("" when it can).
+std::string record_problem(const InstanceState& s, const std::string& state_path);
 // The record at `path` when Valid; nullopt otherwise.
 std::optional<InstanceState> read_state(const std::string& path);
 

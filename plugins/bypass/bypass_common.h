@@ -78,7 +78,10 @@ struct sockmsg_counters {
 	__u64 queue_resumed;     /* times it came back once TCP had drained */
 	__u64 passed_overflow;   /* messages passed while over the bound */
 	__u64 samples_accel;     /* learning samples taken on accelerated sockets */
-	__u64 pad[5];
+	__u64 passed_no_index;   /* passed: sockops' sock_index is not shared
+				  * with this instance (the peer's queue
+				  * cannot be read) */
+	__u64 pad[4];
 };
 
 /* ---------------------------------------------------------------- select
@@ -147,8 +150,8 @@ struct bypass_sock_state {
 	__u32 overflow;  /* 1: on TCP because the peer's queue reached the bound */
 	__u32 resumes;   /* times it came back from an overflow */
 	__u32 pad;
-	__u64 peer_sk;   /* address of the peer's struct sock at the last
-			  * redirect, read (never dereferenced) while on TCP */
+	__u64 reserved;  /* was the peer's address; the verdict now looks the
+			  * peer up in the sockhash for every message */
 	__u64 overflow_ns; /* when the current overflow started */
 };
 
@@ -165,10 +168,25 @@ struct bypass_sock_state {
 
 /* Value of sockops' `sock_index`: the kernel refuses BTF on sockhash maps,
  * so this plain hash mirrors the sockhash keys with named fields for
- * `bpftool map dump`. Entries leave with the socket (TCP_CLOSE). */
+ * `bpftool map dump`. Entries leave with the socket (TCP_CLOSE). It is
+ * also how sockmsg finds the peer of a message: an sk_msg program has no
+ * trusted pointer to the peer socket (a sockhash lookup returns a
+ * referenced socket that sk_msg may not release; the redirect target is
+ * only reachable through kernel-struct walks, which newer verifiers refuse
+ * to hand to helpers), so sockops records each socket's address here at
+ * insertion and sockmsg reads the peer's queue through it with
+ * bpf_probe_read_kernel. An entry exists before its socket enters the
+ * sockhash. */
 struct bypass_sock_info {
 	__u64 cookie;      /* socket cookie, as the sockhash value reads */
 	__u64 since_ns;    /* bpf_ktime_get_ns() at insertion */
+	__u64 sk;          /* the socket's kernel address (read with
+			    * bpf_probe_read_kernel only, never handed to a
+			    * helper: TCP sockets are SLAB_TYPESAFE_BY_RCU, and
+			    * a stale read only misjudges a bound) */
+	__u32 sent;        /* auto: messages sockmsg redirected from it (its
+			    * peer reads this to tell an answer) */
+	__u32 pad;
 };
 
 
@@ -202,6 +220,16 @@ struct sockmsg_ctl {
 		__type(key, struct bypass_service_key);        \
 		__type(value, struct bypass_service);          \
 	} services SEC(".maps")
+
+/* sockops owns it; sockmsg reads the peer's entry (shared through the
+ * manifest: `sock_index = "<sockops instance>"`). */
+#define BYPASS_SOCK_INDEX_DEF                                  \
+	struct {                                               \
+		__uint(type, BPF_MAP_TYPE_HASH);               \
+		__uint(max_entries, BYPASS_MAX_SOCKETS);       \
+		__type(key, struct bypass_key);                \
+		__type(value, struct bypass_sock_info);        \
+	} sock_index SEC(".maps")
 
 #define BYPASS_SOCK_STATE_DEF                                  \
 	struct {                                               \

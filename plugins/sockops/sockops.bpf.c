@@ -42,13 +42,9 @@ const volatile __u32 cfg_rcvbuf = 0;
 
 BYPASS_SOCK_HASH_DEF;
 
-/* Mirror of the sockhash with BTF (see bypass_common.h). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, BYPASS_MAX_SOCKETS);
-	__type(key, struct bypass_key);
-	__type(value, struct bypass_sock_info);
-} sock_index SEC(".maps");
+/* Mirror of the sockhash with BTF, and how sockmsg finds a peer's queue
+ * (see bypass_common.h). */
+BYPASS_SOCK_INDEX_DEF;
 
 BYPASS_SERVICES_DEF;
 BYPASS_SOCK_STATE_DEF;
@@ -306,28 +302,42 @@ static __always_inline void insert(struct bpf_sock_ops *skops,
 				   struct bypass_key *key,
 				   const struct bypass_service_key *svc)
 {
+	struct bpf_sock *sk = skops->sk;
+	if (!sk)
+		return;
+	/* The index entry first: sockmsg may redirect to this socket as soon
+	 * as it is in the sockhash, and reads its queue through the entry. */
+	struct bypass_sock_info info = {
+		.cookie = bpf_get_socket_cookie(skops),
+		.since_ns = bpf_ktime_get_ns(),
+		.sk = (__u64)sk,
+	};
+	if (bpf_map_update_elem(&sock_index, key, &info, BPF_ANY)) {
+		COUNT(insert_failed);
+		return;
+	}
 	long err = bpf_sock_hash_update(skops, &sock_hash, key, BPF_NOEXIST);
 	if (err) {
+		bpf_map_delete_elem(&sock_index, key);
 		COUNT(insert_failed);
 		return;
 	}
 	COUNT(inserted);
-	struct bypass_sock_info info = {
-		.cookie = bpf_get_socket_cookie(skops),
-		.since_ns = bpf_ktime_get_ns(),
-	};
-	bpf_map_update_elem(&sock_index, key, &info, BPF_ANY);
 	/* auto: sockmsg samples the writes of accelerated sockets. */
 	if (svc)
 		new_state(skops, svc, BYPASS_SK_ACCEL |
 				      (skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB
 					       ? BYPASS_SK_SERVER : 0));
-	/* The queue bound is half the receiver's sk_rcvbuf; without autotuning
-	 * (no TCP receive path) it would stay at tcp_rmem[1]. */
-	struct bpf_sock *sk = skops->sk;
-	if (cfg_rcvbuf && sk) {
+	/* The queue bound is a quarter of the receiver's sk_rcvbuf; without
+	 * autotuning (no TCP receive path) it would stay at tcp_rmem[1]. */
+	if (cfg_rcvbuf) {
 		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-		if (tp && !(tp->inet_conn.icsk_inet.sk.sk_userlocks & SOCK_RCVBUF_LOCK) &&
+		/* sk_userlocks is a bitfield on some kernels (6.1) and a
+		 * byte on others (6.18): a direct load cannot be relocated
+		 * for both, the CO-RE bitfield read (probe_read of the
+		 * relocated bytes, shifted) can. */
+		if (tp && !(BPF_CORE_READ_BITFIELD_PROBED(&tp->inet_conn.icsk_inet.sk,
+							  sk_userlocks) & SOCK_RCVBUF_LOCK) &&
 		    tp->inet_conn.icsk_inet.sk.sk_rcvbuf < (int)cfg_rcvbuf) {
 			int v = cfg_rcvbuf / 2; /* the kernel doubles it */
 			if (!bpf_setsockopt(skops, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v)))

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "bypass_common.h"
+#include "bypass_kernel.hpp"
 #include "sockops.skel.h"
 
 static_assert(sizeof(bypass_key) == 48, "bypass_key layout changed");
@@ -32,6 +33,7 @@ static_assert(sizeof(sockmsg_counters) == 16 * 8);
 static_assert(sizeof(bypass_service_key) == 16);
 static_assert(sizeof(bypass_service) == 72);
 static_assert(sizeof(bypass_sock_state) == 80);
+static_assert(sizeof(bypass_sock_info) == 32);
 
 namespace {
 
@@ -224,6 +226,30 @@ class SockopsPlugin final : public bpfmgr::Plugin {
     if (auto why = bpfmgr::check::cgroup_path_problem(o.get_string("cgroup")); !why.empty())
       out.push_back({"cgroup", why, ""});
     return out;
+  }
+
+  // One object for every kernel: what differs between 6.1, 6.12 and 6.18
+  // (sk_userlocks a bitfield or a byte) is relocated by CO-RE; what a kernel
+  // lacks is an option value that is refused, named here.
+  void kernel_requirements(const bpfmgr::Options& o, bpfmgr::KernelNeeds& k) const override {
+    using F = bpfmgr::Feature;
+    auto needs = bypass::common_needs("sock_ops");
+    needs.push_back({F::LinkType, "cgroup", "", "5.7", ""});
+    needs.push_back({F::Helper, "sock_ops:bpf_sock_hash_update", "", "", ""});
+    needs.push_back({F::Helper, "sock_ops:bpf_get_socket_cookie", "", "", ""});
+    if (o.get_int("rcvbuf") != 0) {
+      // sk_userlocks is read with a CO-RE bitfield read (probe_read).
+      needs.push_back({F::Helper, "sock_ops:bpf_probe_read_kernel", "rcvbuf", "", "rcvbuf = 0"});
+      needs.push_back({F::BtfField, "struct sock.sk_userlocks", "rcvbuf", "", "rcvbuf = 0"});
+    }
+    if (o.get_string("select") == "auto") {
+      // Learning on the TCP path reads each sendmsg() from the timestamping
+      // sock_ops callback, enabled per socket with SK_BPF_CB_FLAGS.
+      const std::string hint = "use select = \"all\"";
+      needs.push_back({F::BtfEnumValue, "BPF_SOCK_OPS_TSTAMP_SENDMSG_CB", "select", "6.15", hint});
+      needs.push_back({F::BtfEnumValue, "SK_BPF_CB_FLAGS", "select", "6.15", hint});
+    }
+    bypass::declare(k, needs);
   }
 
   void before_load(bpfmgr::InstanceContext& ctx) override {

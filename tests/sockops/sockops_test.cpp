@@ -59,14 +59,35 @@ struct ReadResult {
   bool eof = false;
 };
 
-// Blocking reader: reads until end of stream, checking every byte.
+// Every accelerated test socket gets this SO_RCVTIMEO/SO_SNDTIMEO, so a
+// stalled transfer ends its test instead of hanging it.
+constexpr auto kStallLimit = std::chrono::seconds(20);
+// A whole transfer in one test may take at most this long.
+constexpr auto kTrafficDeadline = std::chrono::seconds(120);
+
+void set_stall_timeouts(int fd) {
+  timeval tv{static_cast<time_t>(kStallLimit.count()), 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+// Blocking reader: reads until end of stream, checking every byte. An
+// EAGAIN that came back before the stall limit is a spurious one (counted
+// and retried); one after it, or the traffic deadline, ends the read.
 ReadResult read_verify(int fd, std::uint64_t seed, std::size_t buf_size = 65536) {
   ReadResult r;
   std::vector<char> buf(buf_size);
+  const auto deadline = std::chrono::steady_clock::now() + kTrafficDeadline;
   for (;;) {
+    const auto t0 = std::chrono::steady_clock::now();
     ssize_t n = ::read(fd, buf.data(), buf.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now - t0 >= kStallLimit - std::chrono::seconds(1) || now > deadline) {
+        r.error = ETIMEDOUT;
+        return r;
+      }
       ++r.eagain;
       continue;
     }
@@ -146,7 +167,7 @@ class Bypass : public ::testing::Test {
         "[instance.options]\ncgroup = \"" + cg_.path() + "\"\n" + extra_options +
         "[[instance]]\nname = \"msg\"\nplugin = \"sockmsg\"\n"
         "[instance.maps]\nsock_hash = \"ops\"\nservices = \"ops\"\n"
-        "sock_state = \"ops\"\n");
+        "sock_state = \"ops\"\nsock_index = \"ops\"\n");
     auto r = bt::run_bpfmgr({"load", manifest_});
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
     hash_fd_ = bpf_obj_get((pins_.path() + "/ops/maps/sock_hash").c_str());
@@ -167,6 +188,8 @@ class Bypass : public ::testing::Test {
     cg_.enter();
     auto p = bp::tcp_pair(nodelay, v6);
     cg_.leave();
+    set_stall_timeouts(p.a);
+    set_stall_timeouts(p.b);
     return p;
   }
 
@@ -245,7 +268,7 @@ class Bypass : public ::testing::Test {
 // ------------------------------------------------------------ contract
 
 TEST_F(Bypass, AcceleratedPairIsInTheMapWithConsistentKeys) {
-  load();
+  ASSERT_NO_FATAL_FAILURE(load());
   auto p = accel_pair();
   auto ks = keys();
   ASSERT_EQ(ks.size(), 2u);
@@ -276,7 +299,7 @@ TEST_F(Bypass, AcceleratedPairIsInTheMapWithConsistentKeys) {
 // A server in the cgroup whose client is not: the client never enters the
 // map, so neither does the server end (nothing could be redirected).
 TEST_F(Bypass, ServerWithoutAcceleratedClientStaysOut) {
-  load();
+  ASSERT_NO_FATAL_FAILURE(load());
   cg_.enter();
   int ls = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   cg_.leave();
@@ -302,7 +325,7 @@ TEST_F(Bypass, ServerWithoutAcceleratedClientStaysOut) {
 }
 
 TEST_F(Bypass, StatusAndBpftoolShowNamedFields) {
-  load();
+  ASSERT_NO_FATAL_FAILURE(load());
   auto p = accel_pair();
   bp::write_all(p.a, "hello", 5);
   char buf[5];
@@ -336,7 +359,7 @@ TEST_F(Bypass, StatusAndBpftoolShowNamedFields) {
 
 // One direction at a time, every write size, counters must match exactly.
 TEST_F(Bypass, ByteExactStreamsAtEveryWriteSize) {
-  load();
+  ASSERT_NO_FATAL_FAILURE(load());
   struct Case {
     std::size_t chunk;
     std::uint64_t total;
@@ -379,7 +402,7 @@ TEST_F(Bypass, ByteExactStreamsAtEveryWriteSize) {
 
 // Both directions at once on many connections.
 TEST_F(Bypass, ConcurrentFullDuplexConnections) {
-  load();
+  ASSERT_NO_FATAL_FAILURE(load());
   constexpr int kConns = 8;
   // 1 B writes cost a syscall each: size each stream by its write size.
   auto bytes_for = [](std::size_t chunk) -> std::uint64_t {
@@ -425,7 +448,7 @@ TEST_F(Bypass, ConcurrentFullDuplexConnections) {
 // Small SO_SNDBUF, non-blocking writer with partial writes, non-blocking
 // edge-triggered epoll reader.
 TEST_F(Bypass, PartialWritesAndEdgeTriggeredEpoll) {
-  load();
+  ASSERT_NO_FATAL_FAILURE(load());
   cg_.enter();
   int ls = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in sa{};
@@ -512,7 +535,7 @@ TEST_F(Bypass, PartialWritesAndEdgeTriggeredEpoll) {
 // reads. Every byte must come back, in order, and end of stream only after
 // the last one. Repeated to catch a 1-in-10 failure with p > 0.95.
 TEST_F(Bypass, HalfCloseEchoNeverLosesBytes) {
-  load();
+  ASSERT_NO_FATAL_FAILURE(load());
   const int runs = soak() ? 100 : 40;
   const std::uint64_t total = soak() ? 12800000 : (2 << 20);
   std::uint64_t eagain_total = 0;
@@ -553,7 +576,7 @@ TEST_F(Bypass, HalfCloseEchoNeverLosesBytes) {
 }
 
 TEST_F(Bypass, EndOfStreamOnlyAfterEveryByteAndCloseWithDataQueued) {
-  load();
+  ASSERT_NO_FATAL_FAILURE(load());
   for (int i = 0; i < 20; ++i) {
     auto p = accel_pair();
     const std::uint64_t total = 256 * 1024 + i;
@@ -573,7 +596,7 @@ TEST_F(Bypass, EndOfStreamOnlyAfterEveryByteAndCloseWithDataQueued) {
 }
 
 TEST_F(Bypass, ResetReachesThePeerAndLeavesNoEntry) {
-  load();
+  ASSERT_NO_FATAL_FAILURE(load());
   auto p = accel_pair();
   bp::write_all(p.a, "abc", 3);
   char buf[16];
@@ -597,7 +620,7 @@ TEST_F(Bypass, ResetReachesThePeerAndLeavesNoEntry) {
 // ------------------------------------------------------------ lifecycle
 
 TEST_F(Bypass, ChurnLeavesNoEntryBehind) {
-  load();
+  ASSERT_NO_FATAL_FAILURE(load());
   const int n = 100000;  // ~5 s here; TIME_WAIT spread over 4 listeners
   cg_.enter();
   // Four listeners so TIME_WAIT 4-tuples never exhaust the ephemeral range.
@@ -666,7 +689,7 @@ std::uint32_t obj_id(int fd, bool prog) {
 TEST_F(Bypass, UnpinMidTrafficLosesNothing) {
   // Buffers left at tcp_rmem[1]: below the size the queue bound applies to,
   // so the slow reader keeps the stream on redirects until the unpin.
-  load("rcvbuf = 0\n");
+  ASSERT_NO_FATAL_FAILURE(load("rcvbuf = 0\n"));
   // The IDs of this instance's objects: they must all be gone once the
   // last accelerated socket closes (other test runs may load the same
   // names concurrently, so names alone prove nothing).
@@ -766,7 +789,7 @@ TEST_F(Bypass, NonLocalPeerInNetnsNeverEntersTheMap) {
   ns.exec({"ip", "addr", "add", subnet + "2/24", "dev", peer});
   ns.exec({"ip", "link", "set", peer, "up"});
   ns.exec({"ip", "link", "set", "lo", "up"});
-  load();  // after the veth exists: its host address counts as local
+  ASSERT_NO_FATAL_FAILURE(load());  // after the veth exists: its host address counts as local
 
   cg_.enter();
   int ls = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -816,7 +839,7 @@ TEST_F(Bypass, ExcludedPortIsUntouched) {
   socklen_t sl = sizeof sa;
   ::getsockname(ls, reinterpret_cast<sockaddr*>(&sa), &sl);
   ::listen(ls, 4);
-  load("exclude_ports = [" + std::to_string(ntohs(sa.sin_port)) + "]\n");
+  ASSERT_NO_FATAL_FAILURE(load("exclude_ports = [" + std::to_string(ntohs(sa.sin_port)) + "]\n"));
   cg_.enter();
   int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   ASSERT_EQ(::connect(c, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
@@ -834,7 +857,7 @@ TEST_F(Bypass, ExcludedPortIsUntouched) {
 }
 
 TEST_F(Bypass, Ipv6LoopbackAndV4MappedAreAccelerated) {
-  load();
+  ASSERT_NO_FATAL_FAILURE(load());
   {
     auto p = accel_pair(true, /*v6=*/true);
     EXPECT_EQ(keys().size(), 2u);
@@ -882,7 +905,7 @@ TEST_F(Bypass, Ipv6LoopbackAndV4MappedAreAccelerated) {
 // an accelerated socket reads only the TCP receive queue, never the
 // redirected data: it sees nothing while the bytes wait for read().
 TEST_F(Bypass, SendfileWorksSpliceReadSeesOnlyTheTcpQueue) {
-  load();
+  ASSERT_NO_FATAL_FAILURE(load());
   char path[] = "/tmp/bpfmgr-sockops-XXXXXX";
   int f = ::mkstemp(path);
   ASSERT_GE(f, 0);
@@ -892,8 +915,10 @@ TEST_F(Bypass, SendfileWorksSpliceReadSeesOnlyTheTcpQueue) {
   auto p = accel_pair();
   std::thread sender([&] {
     off_t off = 0;
-    while (static_cast<std::uint64_t>(off) < kSize)
-      if (::sendfile(p.a, f, &off, kSize - off) < 0 && errno != EINTR) break;
+    const auto deadline = std::chrono::steady_clock::now() + kTrafficDeadline;
+    while (static_cast<std::uint64_t>(off) < kSize &&
+           std::chrono::steady_clock::now() < deadline)
+      if (::sendfile(p.a, f, &off, kSize - off) <= 0 && errno != EINTR) break;
     ::shutdown(p.a, SHUT_WR);
   });
   auto r = read_verify(p.b, 5);
@@ -957,7 +982,7 @@ void stream_verify(bp::SocketPair& p, std::uint64_t total, std::size_t chunk,
 constexpr int kConvergeConnections = 2;
 
 TEST_F(Bypass, AutoAcceleratesRequestResponseButNotSmallWriteBulk) {
-  load("select = \"auto\"\n");
+  ASSERT_NO_FATAL_FAILURE(load("select = \"auto\"\n"));
   cg_.enter();
   bp::Listener rr, bulk;
   std::vector<bool> rr_accel, bulk_accel;
@@ -997,7 +1022,7 @@ TEST_F(Bypass, AutoAcceleratesRequestResponseButNotSmallWriteBulk) {
 }
 
 TEST_F(Bypass, AutoAcceleratesLargeWriteBulk) {
-  load("select = \"auto\"\n");
+  ASSERT_NO_FATAL_FAILURE(load("select = \"auto\"\n"));
   cg_.enter();
   bp::Listener bulk;
   std::vector<bool> accel;
@@ -1017,7 +1042,7 @@ TEST_F(Bypass, AutoAcceleratesLargeWriteBulk) {
 // A request/response service that turns into small-write bulk goes back to
 // TCP within a few connections, and back again.
 TEST_F(Bypass, AutoRelearnsAServiceThatChangesShape) {
-  load("select = \"auto\"\n");
+  ASSERT_NO_FATAL_FAILURE(load("select = \"auto\"\n"));
   cg_.enter();
   bp::Listener svc;
   for (int i = 0; i < 3; ++i) {
@@ -1048,7 +1073,7 @@ TEST_F(Bypass, AutoRelearnsAServiceThatChangesShape) {
 // small-write echo is bulk, stays on TCP, and a reader that stops at the
 // first read() <= 0 gets every byte.
 TEST_F(Bypass, AutoKeepsHalfCloseEchoOnTcpAndLosesNothing) {
-  load("select = \"auto\"\n");
+  ASSERT_NO_FATAL_FAILURE(load("select = \"auto\"\n"));
   cg_.enter();
   bp::Listener echo;
   const int runs = 24;
@@ -1110,7 +1135,7 @@ TEST_F(Bypass, AutoKeepsHalfCloseEchoOnTcpAndLosesNothing) {
 // reaches half the reader's sk_rcvbuf, then TCP's window blocks it; once the
 // reader reads again everything arrives, in order, with no stall.
 TEST_F(Bypass, QueueBoundHoldsAgainstAReaderThatStopsAndNothingStalls) {
-  load();
+  ASSERT_NO_FATAL_FAILURE(load());
   auto p = accel_pair(true);
   int rcvbuf = 0, sndbuf = 0;
   socklen_t len = sizeof rcvbuf;

@@ -9,6 +9,7 @@
 #                                              # the BPF compile too
 #                     [OUTPUT_DIRECTORY dir]
 #                     [BENCH bench_sockops.cpp...]  # a harness, see bpfmgr_add_bench
+#                     [EXPORTS symbol...]       # more dynamic symbols (rarely)
 #                     [NO_INSTALL])             # test-only plugins
 #
 # The BPF file is compiled with clang -target bpf against a vmlinux.h made
@@ -16,7 +17,12 @@
 # `<NAME>.skel.h` (struct <NAME>_bpf, <NAME>_bpf__elf_bytes()), and that
 # header is included by the C++ sources, so the .so carries its own object.
 # The result is a MODULE library `bpfmgr-<NAME>.so` exporting only the
-# entry point of BPFMGR_PLUGIN().
+# entry point, bpfmgr_plugin_entry (BPFMGR_PLUGIN() in C++): sources are
+# compiled with hidden visibility and linked with a version script that
+# makes every other symbol local, including the template instantiations
+# libstdc++ marks visible (std::map<std::string, ...>::find and the like), so
+# two plugins never bind to each other's copies. The sources may be C++
+# (any standard library) or plain C (a C-only project works).
 
 find_program(BPFMGR_CLANG NAMES clang clang-19 clang-16 clang-14 REQUIRED)
 find_program(BPFMGR_BPFTOOL NAMES bpftool PATHS /usr/sbin /sbin REQUIRED)
@@ -61,7 +67,7 @@ endfunction()
 
 function(bpfmgr_add_plugin)
   cmake_parse_arguments(P "NO_INSTALL" "NAME;BPF;OUTPUT_DIRECTORY"
-                        "SOURCES;BPF_INCLUDES;LINK_LIBRARIES;BENCH" ${ARGN})
+                        "SOURCES;BPF_INCLUDES;LINK_LIBRARIES;BENCH;EXPORTS" ${ARGN})
   if(NOT P_NAME OR NOT P_BPF OR NOT P_SOURCES)
     message(FATAL_ERROR "bpfmgr_add_plugin: NAME, BPF and SOURCES are required")
   endif()
@@ -125,12 +131,21 @@ function(bpfmgr_add_plugin)
   add_dependencies(${target} ${P_NAME}_bpf_skel)
   target_include_directories(${target} PRIVATE "${gen}" "${vmlinux_dir}")
   target_link_libraries(${target} PRIVATE bpfmgr::sdk ${P_LINK_LIBRARIES})
-  target_compile_features(${target} PRIVATE cxx_std_20)
   set_target_properties(${target} PROPERTIES
     PREFIX ""
     OUTPUT_NAME "bpfmgr-${P_NAME}"
+    C_VISIBILITY_PRESET hidden
     CXX_VISIBILITY_PRESET hidden
     VISIBILITY_INLINES_HIDDEN ON)
+  # Exports: the entry point (and EXPORTS); everything else local.
+  set(exports "bpfmgr_plugin_entry;${P_EXPORTS}")
+  list(REMOVE_DUPLICATES exports)
+  list(JOIN exports "; " exports)
+  file(CONFIGURE OUTPUT "${gen}/exports.map"
+       CONTENT "/* dynamic symbols of bpfmgr-${P_NAME}.so */\n{\n  global: ${exports};\n  local: *;\n};\n")
+  target_link_options(${target} PRIVATE "LINKER:--version-script=${gen}/exports.map")
+  set_property(TARGET ${target} APPEND PROPERTY LINK_DEPENDS "${gen}/exports.map")
+  set_property(GLOBAL APPEND PROPERTY BPFMGR_PLUGIN_TARGETS ${target})
   if(NOT P_OUTPUT_DIRECTORY AND BPFMGR_PLUGIN_OUTPUT_DIR)
     set(P_OUTPUT_DIRECTORY "${BPFMGR_PLUGIN_OUTPUT_DIR}")
   endif()

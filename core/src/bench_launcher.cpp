@@ -37,7 +37,34 @@ std::string find_bench_harness(const std::string& plugin) {
   return {};
 }
 
+// Everything after `bench PLUGIN` is the harness's: bpfmgr's parser must
+// not see it, or `bpfmgr bench NAME --help` prints bpfmgr's help instead of
+// the harness's. Only global options (--log-level VALUE) may come before
+// `bench`; `bpfmgr bench --help` (no PLUGIN yet) stays bpfmgr's. A `--`
+// right after PLUGIN is dropped (`bpfmgr bench NAME -- ARGS` works too).
+std::vector<std::string> take_harness_args(std::vector<std::string>& args) {
+  std::size_t i = 0;
+  while (i < args.size() && args[i].size() > 1 && args[i][0] == '-')
+    i += args[i] == "--log-level" ? 2 : 1;
+  if (i + 1 >= args.size() || args[i] != "bench" || args[i + 1].rfind("-", 0) == 0) return {};
+  auto first = args.begin() + std::ptrdiff_t(i + 2);
+  if (first != args.end() && *first == "--") ++first;
+  std::vector<std::string> harness(first, args.end());
+  args.resize(i + 2);
+  return harness;
+}
+
 int cmd_bench(const std::string& plugin, const std::vector<std::string>& args) {
+  // A harness loads BPF through bpfmgr: without root it could only fail
+  // deep inside (or abort). Its --help and test list need no privileges.
+  bool informational = false;
+  for (auto& a : args)
+    informational |= a == "--help" || a == "-h" || a.rfind("--benchmark_list_tests", 0) == 0;
+  if (::geteuid() != 0 && !informational) {
+    std::cerr << "error: permission denied: `bpfmgr bench` loads BPF programs and needs "
+                 "root\n";
+    return kExitFailed;
+  }
   auto path = find_bench_harness(plugin);
   if (path.empty()) {
     std::cerr << "error: no benchmark harness for plugin '" << plugin << "'; looked for:";

@@ -48,6 +48,9 @@ int cmd_events(const EventsArgs& a);
 
 // Runs bench_<plugin> (exec: its exit code is ours); 2 when there is none.
 int cmd_bench(const std::string& plugin, const std::vector<std::string>& args);
+// `bpfmgr ... bench PLUGIN ARGS...`: takes ARGS (the harness's, --help
+// included) out of `args` (argv without argv[0]) before bpfmgr parses it.
+std::vector<std::string> take_harness_args(std::vector<std::string>& args);
 // The harness `bpfmgr bench PLUGIN` would run, or "".
 std::string find_bench_harness(const std::string& plugin);
 

@@ -14,6 +14,8 @@
 #include <cstring>
 #include <ctime>
 
+#include <bpfmgr/cgroup.hpp>
+
 #include "commit.hpp"
 #include "pin_tree.hpp"
 #include "system.hpp"
@@ -201,6 +203,7 @@ void InstanceTxn::stage() {
   new_.config_hash = config_hash_;
   new_.loaded_at = now_utc();
   new_.options = options_to_json(r_.options);
+  for (auto& d : r_.kernel.degraded) new_.degraded.push_back({d.what, d.because});
 
   open_object();
   create_plugin_instance();
@@ -266,11 +269,14 @@ void InstanceTxn::attach_cgroup(std::string_view prog_name,
   require(Phase::Attach, "attach_cgroup");
   std::string prog(prog_name);
   auto* p = find_prog(prog);
-  std::string path = cgroup_path;
-  if (path.empty() || path[0] != '/') path = cgroup2_root() + "/" + path;
-  while (path.size() > 1 && path.back() == '/') path.pop_back();
-  Fd cg(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!cg) fail("cgroup " + path + ": " + errno_text(errno));
+  // The rule validate checked the option by (<bpfmgr/cgroup.hpp>), and the
+  // directory it checked is the one attached to.
+  Cgroup cgroup;
+  int cg_fd = -1;
+  if (auto why = resolve_cgroup(cgroup_path, cgroup, &cg_fd, cgroup2_root()); !why.empty())
+    fail(why);
+  Fd cg(cg_fd);
+  const std::string& path = cgroup.path;
   auto type = libbpf_bpf_attach_type_str(bpf_program__expected_attach_type(p));
   std::string target = "cgroup:" + path + " (" + (type ? type : "?") + ")";
   auto name = link_name(prog);

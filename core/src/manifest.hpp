@@ -9,10 +9,10 @@
 #include <vector>
 
 #include "diagnostics.hpp"
+#include "run_dir.hpp"  // kDefaultPinRoot
 
 namespace bpfmgr {
 
-inline constexpr const char* kDefaultPinRoot = "/sys/fs/bpf/bpfmgr";
 // Largest manifest accepted (docs/manifest.md); real ones are a few KiB.
 inline constexpr std::size_t kMaxManifestBytes = 1 << 20;
 

@@ -13,15 +13,6 @@ PinLayout::PinLayout(std::string root) : root_(std::move(root)) {
   while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
 }
 
-std::string InstancePaths::pin(PinKind kind, std::string_view name) const {
-  switch (kind) {
-    case PinKind::Map: return map(name);
-    case PinKind::Prog: return prog(name);
-    case PinKind::Link: return link(name);
-  }
-  return {};
-}
-
 std::string pin_name_problem(std::string_view name) {
   if (name.empty()) return "an empty name";
   if (name == "." || name == ".." || name.find('/') != std::string_view::npos ||

@@ -15,22 +15,24 @@
 #include <string>
 #include <string_view>
 
-namespace bpfmgr {
+#include <bpfmgr/pin_paths.hpp>  // the names, shared with harnesses (SDK)
 
-enum class PinKind { Map, Prog, Link };
+namespace bpfmgr {
 
 // One instance's directory (final or staging) and the pins in it.
 struct InstancePaths {
   std::string dir;
 
-  std::string state() const { return dir + "/state"; }
-  std::string maps_dir() const { return dir + "/maps"; }
-  std::string progs_dir() const { return dir + "/progs"; }
-  std::string links_dir() const { return dir + "/links"; }
-  std::string map(std::string_view name) const { return maps_dir() + "/" + std::string(name); }
-  std::string prog(std::string_view name) const { return progs_dir() + "/" + std::string(name); }
-  std::string link(std::string_view name) const { return links_dir() + "/" + std::string(name); }
-  std::string pin(PinKind kind, std::string_view name) const;
+  std::string state() const { return pin_paths::state(dir); }
+  std::string maps_dir() const { return pin_paths::kind_dir(dir, PinKind::Map); }
+  std::string progs_dir() const { return pin_paths::kind_dir(dir, PinKind::Prog); }
+  std::string links_dir() const { return pin_paths::kind_dir(dir, PinKind::Link); }
+  std::string map(std::string_view name) const { return pin(PinKind::Map, name); }
+  std::string prog(std::string_view name) const { return pin(PinKind::Prog, name); }
+  std::string link(std::string_view name) const { return pin(PinKind::Link, name); }
+  std::string pin(PinKind kind, std::string_view name) const {
+    return pin_paths::pin(dir, kind, name);
+  }
 };
 
 // Why `name` cannot name a pin ("" when it can): a plain file name, no '/'.
@@ -42,9 +44,11 @@ class PinLayout {
   explicit PinLayout(std::string root);
 
   const std::string& root() const { return root_; }
-  InstancePaths instance(std::string_view name) const { return {root_ + "/" + std::string(name)}; }
+  InstancePaths instance(std::string_view name) const {
+    return {pin_paths::instance_dir(root_, name)};
+  }
   InstancePaths staging(std::string_view name) const {
-    return {root_ + "/" + std::string(kStagingPrefix) + std::string(name)};
+    return {pin_paths::instance_dir(root_, std::string(kStagingPrefix) + std::string(name))};
   }
   std::string journal() const { return root_ + "/" + std::string(kJournalName); }
 

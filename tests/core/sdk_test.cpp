@@ -1,7 +1,9 @@
 // The SDK as a third-party author uses it: install bpfmgr to a prefix, build
-// examples/execcount (plugin + bench harness) out of tree against it, install
+// the examples it installs (examples/execcount: plugin + bench harness;
+// examples/sigcount-c: a plugin in C) out of tree against it, install
 // that, and use it the way docs/plugin-sdk.md says: load, status, events,
 // validate, bench.
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -15,6 +17,8 @@
 #include <sstream>
 
 #include <nlohmann/json.hpp>
+
+#include <bpfmgr/pin_paths.hpp>
 
 #include "test_support.hpp"
 
@@ -33,11 +37,18 @@ class Sdk : public ::testing::Test {
   static void SetUpTestSuite() {
     auto r = run({"cmake", "--install", build_dir(), "--prefix", prefix()});
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-    for (auto h : {"plugin.hpp", "plugin_api.h", "bpf_common.h", "bench.hpp", "bench/measure.hpp",
-                   "bench/ratio_reporter.hpp"})
+    for (auto h : {"plugin.hpp", "plugin_api.h", "bpf_common.h", "cgroup.hpp", "option_checks.hpp",
+                   "pin_paths.hpp", "bench.hpp", "bench/measure.hpp", "bench/ratio_reporter.hpp"})
       ASSERT_TRUE(fs::exists(prefix() + "/include/bpfmgr/" + h)) << h;
     ASSERT_TRUE(fs::exists(prefix() + "/bin/bpfmgr"));
+    // What the pages cite is installed beside them: the examples the
+    // tutorial builds and safety.md, which bpfmgr's messages name.
+    for (auto f : {"plugin-sdk.md", "safety.md", "benchmarks.md", "pin-layout.md", "manifest.md",
+                   "examples/execcount/CMakeLists.txt", "examples/execcount/execcount_plugin.cpp",
+                   "examples/sigcount-c/CMakeLists.txt", "examples/sigcount-c/sigcount_plugin.c"})
+      ASSERT_TRUE(fs::exists(docs() + "/" + f)) << f;
   }
+  static std::string docs() { return prefix() + "/share/doc/bpfmgr"; }
   static std::string work() { return build_dir() + "/sdk-test"; }
   static std::string prefix() { return work() + "/prefix"; }
   static std::string bpfmgr() { return prefix() + "/bin/bpfmgr"; }
@@ -46,17 +57,21 @@ class Sdk : public ::testing::Test {
   }
   static std::string installed_harness() { return prefix() + "/libexec/bpfmgr/bench_execcount"; }
 
-  // Builds examples/execcount in work()/<name> with extra CMake arguments.
-  static std::string build_example(const std::string& name, std::vector<std::string> extra) {
+  // Builds the installed copy of an example (share/doc/bpfmgr/examples/
+  // `example`, its plugin `plugin`) in work()/<name> with extra CMake
+  // arguments.
+  static std::string build_example(const std::string& name, std::vector<std::string> extra,
+                                   const std::string& example = "execcount",
+                                   const std::string& plugin = "execcount") {
     auto build = work() + "/" + name;
-    std::vector<std::string> argv{"cmake", "-S", source_dir() + "/examples/execcount",
+    std::vector<std::string> argv{"cmake", "-S", docs() + "/examples/" + example,
                                   "-B", build, "-DCMAKE_PREFIX_PATH=" + prefix()};
     argv.insert(argv.end(), extra.begin(), extra.end());
     auto r = run(argv);
     EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
     r = run({"cmake", "--build", build});
     EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-    EXPECT_TRUE(fs::exists(build + "/bpfmgr-execcount.so"));
+    EXPECT_TRUE(fs::exists(build + "/bpfmgr-" + plugin + ".so"));
     return build;
   }
   static std::string gcc_build() { return build_example("build-gcc", {"-DCMAKE_CXX_COMPILER=g++"}); }
@@ -120,6 +135,17 @@ bool needs(const std::string& lib, const std::string& so) {
   return r.out.find("[" + lib) != std::string::npos;
 }
 
+// The dynamic symbols a library defines (nm -D --defined-only).
+std::vector<std::string> exported(const std::string& so) {
+  auto r = run({"nm", "-D", "--defined-only", so});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::vector<std::string> names;
+  std::istringstream lines(r.out);
+  for (std::string addr, type, name; lines >> addr >> type >> name;) names.push_back(name);
+  return names;
+}
+const std::vector<std::string> kEntryOnly{"bpfmgr_plugin_entry"};
+
 // g++ and libstdc++; the example's own install rule puts the plugin in the
 // installed bpfmgr's plugin directory (BPFMGR_PLUGIN_INSTALL_DIR) and the
 // harness where `bpfmgr bench` looks: both found without any path.
@@ -127,9 +153,11 @@ TEST_F(Sdk, OutOfTreePluginWithGccInstallsAndLoads) {
   auto build = gcc_build();
   auto so = build + "/bpfmgr-execcount.so";
   EXPECT_TRUE(needs("libstdc++", so));
-  // Plugins link neither spdlog nor Boost.
+  // Plugins link neither spdlog nor Boost, and export the entry point
+  // alone (without the version script: 21 symbols, libstdc++'s templates).
   EXPECT_FALSE(needs("libspdlog", so));
   EXPECT_FALSE(needs("libboost", so));
+  EXPECT_EQ(exported(so), kEntryOnly);
   auto r = run({"cmake", "--install", build});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   struct Uninstall {
@@ -157,6 +185,17 @@ TEST_F(Sdk, OutOfTreePluginWithGccInstallsAndLoads) {
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("exec with execcount + events reader / without: "), std::string::npos)
       << r.out << r.err;
+  // Arguments after the plugin's name are the harness's, --help included:
+  // Google Benchmark's help, not bpfmgr's. Without a name, bpfmgr's.
+  r = run({bpfmgr(), "bench", "execcount", "--help"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("--benchmark_filter"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("Run a plugin's benchmark harness"), std::string::npos) << r.out;
+  r = run({bpfmgr(), "bench", "--help"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("Run a plugin's benchmark harness"), std::string::npos) << r.out;
+  r = run({bpfmgr(), "--log-level", "warn", "bench", "execcount", "--", "--help"});
+  EXPECT_NE(r.out.find("--benchmark_filter"), std::string::npos) << r.out << r.err;
 
   // A harness runs as root: one that others could have written is refused
   // by the plugin trust rules (docs/safety.md), and not run.
@@ -308,10 +347,123 @@ TEST_F(Sdk, OutOfTreePluginWithClangAndLibcxxLoads) {
   auto so = build + "/bpfmgr-execcount.so";
   EXPECT_TRUE(needs("libc++", so));
   EXPECT_FALSE(needs("libstdc++", so));
+  EXPECT_EQ(exported(so), kEntryOnly);
   PinRoot root;
   auto r = load(manifest(root, "plugin_path = [\"" + build + "\"]\n"));
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   expect_counts(root);
+}
+
+// examples/sigcount-c, a plugin in C99 with a C-only CMake project: no C++
+// runtime in the library, one export, options that reach its globals
+// (a signal filter, delivered only), status counters per signal with
+// per-CPU values, and the pin path the core names.
+TEST_F(Sdk, PluginInPlainCBuildsWithoutACxxCompilerAndCounts) {
+  auto build = build_example("build-c", {"-DCMAKE_C_COMPILER=gcc"}, "sigcount-c", "sigcount");
+  auto so = build + "/bpfmgr-sigcount.so";
+  EXPECT_FALSE(needs("libstdc++", so));
+  EXPECT_FALSE(needs("libc++", so));
+  EXPECT_EQ(exported(so), kEntryOnly);
+  auto plugin_path = "plugin_path = [\"" + build + "\"]\n";
+  PinRoot root;
+
+  // validate() in C: the problem names its option's line.
+  auto bad = write_temp_file("pin_root = \"" + root.path() + "\"\n" + plugin_path +
+                             "[[instance]]\nname = \"s\"\nplugin = \"sigcount\"\n"
+                             "[instance.options]\nsignal = 32\n");
+  ::unsetenv("BPFMGR_PLUGIN_PATH");
+  auto r = run({bpfmgr(), "validate", bad});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_NE(r.err.find(bad + ":7:1: error: instance 's', option 'signal': signals 32 and 33 "
+                             "are reserved by the C library"),
+            std::string::npos)
+      << r.err;
+
+  auto path = write_temp_file(
+      "pin_root = \"" + root.path() + "\"\n" + plugin_path +
+      "[[instance]]\nname = \"usr2\"\nplugin = \"sigcount\"\n[instance.options]\nsignal = 12\n"
+      "[[instance]]\nname = \"every\"\nplugin = \"sigcount\"\n"
+      "[[instance]]\nname = \"delivered\"\nplugin = \"sigcount\"\n"
+      "[instance.options]\nonly_delivered = true\n");
+  r = load(path);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+
+  // Five SIGUSR2 this process handles (delivered), three SIGWINCH it
+  // ignores by default (generated, then dropped as ignored).
+  struct sigaction sa {}, old_usr2 {}, old_winch {};
+  sa.sa_handler = [](int) {};
+  ASSERT_EQ(::sigaction(SIGUSR2, &sa, &old_usr2), 0);
+  sa.sa_handler = SIG_DFL;
+  ASSERT_EQ(::sigaction(SIGWINCH, &sa, &old_winch), 0);
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(::kill(::getpid(), SIGUSR2), 0);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(::kill(::getpid(), SIGWINCH), 0);
+  ::sigaction(SIGUSR2, &old_usr2, nullptr);
+  ::sigaction(SIGWINCH, &old_winch, nullptr);
+
+  r = run({bpfmgr(), "status", "--json", "--pin-root", root.path()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto status = json::parse(r.out);
+  std::map<std::string, std::map<std::string, json>> counters;
+  std::map<std::string, json> details;
+  for (auto& inst : status["instances"]) {
+    for (auto& c : inst["counters"]) counters[inst["name"]][c["name"]] = c;
+    details[inst["name"]] = inst["details"];
+  }
+  auto value = [&](const std::string& inst, const std::string& counter) -> std::uint64_t {
+    auto& c = counters[inst];
+    return c.count(counter) ? c[counter]["value"].get<std::uint64_t>() : 0;
+  };
+  // The filter reached the BPF global: only SIGUSR2 is counted.
+  EXPECT_GE(value("usr2", "signals.SIGUSR2"), 5u) << status.dump(2);
+  ASSERT_EQ(counters["usr2"].size(), 1u) << status.dump(2);
+  auto& per_cpu = counters["usr2"]["signals.SIGUSR2"]["per_cpu"];
+  EXPECT_EQ(per_cpu.size(), std::size_t(libbpf_num_possible_cpus()));
+  std::uint64_t sum = 0;
+  for (auto& v : per_cpu) sum += v.get<std::uint64_t>();
+  EXPECT_EQ(sum, value("usr2", "signals.SIGUSR2"));
+  // Ignored signals are left out with only_delivered, counted without.
+  EXPECT_GE(value("every", "signals.SIGUSR2"), 5u);
+  EXPECT_GE(value("delivered", "signals.SIGUSR2"), 5u);
+  EXPECT_GE(value("every", "signals.SIGWINCH"), value("delivered", "signals.SIGWINCH") + 3)
+      << status.dump(2);
+  // Details: the filter, and the map's pin as the core names it.
+  EXPECT_EQ(details["usr2"]["counting"], "SIGUSR2") << status.dump(2);
+  EXPECT_EQ(details["every"]["counting"], "all");
+  auto pin = details["usr2"]["signals map"].get<std::string>();
+  EXPECT_EQ(pin, pin_paths::pin(pin_paths::instance_dir(root.path(), "usr2"), PinKind::Map,
+                                "signals"));
+  int fd = bpf_obj_get(pin.c_str());
+  EXPECT_GE(fd, 0) << pin;
+  if (fd >= 0) ::close(fd);
+  r = run({bpfmgr(), "unpin", "--pin-root", root.path()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
+// The harness helper loads into a pin root it is given, finds pins by the
+// SDK's pin paths, and unpins only what its load created.
+TEST_F(Sdk, BenchHelperLoadsIntoAGivenPinRootAndLeavesOthersAlone) {
+  auto build = gcc_build();
+  PinRoot root;
+  auto r = load(manifest(root, "plugin_path = [\"" + build + "\"]\n"));  // instance "execs"
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ::setenv("BPFMGR_BINARY", bpfmgr().c_str(), 1);
+  {
+    bench::LoadedManifest mine("[[instance]]\nname = \"mine\"\nplugin = \"execcount\"\n",
+                               {build}, root.path());
+    EXPECT_EQ(mine.pin_root(), root.path());
+    for (auto pin : {mine.map_pin("mine", "execs"), mine.map_pin("execs", "execs"),
+                     mine.prog_pin("mine", "count_exec")}) {
+      int fd = bpf_obj_get(pin.c_str());
+      EXPECT_GE(fd, 0) << pin;
+      if (fd >= 0) ::close(fd);
+    }
+    EXPECT_EQ(mine.map_pin("mine", "execs"), root.path() + "/mine/maps/execs");
+  }
+  ::unsetenv("BPFMGR_BINARY");
+  EXPECT_FALSE(fs::exists(root.path() + "/mine"));
+  EXPECT_TRUE(fs::exists(root.path() + "/execs/state"));  // another manifest's: kept
+  r = run({bpfmgr(), "unpin", "--pin-root", root.path()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
 }  // namespace

@@ -269,8 +269,9 @@ typedef struct bpfmgr_context_ops {
                  bpfmgr_error *err);
 
   /* attach only. Each attachment becomes a pinned link (or a recorded
-   * attachment), undone on rollback and by unpin. `cgroup_path` is absolute
-   * or relative to the cgroup2 mount. `attach_type` is a bpf_attach_type.
+   * attachment), undone on rollback and by unpin. `cgroup_path` is resolved
+   * by the rule of <bpfmgr/cgroup.hpp> (the one validate checks options
+   * by). `attach_type` is a bpf_attach_type.
    * attach_auto attaches by SEC() name; with `optional`, a failure is
    * logged and shown as a dead hook by status, and *attached says 0. */
   int (*attach_cgroup)(bpfmgr_context *ctx, const char *prog,

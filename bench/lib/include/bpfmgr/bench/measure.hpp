@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -20,20 +21,49 @@
 
 #include <bpfmgr/bench/fixtures.hpp>
 #include <bpfmgr/bench/process.hpp>
+#include <bpfmgr/pin_paths.hpp>
 
 namespace bpfmgr::bench {
 
-// A manifest (TOML without pin_root) loaded by `bpfmgr load` under a pin
-// root of its own, unloaded (`bpfmgr unpin`) on destruction. `plugin_path`
-// becomes the manifest's plugin_path: directories searched before the
-// installed plugins, e.g. the build directory of the plugin being measured
-// (bpfmgr_add_bench(... PLUGIN name) defines BPFMGR_BENCH_PLUGIN_DIR).
+namespace detail {
+
+// The names `bpfmgr load` lists after `label` ("loaded: a, b"); instance
+// names hold only letters, digits, '-' and '_'.
+inline std::vector<std::string> listed(const std::string& out, const std::string& label) {
+  std::vector<std::string> names;
+  for (std::size_t at = out.find(label); at != std::string::npos;
+       at = out.find(label, at + 1)) {
+    if (at != 0 && out[at - 1] != '\n') continue;
+    auto end = out.find('\n', at);
+    auto line = out.substr(at + label.size(), end == std::string::npos ? end : end - at - label.size());
+    for (std::size_t start = 0; start < line.size();) {
+      auto comma = line.find(", ", start);
+      names.push_back(line.substr(start, comma == std::string::npos ? comma : comma - start));
+      start = comma == std::string::npos ? line.size() : comma + 2;
+    }
+  }
+  return names;
+}
+
+}  // namespace detail
+
+// A manifest (TOML without pin_root) loaded by `bpfmgr load`, unloaded
+// (`bpfmgr unpin`) on destruction. `plugin_path` becomes the manifest's
+// plugin_path: directories searched before the installed plugins, e.g. the
+// build directory of the plugin being measured (bpfmgr_add_bench(... PLUGIN
+// name) defines BPFMGR_BENCH_PLUGIN_DIR). `pin_root` "" loads under a
+// scratch pin root of its own (a PinRoot, removed on destruction); a path
+// loads there, and only the instances this load created are unpinned on
+// destruction (what it updated or found unchanged was there before).
 // Throws with bpfmgr's message when the load fails.
 class LoadedManifest {
  public:
   explicit LoadedManifest(const std::string& manifest_toml,
-                          const std::vector<std::string>& plugin_path = {}) {
-    std::string text = "pin_root = \"" + root_.path() + "\"\n";
+                          const std::vector<std::string>& plugin_path = {},
+                          const std::string& pin_root = "") {
+    if (pin_root.empty()) scratch_.emplace();
+    root_ = pin_root.empty() ? scratch_->path() : pin_root;
+    std::string text = "pin_root = \"" + root_ + "\"\n";
     if (!plugin_path.empty()) {
       text += "plugin_path = [";
       for (std::size_t i = 0; i < plugin_path.size(); ++i)
@@ -54,21 +84,35 @@ class LoadedManifest {
     if (r.exit_code != 0)
       throw std::runtime_error("bpfmgr load failed (exit " + std::to_string(r.exit_code) +
                                "): " + r.err + r.out);
+    if (!scratch_) created_ = detail::listed(r.out, "loaded: ");
+  }
+  ~LoadedManifest() {
+    if (scratch_ || created_.empty()) return;  // a scratch root cleans up itself
+    std::vector<std::string> argv{"unpin", "--pin-root", root_, "--quiet"};
+    argv.insert(argv.end(), created_.begin(), created_.end());
+    run_bpfmgr(argv);
   }
   LoadedManifest(const LoadedManifest&) = delete;
   LoadedManifest& operator=(const LoadedManifest&) = delete;
 
-  const std::string& pin_root() const { return root_.path(); }
-  // Pins of the documented layout (docs/pin-layout.md).
+  const std::string& pin_root() const { return root_; }
+  // Where an instance's map or program is pinned: the SDK's pin paths
+  // (<bpfmgr/pin_paths.hpp>), the rule bpfmgr pins by. A map the instance
+  // shares from another instance is pinned by that one: ask for the owner's.
   std::string map_pin(const std::string& instance, const std::string& map) const {
-    return pin_root() + "/" + instance + "/maps/" + map;
+    return pin_paths::pin(pin_paths::instance_dir(root_, instance), PinKind::Map, map);
   }
   std::string prog_pin(const std::string& instance, const std::string& prog) const {
-    return pin_root() + "/" + instance + "/progs/" + prog;
+    return pin_paths::pin(pin_paths::instance_dir(root_, instance), PinKind::Prog, prog);
+  }
+  std::string link_pin(const std::string& instance, const std::string& link) const {
+    return pin_paths::pin(pin_paths::instance_dir(root_, instance), PinKind::Link, link);
   }
 
  private:
-  PinRoot root_;
+  std::optional<PinRoot> scratch_;
+  std::string root_;
+  std::vector<std::string> created_;  // instances this load created (given pin root)
 };
 
 // kernel.bpf_stats_enabled switched on for the object's lifetime (the

@@ -22,6 +22,8 @@
 #include <thread>
 #include <vector>
 
+#include <bpfmgr/cgroup.hpp>
+
 extern char** environ;
 
 namespace bpfmgr::bench {
@@ -227,13 +229,12 @@ class Background {
   int status_ = 0;
 };
 
-// Mount point of cgroup v2, from /proc/self/mounts.
+// Mount point of cgroup v2 (the SDK's, <bpfmgr/cgroup.hpp>); throws when
+// there is none.
 inline std::string cgroup2_root() {
-  std::ifstream in("/proc/self/mounts");
-  std::string dev, dir, type, rest;
-  while (in >> dev >> dir >> type && std::getline(in, rest))
-    if (type == "cgroup2") return dir;
-  throw std::runtime_error("no cgroup2 mount in /proc/self/mounts");
+  auto dir = cgroup2_mount();
+  if (dir.empty()) throw std::runtime_error("no cgroup2 mount in /proc/self/mounts");
+  return dir;
 }
 
 }  // namespace bpfmgr::bench

@@ -1,0 +1,218 @@
+#include "run_dir.hpp"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <set>
+
+#include "system.hpp"
+
+namespace bpfmgr {
+namespace fs = std::filesystem;
+
+namespace {
+
+// POSIX record locks belong to a process, not to a file descriptor: two
+// threads of one process would both "get" the lock, and closing any
+// descriptor of the file drops it. Holders in this process are therefore
+// tracked here too, and a lock file is opened once per process at a time.
+std::mutex g_mutex;
+std::condition_variable g_released;
+std::set<std::string> g_held;
+
+std::string mode_text(mode_t mode) {
+  char b[8];
+  std::snprintf(b, sizeof b, "%04o", unsigned(mode & 07777));
+  return b;
+}
+
+// A directory a root process may trust: owned by root (or by us), writable
+// by nobody else.
+void check_trusted_dir(int fd, const std::string& path) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw Error("cannot inspect " + path + ": " + errno_text(errno));
+  if (!S_ISDIR(st.st_mode)) throw Error(path + " is not a directory");
+  const char* rule = "; bpfmgr uses it only when root's and writable by nobody else";
+  if (st.st_uid != 0 && st.st_uid != ::geteuid())
+    throw Error("refusing run directory " + path + ": owned by uid " +
+                std::to_string(st.st_uid) + rule);
+  if (st.st_mode & (S_IWGRP | S_IWOTH))
+    throw Error("refusing run directory " + path + ": writable by group or others (mode " +
+                mode_text(st.st_mode) + ")" + rule);
+}
+
+const char* role_prefix(LockRole role) {
+  switch (role) {
+    case LockRole::PinRootState: return "state";
+    case LockRole::Serve: return "serve";
+    case LockRole::EventsReader: return "events-map";
+  }
+  return "?";
+}
+
+const char* role_noun(LockRole role) {
+  switch (role) {
+    case LockRole::PinRootState: return "the pin-root lock";
+    case LockRole::Serve: return "the serve lock";
+    case LockRole::EventsReader: return "the reader lock";
+  }
+  return "the lock";
+}
+
+std::string process_description(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
+  std::string cmd;
+  char c;
+  while (cmd.size() < 160 && in.get(c)) cmd += c ? c : ' ';
+  while (!cmd.empty() && cmd.back() == ' ') cmd.pop_back();
+  return cmd.empty() ? "" : " (" + cmd + ")";
+}
+
+std::string busy_message(LockRole role, std::string_view key, pid_t holder) {
+  auto who = "PID " + std::to_string(holder) + process_description(holder);
+  switch (role) {
+    case LockRole::PinRootState:
+      return "pin root " + std::string(key) + " is being changed by " + who;
+    case LockRole::Serve:
+      return "pin root " + std::string(key) + " already has a `serve` holder: " + who;
+    case LockRole::EventsReader:
+      return "ring buffer map id " + std::string(key) + " is being read by " + who;
+  }
+  return "locked by " + who;
+}
+
+// Opens (creating) the lock file `name` of `dir`: never through a symlink,
+// and only a plain file of root's with one link (a hard link to a file
+// elsewhere would lock, and let us write, that file).
+Fd open_lock_file(int dir, const std::string& name, const std::string& path, LockRole role) {
+  Fd fd(::openat(dir, name.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd) {
+    int err = errno;
+    throw Error(std::string("cannot create ") + role_noun(role) + " " + path + ": " +
+                (err == ELOOP ? "it is a symlink (" + errno_text(err) + ")" : errno_text(err)));
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
+      (st.st_uid != 0 && st.st_uid != ::geteuid()))
+    throw Error(std::string("refusing ") + role_noun(role) + " " + path +
+                ": not a plain file of root's with one link");
+  return fd;
+}
+
+// Who holds a record lock on `fd`; 0 when nobody does any more.
+pid_t lock_holder(int fd, const std::string& path) {
+  struct flock q {};
+  q.l_type = F_WRLCK;
+  q.l_whence = SEEK_SET;
+  if (::fcntl(fd, F_GETLK, &q) != 0)
+    throw Error("cannot query lock " + path + ": " + errno_text(errno));
+  return q.l_type == F_UNLCK ? 0 : q.l_pid;
+}
+
+}  // namespace
+
+Fd open_run_dir() {
+  Fd dir(::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) throw Error("cannot open /: " + errno_text(errno));
+  check_trusted_dir(dir.get(), "/");
+  std::string path;
+  auto parts = fs::path(kRunDir).relative_path();
+  for (auto it = parts.begin(); it != parts.end(); ++it) {
+    auto name = it->string();
+    path += "/" + name;
+    bool last = std::next(it) == parts.end();
+    if (last && ::mkdirat(dir.get(), name.c_str(), 0755) != 0 && errno != EEXIST)
+      throw Error("cannot create the run directory " + path + ": " + errno_text(errno) +
+                  (errno == EROFS ? " (load, unpin, serve and events lock files there)" : ""));
+    Fd next(::openat(dir.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!next)
+      throw Error("cannot open " + path + ": " +
+                  (errno == ELOOP || errno == ENOTDIR
+                       ? std::string("it is a symlink or not a directory (bpfmgr uses a "
+                                     "real directory, not a link)")
+                       : errno_text(errno)));
+    check_trusted_dir(next.get(), path);
+    dir = std::move(next);
+  }
+  return dir;
+}
+
+std::string run_lock_path(LockRole role, std::string_view key) {
+  std::string id = role == LockRole::EventsReader ? std::string(key) : fnv1a_hex(key);
+  return std::string(kRunDir) + "/" + role_prefix(role) + "-" + id + ".lock";
+}
+
+RunLock RunLock::acquire(LockRole role, std::string_view key, LockWait wait) {
+  auto path = run_lock_path(role, key);
+  bool logged = false;
+  {
+    std::unique_lock lk(g_mutex);
+    while (g_held.count(path)) {
+      if (wait == LockWait::Fail) throw LockBusy(busy_message(role, key, ::getpid()), ::getpid());
+      if (!logged)
+        spdlog::warn("{}; waiting for it (this process) to finish",
+                     busy_message(role, key, ::getpid()));
+      logged = true;
+      g_released.wait(lk);
+    }
+    g_held.insert(path);
+  }
+  try {
+    Fd dir = open_run_dir();
+    Fd fd = open_lock_file(dir.get(), fs::path(path).filename().string(), path, role);
+    for (;;) {
+      struct flock fl {};
+      fl.l_type = F_WRLCK;
+      fl.l_whence = SEEK_SET;
+      if (::fcntl(fd.get(), F_SETLK, &fl) == 0) break;
+      if (errno != EAGAIN && errno != EACCES)
+        throw Error("cannot lock " + path + ": " + errno_text(errno));
+      pid_t holder = lock_holder(fd.get(), path);
+      if (holder == 0) continue;  // released in between
+      if (wait == LockWait::Fail) throw LockBusy(busy_message(role, key, holder), holder);
+      if (!logged)
+        spdlog::warn("{}; waiting for PID {} to finish", busy_message(role, key, holder), holder);
+      logged = true;
+      if (::fcntl(fd.get(), F_SETLKW, &fl) == 0) break;
+      if (errno != EINTR) throw Error("cannot lock " + path + ": " + errno_text(errno));
+    }
+    spdlog::debug("locked {} ({})", path, key);
+    return RunLock(std::move(fd), path);
+  } catch (...) {
+    std::lock_guard lk(g_mutex);
+    g_held.erase(path);
+    g_released.notify_all();
+    throw;
+  }
+}
+
+RunLock::RunLock(RunLock&& other) noexcept
+    : fd_(std::move(other.fd_)), path_(std::move(other.path_)) {}
+
+RunLock& RunLock::operator=(RunLock&& other) noexcept {
+  if (this != &other) {
+    release();
+    fd_ = std::move(other.fd_);
+    path_ = std::move(other.path_);
+  }
+  return *this;
+}
+
+RunLock::~RunLock() { release(); }
+
+void RunLock::release() noexcept {
+  if (!fd_) return;
+  fd_.reset();  // closing drops the record lock
+  std::lock_guard lk(g_mutex);
+  g_held.erase(path_);
+  g_released.notify_all();
+}
+
+}  // namespace bpfmgr

@@ -19,10 +19,13 @@ if [[ ${BPFMGR_DEPS:-all} != build ]]; then
     libgtest-dev libgmock-dev googletest libbenchmark-dev
     libc++-dev libc++abi-dev   # the SDK test builds a plugin against libc++
     prometheus     # promtool and a real server for the metrics tests
+    lintian binutils   # the package tests: lintian, objcopy (the upgrade test rebuilds a .deb)
     iproute2 tcpdump procps strace util-linux curl
     libbpf-tools   # tcplife and syscount, the peers bench_probes compares against
     iperf3 redis-server redis-tools  # real clients for bench/sockops/real_clients.sh
     clang-14 libclang-rt-14-dev   # libFuzzer and sanitizers for scripts/fuzz.sh
+    # the kernel matrix (scripts/kernel-matrix/): QEMU guests on Debian's kernels
+    qemu-system-x86 busybox-static cpio xz-utils zstd kmod python3
   )
 fi
 

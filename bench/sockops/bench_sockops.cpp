@@ -38,7 +38,8 @@ void load_bypass() {
                    "[instance.options]\ncgroup = \"" + g_cgroup->path() + "\"\n"
                    "[[instance]]\nname = \"bypass-msg\"\nplugin = \"sockmsg\"\n"
                    "[instance.maps]\nsock_hash = \"bypass-ops\"\n"
-                   "services = \"bypass-ops\"\nsock_state = \"bypass-ops\"\n",
+                   "services = \"bypass-ops\"\nsock_state = \"bypass-ops\"\n"
+                   "sock_index = \"bypass-ops\"\n",
                    std::vector<std::string>{BPFMGR_BENCH_PLUGIN_DIR});
   // BPFMGR_BENCH_PASSTHROUGH=1: sockets still enter the sockhash but every
   // message takes the TCP path (sockmsg's draining mode): the cost of the

@@ -44,7 +44,7 @@ void load_bypass(const std::string& select) {
                    "select = \"" + select + "\"\n"
                    "[[instance]]\nname = \"msg\"\nplugin = \"sockmsg\"\n"
                    "[instance.maps]\nsock_hash = \"ops\"\nservices = \"ops\"\n"
-                   "sock_state = \"ops\"\n",
+                   "sock_state = \"ops\"\nsock_index = \"ops\"\n",
                    std::vector<std::string>{BPFMGR_BENCH_PLUGIN_DIR});
 }
 

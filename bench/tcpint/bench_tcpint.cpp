@@ -58,9 +58,10 @@ struct Sample {
 // Modes measured side by side: plugin off, sock_ops only (no syscall hook),
 // full (sock_ops + syscall hook), each of the last two also with
 // `data_changed` instead of `data` (data segments carry the option only
-// when the context changed).
-enum class Mode { Off, SockOps, Full, SockOpsChanged, FullChanged };
-constexpr int kModes = 5;
+// when the context changed), and full with `fallbacks = "always"` (the
+// forms Linux 6.1 runs: probe-read syscall hook and connect-time task).
+enum class Mode { Off, SockOps, Full, SockOpsChanged, FullChanged, FullFallbacks };
+constexpr int kModes = 6;
 const char* mode_name(Mode m) {
   switch (m) {
     case Mode::Off: return "off";
@@ -68,13 +69,14 @@ const char* mode_name(Mode m) {
     case Mode::Full: return "full";
     case Mode::SockOpsChanged: return "sockops-chg";
     case Mode::FullChanged: return "full-chg";
+    case Mode::FullFallbacks: return "full-fb";
   }
   return "?";
 }
 
 std::string manifest_for(const TwoHosts& h, Mode m) {
   std::ostringstream o;
-  const bool hooks = m == Mode::Full || m == Mode::FullChanged;
+  const bool hooks = m == Mode::Full || m == Mode::FullChanged || m == Mode::FullFallbacks;
   const bool changed = m == Mode::SockOpsChanged || m == Mode::FullChanged;
   int sid = 1;
   for (const Host* host : {&h.a, &h.b}) {
@@ -84,6 +86,7 @@ std::string manifest_for(const TwoHosts& h, Mode m) {
       << "\nsyscall_hooks = " << (hooks ? "true" : "false") << "\n";
     if (changed)
       o << "segments = [\"syn\", \"ack\", \"data_changed\", \"fin\"]\n";
+    if (m == Mode::FullFallbacks) o << "fallbacks = \"always\"\n";
     o << "\n";
     ++sid;
   }
@@ -100,11 +103,14 @@ ProgTotals prog_totals(const bench::LoadedManifest* m) {
   if (!m) return t;
   for (const char* inst : {"tcpint_a", "tcpint_b"}) {
     auto so = bench::prog_run_time(m->prog_pin(inst, "tcpint_sockops"));
-    auto se = bench::prog_run_time(m->prog_pin(inst, "tcpint_sys_enter"));
     t.sockops.run_cnt += so.run_cnt;
     t.sockops.run_time_ns += so.run_time_ns;
-    t.sys_enter.run_cnt += se.run_cnt;
-    t.sys_enter.run_time_ns += se.run_time_ns;
+    // whichever syscall-hook variant this kernel runs (the other has no pin)
+    for (const char* prog : {"tcpint_sys_enter", "tcpint_sys_enter_probe"}) {
+      auto se = bench::prog_run_time(m->prog_pin(inst, prog));
+      t.sys_enter.run_cnt += se.run_cnt;
+      t.sys_enter.run_time_ns += se.run_time_ns;
+    }
   }
   return t;
 }
@@ -260,11 +266,11 @@ int run_harness(const std::vector<std::string>& args) {
   auto echo_port = static_cast<std::uint16_t>(std::stoi(echo->channel().recv()));
   auto sink_port = static_cast<std::uint16_t>(std::stoi(sink->channel().recv()));
 
-  const Mode modes[kModes] = {Mode::Off, Mode::SockOps, Mode::Full,
-                              Mode::SockOpsChanged, Mode::FullChanged};
+  const Mode modes[kModes] = {Mode::Off,           Mode::SockOps,     Mode::Full,
+                              Mode::SockOpsChanged, Mode::FullChanged, Mode::FullFallbacks};
   std::vector<Sample> samples[kModes];
   std::cout << "tcpint bench: " << cfg.rounds << " rounds, modes interleaved "
-            << "(off / sockops / full / sockops-chg / full-chg), RR "
+            << "(off / sockops / full / sockops-chg / full-chg / full-fb), RR "
             << cfg.rr_iters << " x " << cfg.rr_size << " B, bulk "
             << cfg.bulk_ms << " ms x " << cfg.bulk_chunk / 1024
             << " KiB writes, veth between two netns" << std::endl;

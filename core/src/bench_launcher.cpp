@@ -55,6 +55,16 @@ std::vector<std::string> take_harness_args(std::vector<std::string>& args) {
 }
 
 int cmd_bench(const std::string& plugin, const std::vector<std::string>& args) {
+  // A harness loads BPF through bpfmgr: without root it could only fail
+  // deep inside (or abort). Its --help and test list need no privileges.
+  bool informational = false;
+  for (auto& a : args)
+    informational |= a == "--help" || a == "-h" || a.rfind("--benchmark_list_tests", 0) == 0;
+  if (::geteuid() != 0 && !informational) {
+    std::cerr << "error: permission denied: `bpfmgr bench` loads BPF programs and needs "
+                 "root\n";
+    return kExitFailed;
+  }
   auto path = find_bench_harness(plugin);
   if (path.empty()) {
     std::cerr << "error: no benchmark harness for plugin '" << plugin << "'; looked for:";

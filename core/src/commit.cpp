@@ -93,8 +93,10 @@ void revert_staged(const PinLayout& layout, const std::string& name,
   auto fin = layout.instance(name), stg = layout.staging(name);
   auto staged = lookup_state(stg.state());
   if (!staged.ours()) {
-    // Made and died before its record was written: empty, or not ours.
-    if (::rmdir(stg.dir.c_str()) != 0 && errno != ENOENT)
+    // Made and died before its record was written, or emptied by a commit
+    // that died before removing it: empty either way. Anything else in a
+    // staging name is not ours (recover_pin_root leaves it alone).
+    if (!remove_empty_leftover(stg.dir))
       errors.push_back(stg.dir + " has no bpfmgr state record and is not empty; left alone");
     return;
   }
@@ -119,21 +121,47 @@ void revert_staged(const PinLayout& layout, const std::string& name,
   remove_owned_dir(stg, errors);
 }
 
+std::string staging_left_alone(const PinLayout& layout, const std::string& name) {
+  auto stg = layout.staging(name);
+  struct stat st {};
+  if (::lstat(stg.dir.c_str(), &st) != 0) return "";
+  if (!S_ISDIR(st.st_mode)) return stg.dir + " is not a directory bpfmgr made; left alone";
+  if (lookup_state(stg.state()).ours() || is_empty_leftover(stg.dir)) return "";
+  return stg.dir + " has no bpfmgr state record and holds entries bpfmgr did not make; "
+         "left alone (remove it by hand; until then instance '" + name +
+         "' cannot be loaded)";
+}
+
 std::vector<std::string> recover_pin_root(const PinLayout& layout,
                                           std::vector<std::string>& errors) {
   std::vector<std::string> done;
   auto journal = read_journal(layout.journal());
-  std::vector<std::string> staged;
+  std::vector<std::string> staged, other;
   if (DIR* d = ::opendir(layout.root().c_str())) {
-    while (auto* e = ::readdir(d))
-      if (auto inst = PinLayout::staged_instance(e->d_name)) staged.push_back(*inst);
+    while (auto* e = ::readdir(d)) {
+      std::string n = e->d_name;
+      if (auto inst = PinLayout::staged_instance(n)) staged.push_back(*inst);
+      else if (n != "." && n != ".." && n != PinLayout::kJournalName) other.push_back(n);
+    }
     ::closedir(d);
   }
   std::sort(staged.begin(), staged.end());
-  for (auto& name : staged) {
+  // An instance directory an unpin (or a load dropping the instance) was
+  // killed in, between removing the record and the directory: empty.
+  for (auto& n : other) {
+    auto dir = layout.instance(n);
     struct stat st {};
-    if (::lstat(layout.staging(name).dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-      errors.push_back(layout.staging(name).dir + " is not a directory bpfmgr made; left alone");
+    if (::lstat(dir.state().c_str(), &st) == 0 || errno != ENOENT) continue;
+    if (::lstat(dir.dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+    if (remove_empty_leftover(dir.dir))
+      done.push_back(n + ": removed the empty directory " + dir.dir +
+                     " an interrupted unpin left");
+  }
+  for (auto& name : staged) {
+    // Foreign content under a staging name is reported and skipped: it
+    // blocks that one name, never the pin root.
+    if (auto why = staging_left_alone(layout, name); !why.empty()) {
+      spdlog::warn("{}", why);
       continue;
     }
     auto rec = lookup_state(layout.staging(name).state());
@@ -153,8 +181,12 @@ std::vector<std::string> recover_pin_root(const PinLayout& layout,
       auto pins = list_pins(layout.staging(name));
       revert_staged(layout, name, errors);
       if (errors.size() == before)
-        done.push_back(name + ": reverted a load interrupted before its commit; removed " +
-                       layout.staging(name).dir + " (" + pins.summary() + ")");
+        done.push_back(rec.ours()
+                           ? name + ": reverted a load interrupted before its commit; removed " +
+                                 layout.staging(name).dir + " (" + pins.summary() + ")"
+                           : name + ": removed the empty staging directory " +
+                                 layout.staging(name).dir +
+                                 " an interrupted load or commit left");
     }
   }
   if (exists_nofollow(layout.journal()) && errors.empty()) {

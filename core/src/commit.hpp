@@ -31,6 +31,10 @@ void commit_staged(const PinLayout& layout, const std::string& name,
 void revert_staged(const PinLayout& layout, const std::string& name,
                    std::vector<std::string>& errors);
 
+// Why the staging directory of `name` is left alone ("" when recovery
+// handles it): not a directory, or holding entries bpfmgr did not make.
+std::string staging_left_alone(const PinLayout& layout, const std::string& name);
+
 // Finishes or reverts what a process that died left under the pin root
 // (the caller holds the lock). Returns one line per instance handled.
 std::vector<std::string> recover_pin_root(const PinLayout& layout,

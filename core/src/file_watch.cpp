@@ -81,4 +81,42 @@ bool FileWatch::drain() {
   return relevant;
 }
 
+namespace {
+constexpr std::uint32_t kTreeEvents = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |
+                                      IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
+}  // namespace
+
+DirWatch::DirWatch() {
+  fd_ = Fd(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+  if (!fd_) throw Error("inotify: " + errno_text(errno));
+}
+
+void DirWatch::watch(const std::vector<std::string>& dirs) {
+  // Re-adding a watched inode returns its old descriptor: remove all first
+  // so that a directory replaced by rename (an updated instance) is
+  // watched under its new inode.
+  for (int wd : wds_) ::inotify_rm_watch(fd_.get(), wd);
+  wds_.clear();
+  for (auto& d : dirs) {
+    int wd = ::inotify_add_watch(fd_.get(), d.c_str(), kTreeEvents);
+    if (wd >= 0) wds_.push_back(wd);
+  }
+}
+
+bool DirWatch::drain() {
+  bool relevant = false;
+  alignas(inotify_event) char buf[16 * 1024];
+  for (;;) {
+    ssize_t n = ::read(fd_.get(), buf, sizeof buf);
+    if (n <= 0) break;
+    for (char* p = buf; p < buf + n;) {
+      auto* ev = reinterpret_cast<inotify_event*>(p);
+      p += sizeof(inotify_event) + ev->len;
+      // IN_IGNORED follows our own inotify_rm_watch(): not news.
+      if (!(ev->mask & IN_IGNORED)) relevant = true;
+    }
+  }
+  return relevant;
+}
+
 }  // namespace bpfmgr

@@ -36,4 +36,27 @@ class FileWatch {
   std::vector<int> target_wds_;
 };
 
+// Tells when entries disappear from (or appear in) a set of directories:
+// serve's bpffs pin tree (a pin removed by hand, `rm -r` of an instance, a
+// reboot-like wipe) so drift is repaired when it happens rather than at the
+// next periodic pass. bpffs and cgroup2 report create, unlink, rmdir and
+// rename to inotify like any VFS filesystem (checked on 6.1, 6.12 and 6.18
+// by serve's tests); reads and bpf_obj_get() report nothing, so scrapes do
+// not wake it. Watches are per directory, not recursive: the caller names
+// every directory to watch and calls watch() again after changing the tree.
+class DirWatch {
+ public:
+  DirWatch();
+  int fd() const { return fd_.get(); }
+  // Replaces the watched set; directories that do not exist are skipped.
+  void watch(const std::vector<std::string>& dirs);
+  // Reads every pending event without blocking; whether any was a removal,
+  // rename or creation inside (or of) a watched directory.
+  bool drain();
+
+ private:
+  Fd fd_;
+  std::vector<int> wds_;
+};
+
 }  // namespace bpfmgr

@@ -1,6 +1,7 @@
 // bpfmgr: load BPF plugins from a manifest, pin them, inspect and remove them.
 #include <CLI/CLI.hpp>
 #include <spdlog/cfg/env.h>
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -16,6 +17,51 @@
 #include "system.hpp"
 
 using namespace bpfmgr;
+
+namespace {
+
+// %* in a pattern: the message as the inside of a JSON string.
+class JsonMessageFlag : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    static const char* hex = "0123456789abcdef";
+    for (char ch : std::string_view(msg.payload.data(), msg.payload.size())) {
+      auto c = static_cast<unsigned char>(ch);
+      if (c == '"' || c == '\\') {
+        dest.push_back('\\');
+        dest.push_back(ch);
+      } else if (c == '\n') {
+        dest.append(std::string_view("\\n"));
+      } else if (c < 0x20) {
+        const char esc[] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+        dest.append(esc, esc + 6);
+      } else {
+        dest.push_back(ch);
+      }
+    }
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<JsonMessageFlag>();
+  }
+};
+
+// text: "LEVEL: message", with an RFC 3339 UTC timestamp first for serve (a
+// daemon's log is read later); json: one object per line, always stamped.
+void configure_log_format(spdlog::logger& logger, const std::string& format, bool serving) {
+  if (format == "json") {
+    auto f = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
+    f->add_flag<JsonMessageFlag>('*').set_pattern(
+        R"({"ts":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","msg":"%*"})");
+    logger.set_formatter(std::move(f));
+  } else if (serving) {
+    logger.set_pattern("%Y-%m-%dT%H:%M:%S.%fZ %^%l%$: %v", spdlog::pattern_time_type::utc);
+  } else {
+    logger.set_pattern("%^%l%$: %v");
+  }
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -37,8 +83,13 @@ int main(int argc, char** argv) {
 
   std::string log_level;
   app.add_option("--log-level", log_level,
-                 "trace, debug, info, warn (default), error or off")
+                 "trace, debug, info, warn (default; info for serve), error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  std::string log_format;
+  app.add_option("--log-format", log_format,
+                 "text (`LEVEL: message`; serve prefixes a UTC timestamp) or json "
+                 "(one {\"ts\",\"level\",\"msg\"} object per line)")
+      ->check(CLI::IsMember({"text", "json"}));
 
   std::string pin_root = kDefaultPinRoot;
   auto add_pin_root = [&](CLI::App* c) {
@@ -120,8 +171,23 @@ int main(int argc, char** argv) {
                       "HOST:PORT for /metrics and /healthz, or `none`")
       ->capture_default_str();
   c_serve->add_option("--interval", serve.interval_s,
-                      "seconds between drift checks")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+                      "seconds between full drift checks, 1 to 86400 (removed pins "
+                      "are seen at once through inotify; this pass is the safety net)")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string& v) -> std::string {
+            double d = 0;
+            try {
+              std::size_t used = 0;
+              d = std::stod(v, &used);
+              if (used != v.size()) return "--interval: '" + v + "' is not a number";
+            } catch (const std::exception&) {
+              return "--interval: '" + v + "' is not a number";
+            }
+            auto why = interval_problem(d);
+            return why ? "--interval " + v + ": " + *why : "";
+          },
+          "SECONDS in [1, 86400]"));
   c_serve->add_flag("--unpin-on-exit", serve.unpin_on_exit,
                     "on SIGTERM/SIGINT remove the manifest's instances "
                     "(default: they keep running)");
@@ -166,7 +232,8 @@ int main(int argc, char** argv) {
   }
 
   auto logger = spdlog::stderr_color_mt("bpfmgr");
-  logger->set_pattern("%^%l%$: %v");
+  configure_log_format(*logger, log_format.empty() ? "text" : log_format,
+                       static_cast<bool>(*c_serve));
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::warn);
   spdlog::cfg::load_env_levels();  // SPDLOG_LEVEL

@@ -2,9 +2,16 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <spdlog/spdlog.h>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <limits>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -37,21 +44,6 @@ std::string escape_help(const std::string& v) {
   return out;
 }
 
-std::string format_value(double v) {
-  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
-  if (std::isnan(v)) return "NaN";
-  // Integers (counters, ids of states) print exactly; others with enough
-  // digits to round-trip.
-  if (v == std::floor(v) && std::fabs(v) < 1e15) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.0f", v);
-    return buf;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
-  return buf;
-}
-
 const char* type_name(MetricsText::Type t) {
   switch (t) {
     case MetricsText::Type::Counter: return "counter";
@@ -69,10 +61,12 @@ double parse_utc(const std::string& s) {
 }
 
 // Entries of a hash-like map, counted by walking its keys: one syscall per
-// entry, so only maps up to this size are counted on every scrape. Arrays
-// are always full (entries == max_entries) and are not reported; ring
-// buffers have no entries.
-constexpr std::uint32_t kMaxCountedEntries = 16384;
+// entry (about 0.3 us), so maps up to this size (a 65536-entry map costs
+// ~20 ms a scrape) are counted on every scrape. The kernel keeps no count
+// the syscall interface exposes for the others (docs/operations.md lists
+// what is and is not reported): arrays are always full, ring buffers and
+// socket/inode/task storage have no entry count.
+constexpr std::uint32_t kMaxCountedEntries = 1u << 18;
 
 bool hash_like(std::uint32_t type) {
   switch (type) {
@@ -81,6 +75,8 @@ bool hash_like(std::uint32_t type) {
     case BPF_MAP_TYPE_LRU_HASH:
     case BPF_MAP_TYPE_LRU_PERCPU_HASH:
     case BPF_MAP_TYPE_SOCKHASH:
+    case BPF_MAP_TYPE_LPM_TRIE:
+    case BPF_MAP_TYPE_HASH_OF_MAPS:
       return true;
     default:
       return false;
@@ -102,7 +98,116 @@ std::optional<std::uint64_t> count_entries(int fd, const bpf_map_info& info) {
   return n;
 }
 
+// Plugin API 2.2, from an instance's `status --json` object: the simpler
+// forms it runs on this kernel (bpfmgr_instance_degraded) and its plugin's
+// typed samples (bpfmgr_plugin_<plugin>_<name>[_total], labels
+// instance_name + the plugin's). A family keeps the kind and label names of
+// its first sample, across instances; a sample that disagrees, or takes a
+// name the plugin's counters already use, is dropped (and logged).
+struct PluginFamilies {
+  std::map<std::string, std::pair<MetricsText::Type, std::set<std::string>>> seen;
+};
+
+void add_plugin_samples(MetricsText& m, PluginFamilies& families, const nlohmann::json& s) {
+  using T = MetricsText::Type;
+  const std::string name = s["instance"].get<std::string>();
+  const std::string plugin = s.value("plugin", "");
+  m.family("bpfmgr_instance_degraded", T::Gauge,
+           "1 per simpler form the instance runs because this kernel lacks a feature "
+           "(`bpfmgr status` says why)");
+  for (auto& d : s.value("degraded", nlohmann::json::array()))
+    m.sample("bpfmgr_instance_degraded",
+             {{"instance_name", name}, {"plugin", plugin}, {"what", d.value("what", "")}}, 1);
+
+  auto prefix = "bpfmgr_plugin_" + metric_name_part(plugin) + "_";
+  std::set<std::string> counter_families;
+  for (auto& c : s.value("counters", nlohmann::json::array()))
+    counter_families.insert(prefix + metric_name_part(c["name"].get<std::string>()) +
+                            (c.contains("per_cpu") ? "_total" : ""));
+  for (auto& mt : s.value("metrics", nlohmann::json::array())) {
+    bool counter = mt["kind"] == "counter";
+    auto type = counter ? T::Counter : T::Gauge;
+    auto family = prefix + mt["name"].get<std::string>() + (counter ? "_total" : "");
+    Labels labels{{"instance_name", name}};
+    std::set<std::string> label_names;
+    for (auto& [k, v] : mt["labels"].items()) {
+      labels.emplace_back(k, v.get<std::string>());
+      label_names.insert(k);
+    }
+    auto [it, first] = families.seen.emplace(family, std::make_pair(type, label_names));
+    if (counter_families.count(family) ||
+        (!first && (it->second.first != type || it->second.second != label_names))) {
+      spdlog::warn("metrics: instance '{}': {} disagrees with another sample of that name; "
+                   "dropped", name, family);
+      continue;
+    }
+    auto help = mt.value("help", "");
+    m.family(family, type,
+             help.empty() ? "Plugin " + plugin + "'s " + mt["name"].get<std::string>() : help);
+    m.sample(family, labels, mt["value"].is_number() ? mt["value"].get<double>() : NAN);
+  }
+}
+
 }  // namespace
+
+std::string format_value(double v) {
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  if (std::isnan(v)) return "NaN";
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);  // shortest round trip
+  return std::string(buf, r.ptr);
+}
+
+void process_metrics(MetricsText& m) {
+  using T = MetricsText::Type;
+  const double tick = double(::sysconf(_SC_CLK_TCK));
+  // /proc/self/stat: fields after the command's closing parenthesis.
+  std::ifstream stat_in("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(stat_in)), {});
+  auto close = stat.rfind(')');
+  if (close != std::string::npos) {
+    std::istringstream f(stat.substr(close + 2));
+    std::vector<std::string> v{"", ""};  // fields 1-2: v[i] is field i + 1
+    for (std::string x; f >> x;) v.push_back(x);
+    if (v.size() > 23) {
+      double utime = std::stod(v[13]), stime = std::stod(v[14]);
+      double start_ticks = std::stod(v[21]);
+      m.family("process_cpu_seconds_total", T::Counter,
+               "Total user and system CPU time spent in seconds.");
+      m.sample("process_cpu_seconds_total", {}, (utime + stime) / tick);
+      m.family("process_virtual_memory_bytes", T::Gauge, "Virtual memory size in bytes.");
+      m.sample("process_virtual_memory_bytes", {}, std::stod(v[22]));
+      m.family("process_resident_memory_bytes", T::Gauge, "Resident memory size in bytes.");
+      m.sample("process_resident_memory_bytes", {},
+               std::stod(v[23]) * double(::sysconf(_SC_PAGESIZE)));
+      std::ifstream st("/proc/stat");
+      for (std::string key; st >> key;) {
+        if (key == "btime") {
+          double btime = 0;
+          st >> btime;
+          m.family("process_start_time_seconds", T::Gauge,
+                   "Start time of the process since unix epoch in seconds.");
+          m.sample("process_start_time_seconds", {}, btime + start_ticks / tick);
+          break;
+        }
+        st.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+      }
+    }
+  }
+  std::error_code ec;
+  double fds = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
+    ++fds;
+  m.family("process_open_fds", T::Gauge, "Number of open file descriptors.");
+  m.sample("process_open_fds", {}, fds);
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    m.family("process_max_fds", T::Gauge, "Maximum number of open file descriptors.");
+    m.sample("process_max_fds", {},
+             rl.rlim_cur == RLIM_INFINITY ? INFINITY : double(rl.rlim_cur));
+  }
+}
 
 void MetricsText::family(const std::string& name, Type type, const std::string& help) {
   if (index_.count(name)) return;
@@ -181,18 +286,52 @@ std::string render_metrics(const std::string& pin_root, const ServeStats& stats,
   m.sample("bpfmgr_build_info", {{"version", BPFMGR_VERSION}}, 1);
   m.family("bpfmgr_reconciles_total", T::Counter,
            "Reconcile passes (manifest, pins and kernel compared), by what started them");
-  for (auto t : {"start", "file", "signal", "interval"}) {
+  for (auto t : {"start", "file", "signal", "interval", "drift"}) {
     auto it = stats.reconciles.find(t);
     m.sample("bpfmgr_reconciles_total", {{"trigger", t}},
              it == stats.reconciles.end() ? 0 : double(it->second));
   }
   m.family("bpfmgr_repairs_total", T::Counter,
-           "Instances reloaded because what runs drifted from the manifest, by reason");
-  for (auto& r : repair_reasons()) {
-    auto it = stats.repairs.find(r);
-    m.sample("bpfmgr_repairs_total", {{"reason", r}},
-             it == stats.repairs.end() ? 0 : double(it->second));
+           "Instances reloaded because what runs drifted from the manifest, by "
+           "instance and reason");
+  m.family("bpfmgr_repair_failures_total", T::Counter,
+           "Drift a load did not repair, by instance and reason (retried)");
+  m.family("bpfmgr_instance_apply_failures_total", T::Counter,
+           "Passes in which the instance could not be applied (its cgroup missing, "
+           "the verifier or the kernel refusing it); the others were applied");
+  m.family("bpfmgr_instance_failing", T::Gauge,
+           "1 when the managed instance is not up: it cannot be applied, or it "
+           "drifted and the repair failed (/readyz lists why)");
+  {
+    // Zero for every managed instance and reason, so rate() and increase()
+    // see the first one; instances that went away keep their counts.
+    auto repairs = stats.repairs, failures = stats.repair_failures;
+    auto applies = stats.instance_apply_failures;
+    for (auto& inst : stats.managed_instances) {
+      for (auto& r : repair_reasons()) {
+        repairs.try_emplace({inst, r}, 0);
+        failures.try_emplace({inst, r}, 0);
+      }
+      applies.try_emplace(inst, 0);
+    }
+    for (auto& [k, n] : repairs)
+      m.sample("bpfmgr_repairs_total", {{"instance_name", k.first}, {"reason", k.second}},
+               double(n));
+    for (auto& [k, n] : failures)
+      m.sample("bpfmgr_repair_failures_total",
+               {{"instance_name", k.first}, {"reason", k.second}}, double(n));
+    for (auto& [inst, n] : applies)
+      m.sample("bpfmgr_instance_apply_failures_total", {{"instance_name", inst}}, double(n));
+    std::set<std::string> failing(stats.failing_instances.begin(),
+                                  stats.failing_instances.end());
+    for (auto& inst : stats.managed_instances)
+      m.sample("bpfmgr_instance_failing", {{"instance_name", inst}},
+               failing.count(inst) ? 1 : 0);
   }
+  m.family("bpfmgr_ready", T::Gauge,
+           "1 when /readyz answers 200: the manifest is applied and every managed "
+           "instance is up");
+  m.sample("bpfmgr_ready", {}, stats.ready ? 1 : 0);
   m.family("bpfmgr_applies_total", T::Counter,
            "Transactional loads of the manifest, by result");
   for (auto r : {"ok", "failed"}) {
@@ -232,6 +371,8 @@ std::string render_metrics(const std::string& pin_root, const ServeStats& stats,
            "--enable-bpf-stats); per-program run counters are exported only then");
   m.sample("bpfmgr_bpf_stats_enabled", {}, run_stats ? 1 : 0);
 
+  process_metrics(m);
+
   // --- instances: every one under the pin root, and managed ones missing
   m.family("bpfmgr_instance_info", T::Gauge,
            "A loaded instance: its plugin, plugin version and manifest; always 1");
@@ -248,10 +389,14 @@ std::string render_metrics(const std::string& pin_root, const ServeStats& stats,
   m.family("bpfmgr_program_run_seconds_total", T::Counter,
            "Time spent running the program (bpf_prog_info.run_time_ns; accrues "
            "only while bpf stats are enabled)");
-  m.family("bpfmgr_map_max_entries", T::Gauge, "A pinned map's max_entries");
+  m.family("bpfmgr_map_max_entries", T::Gauge,
+           "A pinned map's max_entries (maps with a bound; ring buffers are in "
+           "bpfmgr_ringbuf_size_bytes)");
+  m.family("bpfmgr_ringbuf_size_bytes", T::Gauge, "A pinned ring buffer's size");
   m.family("bpfmgr_map_entries", T::Gauge,
-           "Entries in a hash-type map (hash, LRU hash, sockhash) of at most 16384 "
-           "max_entries, counted on each scrape; arrays are always full and not listed");
+           "Entries in a hash-type map (hash, LRU hash, per-CPU hash, sockhash, LPM "
+           "trie, hash of maps) of at most 262144 max_entries, counted on each "
+           "scrape; arrays are always full and not listed");
   m.family("bpfmgr_plugin_status_errors", T::Gauge,
            "1 when the plugin could not report the instance's counters");
 
@@ -262,6 +407,7 @@ std::string render_metrics(const std::string& pin_root, const ServeStats& stats,
   for (auto& want : stats.managed_instances)
     if (!present.count(want)) m.sample("bpfmgr_instance_up", {{"instance_name", want}}, 0);
 
+  PluginFamilies plugin_families;
   for (auto& s : observed["instances"]) {
     const std::string name = s["instance"].get<std::string>();
     Labels inst{{"instance_name", name}};
@@ -309,13 +455,21 @@ std::string render_metrics(const std::string& pin_root, const ServeStats& stats,
       // Shared maps are reported once, by the instance that owns them.
       if (mp.contains("shared_from") || !mp.contains("id")) continue;
       Labels ml{{"instance_name", name}, {"map", mp["name"].get<std::string>()}};
-      m.sample("bpfmgr_map_max_entries", ml, double(mp["max_entries"].get<std::uint64_t>()));
       Fd fd(bpf_obj_get(mp["pin"].get<std::string>().c_str()));
       bpf_map_info info{};
       std::uint32_t len = sizeof(info);
-      if (fd && bpf_obj_get_info_by_fd(fd.get(), &info, &len) == 0)
-        if (auto n = count_entries(fd.get(), info))
-          m.sample("bpfmgr_map_entries", ml, double(*n));
+      if (!fd || bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0) continue;
+      if (info.type == BPF_MAP_TYPE_RINGBUF || info.type == BPF_MAP_TYPE_USER_RINGBUF) {
+        // max_entries of a ring buffer is its size in bytes.
+        m.sample("bpfmgr_ringbuf_size_bytes", ml, double(info.max_entries));
+        continue;
+      }
+      // Socket, inode, task and cgroup storage have no bound (one value per
+      // object; max_entries reads 0): nothing to report a fill against.
+      if (info.max_entries == 0) continue;
+      m.sample("bpfmgr_map_max_entries", ml, double(info.max_entries));
+      if (auto n = count_entries(fd.get(), info))
+        m.sample("bpfmgr_map_entries", ml, double(*n));
     }
 
     // Plugin counters: a per-CPU counter only grows (a Prometheus counter);
@@ -331,6 +485,7 @@ std::string render_metrics(const std::string& pin_root, const ServeStats& stats,
                    c["name"].get<std::string>() + " (as in `bpfmgr status`)");
       m.sample(family, inst, double(c["value"].get<std::uint64_t>()));
     }
+    add_plugin_samples(m, plugin_families, s);
   }
   return m.render();
 }

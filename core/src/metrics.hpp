@@ -59,7 +59,14 @@ struct Histogram {
 struct ServeStats {
   std::string manifest_path;
   std::map<std::string, std::uint64_t> reconciles;  // by trigger
-  std::map<std::string, std::uint64_t> repairs;     // by reason
+  // (instance, reason) -> repairs that worked, and that did not.
+  std::map<std::pair<std::string, std::string>, std::uint64_t> repairs, repair_failures;
+  // Per instance: passes in which it could not be applied.
+  std::map<std::string, std::uint64_t> instance_apply_failures;
+  // Managed instances not up now (cannot be applied, or drifted and not
+  // repaired): what /readyz lists.
+  std::vector<std::string> failing_instances;
+  bool ready = false;  // /readyz would answer 200
   std::map<std::string, std::uint64_t> applies;     // by result: ok, failed
   std::uint64_t manifest_errors = 0;
   bool manifest_valid = true;
@@ -75,6 +82,7 @@ struct ServeStats {
 
 // Every drift reason serve counts a repair for: the label values of
 // bpfmgr_repairs_total, zero-initialised so rate() works from the start.
+// docs/operations.md explains each.
 const std::vector<std::string>& repair_reasons();
 
 // Whether kernel.bpf_stats_enabled is on (run counters accrue).
@@ -84,6 +92,13 @@ bool bpf_stats_enabled();
 // managed instance that is missing), per program, per map, and `stats`.
 std::string render_metrics(const std::string& pin_root, const ServeStats& stats,
                            PluginRegistry& registry);
+
+// A sample value as Prometheus writes it: the shortest text that reads
+// back as the same double ("0.05", not "0.050000000000000003").
+std::string format_value(double v);
+
+// process_* metrics of this process (Prometheus' standard set), from /proc.
+void process_metrics(MetricsText& m);
 
 // Metric-name-safe form of a word: [a-zA-Z0-9_], anything else becomes '_'.
 std::string metric_name_part(const std::string& s);

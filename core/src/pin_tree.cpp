@@ -76,6 +76,51 @@ bool remove_owned_dir(const InstancePaths& p, std::vector<std::string>& errors) 
   return false;
 }
 
+namespace {
+// Entries of `dir` (opened relative to `parent`), "." and ".." aside; -1
+// when it cannot be read.
+int entry_count(int parent, const char* name, std::vector<std::string>* names = nullptr) {
+  int fd = ::openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return -1;
+  DIR* d = ::fdopendir(fd);
+  if (!d) {
+    ::close(fd);
+    return -1;
+  }
+  int n = 0;
+  while (auto* e = ::readdir(d)) {
+    std::string entry = e->d_name;
+    if (entry == "." || entry == "..") continue;
+    ++n;
+    if (names) names->push_back(entry);
+  }
+  ::closedir(d);
+  return n;
+}
+}  // namespace
+
+bool is_empty_leftover(const std::string& dir) {
+  std::vector<std::string> names;
+  if (entry_count(AT_FDCWD, dir.c_str(), &names) < 0) return false;
+  Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!d) return false;
+  for (auto& n : names)
+    if ((n != "links" && n != "progs" && n != "maps") ||
+        entry_count(d.get(), n.c_str()) != 0)
+      return false;
+  return true;
+}
+
+bool remove_empty_leftover(const std::string& dir) {
+  if (!is_empty_leftover(dir)) return false;
+  Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!d) return errno == ENOENT;
+  // rmdir removes only what is empty: anything pinned meanwhile stays.
+  for (auto* sub : {"links", "progs", "maps"})
+    if (::unlinkat(d.get(), sub, AT_REMOVEDIR) != 0 && errno != ENOENT) return false;
+  return ::rmdir(dir.c_str()) == 0 || errno == ENOENT;
+}
+
 std::string PinnedNames::summary() const {
   std::string out;
   auto add = [&](const char* kind, const std::vector<std::string>& names) {

@@ -20,6 +20,16 @@ namespace bpfmgr {
 // appended to `errors`. Returns true when the directory is gone.
 bool remove_owned_dir(const InstancePaths& dir, std::vector<std::string>& errors);
 
+// A directory bpfmgr's own interrupted step left with no record: nothing
+// in it, or only empty links/, progs/, maps/ (a staging directory a crash
+// caught between its mkdir and its record, or after its commit moved the
+// record out; an instance directory between unpin removing its record and
+// the directory). Holds nothing, so it is removed whoever made it.
+bool is_empty_leftover(const std::string& dir);
+// Removes such a directory; false (and nothing removed that held
+// anything) when it is not one, or something was put in it meanwhile.
+bool remove_empty_leftover(const std::string& dir);
+
 // What is pinned in an instance or staging directory, by kind: names,
 // sorted, read without following anything (so status and unpin can say
 // what a crashed load left and what they removed).

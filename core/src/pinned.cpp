@@ -85,6 +85,10 @@ ObservedPinRoot observe_pin_root(const PinLayout& layout) {
       continue;
     }
     auto rec = lookup_state(layout.instance(n).state());
+    if (rec.kind == StateLookup::Absent && is_empty_leftover(layout.instance(n).dir)) {
+      out.leftovers.push_back(n);
+      continue;
+    }
     if (!rec.ours()) {
       out.foreign.push_back({n, "no bpfmgr state record (" + rec.why + ")"});
       continue;
@@ -258,6 +262,20 @@ UnpinReport unpin(const std::string& pin_root,
   return report;
 }
 
+nlohmann::json metrics_to_json(const std::vector<Metric>& metrics) {
+  auto out = nlohmann::json::array();
+  for (auto& m : metrics) {
+    auto labels = nlohmann::json::object();
+    for (auto& [k, v] : m.labels) labels[k] = v;
+    out.push_back({{"name", m.name},
+                   {"kind", m.kind == MetricKind::Counter ? "counter" : "gauge"},
+                   {"help", m.help},
+                   {"labels", labels},
+                   {"value", m.value}});
+  }
+  return out;
+}
+
 nlohmann::json instance_status(const PinLayout& layout, const std::string& instance,
                                const StateLookup& record, PluginRegistry& registry) {
   nlohmann::json j;
@@ -280,6 +298,8 @@ nlohmann::json instance_status(const PinLayout& layout, const std::string& insta
   j["loaded_at"] = st->loaded_at;
   j["complete"] = st->complete;
   j["options"] = st->options;
+  auto& degraded = j["degraded"] = nlohmann::json::array();
+  for (auto& d : st->degraded) degraded.push_back({{"what", d.what}, {"because", d.because}});
 
   // Whether each hook really runs comes from the kernel, not the record:
   // a link pin removed by hand, or a cgroup deleted under a cgroup link,
@@ -378,6 +398,7 @@ nlohmann::json instance_status(const PinLayout& layout, const std::string& insta
       j["counters"].push_back(cj);
     }
     for (auto& [k, v] : rep.details) j["details"][k] = v;
+    j["metrics"] = metrics_to_json(rep.metrics);
   } catch (const PluginTrustError& e) {
     j["status_error"] = e.what();
     j["plugin_refused"] = true;
@@ -400,6 +421,12 @@ nlohmann::json pin_root_status(const std::string& pin_root,
       all.push_back(instance_status(layout, n, it->second, registry));
     } else if (auto* f = seen.find_foreign(n)) {
       all.push_back({{"instance", n}, {"error", "not bpfmgr's: " + f->why}});
+    } else if (std::count(seen.leftovers.begin(), seen.leftovers.end(), n)) {
+      all.push_back({{"instance", n},
+                     {"missing", true},
+                     {"error", "no instance '" + n + "': " + layout.instance(n).dir +
+                                   " is an empty directory an interrupted unpin left; "
+                                   "the next load or unpin removes it"}});
     } else if (std::find(seen.staging.begin(), seen.staging.end(), n) == seen.staging.end()) {
       auto hint = did_you_mean(n, seen.instances);
       all.push_back({{"instance", n},
@@ -415,11 +442,22 @@ nlohmann::json pin_root_status(const std::string& pin_root,
   for (auto& n : seen.staging) {
     if (!only.empty() && std::find(only.begin(), only.end(), n) == only.end()) continue;
     auto stg = layout.staging(n);
-    bool committing = journal && std::count(journal->committing.begin(),
-                                            journal->committing.end(), n);
+    auto rec = lookup_state(stg.state());
+    bool committing = journal &&
+                      std::count(journal->committing.begin(), journal->committing.end(), n) &&
+                      rec.state && rec.state->complete;
     nlohmann::json e{{"instance", n}, {"staging", stg.dir}, {"committing", committing}};
-    e["next"] = committing ? "the next load or unpin finishes its commit"
-                           : "the next load or unpin reverts it";
+    if (auto why = staging_left_alone(layout, n); !why.empty()) {
+      e["left_alone"] = true;
+      e["next"] = why;
+    } else if (!rec.ours()) {
+      e["next"] = "an empty staging directory an interrupted load or commit left; the next "
+                  "load or unpin removes it";
+    } else {
+      e["next"] = committing ? "the next load or unpin finishes its commit"
+                             : "the next load or unpin reverts it";
+    }
+    if (rec.kind == StateLookup::Corrupt) e["record_error"] = rec.why;
     auto pins = list_pins(stg);
     e["programs"] = pins.progs;
     e["maps"] = pins.maps;
@@ -445,6 +483,11 @@ nlohmann::json pin_root_status(const std::string& pin_root,
   }
   auto& foreign = j["foreign"] = nlohmann::json::array();
   for (auto& f : seen.foreign) foreign.push_back({{"name", f.name}, {"why", f.why}});
+  auto& leftovers = j["leftovers"] = nlohmann::json::array();
+  for (auto& n : seen.leftovers)
+    leftovers.push_back({{"name", n},
+                         {"why", "an empty directory an interrupted unpin left; the next "
+                                 "load or unpin removes it"}});
   j["journal"] = seen.journal;
   return j;
 }

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -63,31 +64,117 @@ std::string hex(const unsigned char* p, unsigned n) {
   return out;
 }
 
-std::string sha256_of_fd(int fd, const std::string& path) {
-  std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
-    throw PluginLoadError("cannot hash " + path + ": libcrypto failed");
-  std::vector<char> buf(1 << 16);
-  off_t off = 0;
-  for (;;) {
-    ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0)
-      throw PluginLoadError("cannot read " + path + ": " + std::strerror(errno));
-    if (n == 0) break;
-    EVP_DigestUpdate(ctx.get(), buf.data(), size_t(n));
-    off += n;
+FileIdentity identity_of(const struct stat& st) {
+  FileIdentity id;
+  id.dev = st.st_dev;
+  id.ino = st.st_ino;
+  id.size = st.st_size;
+  id.mtime_ns = st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+  id.ctime_ns = st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec;
+  return id;
+}
+
+void write_all(int fd, const char* p, std::size_t n, const std::string& path) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0)
+      throw PluginLoadError("cannot copy " + path + " into memory: " + std::strerror(errno));
+    p += w;
+    n -= size_t(w);
   }
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned len = 0;
-  EVP_DigestFinal_ex(ctx.get(), md, &len);
-  return hex(md, len);
+}
+
+// memfd_create, executable where the kernel asks (vm.memfd_noexec, 6.3+).
+int exec_memfd(const std::string& name) {
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U
+#endif
+  int fd = ::memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
+  if (fd < 0 && errno == EINVAL)  // before Linux 6.3: every memfd is executable
+    fd = ::memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  return fd;
+}
+
+// Every directory from / down to `dir`, without following symlinks; the
+// first missing component ends the walk (its parent, checked, decides who
+// could create it).
+std::string walk_distrust(const std::string& dir) {
+  struct stat st {};
+  if (::stat("/", &st) != 0) return std::string("cannot stat /: ") + std::strerror(errno);
+  if (auto why = distrust(st, "directory /"); !why.empty()) return why;
+  std::string walked;
+  for (auto& comp : fs::path(dir).relative_path()) {
+    walked += "/" + comp.string();
+    if (::lstat(walked.c_str(), &st) != 0) return "";
+    if (S_ISLNK(st.st_mode)) {
+      // The link is as safe as its directory (checked); its target is
+      // walked separately, from its real path.
+      std::unique_ptr<char, decltype(&std::free)> real(::realpath(walked.c_str(), nullptr),
+                                                      &std::free);
+      if (!real) return "";
+      if (auto why = walk_distrust(real.get()); !why.empty()) return why;
+      if (::stat(walked.c_str(), &st) != 0) return "";
+    }
+    if (!S_ISDIR(st.st_mode)) return walked + " is not a directory";
+    if (auto why = distrust(st, "directory " + walked); !why.empty()) return why;
+  }
+  return "";
 }
 
 }  // namespace
 
-std::string TrustedPluginFile::load_path() const {
+std::string directory_distrust(const std::string& dir) {
+  if (dir.empty() || dir[0] != '/') return "'" + dir + "' is not an absolute path";
+  return walk_distrust(fs::path(dir).lexically_normal().string());
+}
+
+std::string SealedPluginCopy::load_path() const {
   return "/proc/self/fd/" + std::to_string(fd.get());
+}
+
+SealedPluginCopy seal_plugin_copy(TrustedFile file) {
+  const auto& path = file.path;
+  Fd mem(exec_memfd("bpfmgr:" + fs::path(path).filename().string()));
+  if (!mem) throw PluginLoadError("cannot copy " + path + " into memory: memfd_create: " +
+                                  std::strerror(errno));
+  std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
+    throw PluginLoadError("cannot hash " + path + ": libcrypto failed");
+  std::vector<char> buf(1 << 16);
+  for (off_t off = 0;;) {
+    ssize_t n = ::pread(file.fd.get(), buf.data(), buf.size(), off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw PluginLoadError("cannot read " + path + ": " + std::strerror(errno));
+    if (n == 0) break;
+    EVP_DigestUpdate(ctx.get(), buf.data(), size_t(n));
+    write_all(mem.get(), buf.data(), size_t(n), path);
+    off += n;
+  }
+  if (::fcntl(mem.get(), F_ADD_SEALS,
+              F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) != 0)
+    throw PluginLoadError("cannot seal the copy of " + path + ": " + std::strerror(errno));
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned len = 0;
+  EVP_DigestFinal_ex(ctx.get(), md, &len);
+  SealedPluginCopy out;
+  out.fd = std::move(mem);
+  out.path = std::move(file.path);
+  out.sha256 = hex(md, len);
+  out.id = file.id;
+  return out;
+}
+
+void check_loader_environment() {
+  if (::geteuid() != 0) return;
+  for (const char* var : {"LD_LIBRARY_PATH", "LD_PRELOAD", "LD_AUDIT"}) {
+    const char* v = std::getenv(var);
+    if (!v || !*v) continue;
+    throw PluginTrustError(
+        std::string("refusing to load plugins as root with ") + var + "=" + v +
+        " set: it would make the dynamic loader run or prefer code from outside the "
+        "checked directories; unset it (see docs/safety.md)");
+  }
 }
 
 TrustedFile open_trusted_file(const std::string& path, const std::string& action) {
@@ -132,15 +219,7 @@ TrustedFile open_trusted_file(const std::string& path, const std::string& action
   if (!S_ISREG(st.st_mode)) refuse(action, canonical, "it is not a regular file");
   if (auto why = distrust(st, "the file"); !why.empty()) refuse(action, canonical, why);
   out.path = canonical;
-  return out;
-}
-
-TrustedPluginFile open_trusted_plugin(const std::string& path) {
-  auto file = open_trusted_file(path, "load plugin");
-  TrustedPluginFile out;
-  out.sha256 = sha256_of_fd(file.fd.get(), file.path);
-  out.fd = std::move(file.fd);
-  out.path = std::move(file.path);
+  out.id = identity_of(st);
   return out;
 }
 

@@ -4,9 +4,14 @@
 // user running bpfmgr) could have written or swapped. The rules are sshd's
 // StrictModes and sudo's: the file and every directory above it are owned by
 // root (or the effective user) and writable by nobody else. The file is
-// checked through the descriptor it is then loaded from (/proc/self/fd/N),
-// so a swap between check and load cannot win. See docs/safety.md.
+// checked through the descriptor it is read from, and what is loaded is a
+// sealed in-memory copy of exactly the bytes that were hashed, so neither a
+// swap nor an in-place write between check and load can win. The same
+// rules cover the plugin's whole dependency closure (plugin_deps.hpp).
+// See docs/safety.md.
 #pragma once
+
+#include <sys/types.h>
 
 #include <string>
 #include <string_view>
@@ -23,27 +28,41 @@ class PluginTrustError : public PluginLoadError {
   using PluginLoadError::PluginLoadError;
 };
 
-// A plugin file opened and checked, ready to dlopen through its descriptor.
-struct TrustedPluginFile {
-  Fd fd;               // O_RDONLY|O_NOFOLLOW, checked with fstat
-  std::string path;    // canonical path, for messages and the state record
-  std::string sha256;  // of the content read through `fd`
-  // "/proc/self/fd/N": dlopen() this, never `path`.
-  std::string load_path() const;
-};
-
-// Opens `path` and checks it and every directory above it; throws
-// PluginTrustError saying which component is wrong and why.
-TrustedPluginFile open_trusted_plugin(const std::string& path);
-
-// The same rules for any file bpfmgr runs (a benchmark harness): opened
-// O_RDONLY through a checked walk; run it through the descriptor
-// (fexecve). `action` words the refusal: "refusing to <action> <path>: ...".
+// Any file bpfmgr runs code from (a plugin, a plugin's dependency, a
+// benchmark harness): opened O_RDONLY through a checked walk of its
+// directories. `action` words the refusal: "refusing to <action> <path>:
+// ...". Run it only through the descriptor (fexecve, or a sealed copy).
 struct TrustedFile {
   Fd fd;
   std::string path;  // canonical
+  FileIdentity id;   // fstat of `fd`
 };
 TrustedFile open_trusted_file(const std::string& path, const std::string& action);
+
+// Why directory `dir` (and every directory above it, the targets of
+// symlinks on the way included) cannot be trusted to hold code, "" when it
+// can. A directory that does not exist is judged by its nearest existing
+// ancestor: only someone who can write there could create it.
+std::string directory_distrust(const std::string& dir);
+
+// A plugin's bytes, checked and copied into a sealed memfd: what dlopen()
+// maps is exactly what was hashed. The memfd is never closed while the
+// library is loaded, so its /proc/self/fd/N name and its inode are unique
+// for the life of the process (glibc finds a loaded library by either).
+struct SealedPluginCopy {
+  Fd fd;               // the sealed memfd
+  std::string path;    // canonical path of the file, for messages and records
+  std::string sha256;  // of the bytes in `fd`
+  FileIdentity id;     // of the file they were read from
+  // "/proc/self/fd/N": dlopen() this, never `path`.
+  std::string load_path() const;
+};
+SealedPluginCopy seal_plugin_copy(TrustedFile file);
+
+// Refuses to load any plugin when running as root with LD_LIBRARY_PATH,
+// LD_PRELOAD or LD_AUDIT set: they would put other code into the process
+// or before a plugin's dependencies. Throws PluginTrustError.
+void check_loader_environment();
 
 // Says where the hash of a state record comes from, in messages.
 inline constexpr const char* kRecordedHashOrigin =

@@ -4,7 +4,12 @@
 #include <boost/dll/shared_library.hpp>
 #include <spdlog/spdlog.h>
 
+#include <dlfcn.h>
+
 #include <algorithm>
+#include <cctype>
+#include <mutex>
+#include <tuple>
 #include <cstdio>
 #include <cstdlib>
 #include <type_traits>
@@ -12,6 +17,8 @@
 #include <filesystem>
 #include <sstream>
 
+#include "plugin_crash.hpp"
+#include "plugin_deps.hpp"
 #include "plugin_trust.hpp"
 #include "system.hpp"
 
@@ -97,6 +104,7 @@ void HostContext::attach_map(std::string_view, std::string_view, std::uint32_t) 
 bool HostContext::attach_auto(std::string_view, bool) { unavailable("attach_auto"); }
 void HostContext::add_counter(Counter) { unavailable("add_counter"); }
 void HostContext::add_detail(std::string, std::string) { unavailable("add_detail"); }
+void HostContext::add_metric(Metric) { unavailable("add_metric"); }
 std::string HostContext::pin_path(PinKind, std::string_view) const {
   unavailable("pin_path");
 }
@@ -210,17 +218,82 @@ const bpfmgr_context_ops ContextBridge::kOps = [] {
       *path = slot.c_str();
     });
   };
+  o.kernel = [](const bpfmgr_context* c) -> const bpfmgr_kernel* {
+    return of(c).kernel_.get();
+  };
+  o.add_metric = [](bpfmgr_context* c, const char* name, std::uint32_t kind,
+                    const char* help, const bpfmgr_label* labels, std::size_t n_labels,
+                    double value, bpfmgr_error* err) {
+    return call(c, err, [&](HostContext& h) {
+      if (kind != BPFMGR_METRIC_COUNTER && kind != BPFMGR_METRIC_GAUGE)
+        throw Error("add_metric(" + std::string(str_or_empty(name)) + "): unknown kind " +
+                    std::to_string(kind));
+      if (n_labels && !labels) throw Error("add_metric: labels missing");
+      Metric m{str_or_empty(name), static_cast<MetricKind>(kind), value, {},
+               str_or_empty(help)};
+      for (std::size_t i = 0; i < n_labels; ++i)
+        m.labels.emplace_back(str_or_empty(labels[i].name), str_or_empty(labels[i].value));
+      h.add_metric(std::move(m));
+    });
+  };
   return o;
 }();
+
+namespace {
+bool metric_word(const std::string& s) {
+  return !s.empty() && !std::isdigit(static_cast<unsigned char>(s[0])) &&
+         std::all_of(s.begin(), s.end(), [](unsigned char c) {
+           return std::isalnum(c) || c == '_';
+         });
+}
+}  // namespace
+
+void check_metric(const StatusReport& report, const Metric& m) {
+  auto refuse = [&](const std::string& why) {
+    throw Error("add_metric(" + m.name + "): " + why);
+  };
+  if (!metric_word(m.name)) refuse("a metric name is [a-zA-Z_][a-zA-Z0-9_]*");
+  if (m.kind == MetricKind::Counter && m.name.size() >= 6 &&
+      m.name.compare(m.name.size() - 6, 6, "_total") == 0)
+    refuse("counters get _total appended; name it without");
+  if (m.kind == MetricKind::Counter && !(m.value >= 0))  // NaN too
+    refuse("a counter's value must be a number >= 0");
+  std::vector<std::string> names;
+  for (auto& [name, value] : m.labels) {
+    if (!metric_word(name) || name.rfind("__", 0) == 0)
+      refuse("label name '" + name + "' is not [a-zA-Z_][a-zA-Z0-9_]* (nor starts with __)");
+    for (const char* ours : {"instance", "instance_name", "plugin", "job"})
+      if (name == ours) refuse("label '" + name + "' is bpfmgr's or Prometheus's own");
+    if (std::find(names.begin(), names.end(), name) != names.end())
+      refuse("label '" + name + "' given twice");
+    names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  for (auto& other : report.metrics) {
+    if (other.name != m.name) continue;
+    if (other.kind != m.kind) refuse("its samples disagree on counter or gauge");
+    std::vector<std::string> theirs;
+    for (auto& l : other.labels) theirs.push_back(l.first);
+    std::sort(theirs.begin(), theirs.end());
+    if (theirs != names) refuse("its samples disagree on label names");
+    auto sorted = [](auto v) {
+      std::sort(v.begin(), v.end());
+      return v;
+    };
+    if (sorted(other.labels) == sorted(m.labels)) refuse("a sample with these labels exists");
+  }
+}
 
 // --------------------------------------------------------- PluginInstance
 
 PluginInstance::PluginInstance(std::shared_ptr<const PluginModule> module,
                                HostContext& host)
-    : module_(std::move(module)), bridge_(host) {
+    : module_(std::move(module)), bridge_(host), instance_(host.instance_name()) {
   const auto& api = module_->api();
   if (!api.create) return;  // a stateless plugin
   ErrorText e;
+  PluginCallScope scope(module_->name(), "create", host.instance_name(),
+                        crash_consequence("create", host.instance_name()));
   state_ = api.create(bridge_.get(), &e);
   if (!state_)
     throw PluginHookError("create: " + (e.text.empty() ? std::string("returned no state")
@@ -229,14 +302,24 @@ PluginInstance::PluginInstance(std::shared_ptr<const PluginModule> module,
 }
 
 PluginInstance::~PluginInstance() {
-  if (state_ && module_->api().destroy) module_->api().destroy(state_);
+  if (!state_ || !module_->api().destroy) return;
+  // The host may be gone by now: only what was copied from it is used.
+  try {
+    PluginCallScope scope(module_->name(), "destroy", instance_,
+                          crash_consequence("destroy", instance_));
+    module_->api().destroy(state_);
+  } catch (...) {  // the scope's strings; destroy itself is noexcept C
+  }
 }
 
-void PluginInstance::run(Hook hook) {
+void PluginInstance::run(Hook hook, const char* name) {
   if (!hook) return;
   bridge_.clear_error();
   ErrorText e;
+  PluginCallScope scope(module_->name(), name, instance_, crash_consequence(name, instance_));
   int rc = hook(state_, bridge_.get(), &e);
+  if (rc == BPFMGR_OK && !bridge_.kernel_misuse().empty())
+    throw PluginHookError(bridge_.kernel_misuse(), false);
   if (rc == BPFMGR_OK) return;
   // A hook that fails because a context call failed passes the core's own
   // message back: report that, phrased as the core phrased it.
@@ -251,15 +334,17 @@ void PluginInstance::run(Hook hook) {
                         from_context);
 }
 
-void PluginInstance::before_load() { run(module_->api().before_load); }
-void PluginInstance::after_load() { run(module_->api().after_load); }
-void PluginInstance::attach() { run(module_->api().attach); }
-void PluginInstance::after_attach() { run(module_->api().after_attach); }
-void PluginInstance::status() { run(module_->api().status); }
-void PluginInstance::before_unpin() { run(module_->api().before_unpin); }
+void PluginInstance::before_load() { run(module_->api().before_load, "before_load"); }
+void PluginInstance::after_load() { run(module_->api().after_load, "after_load"); }
+void PluginInstance::attach() { run(module_->api().attach, "attach"); }
+void PluginInstance::after_attach() { run(module_->api().after_attach, "after_attach"); }
+void PluginInstance::status() { run(module_->api().status, "status"); }
+void PluginInstance::before_unpin() { run(module_->api().before_unpin, "before_unpin"); }
 
 std::optional<std::string> PluginInstance::text(
     const std::function<int(char*, std::size_t, std::size_t*)>& call) {
+  PluginCallScope scope(module_->name(), "format_event", instance_,
+                        crash_consequence("format_event", instance_));
   if (buffer_.empty()) buffer_.resize(4096);
   for (int attempt = 0; attempt < 3; ++attempt) {
     std::size_t len = 0;
@@ -308,9 +393,14 @@ PluginModule::PluginModule(std::shared_ptr<boost::dll::shared_library> lib,
 // The library is unloaded by lib_'s destructor, after everything else here.
 PluginModule::~PluginModule() = default;
 
+std::string PluginModule::name() const {
+  return static_cast<const HostWithName*>(host_.get())->name;
+}
+
 PluginInfo PluginModule::info() const {
   bpfmgr_plugin_info c{};
   ErrorText e;
+  PluginCallScope scope(name(), "get_info", "", crash_consequence("get_info", ""));
   int rc = table_.get_info(&c, &e);
   if (rc != BPFMGR_OK) throw Error("get_info: " + failure("get_info", rc, e));
   if (!c.name || !*c.name) throw Error("get_info: the plugin gave no name");
@@ -321,6 +411,7 @@ std::span<const std::byte> PluginModule::bpf_object() const {
   const void* data = nullptr;
   std::size_t size = 0;
   ErrorText e;
+  PluginCallScope scope(name(), "get_bpf_object", "", crash_consequence("get_bpf_object", ""));
   int rc = table_.get_bpf_object(&data, &size, &e);
   if (rc != BPFMGR_OK) throw Error("get_bpf_object: " + failure("get_bpf_object", rc, e));
   if (!data || size == 0) throw Error("get_bpf_object: the plugin gave no BPF object");
@@ -332,6 +423,7 @@ std::vector<OptionSpec> PluginModule::option_schema() const {
   const bpfmgr_option_spec* specs = nullptr;
   std::size_t count = 0;
   ErrorText e;
+  PluginCallScope scope(name(), "option_schema", "", crash_consequence("option_schema", ""));
   int rc = table_.option_schema(&specs, &count, &e);
   if (rc != BPFMGR_OK) throw Error("option_schema: " + failure("option_schema", rc, e));
   std::vector<OptionSpec> out;
@@ -371,6 +463,7 @@ std::vector<OptionProblem> PluginModule::validate(const Options& options) const 
   };
   detail::OptionsView view(options);
   ErrorText e;
+  PluginCallScope scope(name(), "validate", "", crash_consequence("validate", ""));
   int rc = table_.validate(view.get(), &sink, &e);
   if (rc != BPFMGR_OK) throw Error("validate: " + failure("validate", rc, e));
   return std::move(sink.found);
@@ -384,6 +477,22 @@ std::optional<std::string> PluginModule::events_map() const {
   if (rc != BPFMGR_OK) throw Error("events_map: " + failure("events_map", rc, e));
   if (!map) return std::nullopt;
   return std::string(map);
+}
+
+KernelRequirements PluginModule::kernel_requirements(const Options& options,
+                                                    KernelFeatures& kernel) const {
+  KernelRequirements out;
+  if (!BPFMGR_HAS_FIELD(&table_, bpfmgr_plugin_api, kernel_requirements) ||
+      !table_.kernel_requirements)
+    return out;
+  out.declared = true;
+  KernelBridge bridge(kernel, &out);
+  detail::OptionsView view(options);
+  ErrorText e;
+  int rc = table_.kernel_requirements(view.get(), bridge.get(), &e);
+  if (rc != BPFMGR_OK)
+    throw Error("kernel_requirements: " + failure("kernel_requirements", rc, e));
+  return out;
 }
 
 std::unique_ptr<PluginInstance> PluginModule::create(HostContext& host) const {
@@ -476,39 +585,108 @@ std::vector<std::string> missing_entries(const bpfmgr_plugin_api& api) {
 }
 }  // namespace
 
+namespace {
+// Every plugin library this process dlopened, by the sha256 of its bytes,
+// for the life of the process. Libraries are loaded RTLD_NODELETE: C++
+// plugins' unique symbols keep them mapped after dlclose anyway, and an
+// explicit rule beats an accident. Each was mapped from its own sealed
+// memfd, kept open here, so no later dlopen can be handed an old library
+// for a new file by a reused /proc/self/fd/N name or inode; identical
+// bytes (wherever they come from) share one library, which is the same
+// code. A library whose checks failed after dlopen keeps its message.
+struct ProcessLibrary {
+  Fd memfd;
+  std::shared_ptr<LoadedPlugin> loaded;  // path: the first file it came from
+  std::string refusal;                   // set when it is not a usable plugin
+  std::string first_path;                // the file `refusal` names
+};
+std::mutex g_libraries_mu;
+std::map<std::string, ProcessLibrary> g_libraries;
+// Which bytes a file version held when it was read: a fresh registry (a
+// serve reload) re-checks the file but reads and hashes it again only
+// when its identity changed.
+struct IdentityLess {
+  bool operator()(const FileIdentity& a, const FileIdentity& b) const {
+    return std::tie(a.dev, a.ino, a.size, a.mtime_ns, a.ctime_ns) <
+           std::tie(b.dev, b.ino, b.size, b.mtime_ns, b.ctime_ns);
+  }
+};
+std::map<FileIdentity, std::string, IdentityLess> g_sha_by_identity;
+}  // namespace
+
 std::shared_ptr<LoadedPlugin> PluginRegistry::load_file(
     const std::string& path, const std::string& expected_sha256,
     const std::string& hash_origin) {
-  // A library already loaded is the code that runs, whatever its file
-  // became since: its hash is the one taken when it was loaded.
-  std::error_code ec;
-  if (auto canonical = fs::canonical(path, ec); !ec)
-    if (auto it = cache_.find(canonical.string()); it != cache_.end()) {
-      check_plugin_hash(it->first, it->second->sha256, expected_sha256, hash_origin);
-      return it->second;
-    }
-  // Owner, mode and content are checked before any code of the file runs;
-  // the library is then loaded through the checked descriptor.
-  auto trusted = open_trusted_plugin(path);
-  check_plugin_hash(trusted.path, trusted.sha256, expected_sha256, hash_origin);
-  auto key = trusted.path;
-
-  // glibc knows a library loaded through /proc/self/fd/N by that name and
-  // hands it out again for any later dlopen of the same name: the
-  // descriptor stays open, its number taken, until the library is unloaded.
-  struct FdLoadedLibrary {
-    Fd fd;
-    boost::dll::shared_library lib;  // destroyed (dlclose) before fd closes
+  check_loader_environment();
+  // Owner and mode are checked on every call, before any code of the file
+  // runs; the content is hashed and loaded only when the file is not the
+  // version this registry already loaded.
+  auto file = open_trusted_file(path, "load plugin");
+  if (auto it = cache_.find(file.path); it != cache_.end() && it->second.id == file.id) {
+    check_plugin_hash(it->first, it->second.loaded->sha256, expected_sha256, hash_origin);
+    return it->second.loaded;
+  }
+  auto key = file.path;
+  auto id = file.id;
+  auto remember = [&](const std::shared_ptr<LoadedPlugin>& shared) {
+    auto loaded = std::make_shared<LoadedPlugin>(*shared);
+    loaded->path = key;
+    cache_[key] = {id, loaded};
+    return loaded;
   };
-  auto load_path = trusted.load_path();
-  auto holder = std::make_shared<FdLoadedLibrary>();
-  holder->fd = std::move(trusted.fd);
-  std::shared_ptr<boost::dll::shared_library> lib(holder, &holder->lib);
-  boost::system::error_code bec;
-  lib->load(load_path, boost::dll::load_mode::rtld_now |
-                           boost::dll::load_mode::rtld_local, bec);
-  if (bec) throw PluginLoadError("cannot load plugin " + key + ": " + bec.message());
+  auto refused = [&](const ProcessLibrary& lib) {
+    // Worded for the file it was first loaded from: name this one.
+    auto why = lib.refusal;
+    if (auto pos = why.find(lib.first_path); pos != std::string::npos)
+      why.replace(pos, lib.first_path.size(), key);
+    return PluginLoadError(why);
+  };
 
+  std::lock_guard guard(g_libraries_mu);
+  if (auto known = g_sha_by_identity.find(id); known != g_sha_by_identity.end()) {
+    auto& lib = g_libraries.at(known->second);
+    check_plugin_hash(key, known->second, expected_sha256, hash_origin);
+    if (!lib.refusal.empty()) throw refused(lib);
+    return remember(lib.loaded);
+  }
+  auto copy = seal_plugin_copy(std::move(file));
+  check_plugin_hash(copy.path, copy.sha256, expected_sha256, hash_origin);
+  if (auto it = g_libraries.find(copy.sha256); it != g_libraries.end()) {
+    g_sha_by_identity[id] = copy.sha256;
+    if (!it->second.refusal.empty()) throw refused(it->second);
+    return remember(it->second.loaded);
+  }
+  check_dependency_closure(copy.fd.get(), key);
+
+  auto lib = std::make_shared<boost::dll::shared_library>();
+  boost::system::error_code bec;
+  lib->load(copy.load_path(),
+            boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local |
+                static_cast<boost::dll::load_mode::type>(RTLD_NODELETE),
+            bec);
+  if (bec) {
+    std::string why = bec.message();
+    if (auto pos = why.find(copy.load_path()); pos != std::string::npos)
+      why.replace(pos, copy.load_path().size(), key);
+    throw PluginLoadError("cannot load plugin " + key + ": " + why);
+  }
+  auto& slot = g_libraries[copy.sha256];
+  slot.memfd = std::move(copy.fd);
+  g_sha_by_identity[id] = copy.sha256;
+  try {
+    auto loaded = open_plugin_table(lib, key, copy.sha256);
+    slot.loaded = loaded;
+    return remember(loaded);
+  } catch (const std::exception& e) {
+    slot.refusal = e.what();
+    slot.first_path = key;
+    throw;
+  }
+}
+
+std::shared_ptr<LoadedPlugin> PluginRegistry::open_plugin_table(
+    std::shared_ptr<boost::dll::shared_library> lib, const std::string& key,
+    const std::string& sha256) {
   const ApiVersion ours = kPluginApiVersion;
   if (!lib->has(kEntrySymbol)) {
     if (lib->has(kApi1VersionSymbol)) {
@@ -533,7 +711,12 @@ std::shared_ptr<LoadedPlugin> PluginRegistry::load_file(
   std::snprintf(host->name, sizeof host->name, "%s",
                 fs::path(key).filename().c_str());
   auto entry = lib->get<const bpfmgr_plugin_api*(const bpfmgr_host*)>(kEntrySymbol);
-  const bpfmgr_plugin_api* api = entry(&host->host);
+  const bpfmgr_plugin_api* api = nullptr;
+  {
+    PluginCallScope scope(host->name, kEntrySymbol, "",
+                          crash_consequence(kEntrySymbol, ""));
+    api = entry(&host->host);
+  }
   if (!api)
     throw PluginLoadError(key + ": " + kEntrySymbol +
                           " returned no function table (the plugin refused this "
@@ -570,7 +753,7 @@ std::shared_ptr<LoadedPlugin> PluginRegistry::load_file(
 
   auto loaded = std::make_shared<LoadedPlugin>();
   loaded->path = key;
-  loaded->sha256 = trusted.sha256;
+  loaded->sha256 = sha256;
   loaded->api = theirs;
   loaded->plugin = module;
   try {
@@ -581,7 +764,6 @@ std::shared_ptr<LoadedPlugin> PluginRegistry::load_file(
   std::snprintf(host->name, sizeof host->name, "%s", loaded->info.name.c_str());
   spdlog::debug("loaded plugin {} {} (API {}) from {}", loaded->info.name,
                 loaded->info.version, to_string(theirs), key);
-  cache_[key] = loaded;
   return loaded;
 }
 

@@ -6,6 +6,8 @@
 // reaches plugin code.
 #pragma once
 
+#include <sys/types.h>
+
 #include <functional>
 #include <map>
 #include <memory>
@@ -18,6 +20,7 @@
 #include <bpfmgr/plugin.hpp>
 #include <bpfmgr/plugin_api.h>
 
+#include "kernel_features.hpp"
 #include "pin_layout.hpp"
 
 namespace boost::dll {
@@ -64,6 +67,8 @@ class HostContext {
   virtual bool attach_auto(std::string_view prog, bool optional);
   virtual void add_counter(Counter counter);
   virtual void add_detail(std::string key, std::string value);
+  // status only (API 2.2): one typed, labelled sample (check_metric first).
+  virtual void add_metric(Metric metric);
   // Where `name` of this instance is (or will be, once committed) pinned.
   virtual std::string pin_path(PinKind kind, std::string_view name) const;
 
@@ -81,7 +86,12 @@ class ContextBridge {
   bpfmgr_context* get() { return &c_.ctx; }
   // The message of the last context call that failed ("" if none).
   const std::string& last_error() const { return last_error_; }
-  void clear_error() { last_error_.clear(); }
+  void clear_error() {
+    last_error_.clear();
+    kernel_.clear_misuse();
+  }
+  // Why the plugin's use of the kernel view was refused ("" if it was not).
+  const std::string& kernel_misuse() const { return kernel_.misuse(); }
 
  private:
   struct C {
@@ -100,7 +110,16 @@ class ContextBridge {
   // pin_path() answers, kept for the context's life (std::map nodes
   // never move).
   std::map<std::pair<std::uint32_t, std::string>, std::string> pin_paths_;
+  // What the kernel() op hands out: has and release only.
+  KernelBridge kernel_{KernelFeatures::running(), nullptr};
 };
+
+// Why `m` cannot join the samples `report` has (API 2.2 add_metric): its
+// name and label names are metric-name safe, label names are none of the
+// core's own (instance, instance_name, plugin, job), samples of one name
+// agree on kind and label names, no sample repeats another's labels, a
+// counter is finite and not negative. Throws Error.
+void check_metric(const StatusReport& report, const Metric& m);
 
 class PluginModule;
 
@@ -127,12 +146,13 @@ class PluginInstance {
 
  private:
   using Hook = int (*)(bpfmgr_instance*, bpfmgr_context*, bpfmgr_error*);
-  void run(Hook hook);
+  void run(Hook hook, const char* name);
   std::optional<std::string> text(
       const std::function<int(char*, std::size_t, std::size_t*)>& call);
 
   std::shared_ptr<const PluginModule> module_;
   ContextBridge bridge_;
+  std::string instance_;  // for crash messages, the host's may be gone by destroy
   bpfmgr_instance* state_ = nullptr;
   std::vector<char> buffer_;
 };
@@ -148,12 +168,18 @@ class PluginModule : public std::enable_shared_from_this<PluginModule> {
   ~PluginModule();
 
   const bpfmgr_plugin_api& api() const { return table_; }
+  // Its name for messages (the file's name until get_info answered).
+  std::string name() const;
 
   PluginInfo info() const;
   std::span<const std::byte> bpf_object() const;
   std::vector<OptionSpec> option_schema() const;
   std::vector<OptionProblem> validate(const Options& options) const;
   std::optional<std::string> events_map() const;
+  // What an instance with `options` needs from `kernel` (API 2.2); an
+  // empty, undeclared answer from a plugin without kernel_requirements.
+  KernelRequirements kernel_requirements(const Options& options,
+                                         KernelFeatures& kernel) const;
 
   std::unique_ptr<PluginInstance> create(HostContext& host) const;
 
@@ -172,6 +198,16 @@ struct LoadedPlugin {
   std::shared_ptr<PluginModule> plugin;
 };
 
+// Which file, and which version of it (plugin_trust.cpp fills it from
+// fstat): a file renamed over or rewritten in place differs in one field.
+struct FileIdentity {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  off_t size = 0;
+  long long mtime_ns = 0, ctime_ns = 0;
+  bool operator==(const FileIdentity&) const = default;
+};
+
 class PluginRegistry {
  public:
   // Search order: `extra_dirs` (the manifest's plugin_path), then
@@ -188,7 +224,11 @@ class PluginRegistry {
   std::shared_ptr<LoadedPlugin> load(const std::string& name_or_path,
                                      const std::string& base_dir = ".",
                                      const std::string& expected_sha256 = "");
-  // Loads one file directly, checking trust, ABI version and function table;
+  // Loads one file directly, checking trust (its dependencies' too), ABI
+  // version and function table. The file is re-checked on every call and
+  // its library reused only while it is the same version; libraries are
+  // shared process-wide by the sha256 of their bytes and never unloaded
+  // (see load_file in plugins.cpp).
   // `hash_origin` says where `expected_sha256` came from, for the message.
   std::shared_ptr<LoadedPlugin> load_file(const std::string& path,
                                           const std::string& expected_sha256 = "",
@@ -198,8 +238,17 @@ class PluginRegistry {
   std::map<std::string, std::string> discover() const;
 
  private:
+  // The entry point's table of a library just loaded, checked.
+  static std::shared_ptr<LoadedPlugin> open_plugin_table(
+      std::shared_ptr<boost::dll::shared_library> lib, const std::string& key,
+      const std::string& sha256);
   std::vector<std::string> dirs_;
-  std::map<std::string, std::shared_ptr<LoadedPlugin>> cache_;
+  // By canonical path; reused only while the file is the same version.
+  struct Cached {
+    FileIdentity id;
+    std::shared_ptr<LoadedPlugin> loaded;
+  };
+  std::map<std::string, Cached> cache_;
   std::vector<std::string> env_dirs_;      // from $BPFMGR_PLUGIN_PATH
   std::vector<std::string> builtin_dirs_;  // beside the binary, install prefix
 };

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,14 @@ struct ServeArgs {
   bool enable_bpf_stats = false;
 };
 int cmd_serve(const ServeArgs& args);
+
+// --interval's bounds: below a second the loop would spin on status
+// observations; past a day a lost pin would wait too long for the
+// safety-net pass (drift is normally seen at once through inotify).
+inline constexpr double kMinIntervalSeconds = 1;
+inline constexpr double kMaxIntervalSeconds = 86400;
+// Why `seconds` is not a valid --interval (NaN, infinite, out of bounds).
+std::optional<std::string> interval_problem(double seconds);
 
 // "HOST:PORT" or "[IPV6]:PORT" split; throws bpfmgr::Error when malformed.
 std::pair<std::string, int> parse_listen_address(const std::string& address);

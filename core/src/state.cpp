@@ -6,14 +6,18 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <vector>
 
 #include <bpfmgr/plugin.hpp>
 
 #include "handles.hpp"
+#include "manifest.hpp"
+#include "pin_layout.hpp"
 #include "system.hpp"
 
 namespace bpfmgr {
+namespace fs = std::filesystem;
 
 namespace {
 // Big enough for any realistic record (option lists of CIDRs included);
@@ -54,6 +58,8 @@ nlohmann::json to_json(const InstanceState& s) {
   for (auto& h : s.hooks)
     hooks.push_back({{"prog", h.prog}, {"target", h.target}, {"live", h.live},
                      {"reason", h.reason}});
+  for (auto& d : s.degraded)
+    j["degraded"].push_back({{"what", d.what}, {"because", d.because}});
   return j;
 }
 
@@ -88,6 +94,8 @@ InstanceState state_from_json(const nlohmann::json& j) {
   for (auto& h : j.value("hooks", nlohmann::json::array()))
     s.hooks.push_back({h.value("prog", ""), h.value("target", ""),
                        h.value("live", false), h.value("reason", "")});
+  for (auto& d : j.value("degraded", nlohmann::json::array()))
+    s.degraded.push_back({d.value("what", ""), d.value("because", "")});
   return s;
 }
 
@@ -158,6 +166,67 @@ void write_state(const std::string& path, const InstanceState& state) {
     throw Error("cannot pin state map at " + path + ": " + errno_text(errno));
 }
 
+std::string record_problem(const InstanceState& s, const std::string& state_path) {
+  // <root>/<dir>/state, where <dir> is the instance or _staging-<instance>.
+  fs::path dir = fs::path(state_path).parent_path();
+  std::string entry = dir.filename().string();
+  std::string expected = PinLayout::staged_instance(entry).value_or(entry);
+  PinLayout layout(dir.parent_path().string());
+  auto instance = [](const std::string& what, const std::string& n) -> std::string {
+    return valid_instance_name(n) ? "" : what + " '" + n + "' is not a valid instance name";
+  };
+  auto name = [](const std::string& what, const std::string& n) -> std::string {
+    auto why = pin_name_problem(n);
+    return why.empty() ? "" : what + ": " + why;
+  };
+  auto first = [](std::initializer_list<std::string> whys) {
+    for (auto& w : whys)
+      if (!w.empty()) return w;
+    return std::string();
+  };
+  if (auto w = instance("the instance", s.instance); !w.empty()) return w;
+  if (s.instance != expected)
+    return "it names instance '" + s.instance + "' but lies in " + dir.string();
+  if (!s.plugin_path.empty() &&
+      (s.plugin_path[0] != '/' || fs::path(s.plugin_path).lexically_normal() != s.plugin_path))
+    return "plugin path '" + s.plugin_path + "' is not a normal absolute path";
+  for (auto& m : s.maps)
+    if (auto w = name("map", m); !w.empty()) return w;
+  for (auto& p : s.progs)
+    if (auto w = name("program", p); !w.empty()) return w;
+  for (auto& [p, id] : s.prog_ids)
+    if (auto w = name("program", p); !w.empty()) return w;
+  for (auto& [p, tag] : s.prog_tags)
+    if (auto w = name("program", p); !w.empty()) return w;
+  for (auto& l : s.links)
+    if (auto w = first({name("link", l.name), name("link program", l.prog)}); !w.empty())
+      return w;
+  for (auto& h : s.hooks)
+    if (auto w = name("hook program", h.prog); !w.empty()) return w;
+  // A map pin read from a record is followed (opened, detached from) only
+  // where bpfmgr puts map pins: <root>/<instance>/maps/<map>.
+  auto map_pin = [&](const std::string& pin) -> std::string {
+    fs::path p(pin);
+    auto owner = p.parent_path().parent_path().filename().string();
+    auto map = p.filename().string();
+    if (!valid_instance_name(owner) || !pin_name_problem(map).empty() ||
+        layout.instance(owner).map(map) != pin)
+      return "map pin '" + pin + "' is not a map of an instance under " + layout.root();
+    return "";
+  };
+  for (auto& m : s.shared_maps) {
+    if (auto w = first({name("shared map", m.map), instance("shared map owner", m.instance)});
+        !w.empty())
+      return w;
+    if (auto w = map_pin(m.pin); !w.empty()) return w;
+  }
+  for (auto& a : s.map_attachments) {
+    if (auto w = name("attached program", a.prog); !w.empty()) return w;
+    if (auto w = map_pin(a.map_pin); !w.empty()) return w;
+  }
+  return "";
+}
+
 StateLookup lookup_state(const std::string& path) {
   auto raw = read_record(path);
   if (raw.kind != StateLookup::Valid) return {raw.kind, std::nullopt, raw.text_or_why};
@@ -165,7 +234,14 @@ StateLookup lookup_state(const std::string& path) {
     auto j = nlohmann::json::parse(raw.text_or_why);
     if (!j.is_object() || !j.contains("instance"))
       return {StateLookup::Corrupt, std::nullopt, "its state record is not a bpfmgr record"};
-    return {StateLookup::Valid, state_from_json(j), ""};
+    auto state = state_from_json(j);
+    // Records are input: a name that could lead outside its instance
+    // makes the whole record untrusted, and nothing in it is followed.
+    if (auto why = record_problem(state, path); !why.empty())
+      return {StateLookup::Corrupt, std::nullopt,
+              "WARNING: its state record was tampered with or damaged (" + why +
+                  "); bpfmgr follows none of its names"};
+    return {StateLookup::Valid, std::move(state), ""};
   } catch (const std::exception& e) {
     return {StateLookup::Corrupt, std::nullopt,
             std::string("its state record is damaged: ") + e.what()};

@@ -41,6 +41,13 @@ struct HookRecord {
   std::string reason;  // why a dead optional hook is dead
 };
 
+// A simpler form the instance runs in on this kernel (plugin API 2.2's
+// degrade()), recorded at load for status and metrics.
+struct DegradedRecord {
+  std::string what;
+  std::string because;
+};
+
 struct InstanceState {
   int format = 1;
   std::string instance;
@@ -68,6 +75,8 @@ struct InstanceState {
   std::vector<LinkRecord> links;   // pinned under links/
   std::vector<MapAttachmentRecord> map_attachments;
   std::vector<HookRecord> hooks;
+  // Absent from records of loads that ran in full (and from older records).
+  std::vector<DegradedRecord> degraded;
   bool complete = false;
 };
 
@@ -87,7 +96,14 @@ struct StateLookup {
   std::string why;                     // when Foreign or Corrupt
   bool ours() const { return kind == Valid || kind == Corrupt; }
 };
+// A record is input: every name in it must pass the manifest's rules
+// (valid_instance_name, pin_name_problem), its instance must be the
+// directory it lies in and every map pin it names must be a map of an
+// instance under the same pin root; otherwise it is Corrupt, with a
+// warning, and none of its names is followed.
 StateLookup lookup_state(const std::string& path);
+// Why record `s`, read from `state_path`, cannot be trusted ("" when it can).
+std::string record_problem(const InstanceState& s, const std::string& state_path);
 // The record at `path` when Valid; nullopt otherwise.
 std::optional<InstanceState> read_state(const std::string& path);
 

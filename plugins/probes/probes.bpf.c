@@ -14,13 +14,21 @@
  *                                          classic one has no socket)
  *   raw_tp/sys_enter + raw_tp/sys_exit    the ten read/write syscalls, one
  *                                          program each, filtered by nr
+ *
+ * Programs that read memory reached through untyped pointers (the fd table,
+ * the saved registers) come in two variants (compat.bpf.h, "Direct
+ * loads"): `<name>` with direct loads (kfunc bpf_rdonly_cast, 6.2+) and
+ * `<name>_copy` with bpf_probe_read_kernel (6.1); the plugin loads one.
  */
 #include <bpfmgr/bpf_common.h>
+#include <bpfmgr/compat.bpf.h>
+#include <bpfmgr/counters.bpf.h>
 #include <bpfmgr/kfuncs.h>
 #include <bpfmgr/socket.h>
 #include <bpfmgr/syscalls.h>
 
 #include "probes.h"
+#include "probes_ring.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -43,31 +51,9 @@ const volatile __u32 n_cgroups = 0;
 const volatile __u64 cgroup_ids[PROBES_MAX_CGROUPS] = {};
 const volatile __u32 cgroup_levels[PROBES_MAX_CGROUPS] = {};
 const volatile __u8 port_bitmap[8192] = {};     /* bit per port, host order */
-/* Wake the reader only once this many bytes wait in the ring (0: the
- * kernel's default, a wake-up whenever the reader has caught up, i.e. about
- * one per record at moderate rates). Readers consume on a poll timeout too,
- * so records below the mark are late by at most that timeout. */
-const volatile __u64 wakeup_bytes = 0;
-/* Benchmark only (option bench_event_burst): each syscall record is
- * submitted this many times, to measure the pipeline beyond what one CPU's
- * syscalls can produce. */
-const volatile __u32 event_burst = 1;
-#define PROBES_MAX_BURST 64
-/* Bytes one record takes in the ring: 8-byte header + the record. */
-#define PROBES_RECORD_SPAN (8 + sizeof(struct probes_event))
 
-/* --------------------------------------------------------------- maps */
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20); /* option ring_buffer_kb */
-} events SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct probes_counters);
-} counters SEC(".maps");
+/* --------------------------------------------------------------- maps
+ * events (ring buffer) and counters: probes_ring.bpf.h. */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -112,51 +98,6 @@ struct {
 
 /* ------------------------------------------------------------ helpers */
 
-static __always_inline struct probes_counters *ctrs(void)
-{
-	__u32 zero = 0;
-	return bpf_map_lookup_elem(&counters, &zero);
-}
-
-#define COUNT(field)                               \
-	do {                                       \
-		struct probes_counters *c_ = ctrs(); \
-		if (c_)                            \
-			c_->field++;               \
-	} while (0)
-
-static __always_inline struct probes_event *ev_reserve(__u32 kind)
-{
-	struct probes_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		COUNT(events_dropped);
-		return NULL;
-	}
-	__builtin_memset(e, 0, sizeof(*e));
-	e->kind = kind;
-	e->ts_ns = bpf_ktime_get_ns();
-	e->cpu = bpf_get_smp_processor_id();
-	return e;
-}
-
-static __always_inline void ev_submit(struct probes_event *e)
-{
-	__u64 flags = 0;
-	if (wakeup_bytes) {
-		/* Wake only the record that takes the backlog across the mark:
-		 * a wake-up is an irq_work (a self-IPI, a VM exit here), and
-		 * one per record above the mark cost ~3 us each. The reader
-		 * drains the ring before it sleeps again, so the next batch
-		 * crosses the mark from below. */
-		__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-		flags = avail >= wakeup_bytes && avail < wakeup_bytes + PROBES_RECORD_SPAN
-				? BPF_RB_FORCE_WAKEUP
-				: BPF_RB_NO_WAKEUP;
-	}
-	bpf_ringbuf_submit(e, flags);
-	COUNT(events_emitted);
-}
-
 /* Family filter: v4-mapped IPv6 is IPv4 on the wire and counts as ipv4. */
 static __always_inline bool family_pass(__u16 family, const __u8 *addr6)
 {
@@ -171,8 +112,14 @@ static __always_inline bool family_pass(__u16 family, const __u8 *addr6)
 
 static __always_inline bool port_set(__u16 port)
 {
-	__u32 i = (port >> 3) & 8191;
-	return (port_bitmap[i] >> (port & 7)) & 1;
+	/* The compiler knows a __u16 is below 65536 and drops the mask, but
+	 * a port that went through bpf_ntohs() is unbounded to verifiers
+	 * that do not track byte swaps (6.1): hide the range from the
+	 * compiler so the mask is emitted and every verifier sees it. */
+	__u32 p = port;
+	barrier_var(p);
+	__u32 i = (p >> 3) & 8191;
+	return (port_bitmap[i] >> (p & 7)) & 1;
 }
 
 static __always_inline bool ports_pass(__u16 sport, __u16 dport)
@@ -487,16 +434,17 @@ struct syscalls_exit_args {
 	long ret;
 };
 
-static __always_inline int probes_accept(long ret)
+static __always_inline int probes_accept(long ret, const bool direct)
 {
 	if (ret < 0)
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct file *f = bpfmgr_fd_file(task, (__u32)ret);
+	struct file *f = bpfmgr_task_fd_file(task, (__u32)ret, direct);
 	if (!f)
 		return 0;
-	struct sock *sk = bpfmgr_file_sock(f);
+	/* Only a key: the sock pointer is compared, never dereferenced. */
+	struct sock *sk = bpfmgr_file_sock_how(f, direct);
 	if (!sk)
 		return 0;
 	struct probes_conn_key key = { .skaddr = (__u64)sk };
@@ -508,7 +456,8 @@ static __always_inline int probes_accept(long ret)
 		return 0;
 	}
 	set_owner_current(&c->pid, &c->tid, c->comm, &c->cgroup_id);
-	c->sock_ino = f->f_inode->i_ino;
+	struct inode *inode = BPFMGR_FIELD(direct, f, f_inode);
+	c->sock_ino = inode ? BPFMGR_FIELD(direct, inode, i_ino) : 0;
 	c->owned = 1;
 	if (!(kinds & PROBES_K_ACCEPT))
 		return 0;
@@ -532,70 +481,80 @@ static __always_inline int probes_accept(long ret)
 SEC("tracepoint/syscalls/sys_exit_accept4")
 int probes_accept4_exit(struct syscalls_exit_args *ctx)
 {
-	return probes_accept(ctx->ret);
+	return probes_accept(ctx->ret, BPFMGR_DIRECT);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept")
 int probes_accept_exit(struct syscalls_exit_args *ctx)
 {
-	return probes_accept(ctx->ret);
+	return probes_accept(ctx->ret, BPFMGR_DIRECT);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int probes_accept4_exit_copy(struct syscalls_exit_args *ctx)
+{
+	return probes_accept(ctx->ret, BPFMGR_COPY);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int probes_accept_exit_copy(struct syscalls_exit_args *ctx)
+{
+	return probes_accept(ctx->ret, BPFMGR_COPY);
 }
 
 /* ------------------------------------------------------- network events */
 
-SEC("tracepoint/tcp/tcp_retransmit_skb")
-int probes_retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx)
+static __always_inline void tuple_from_tcp_tp(struct probes_tuple *t,
+					      const struct bpfmgr_tcp_tp_tuple *tp)
 {
+	t->family = tp->family;
+	t->proto = IPPROTO_TCP;
+	t->sport = tp->sport;
+	t->dport = tp->dport;
+	__builtin_memcpy(t->saddr, tp->saddr, sizeof(t->saddr));
+	__builtin_memcpy(t->daddr, tp->daddr, sizeof(t->daddr));
+}
+
+/* Two record layouts across kernels (compat.bpf.h); `err` on 6.14+. */
+SEC("tracepoint/tcp/tcp_retransmit_skb")
+int probes_retransmit(void *ctx)
+{
+	struct bpfmgr_tcp_tp_tuple tp = {};
 	struct probes_tuple t = {};
-	tuple_from_tp(&t, ctx->family, ctx->saddr, ctx->daddr, ctx->saddr_v6,
-		      ctx->daddr_v6, ctx->sport, ctx->dport);
-	if (!tuple_pass(&t) || !owner_pass((__u64)ctx->skaddr))
+	bpfmgr_tcp_retransmit_tuple(ctx, &tp);
+	tuple_from_tcp_tp(&t, &tp);
+	if (!tuple_pass(&t) || !owner_pass((__u64)tp.skaddr))
 		return 0;
 	struct probes_event *e = ev_reserve(PROBES_EV_RETRANSMIT);
 	if (!e)
 		return 0;
-	fill_owner(e, (__u64)ctx->skaddr);
+	fill_owner(e, (__u64)tp.skaddr);
 	e->t = t;
-	e->state = ctx->state;
-	if (bpf_core_field_exists(ctx->err))
-		e->ret = BPF_CORE_READ(ctx, err);
+	e->state = tp.state;
+	e->ret = tp.err;
 	ev_submit(e);
 	return 0;
 }
 
-/* sockaddr_in / sockaddr_in6 as the tcp_send_reset tracepoint stores them. */
-static __always_inline void addr_from_sockaddr(const __u8 *sa, __u8 *addr,
-					       __u16 *port, __u16 *family)
-{
-	__u16 fam = *(const __u16 *)sa;
-	*family = fam;
-	*port = bpf_ntohs(*(const __u16 *)(sa + 2));
-	if (fam == AF_INET)
-		__builtin_memcpy(addr, sa + 4, 4);
-	else if (fam == AF_INET6)
-		__builtin_memcpy(addr, sa + 8, 16);
-}
-
+/* Two record layouts across kernels (compat.bpf.h): the reason, and resets
+ * sent without a socket (a closed port), on 6.10+ only. */
 SEC("tracepoint/tcp/tcp_send_reset")
-int probes_send_reset(struct trace_event_raw_tcp_send_reset *ctx)
+int probes_send_reset(void *ctx)
 {
-	struct probes_tuple t = { .proto = IPPROTO_TCP };
-	__u16 dfam = 0;
-	__u8 sa[28], da[28];
-	bpf_probe_read_kernel(sa, sizeof(sa), ctx->saddr);
-	bpf_probe_read_kernel(da, sizeof(da), ctx->daddr);
-	addr_from_sockaddr(sa, t.saddr, &t.sport, &t.family);
-	addr_from_sockaddr(da, t.daddr, &t.dport, &dfam);
-	if (!tuple_pass(&t) || !owner_pass((__u64)ctx->skaddr))
+	struct bpfmgr_tcp_tp_tuple tp = {};
+	struct probes_tuple t = {};
+	int reason = 0;
+	bpfmgr_tcp_send_reset_tuple(ctx, &tp, &reason);
+	tuple_from_tcp_tp(&t, &tp);
+	if (!tuple_pass(&t) || !owner_pass((__u64)tp.skaddr))
 		return 0;
 	struct probes_event *e = ev_reserve(PROBES_EV_RESET_SENT);
 	if (!e)
 		return 0;
-	fill_owner(e, (__u64)ctx->skaddr);
+	fill_owner(e, (__u64)tp.skaddr);
 	e->t = t;
-	e->state = ctx->state;
-	if (bpf_core_field_exists(ctx->reason))
-		e->reason = BPF_CORE_READ(ctx, reason);
+	e->state = tp.state;
+	e->reason = reason;
 	ev_submit(e);
 	return 0;
 }
@@ -663,8 +622,9 @@ static __always_inline bool tuple_from_skb(struct probes_tuple *t,
 	return true;
 }
 
+/* `rx_sk` on 6.12+ (compat.bpf.h). */
 SEC("tracepoint/skb/kfree_skb")
-int probes_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
+int probes_kfree_skb(struct trace_event_raw_kfree_skb___bpfmgr *ctx)
 {
 	struct probes_tuple t = {};
 	struct sk_buff *skb = (struct sk_buff *)ctx->skbaddr;
@@ -672,11 +632,7 @@ int probes_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 		return 0;
 	if (!tuple_pass(&t))
 		return 0;
-	__u64 sk = 0;
-	if (bpf_core_field_exists(ctx->rx_sk))
-		sk = (__u64)BPF_CORE_READ(ctx, rx_sk);
-	if (!sk)
-		sk = (__u64)BPF_CORE_READ(skb, sk);
+	__u64 sk = (__u64)bpfmgr_kfree_skb_sock(ctx);
 	if (!owner_pass(sk))
 		return 0;
 	struct probes_event *e = ev_reserve(PROBES_EV_DROP);
@@ -777,36 +733,48 @@ static __always_inline __u32 log2_slot(__u64 v)
 	return r < PROBES_HIST_SLOTS ? r : PROBES_HIST_SLOTS - 1;
 }
 
-/* The file behind fd if the tracers want it (socket check and the family
- * and port filters); NULL otherwise. */
-static __always_inline struct file *traced_file(struct task_struct *task,
-						__u32 fd, bool *is_sock)
+/* The inode of the file behind fd if the tracers want it (socket check and
+ * the family and port filters); NULL otherwise. */
+static __always_inline struct inode *traced_inode(struct task_struct *task, __u32 fd,
+						  const bool direct)
 {
-	struct file *f = bpfmgr_fd_file(task, fd);
+	struct file *f = bpfmgr_task_fd_file(task, fd, direct);
 	if (!f)
 		return NULL;
-	*is_sock = bpfmgr_file_is_socket(f);
-	if (sockets_only && !*is_sock)
+	struct inode *inode = BPFMGR_FIELD(direct, f, f_inode);
+	if (!inode)
+		return NULL;
+	bool is_sock = (BPFMGR_FIELD(direct, inode, i_mode) & BPFMGR_S_IFMT) ==
+		       BPFMGR_S_IFSOCK;
+	if (sockets_only && !is_sock)
 		return NULL;
 	if (family_mask != 3 || filter_ports) {
-		if (!*is_sock)
+		if (!is_sock)
 			return NULL;
-		struct sock *sk = bpfmgr_file_sock(f);
+		struct sock *sk = bpfmgr_file_sock_how(f, direct);
 		if (!sk)
 			return NULL;
-		__u16 fam = sk->__sk_common.skc_family;
+		__u16 fam = BPFMGR_FIELD(direct, sk, __sk_common.skc_family);
 		if (family_mask != 3) {
 			if (fam != AF_INET && fam != AF_INET6)
 				return NULL;
-			if (!family_pass(fam, (const __u8 *)&sk->__sk_common.skc_v6_daddr))
-				return NULL;
+			if (direct) {
+				if (!family_pass(fam, (const __u8 *)&sk->__sk_common.skc_v6_daddr))
+					return NULL;
+			} else {
+				__u8 d6[16] = {};
+				if (fam == AF_INET6)
+					BPF_CORE_READ_INTO(&d6, sk, __sk_common.skc_v6_daddr);
+				if (!family_pass(fam, d6))
+					return NULL;
+			}
 		}
 		if (filter_ports &&
-		    !ports_pass(sk->__sk_common.skc_num,
-				bpf_ntohs(sk->__sk_common.skc_dport)))
+		    !ports_pass(BPFMGR_FIELD(direct, sk, __sk_common.skc_num),
+				bpf_ntohs(BPFMGR_FIELD(direct, sk, __sk_common.skc_dport))))
 			return NULL;
 	}
-	return f;
+	return inode;
 }
 
 static __always_inline struct probes_sys_stats *
@@ -832,8 +800,8 @@ sys_slot(const struct probes_sys_key *k)
 	return NULL;
 }
 
-SEC("raw_tp/sys_enter")
-int probes_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int sys_enter(struct bpf_raw_tracepoint_args *ctx,
+				     const bool direct)
 {
 	int op = op_of(ctx->args[1]);
 	if (op < 0 || !((traced_ops >> op) & 1))
@@ -846,11 +814,10 @@ int probes_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	}
 	if (proc_filters_on() && !proc_pass(bpf_get_current_pid_tgid()))
 		return 0;
-	const bpfmgr_sys_regs *regs = bpfmgr_sys_regs_of(ctx);
+	bpfmgr_sys_regs *regs = bpfmgr_sys_regs_at(ctx, direct);
 	struct task_struct *task = bpf_get_current_task_btf();
-	bool is_sock = false;
-	__u32 fd = BPFMGR_SYS_ARG1(regs);
-	if (!traced_file(task, fd, &is_sock))
+	__u32 fd = BPFMGR_SYS_ARG1_AT(direct, regs);
+	if (!traced_inode(task, fd, direct))
 		return 0;
 	struct probes_inflight *in = bpf_task_storage_get(
 		&inflight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -883,11 +850,11 @@ static __always_inline __u64 mmsg_bytes(__u64 msgvec, long n)
 	return sum;
 }
 
-SEC("raw_tp/sys_exit")
-int probes_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int sys_exit(struct bpf_raw_tracepoint_args *ctx,
+				    const bool direct)
 {
-	const bpfmgr_sys_regs *regs = bpfmgr_sys_regs_of(ctx);
-	int op = op_of(BPFMGR_SYSCALL_NR(regs));
+	bpfmgr_sys_regs *regs = bpfmgr_sys_regs_at(ctx, direct);
+	int op = op_of(BPFMGR_SYSCALL_NR_AT(direct, regs));
 	if (op < 0 || !((traced_ops >> op) & 1))
 		return 0;
 	if (proc_filters_on() && !proc_pass(bpf_get_current_pid_tgid()))
@@ -910,16 +877,15 @@ int probes_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 		}
 	}
 
-	__u32 fd = BPFMGR_SYS_ARG1(regs);
-	bool is_sock = false;
-	struct file *f = traced_file(task, fd, &is_sock);
-	if (!f)
+	__u32 fd = BPFMGR_SYS_ARG1_AT(direct, regs);
+	struct inode *inode = traced_inode(task, fd, direct);
+	if (!inode)
 		return 0;
 	long ret = ctx->args[1];
 	__u64 bytes = 0;
 	if (ret > 0) {
 		if (op == PROBES_OP_RECVMMSG || op == PROBES_OP_SENDMMSG)
-			bytes = mmsg_bytes(BPFMGR_SYS_ARG2(regs), ret);
+			bytes = mmsg_bytes(BPFMGR_SYS_ARG2_AT(direct, regs), ret);
 		else
 			bytes = ret;
 	}
@@ -927,7 +893,7 @@ int probes_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	struct probes_sys_key k = {
 		.tgid = task->tgid,
 		.op = op,
-		.sock_ino = f->f_inode->i_ino,
+		.sock_ino = BPFMGR_FIELD(direct, inode, i_ino),
 	};
 	struct probes_sys_stats *s = sys_slot(&k);
 	if (!s) {
@@ -948,44 +914,46 @@ int probes_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u64 cgroup_id = bpf_get_current_cgroup_id();
-	char comm[PROBES_COMM_LEN];
-	bpf_get_current_comm(comm, sizeof(comm));
-	for (__u32 i = 0; i < PROBES_MAX_BURST; i++) {
-		if (i >= event_burst)
-			break;
-		struct probes_event *e = ev_reserve(PROBES_EV_SYSCALL);
-		if (!e)
-			continue; /* counted as dropped */
-		e->pid = id >> 32;
-		e->tid = (__u32)id;
-		__builtin_memcpy(e->comm, comm, sizeof(e->comm));
-		e->cgroup_id = cgroup_id;
-		e->sock_ino = k.sock_ino;
-		e->op = op;
-		e->fd = fd;
-		e->ret = ret;
-		e->duration_ns = lat;
-		if (op_is_write(op))
-			e->bytes_sent = bytes;
-		else
-			e->bytes_received = bytes;
-		ev_submit(e);
-	}
+	struct probes_event *e = ev_reserve(PROBES_EV_SYSCALL);
+	if (!e)
+		return 0; /* counted as dropped */
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->cgroup_id = cgroup_id;
+	e->sock_ino = k.sock_ino;
+	e->op = op;
+	e->fd = fd;
+	e->ret = ret;
+	e->duration_ns = lat;
+	if (op_is_write(op))
+		e->bytes_sent = bytes;
+	else
+		e->bytes_received = bytes;
+	ev_submit(e);
 	return 0;
 }
 
-/* ------------------------------------------------- benchmark baseline
- * Empty programs on the same raw tracepoints (option bench_empty_hooks):
- * the cost of the hooks themselves, to compare the tracer against. */
-
 SEC("raw_tp/sys_enter")
-int probes_empty_enter(struct bpf_raw_tracepoint_args *ctx)
+int probes_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
-	return 0;
+	return sys_enter(ctx, BPFMGR_DIRECT);
 }
 
 SEC("raw_tp/sys_exit")
-int probes_empty_exit(struct bpf_raw_tracepoint_args *ctx)
+int probes_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-	return 0;
+	return sys_exit(ctx, BPFMGR_DIRECT);
+}
+
+SEC("raw_tp/sys_enter")
+int probes_sys_enter_copy(struct bpf_raw_tracepoint_args *ctx)
+{
+	return sys_enter(ctx, BPFMGR_COPY);
+}
+
+SEC("raw_tp/sys_exit")
+int probes_sys_exit_copy(struct bpf_raw_tracepoint_args *ctx)
+{
+	return sys_exit(ctx, BPFMGR_COPY);
 }

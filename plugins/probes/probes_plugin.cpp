@@ -8,6 +8,7 @@
 #include <bpfmgr/plugin.hpp>
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <sys/stat.h>
 
@@ -27,27 +28,61 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Every program, the event kinds that need it, and whether a missing hook
-// may be skipped (pixie style: probes as data, attached in one loop).
+// Every program, its hook, and whether a missing hook may be skipped (pixie
+// style: probes as data, attached in one loop). `copy` is the variant that
+// reads the fd table and saved registers with bpf_probe_read_kernel, for
+// kernels without the kfunc bpf_rdonly_cast (6.1); see compat.bpf.h.
 struct ProgSpec {
   const char* prog;
+  const char* copy;  // nullptr: one program for every kernel
   const char* hook;
+  const char* tracepoint;  // "category/name" the hook needs
   bool optional;
 };
 constexpr ProgSpec kProgs[] = {
-    {"probes_set_state", "tracepoint/sock/inet_sock_set_state", false},
-    {"probes_accept4_exit", "tracepoint/syscalls/sys_exit_accept4", true},
-    {"probes_accept_exit", "tracepoint/syscalls/sys_exit_accept", true},
-    {"probes_retransmit", "tracepoint/tcp/tcp_retransmit_skb", true},
-    {"probes_send_reset", "tracepoint/tcp/tcp_send_reset", true},
-    {"probes_receive_reset", "tracepoint/tcp/tcp_receive_reset", true},
-    {"probes_kfree_skb", "tracepoint/skb/kfree_skb", true},
-    {"probes_rcvq_full", "raw_tp/sock_rcvqueue_full", true},
-    {"probes_sys_enter", "raw_tp/sys_enter", false},
-    {"probes_sys_exit", "raw_tp/sys_exit", false},
-    {"probes_empty_enter", "raw_tp/sys_enter (empty, bench)", false},
-    {"probes_empty_exit", "raw_tp/sys_exit (empty, bench)", false},
+    {"probes_set_state", nullptr, "tracepoint/sock/inet_sock_set_state",
+     "sock/inet_sock_set_state", false},
+    {"probes_accept4_exit", "probes_accept4_exit_copy", "tracepoint/syscalls/sys_exit_accept4",
+     "syscalls/sys_exit_accept4", true},
+    {"probes_accept_exit", "probes_accept_exit_copy", "tracepoint/syscalls/sys_exit_accept",
+     "syscalls/sys_exit_accept", true},
+    {"probes_retransmit", nullptr, "tracepoint/tcp/tcp_retransmit_skb",
+     "tcp/tcp_retransmit_skb", true},
+    {"probes_send_reset", nullptr, "tracepoint/tcp/tcp_send_reset", "tcp/tcp_send_reset", true},
+    {"probes_receive_reset", nullptr, "tracepoint/tcp/tcp_receive_reset",
+     "tcp/tcp_receive_reset", true},
+    {"probes_kfree_skb", nullptr, "tracepoint/skb/kfree_skb", "skb/kfree_skb", true},
+    {"probes_rcvq_full", nullptr, "raw_tp/sock_rcvqueue_full", "sock/sock_rcvqueue_full", true},
+    {"probes_sys_enter", "probes_sys_enter_copy", "raw_tp/sys_enter", "raw_syscalls/sys_enter",
+     false},
+    {"probes_sys_exit", "probes_sys_exit_copy", "raw_tp/sys_exit", "raw_syscalls/sys_exit",
+     false},
 };
+
+// ---------------------------------------------------------- kernel facts
+// What decides a variant, asked the same way by kernel_requirements() and
+// before_load() (both see the same KernelView).
+constexpr const char* kRdonlyCast = "bpf_rdonly_cast";
+
+bool direct_loads(const KernelView& k) { return k.has(Feature::Kfunc, kRdonlyCast); }
+
+// In a hook: the core's probe (plugin API 2.2). A core older than 2.2 has
+// none; then the kernel's BTF is asked for the kfunc directly.
+bool direct_loads(const ContextBase& ctx) {
+  try {
+    return direct_loads(ctx.kernel());
+  } catch (const Error&) {
+    btf* vmlinux = btf__load_vmlinux_btf();
+    bool found = vmlinux && btf__find_by_name_kind(vmlinux, kRdonlyCast, BTF_KIND_FUNC) >= 0;
+    btf__free(vmlinux);
+    return found;
+  }
+}
+
+// The program of `p` this kernel runs.
+const char* variant(const ProgSpec& p, bool direct) {
+  return direct || !p.copy ? p.prog : p.copy;
+}
 
 std::vector<std::string> all_kind_names() {
   std::vector<std::string> v;
@@ -93,6 +128,21 @@ std::vector<std::string> strings_or_empty(const Options& o, const char* k) {
   return {};
 }
 
+// The traced syscalls in status, where the core restores the options and
+// one may be missing (then the schema's default: every kind, all ten).
+std::uint32_t ops_mask_or_all(const Options& o) {
+  auto kinds = strings_or_empty(o, "kinds");
+  if (!kinds.empty() && std::find(kinds.begin(), kinds.end(), "syscalls") == kinds.end())
+    return 0;
+  auto names = strings_or_empty(o, "syscalls");
+  if (names.empty()) return (1u << PROBES_OP_MAX) - 1;
+  std::uint32_t m = 0;
+  for (auto& name : names)
+    for (std::size_t i = 0; i < kOpNames.size(); ++i)
+      if (kOpNames[i] == name) m |= 1u << i;
+  return m;
+}
+
 bool process_filters(const Options& o) {
   return !o.get_ints("pids").empty() || !o.get_strings("comms").empty() ||
          !o.get_strings("cgroups").empty();
@@ -100,8 +150,6 @@ bool process_filters(const Options& o) {
 
 // Which programs an instance loads.
 std::set<std::string> wanted_programs(const Options& o) {
-  if (o.get_bool("bench_empty_hooks"))
-    return {"probes_empty_enter", "probes_empty_exit"};
   std::uint32_t k = kinds_mask(o);
   std::set<std::string> p;
   const std::uint32_t net = PROBES_K_RETRANSMIT | PROBES_K_RESET |
@@ -206,15 +254,53 @@ class ProbesPlugin final : public Plugin {
          "most the reader's 100 ms poll); 0: wake it whenever it has caught "
          "up (about once per record)",
          std::int64_t{64}, 0, 1 << 19, {}},
-        {"bench_event_burst", OptionType::Int,
-         "benchmark only: submit each syscall record this many times, to "
-         "load the event pipeline beyond what one CPU's syscalls produce",
-         std::int64_t{1}, 1, 64, {}},
-        {"bench_empty_hooks", OptionType::Bool,
-         "load only empty programs on raw_tp sys_enter/sys_exit (baseline "
-         "for benchmarks)",
-         false, {}, {}, {}},
     };
+  }
+
+  // Declared per option value; before_load picks the same variants.
+  void kernel_requirements(const Options& o, KernelNeeds& k) const override {
+    // Every instance: kernel BTF (CO-RE), the program and map types of the
+    // object (libbpf creates every map whatever programs load).
+    k.require(Feature::BtfType, "struct sock", "", "5.4",
+              "a kernel built with CONFIG_DEBUG_INFO_BTF=y");
+    k.require(Feature::ProgType, "tracepoint");
+    k.require(Feature::ProgType, "raw_tracepoint");
+    k.require(Feature::MapType, "ringbuf", "", "5.8");
+    k.require(Feature::MapType, "task_storage", "", "5.11");
+    k.require(Feature::Helper, "tracepoint:bpf_get_current_task_btf", "", "5.11");
+    k.require(Feature::Helper, "raw_tracepoint:bpf_task_storage_get", "", "5.11");
+    k.require(Feature::Helper, "tracepoint:bpf_ringbuf_reserve", "", "5.8");
+    if (!o.get_strings("cgroups").empty()) {
+      k.require(Feature::Helper, "tracepoint:bpf_get_current_ancestor_cgroup_id", "cgroups",
+                "5.7", "filter by pids or comms instead");
+      k.require(Feature::Helper, "raw_tracepoint:bpf_get_current_ancestor_cgroup_id", "cgroups",
+                "5.7", "filter by pids or comms instead");
+    }
+
+    auto wanted = wanted_programs(o);
+    for (auto& p : kProgs) {
+      if (!wanted.count(p.prog)) continue;
+      if (!p.optional)
+        k.require(Feature::Tracepoint, p.tracepoint, "kinds");
+      else if (!k.has(Feature::Tracepoint, p.tracepoint))
+        k.degrade(std::string("without ") + p.hook,
+                  std::string("this kernel has no tracepoint ") + p.tracepoint);
+    }
+    bool fd_walk = wanted.count("probes_sys_exit") || wanted.count("probes_accept_exit");
+    if (fd_walk && !direct_loads(k))
+      k.degrade("variant *_copy of the syscall and accept programs: the fd table and "
+                "saved registers read with bpf_probe_read_kernel (slower per call)",
+                "no kfunc bpf_rdonly_cast (Linux 6.2+)");
+    auto kinds = kinds_mask(o);
+    if ((kinds & PROBES_K_RESET) &&
+        !k.has(Feature::BtfType, "struct trace_event_raw_tcp_send_reset"))
+      k.degrade("reset_sent events without a reason, and none for resets sent without a "
+                "socket (a closed port)",
+                "tracepoint tcp/tcp_send_reset records them since Linux 6.10");
+    if ((kinds & PROBES_K_DROP) &&
+        !k.has(Feature::BtfField, "struct trace_event_raw_kfree_skb.rx_sk"))
+      k.degrade("drops attributed through skb->sk only",
+                "tracepoint skb/kfree_skb records rx_sk since Linux 6.12");
   }
 
   std::vector<OptionProblem> validate(const Options& o) const override {
@@ -309,7 +395,6 @@ class ProbesPlugin final : public Plugin {
                    std::uint64_t(std::min(o.get_int("ring_buffer_wakeup_kb"),
                                           o.get_int("ring_buffer_kb") / 4)) *
                        1024);
-    ctx.set_global("event_burst", std::uint32_t(o.get_int("bench_event_burst")));
     ctx.set_max_entries("conns", std::uint32_t(o.get_int("max_connections")));
     ctx.set_max_entries("syscall_stats",
                         std::uint32_t(o.get_int("max_syscall_stats")));
@@ -319,7 +404,12 @@ class ProbesPlugin final : public Plugin {
                         std::max<std::uint32_t>(1, o.get_ints("pids").size()));
 
     auto wanted = wanted_programs(o);
-    for (auto& p : kProgs) ctx.set_autoload(p.prog, wanted.count(p.prog) != 0);
+    bool direct = direct_loads(ctx);
+    for (auto& p : kProgs) {
+      bool on = wanted.count(p.prog) != 0;
+      ctx.set_autoload(p.prog, on && variant(p, direct) == p.prog);
+      if (p.copy) ctx.set_autoload(p.copy, on && variant(p, direct) == p.copy);
+    }
   }
 
   void after_load(InstanceContext& ctx) override {
@@ -334,9 +424,10 @@ class ProbesPlugin final : public Plugin {
 
   void attach(InstanceContext& ctx) override {
     auto wanted = wanted_programs(ctx.options());
+    bool direct = direct_loads(ctx);
     for (auto& p : kProgs) {
       if (!wanted.count(p.prog)) continue;
-      bool ok = ctx.attach_auto(p.prog, p.optional);
+      bool ok = ctx.attach_auto(variant(p, direct), p.optional);
       if (!ok)
         bpfmgr::log_warn("probes: " + ctx.instance_name() + ": hook " + p.hook +
                          " is missing on this kernel; carrying on without it");
@@ -373,38 +464,61 @@ class ProbesPlugin final : public Plugin {
     // Syscall aggregates summed per syscall.
     {
       auto stats = read_sys_stats(ctx.map_fd("syscall_stats"));
-      std::uint64_t calls[PROBES_OP_MAX] = {}, bytes[PROBES_OP_MAX] = {};
+      std::uint64_t calls[PROBES_OP_MAX] = {}, bytes[PROBES_OP_MAX] = {},
+                    errors[PROBES_OP_MAX] = {};
       for (auto& [k, v] : stats) {
         if (k.op >= PROBES_OP_MAX) continue;
         calls[k.op] += v.calls;
         bytes[k.op] += v.bytes;
+        errors[k.op] += v.errors;
       }
       std::uint64_t total = 0;
       for (auto c : calls) total += c;
       r.counters.push_back({"syscalls_traced", total, {}});
       r.counters.push_back({"syscall_stats_entries", stats.size(), {}});
+      // Per syscall: Prometheus counters with a `syscall` label, one sample
+      // per traced syscall from the start (0 until it is seen), so series
+      // neither appear late nor vanish; status shows the seen ones.
+      std::string seen;
+      const std::uint32_t traced = ops_mask_or_all(ctx.options());
       for (int i = 0; i < PROBES_OP_MAX; ++i) {
-        if (!calls[i]) continue;
-        r.counters.push_back(
-            {"syscall." + std::string(kOpNames[i]) + ".calls", calls[i], {}});
-        r.counters.push_back(
-            {"syscall." + std::string(kOpNames[i]) + ".bytes", bytes[i], {}});
+        if (!(traced >> i & 1)) continue;
+        std::string op(kOpNames[i]);
+        std::vector<std::pair<std::string, std::string>> label{{"syscall", op}};
+        r.metrics.push_back({"syscall_calls", MetricKind::Counter, double(calls[i]), label,
+                             "traced calls (errors included), summed over processes and "
+                             "sockets"});
+        r.metrics.push_back({"syscall_bytes", MetricKind::Counter, double(bytes[i]), label,
+                             "bytes moved by traced calls (sum of positive returns)"});
+        r.metrics.push_back({"syscall_errors", MetricKind::Counter, double(errors[i]), label,
+                             "traced calls that returned an error"});
+        if (calls[i])
+          seen += (seen.empty() ? "" : ", ") + op + " " + std::to_string(calls[i]) +
+                  " calls " + std::to_string(bytes[i]) + " B";
       }
+      if (!seen.empty()) r.details.push_back({"syscalls seen", seen});
     }
 
     // Which hooks are live: a pinned link means attached.
     std::vector<std::string> live, dead;
+    std::string variants;
     for (auto& p : kProgs) {
-      fs::path link = ctx.link_pin_path(p.prog);
-      fs::path prog = ctx.prog_pin_path(p.prog);
-      std::error_code ec;
-      if (fs::exists(link, ec))
-        live.push_back(p.hook);
-      else if (fs::exists(prog, ec))
-        dead.push_back(p.hook);
+      for (const char* name : {p.prog, p.copy}) {
+        if (!name) continue;
+        std::error_code ec;
+        bool linked = fs::exists(ctx.link_pin_path(name), ec);
+        bool loaded = linked || fs::exists(ctx.prog_pin_path(name), ec);
+        if (linked)
+          live.push_back(p.hook);
+        else if (loaded)
+          dead.push_back(p.hook);
+        if (loaded && name == p.copy) variants += (variants.empty() ? "" : ",") + std::string(name);
+      }
     }
     r.details.push_back({"hooks live", live.empty() ? "none" : join(live)});
     if (!dead.empty()) r.details.push_back({"hooks missing", join(dead)});
+    if (!variants.empty())
+      r.details.push_back({"variants", variants + " (no bpf_rdonly_cast: fd table read by copy)"});
     const Options& o = ctx.options();
     auto detail = [&](const char* key, const std::string& v) {
       if (!v.empty()) r.details.push_back({key, v});

@@ -8,13 +8,12 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-extern void *bpf_cast_to_kern_ctx(void *) __ksym;
-
 BYPASS_SOCK_HASH_DEF;
 /* Shared with sockops through the manifest when auto mode learns from
  * accelerated sockets; private (and then only holding tcp_path) if not. */
 BYPASS_SERVICES_DEF;
 BYPASS_SOCK_STATE_DEF;
+BYPASS_SOCK_INDEX_DEF;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -48,100 +47,135 @@ static __always_inline void stick_to_tcp(struct sk_msg_md *msg,
 		st->tcp_path = 1;
 }
 
+/* What the verdict reads of the peer. An sk_msg program has no trusted
+ * pointer to the peer socket: a sockhash lookup returns a referenced socket
+ * that sk_msg may not release (no bpf_sk_release for this program type, up
+ * to 6.18), and the redirect target (sk_msg->sk_redir) is only reachable
+ * through a kfunc cast and a struct walk, an untrusted pointer newer
+ * verifiers refuse to hand to helpers. So sockops records each socket's
+ * address in `sock_index` (keyed like the sockhash) and the verdict reads
+ * three fields of the peer through it with bpf_probe_read_kernel. Never
+ * handed to a helper; a stale read (the peer closing) only misjudges one
+ * bound check, and then the redirect finds no peer and passes. */
+struct peer_view {
+	__u32 rmem;    /* sk_rmem_alloc: ingress bytes are charged here */
+	__u32 rcvbuf;  /* sk_rcvbuf */
+	__u32 rcvq;    /* packets in its TCP receive queue */
+	__u32 sent;    /* auto: messages it sent (its sock_index.sent) */
+	__u32 shut;    /* sk_shutdown: SEND_SHUTDOWN once it half-closed */
+};
+
+#define RCV_SHUTDOWN 1
+#define SEND_SHUTDOWN 2
+
+/* 1 when the manifest shares sockops' sock_index with this instance (set
+ * by the plugin before load). Without it the peer's queue cannot be read:
+ * every message takes the TCP path (status says why). */
+const volatile __u32 cfg_have_index = 0;
+
+static __always_inline int read_peer(struct bypass_key *peer_key,
+				     struct peer_view *v)
+{
+	struct bypass_sock_info *info = bpf_map_lookup_elem(&sock_index, peer_key);
+	if (!info || !info->sk)
+		return -1;
+	struct sock *peer = (struct sock *)info->sk;
+	v->rmem = (__u32)BPF_CORE_READ(peer, sk_backlog.rmem_alloc.counter);
+	v->rcvbuf = (__u32)BPF_CORE_READ(peer, sk_rcvbuf);
+	v->rcvq = BPF_CORE_READ(peer, sk_receive_queue.qlen);
+	/* A bitfield on some kernels: the CO-RE bitfield read relocates. */
+	v->shut = BPF_CORE_READ_BITFIELD_PROBED(peer, sk_shutdown);
+	v->sent = info->sent;
+	return 0;
+}
+
 /* Learning window of an accelerated socket (auto mode): message sizes, and
  * whether each message answers the peer: the peer sent since our previous
  * message and had read everything we sent (its queue was empty). */
 static __always_inline void learn(struct sk_msg_md *msg,
-				  struct bypass_sock_state *st,
-				  __u32 size,
-				  __u32 peer_queued, struct sockmsg_counters *c)
+				  struct bypass_sock_state *st, __u32 size,
+				  const struct peer_view *pv,
+				  struct sockmsg_counters *c)
 {
-	st->sent++;
-	if (!(st->flags & BYPASS_SK_LEARNING)) {
-		/* Long-lived sockets are sampled again now and then. */
-		if (--st->next_window)
-			return;
-		st->flags |= BYPASS_SK_LEARNING;
-		st->next_window = BYPASS_REWINDOW_MSGS;
-		st->msgs = 0;
-	}
-	__u32 peer_sent = st->last_rx;
-	struct sk_msg *kmsg = bpf_cast_to_kern_ctx(msg);
-	struct sock *psk = kmsg->sk_redir;
-	if (psk) {
-		struct bypass_sock_state *pst =
-			bpf_sk_storage_get(&sock_state, psk, 0, 0);
-		if (pst)
-			peer_sent = pst->sent;
-	}
+	__u32 peer_sent = pv->sent;
 	/* An answer: the peer sent since our previous message, read all we
 	 * sent (its queue is empty), and we read all it sent. */
-	struct sock *own = kmsg->sk;
-	if (st->msgs && peer_sent != st->last_rx && peer_queued == 0 && own &&
-	    own->sk_backlog.rmem_alloc.counter == 0)
-		st->turns++;
+	if (st->msgs && peer_sent != st->last_rx && pv->rmem == 0) {
+		struct bpf_sock *sk = msg->sk;
+		struct tcp_sock *tp = sk ? bpf_skc_to_tcp_sock(sk) : 0;
+		if (tp && tp->inet_conn.icsk_inet.sk.sk_backlog.rmem_alloc.counter == 0)
+			st->turns++;
+	}
 	st->last_rx = peer_sent;
 	st->bytes += size;
 	if (++st->msgs >= BYPASS_WINDOW_MSGS && bypass_fold_sample(&services, st) && c)
 		c->samples_accel++;
 }
 
+/* Whether this message opens or continues a learning window; counts it in
+ * our `sent`, which the peer reads. */
+static __always_inline int learning_now(struct bypass_sock_state *st,
+					struct bypass_key *key)
+{
+	if (!st || !(st->flags & BYPASS_SK_ACCEL))
+		return 0;
+	st->sent++;
+	struct bypass_sock_info *own = bpf_map_lookup_elem(&sock_index, key);
+	if (own)
+		own->sent = st->sent;
+	if (!(st->flags & BYPASS_SK_LEARNING)) {
+		/* Long-lived sockets are sampled again now and then. */
+		if (--st->next_window)
+			return 0;
+		st->flags |= BYPASS_SK_LEARNING;
+		st->next_window = BYPASS_REWINDOW_MSGS;
+		st->msgs = 0;
+	}
+	return 1;
+}
+
 /* The queue bound. A redirect never blocks the writer (the kernel charges
  * the bytes to the peer's sk_rmem_alloc but checks no sk_rcvbuf), so a peer
  * that reads slower than we write, or not at all, would let us pin
- * unbounded memory. Before each redirect the peer's queue is read (through
- * the peer's address recorded at the previous redirect, with
- * bpf_probe_read_kernel: a peer that went away reads as anything, and then
- * the redirect finds no peer and passes, or we pass: both keep order). When
- * it would pass a quarter of the peer's sk_rcvbuf the message takes the TCP
- * path instead, whose window and our SO_SNDBUF block the writer; TCP keeps
- * window room (a zero window is never reopened by reading the ingress list:
- * the stall docs/sockops.md records). */
+ * unbounded memory. Before each redirect the verdict reads the peer's
+ * queue; when this message would take it past a quarter of the peer's
+ * sk_rcvbuf the message takes the TCP path instead, whose window and our
+ * SO_SNDBUF block the writer. A quarter: TCP advertises a zero window once
+ * its free space drops below half of the buffer's window space, and must
+ * not start from a zero window (it is never reopened by reading the
+ * ingress list: the stall docs/sockops.md records). */
 #define OVERFLOW_STRIKE_NS (100ull * 1000 * 1000)
 #define BOUND_MIN_RCVBUF (256u << 10)
 
-/* The peer's queue (ingress bytes are charged to its sk_rmem_alloc) would
- * pass a quarter of its sk_rcvbuf with this message. A quarter: TCP
- * advertises a zero window once its free space drops below half of the
- * buffer's window space, and must not start from a zero window. */
-static __always_inline int over_bound(const struct bypass_sock_state *st, __u32 size)
+static __always_inline int over_bound(const struct peer_view *pv, __u32 size)
 {
-	struct sock *peer = (struct sock *)st->peer_sk;
-	__u32 rmem = (__u32)BPF_CORE_READ(peer, sk_backlog.rmem_alloc.counter);
-	__u32 rcvbuf = (__u32)BPF_CORE_READ(peer, sk_rcvbuf);
 	/* Exempt: a receive buffer the application made small. Each message
 	 * would cross the bound, and a receiver that got ingress bytes and
 	 * then TCP bytes with such a buffer stalled here (an edge-triggered
 	 * non-blocking reader never saw the TCP bytes; docs/sockops.md). */
-	if (rcvbuf < BOUND_MIN_RCVBUF)
+	if (pv->rcvbuf < BOUND_MIN_RCVBUF)
 		return 0;
-	return rmem + size > rcvbuf / 4;
+	return pv->rmem + size > pv->rcvbuf / 4;
 }
 
 /* Back from TCP to redirects only when that cannot reorder: every byte we
  * sent on TCP was acknowledged (so it sits in the peer's receive queue or
  * was read) and the peer's receive queue is empty (so it was read: the
  * reader copies under the socket lock a redirect needs too). And the
- * ingress queue went down to a quarter of the buffer. The peer's address
- * was recorded at the redirect that crossed the bound; it is only read
- * through bpf_probe_read_kernel, and if the peer went away the redirect
- * that follows finds no peer in the sockhash and passes. */
+ * ingress queue went down to an eighth of the buffer. */
 static __always_inline int tcp_drained(struct sk_msg_md *msg,
-				       const struct bypass_sock_state *st)
+				       const struct peer_view *pv)
 {
-	struct sk_msg *kmsg = bpf_cast_to_kern_ctx(msg);
-	struct tcp_sock *tp = (struct tcp_sock *)kmsg->sk;
-	struct sock *peer = (struct sock *)st->peer_sk;
+	struct bpf_sock *sk = msg->sk;
+	struct tcp_sock *tp = sk ? bpf_skc_to_tcp_sock(sk) : 0;
 
-	if (!tp || !peer)
+	if (!tp)
 		return 0;
-	if (BPF_CORE_READ(tp, snd_una) != BPF_CORE_READ(tp, write_seq))
+	if (tp->snd_una != tp->write_seq)
 		return 0;
-	if (BPF_CORE_READ(peer, sk_receive_queue.qlen))
+	if (pv->rcvq)
 		return 0;
-	__u32 rmem = (__u32)BPF_CORE_READ(peer, sk_backlog.rmem_alloc.counter);
-	__u32 rcvbuf = (__u32)BPF_CORE_READ(peer, sk_rcvbuf);
-	return rmem <= rcvbuf / 8;
+	return pv->rmem <= pv->rcvbuf / 8;
 }
 
 /* A socket that overflowed this often stays on TCP: each switch mixes the
@@ -164,6 +198,7 @@ SEC("sk_msg")
 int bypass_sk_msg(struct sk_msg_md *msg)
 {
 	struct bypass_key key, peer;
+	struct peer_view pv = {};
 	__u32 zero = 0;
 	struct sockmsg_counters *c = bpf_map_lookup_elem(&sockmsg_counters, &zero);
 	struct sockmsg_ctl *ctl = bpf_map_lookup_elem(&sockmsg_ctl, &zero);
@@ -179,6 +214,24 @@ int bypass_sk_msg(struct sk_msg_md *msg)
 			goto pass;
 		}
 	}
+	if (ctl && ctl->draining) {
+		if (c)
+			c->passed_draining++;
+		goto pass; /* permanent: nothing can switch back */
+	}
+	if (BYPASS_FILL_KEY(&key, msg, bpf_get_netns_cookie(msg)))
+		goto pass_sticky;
+	bypass_peer_key(&key, &peer);
+	if (!cfg_have_index) {
+		if (c)
+			c->passed_no_index++;
+		goto pass;
+	}
+	if (read_peer(&peer, &pv)) {
+		if (c)
+			c->redirect_failed++;
+		goto pass_sticky; /* no peer: the redirect could not happen */
+	}
 	if (st && st->overflow) {
 		if (st->resumes >= RESUME_MAX) {
 			st->tcp_path = 1; /* for good */
@@ -186,7 +239,7 @@ int bypass_sk_msg(struct sk_msg_md *msg)
 				c->passed_overflow++;
 			goto pass;
 		}
-		if (!tcp_drained(msg, st)) {
+		if (!tcp_drained(msg, &pv)) {
 			if (c)
 				c->passed_overflow++;
 			/* A peer that stays behind for long: its service stops
@@ -203,12 +256,12 @@ int bypass_sk_msg(struct sk_msg_md *msg)
 		if (c)
 			c->queue_resumed++;
 	}
-	if (ctl && ctl->draining) {
-		if (c)
-			c->passed_draining++;
-		goto pass; /* permanent: nothing can switch back */
-	}
-	if (st && st->peer_sk && over_bound(st, size)) {
+	if (over_bound(&pv, size)) {
+		if (!st && sk)
+			st = bpf_sk_storage_get(&sock_state, sk, 0,
+						BPF_SK_STORAGE_GET_F_CREATE);
+		if (!st)
+			goto pass_sticky; /* cannot remember the overflow */
 		st->overflow = 1;
 		st->overflow_ns = bpf_ktime_get_ns();
 		st->flags &= ~BYPASS_SK_STRUCK;
@@ -225,30 +278,30 @@ int bypass_sk_msg(struct sk_msg_md *msg)
 		}
 		goto pass;
 	}
-	if (BYPASS_FILL_KEY(&key, msg, bpf_get_netns_cookie(msg)))
-		goto pass_sticky;
-	bypass_peer_key(&key, &peer);
+	/* The peer half-closed and still reads: a blocking reader there can
+	 * be told EAGAIN by the kernel (docs/sockops.md, "Blocking readers").
+	 * This connection goes on; its service is not accelerated again. */
+	if ((pv.shut & SEND_SHUTDOWN) && !(pv.shut & RCV_SHUTDOWN) && st &&
+	    BYPASS_MARK_HALF_CLOSE(&services, st) && c)
+		c->sent_after_half_close++;
 	/* SK_PASS when the peer is in the map; otherwise the helper returns
 	 * SK_DROP, which would fail the sendmsg(): take the TCP path instead. */
 	if (bpf_msg_redirect_hash(msg, &sock_hash, &peer, BPF_F_INGRESS) ==
 	    SK_PASS) {
-		__u32 queued = 0;
 		if (c) {
 			c->redirected_msgs++;
 			c->redirected_bytes += size;
 		}
-		/* Remember the peer for the next message's bound check. */
-		struct sk_msg *kmsg = bpf_cast_to_kern_ctx(msg);
-		if (!st && sk)
-			st = bpf_sk_storage_get(&sock_state, sk, 0,
-						BPF_SK_STORAGE_GET_F_CREATE);
-		if (st)
-			st->peer_sk = (__u64)kmsg->sk_redir;
-		queued = st ? 0 : 1;
-		if (st && kmsg->sk_redir)
-			queued = (__u32)kmsg->sk_redir->sk_backlog.rmem_alloc.counter;
-		if (st && (st->flags & BYPASS_SK_ACCEL))
-			learn(msg, st, size, queued, c);
+		if (learning_now(st, &key))
+			learn(msg, st, size, &pv, c);
+		/* Once: the peer's sockops tells from this whether a
+		 * half-close of it will be followed by reads. */
+		if (st && !(st->flags & BYPASS_SK_SENT_NOTED)) {
+			struct bypass_sock_info *own = bpf_map_lookup_elem(&sock_index, &key);
+			if (own && !own->sent)
+				own->sent = 1;
+			st->flags |= BYPASS_SK_SENT_NOTED;
+		}
 		return SK_PASS;
 	}
 	if (c)

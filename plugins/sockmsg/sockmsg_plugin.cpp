@@ -6,14 +6,28 @@
 #include <string>
 
 #include "bypass_common.h"
+#include "bypass_kernel.hpp"
 #include "sockmsg.skel.h"
 
 static_assert(sizeof(sockmsg_counters) == 16 * 8, "sockmsg_counters layout changed");
 static_assert(sizeof(sockmsg_ctl) == 8, "sockmsg_ctl layout changed");
+static_assert(sizeof(bypass_sock_info) == 32, "bypass_sock_info layout changed");
 
 namespace {
 
 using bpfmgr::Error;
+
+std::string dir_of(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? std::string() : path.substr(0, slash);
+}
+
+// The verdict finds a peer's queue through sockops' sock_index; a private
+// copy (the manifest did not share it) is always empty. Shared means: the
+// same instance owns sock_index and sock_hash.
+bool index_shared(const bpfmgr::ContextBase& ctx) {
+  return dir_of(ctx.map_pin_path("sock_index")) == dir_of(ctx.map_pin_path("sock_hash"));
+}
 
 class SockmsgPlugin final : public bpfmgr::Plugin {
  public:
@@ -26,6 +40,21 @@ class SockmsgPlugin final : public bpfmgr::Plugin {
     std::size_t sz = 0;
     const void* p = sockmsg_bpf__elf_bytes(&sz);
     return {static_cast<const std::byte*>(p), sz};
+  }
+
+  // No kfunc, no untrusted pointer handed to a helper: the peer's queue is
+  // read with bpf_probe_read_kernel through sock_index (docs/sockops.md,
+  // "What each program relies on").
+  void kernel_requirements(const bpfmgr::Options&, bpfmgr::KernelNeeds& k) const override {
+    using F = bpfmgr::Feature;
+    auto needs = bypass::common_needs("sk_msg");
+    needs.push_back({F::Helper, "sk_msg:bpf_msg_redirect_hash", "", "", ""});
+    needs.push_back({F::Helper, "sk_msg:bpf_probe_read_kernel", "", "", ""});
+    bypass::declare(k, needs);
+  }
+
+  void before_load(bpfmgr::InstanceContext& ctx) override {
+    ctx.set_global("cfg_have_index", std::uint32_t{index_shared(ctx) ? 1u : 0u});
   }
 
   void attach(bpfmgr::InstanceContext& ctx) override {
@@ -57,12 +86,18 @@ class SockmsgPlugin final : public bpfmgr::Plugin {
              std::pair{"queue_bound", &sockmsg_counters::queue_bound},
              std::pair{"queue_resumed", &sockmsg_counters::queue_resumed},
              std::pair{"passed_overflow", &sockmsg_counters::passed_overflow},
-             std::pair{"samples_accel", &sockmsg_counters::samples_accel}})
+             std::pair{"samples_accel", &sockmsg_counters::samples_accel},
+             std::pair{"passed_no_index", &sockmsg_counters::passed_no_index},
+             std::pair{"sent_after_half_close", &sockmsg_counters::sent_after_half_close}})
       r.counters.push_back(bpfmgr::percpu_counter(name, v, field));
     std::uint32_t zero = 0;
     sockmsg_ctl ctl{};
     if (bpf_map_lookup_elem(ctx.map_fd("sockmsg_ctl"), &zero, &ctl) == 0)
       r.details.push_back({"mode", ctl.draining ? "draining (TCP path)" : "redirecting"});
+    if (!index_shared(ctx))
+      r.details.push_back({"peer index",
+                           "not shared: every message takes the TCP path; add "
+                           "sock_index = \"<sockops instance>\" under [instance.maps]"});
     return r;
   }
 };

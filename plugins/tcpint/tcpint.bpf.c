@@ -1,19 +1,29 @@
 // SPDX-License-Identifier: GPL-2.0
 /* tcpint: in-band flow context in a TCP header option.
  *
- * Two programs:
+ * Programs:
  *  - tcpint_sockops (sock_ops, cgroup): selects flows at connect /
  *    established, enables the header-option callbacks for them only,
  *    reserves, writes and parses the option (wire format in tcpint.h);
  *  - tcpint_sys_enter (raw tracepoint sys_enter, filtered by syscall nr):
  *    keeps each flow's send context current (process, messages, bytes,
- *    time) by joining (task, fd) -> struct socket -> sock -> tuple.
+ *    time) by joining (task, fd) -> struct socket -> sock -> tuple, with
+ *    direct BTF loads (the bpf_rdonly_cast kfunc, Linux 6.2+);
+ *  - tcpint_sys_enter_probe: the same with bpf_probe_read_kernel, for
+ *    kernels without that kfunc. The plugin loads one of the two
+ *    (set_autoload in before_load); docs/tcpint.md lists what each program
+ *    relies on.
  */
 #include "bpfmgr/bpf_common.h"
 #include "bpfmgr/kfuncs.h"
 #include "bpfmgr/socket.h"
 #include "bpfmgr/syscalls.h"
 #include "tcpint.h"
+
+/* Weak: on a kernel without the kfunc (6.1) libbpf leaves it unresolved
+ * instead of failing the whole object; only tcpint_sys_enter calls it, and
+ * the plugin does not load that program there. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 
 #ifndef ENOENT
 #define ENOENT 2
@@ -46,6 +56,11 @@ const volatile bool filter_cidrs = false;
 const volatile bool propagate = true;
 /* No syscall hook can change a flow's context after its handshake. */
 const volatile bool ctx_static = false;
+/* sock_ops may call bpf_get_current_pid_tgid (6.10+) and
+ * bpf_get_current_comm (6.16+); false: the connecting task is read with
+ * bpf_get_current_task + bpf_probe_read_kernel (6.0+). The verifier drops
+ * the branch not taken, so a kernel never sees a helper it refuses. */
+const volatile bool sockops_task_helpers = true;
 /* Syscall hooks only look at tasks under this cgroup (level 0: all). */
 const volatile __u32 cgroup_level = 0;
 const volatile __u64 cgroup_id = 0;
@@ -396,12 +411,26 @@ static __always_inline void create_tx(const struct tcpint_tuple *t,
 	c.sender_id = sender_id;
 	c.flags = active ? 0 : TCPINT_F_PASSIVE;
 	if (in_process) {
-		__u64 id = bpf_get_current_pid_tgid();
 		__u32 trace;
 
-		c.pid = id >> 32;
-		c.tid = (__u32)id;
-		bpf_get_current_comm(c.comm, sizeof(c.comm));
+		if (sockops_task_helpers) {
+			__u64 id = bpf_get_current_pid_tgid();
+
+			c.pid = id >> 32;
+			c.tid = (__u32)id;
+			bpf_get_current_comm(c.comm, sizeof(c.comm));
+		} else {
+			/* A scalar address, read only through the
+			 * fault-handling helper: nothing here depends on what
+			 * the verifier lets a sock_ops program dereference. */
+			struct task_struct *task =
+				(struct task_struct *)bpf_get_current_task();
+
+			c.pid = BPF_CORE_READ(task, tgid);
+			c.tid = BPF_CORE_READ(task, pid);
+			bpf_probe_read_kernel_str(c.comm, sizeof(c.comm),
+						  &task->comm);
+		}
 		if (inherited_trace(c.tid, t, &trace)) {
 			c.trace_id = trace;
 			c.flags |= TCPINT_F_INHERITED;
@@ -742,57 +771,87 @@ int tcpint_sockops(struct bpf_sock_ops *skops)
 
 /* --------------------------------------------------------- syscall side */
 
-/* Byte offset of a (possibly nested) field, relocated by CO-RE. */
-#define OFF(type, field) ((__u32)bpf_core_field_offset(type, field))
-/* A field of `type` out of a chunk read from the object at chunk offset
- * `lo` (fields proven inside the chunk by the caller). */
-#define CHUNK(buf, lo, ftype, type, field)                                    \
-	(*(ftype *)((buf) + chunk_delta(OFF(type, field), (lo))))
-
-/* field offset - chunk start, as a scalar: the verifier refuses
- * subtracting from a stack pointer, which clang would otherwise emit. */
-static __always_inline __u32 chunk_delta(__u32 off, __u32 lo)
+/* The canonical tuple of a TCP socket, from its fields as read by the
+ * caller's walk (direct loads or bpf_probe_read_kernel). */
+static __always_inline bool tcp_tuple_of(__u16 family, __u32 saddr4,
+					 __u32 daddr4, const __u32 *l6,
+					 const __u32 *r6, __u16 num,
+					 __u16 dport_be, struct tcpint_tuple *t)
 {
-	__u32 d = off - lo;
-
-	asm volatile("" : "+r"(d));
-	return d;
-}
-
-/* (current task, fd) -> struct sock * of a TCP socket and its canonical
- * tuple. Runs for every traced socket syscall, so it avoids helper calls:
- * the fd walk is bpfmgr_current_fd_sock() (direct BTF loads). */
-static __always_inline struct sock *fd_to_tcp_tuple(int fd,
-						    struct tcpint_tuple *t)
-{
-	struct sock *sk;
-	__u16 family;
-
-	if (fd < 0)
-		return NULL;
-	sk = bpfmgr_current_fd_sock((__u32)fd);
-	if (!sk || sk->sk_protocol != IPPROTO_TCP_NR)
-		return NULL;
-	family = sk->__sk_common.skc_family;
 	if (family == AF_INET) {
-		set_addr(t->local_addr, 0, 0, bpf_htonl(0x0000ffff),
-			 sk->__sk_common.skc_rcv_saddr);
-		set_addr(t->remote_addr, 0, 0, bpf_htonl(0x0000ffff),
-			 sk->__sk_common.skc_daddr);
+		set_addr(t->local_addr, 0, 0, bpf_htonl(0x0000ffff), saddr4);
+		set_addr(t->remote_addr, 0, 0, bpf_htonl(0x0000ffff), daddr4);
 	} else if (family == AF_INET6) {
-		const __u32 *l = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32;
-		const __u32 *r = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32;
-
-		set_addr(t->local_addr, l[0], l[1], l[2], l[3]);
-		set_addr(t->remote_addr, r[0], r[1], r[2], r[3]);
+		set_addr(t->local_addr, l6[0], l6[1], l6[2], l6[3]);
+		set_addr(t->remote_addr, r6[0], r6[1], r6[2], r6[3]);
 	} else {
-		return NULL;
+		return false;
 	}
 	t->family = family;
-	t->local_port = sk->__sk_common.skc_num;
-	t->remote_port = bpf_ntohs(sk->__sk_common.skc_dport);
+	t->local_port = num;
+	t->remote_port = bpf_ntohs(dport_be);
 	canonicalize(t);
-	return sk;
+	return true;
+}
+
+/* (current task, fd) -> canonical tuple of a TCP socket; true when found.
+ * Runs for every traced socket syscall, so it avoids helper calls: the fd
+ * walk is bpfmgr_current_fd_sock() (direct BTF loads, bpf_rdonly_cast). */
+static __always_inline bool fd_tuple_direct(int fd, struct tcpint_tuple *t)
+{
+	struct sock *sk;
+
+	if (fd < 0)
+		return false;
+	sk = bpfmgr_current_fd_sock((__u32)fd);
+	if (!sk || sk->sk_protocol != IPPROTO_TCP_NR)
+		return false;
+	return tcp_tuple_of(sk->__sk_common.skc_family,
+			    sk->__sk_common.skc_rcv_saddr,
+			    sk->__sk_common.skc_daddr,
+			    sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32,
+			    sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32,
+			    sk->__sk_common.skc_num, sk->__sk_common.skc_dport, t);
+}
+
+/* The same walk for kernels without bpf_rdonly_cast: every pointer is a
+ * scalar read through bpf_probe_read_kernel (BPF_CORE_READ), the classic
+ * libbpf-tools form, which relies on no verifier pointer tracking. */
+static __always_inline bool fd_tuple_probe(int fd, struct tcpint_tuple *t)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **arr, *f = NULL;
+	struct sock_common skc;
+	struct socket *sock;
+	struct sock *sk;
+	__u32 l6[4] = {}, r6[4] = {};
+	umode_t mode;
+
+	if (fd < 0 || !fdt || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+		return false;
+	arr = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&f, sizeof(f), &arr[fd]) || !f)
+		return false;
+	mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & BPFMGR_S_IFMT) != BPFMGR_S_IFSOCK)
+		return false;
+	sock = BPF_CORE_READ(f, private_data);
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP_NR)
+		return false;
+	/* the IPv4 part of sock_common in one read (addresses, ports,
+	 * family are its first fields) */
+	if (bpf_probe_read_kernel(&skc, bpf_core_field_offset(struct sock_common,
+							     skc_state),
+				  &sk->__sk_common))
+		return false;
+	if (skc.skc_family == AF_INET6) {
+		BPF_CORE_READ_INTO(&l6, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32);
+		BPF_CORE_READ_INTO(&r6, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr32);
+	}
+	return tcp_tuple_of(skc.skc_family, skc.skc_rcv_saddr, skc.skc_daddr,
+			    l6, r6, skc.skc_num, skc.skc_dport, t);
 }
 
 static __always_inline bool same_tuple(const struct tcpint_tuple *a,
@@ -825,15 +884,48 @@ static __always_inline __u64 iov_bytes(const struct iovec *iov, __u64 n)
 	return total;
 }
 
-SEC("raw_tracepoint/sys_enter")
-int tcpint_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+/* The syscall's first three arguments, as the variant reads them. */
+struct sys_args {
+	__u64 a1, a2, a3;
+};
+
+static __always_inline void read_args(struct bpf_raw_tracepoint_args *ctx,
+				      long nr, bool direct, struct sys_args *a)
+{
+	const bpfmgr_sys_regs *regs;
+	bool need2 = nr == BPFMGR_NR_writev || nr == BPFMGR_NR_sendmsg;
+	bool need3 = nr == BPFMGR_NR_write || nr == BPFMGR_NR_sendto ||
+		     nr == BPFMGR_NR_writev || nr == BPFMGR_NR_sendmmsg;
+
+	if (direct) {
+		/* direct loads instead of a bpf_probe_read_kernel per
+		 * register */
+		regs = (const bpfmgr_sys_regs *)bpfmgr_cast((void *)ctx->args[0],
+							    struct pt_regs);
+		a->a1 = BPFMGR_SYS_ARG1(regs);
+		a->a2 = need2 ? BPFMGR_SYS_ARG2(regs) : 0;
+		a->a3 = need3 ? BPFMGR_SYS_ARG3(regs) : 0;
+		return;
+	}
+	regs = (const bpfmgr_sys_regs *)ctx->args[0];
+	a->a1 = a->a2 = a->a3 = 0;
+	bpf_core_read(&a->a1, sizeof(a->a1), &BPFMGR_SYS_ARG1(regs));
+	if (need2)
+		bpf_core_read(&a->a2, sizeof(a->a2), &BPFMGR_SYS_ARG2(regs));
+	if (need3)
+		bpf_core_read(&a->a3, sizeof(a->a3), &BPFMGR_SYS_ARG3(regs));
+}
+
+/* Both sys_enter variants; `direct` is a compile-time constant, so each
+ * program holds only its own walk (no kfunc call in the probe variant). */
+static __always_inline int sys_enter_common(struct bpf_raw_tracepoint_args *ctx,
+					    const bool direct)
 {
 	long nr = (long)ctx->args[1];
-	const bpfmgr_sys_regs *regs;
+	struct sys_args args;
 	struct tcpint_tuple t = {};
 	struct tcpint_tx_ctx *c;
-	struct sock *sk;
-	bool send;
+	bool send, found;
 	__u64 id, bytes = 0, msgs = 1;
 	__u32 trace;
 
@@ -861,13 +953,12 @@ int tcpint_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	    bpf_get_current_ancestor_cgroup_id(cgroup_level) != cgroup_id)
 		return 0;
 
-	/* direct loads instead of a bpf_probe_read_kernel per register */
-	regs = bpfmgr_sys_regs_of(ctx);
-	sk = fd_to_tcp_tuple((int)BPFMGR_SYS_ARG1(regs), &t);
-	if (!sk)
+	read_args(ctx, nr, direct, &args);
+	found = direct ? fd_tuple_direct((int)args.a1, &t)
+		       : fd_tuple_probe((int)args.a1, &t);
+	if (!found)
 		return 0;
 	id = bpf_get_current_pid_tgid();
-
 	if (!send) {
 		struct tcpint_thread_ctx th;
 		__u32 tid = (__u32)id;
@@ -897,22 +988,20 @@ int tcpint_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	switch (nr) {
 	case BPFMGR_NR_write:
 	case BPFMGR_NR_sendto:
-		bytes = BPFMGR_SYS_ARG3(regs);
+		bytes = args.a3;
 		break;
 	case BPFMGR_NR_writev:
-		bytes = iov_bytes((const struct iovec *)BPFMGR_SYS_ARG2(regs),
-				  BPFMGR_SYS_ARG3(regs));
+		bytes = iov_bytes((const struct iovec *)args.a2, args.a3);
 		break;
 	case BPFMGR_NR_sendmsg: {
 		struct user_msghdr m;
 
-		if (!bpf_probe_read_user(&m, sizeof(m),
-					 (void *)BPFMGR_SYS_ARG2(regs)))
+		if (!bpf_probe_read_user(&m, sizeof(m), (void *)args.a2))
 			bytes = iov_bytes(m.msg_iov, m.msg_iovlen);
 		break;
 	}
 	case BPFMGR_NR_sendmmsg:
-		msgs = BPFMGR_SYS_ARG3(regs); /* vlen; bytes not counted */
+		msgs = args.a3; /* vlen; bytes not counted */
 		break;
 	}
 	__sync_fetch_and_add(&c->msg_count, (__u32)msgs);
@@ -932,6 +1021,18 @@ int tcpint_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	}
 	count(TCPINT_C_SYSCALL_UPDATES);
 	return 0;
+}
+
+SEC("raw_tracepoint/sys_enter")
+int tcpint_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+	return sys_enter_common(ctx, true);
+}
+
+SEC("raw_tracepoint/sys_enter")
+int tcpint_sys_enter_probe(struct bpf_raw_tracepoint_args *ctx)
+{
+	return sys_enter_common(ctx, false);
 }
 
 char LICENSE[] SEC("license") = "GPL";

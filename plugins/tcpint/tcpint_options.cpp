@@ -36,8 +36,9 @@ using bpfmgr::OptionType;
 std::vector<OptionSpec> option_schema() {
   return {
       {"cgroup", OptionType::String,
-       "cgroup v2 whose sockets (and processes) are traced; relative paths "
-       "resolve against the cgroup2 mount; empty = the root",
+       "cgroup v2 whose sockets (and processes) are traced: \"\" or \"/\" is "
+       "the root, a path starting with the cgroup2 mount is taken as it is, "
+       "any other (\"/foo\" too) is under the mount",
        std::string(""), {}, {}, {}},
       {"ports", OptionType::IntList,
        "trace only flows whose local or remote port is listed (empty: all)",
@@ -70,6 +71,11 @@ std::vector<OptionSpec> option_schema() {
        "a thread's new sends carry the trace id of the flow it last "
        "received on (needs syscall_hooks for recv tracking)",
        true, {}, {}, {}},
+      {"fallbacks", OptionType::String,
+       "auto: each program in the fastest form this kernel allows; always: "
+       "the forms Linux 6.1 runs (bpf_probe_read_kernel reads in the "
+       "syscall hook and for the connecting task), on any kernel",
+       std::string("auto"), {}, {}, {"auto", "always"}},
       {"max_flows", OptionType::Int,
        "entries of flow_context_map and rx_context_map (LRU)",
        std::int64_t{16384}, 64, 1 << 20, {}},
@@ -187,18 +193,26 @@ Settings settings_from(const bpfmgr::Options& o, const std::string& cgroup2_root
   s.syscall_hooks = o.get_bool("syscall_hooks");
   s.propagate = o.get_bool("propagate");
   s.max_flows = static_cast<std::uint32_t>(o.get_int("max_flows"));
+  s.force_fallbacks = o.has("fallbacks") && o.get_string("fallbacks") == "always";
   if (!resolve_cgroup) return s;
 
+  // The rule of bpfmgr::check::cgroup_path_problem (what validate
+  // checked): "" and "/" are the cgroup2 root, a path starting with the
+  // mount is taken as it is, anything else ("/foo" included) is relative
+  // to the mount; ".." was refused there.
   std::string cg = o.get_string("cgroup");
-  fs::path root = fs::path(cgroup2_root).lexically_normal();
-  fs::path p = cg.empty() ? root
-               : fs::path(cg).is_absolute() ? fs::path(cg)
-                                            : root / cg;
-  p = p.lexically_normal();
-  std::string ps = p.string();
-  while (ps.size() > 1 && ps.back() == '/') ps.pop_back();
-  std::string rs = root.string();
+  std::string rs = fs::path(cgroup2_root).lexically_normal().string();
   while (rs.size() > 1 && rs.back() == '/') rs.pop_back();
+  std::string ps;
+  auto first = cg.find_first_not_of('/');
+  if (first == std::string::npos)
+    ps = rs;
+  else if (cg == rs || cg.rfind(rs + "/", 0) == 0)
+    ps = cg;
+  else
+    ps = (rs == "/" ? "" : rs) + "/" + cg.substr(first);
+  ps = fs::path(ps).lexically_normal().string();
+  while (ps.size() > 1 && ps.back() == '/') ps.pop_back();
   if (ps != rs && ps.rfind(rs + "/", 0) != 0)
     throw bpfmgr::Error("tcpint: cgroup '" + ps + "' is not under the cgroup2 "
                         "mount " + rs);

@@ -28,6 +28,7 @@ struct Settings {
   bool syscall_hooks = true;
   bool propagate = true;
   std::uint32_t max_flows = 16384;
+  bool force_fallbacks = false;   // `fallbacks = "always"`
 };
 
 // Throws bpfmgr::Error on what validate() would report. With

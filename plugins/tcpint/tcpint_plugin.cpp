@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
 #include <bpfmgr/plugin.hpp>
 
 #include <algorithm>
@@ -24,6 +26,7 @@
 namespace {
 
 using bpfmgr::Error;
+using bpfmgr::Feature;
 using bpfmgr::OptionSpec;
 using bpfmgr::OptionType;
 namespace fs = std::filesystem;
@@ -58,6 +61,73 @@ const char* helper_name(std::uint32_t h) {
   return "helper?";
 }
 
+// ------------------------------------------------------- kernel variants
+// Which form of each program this kernel runs. One function decides, for
+// kernel_requirements() (validate, load) and before_load()/attach() alike.
+struct Variants {
+  // sock_ops calls bpf_get_current_pid_tgid (6.10+) and
+  // bpf_get_current_comm (6.16+) at connect; else it reads the task with
+  // bpf_get_current_task + bpf_probe_read_kernel (same data).
+  bool sockops_task_helpers = true;
+  // tcpint_sys_enter (direct BTF loads through the bpf_rdonly_cast kfunc,
+  // 6.2+) instead of tcpint_sys_enter_probe (bpf_probe_read_kernel).
+  bool syscall_direct = true;
+};
+
+constexpr const char* kSockopsComm = "sock_ops:bpf_get_current_comm";
+constexpr const char* kSockopsPidTgid = "sock_ops:bpf_get_current_pid_tgid";
+constexpr const char* kRdonlyCast = "bpf_rdonly_cast";
+
+Variants choose_variants(const bpfmgr::KernelView& k, bool force_fallbacks) {
+  Variants v;
+  if (force_fallbacks) return {false, false};
+  v.sockops_task_helpers =
+      k.has(Feature::Helper, kSockopsComm) && k.has(Feature::Helper, kSockopsPidTgid);
+  v.syscall_direct = k.has(Feature::Kfunc, kRdonlyCast);
+  return v;
+}
+
+// A core whose plugin API is 2.2 but whose contexts do not answer kernel()
+// yet (main before the kernel-features work lands): the plugin asks libbpf
+// itself, for the three features choose_variants() looks at and no other.
+class SelfProbedKernel {
+ public:
+  SelfProbedKernel() { k_.ops = &kOps; }
+  const bpfmgr_kernel* get() const { return &k_; }
+
+ private:
+  static int has(const bpfmgr_kernel*, std::uint32_t kind, const char* name) {
+    std::string n = name ? name : "";
+    if (kind == BPFMGR_FEATURE_HELPER && n == kSockopsComm)
+      return libbpf_probe_bpf_helper(BPF_PROG_TYPE_SOCK_OPS, BPF_FUNC_get_current_comm,
+                                     nullptr) == 1;
+    if (kind == BPFMGR_FEATURE_HELPER && n == kSockopsPidTgid)
+      return libbpf_probe_bpf_helper(BPF_PROG_TYPE_SOCK_OPS, BPF_FUNC_get_current_pid_tgid,
+                                     nullptr) == 1;
+    if (kind == BPFMGR_FEATURE_KFUNC) {
+      btf* vmlinux = btf__load_vmlinux_btf();
+      if (!vmlinux) return 0;
+      int id = btf__find_by_name_kind(vmlinux, n.c_str(), BTF_KIND_FUNC);
+      btf__free(vmlinux);
+      return id > 0;
+    }
+    return 0;
+  }
+  static const char* release(const bpfmgr_kernel*) { return ""; }
+  static constexpr bpfmgr_kernel_ops kOps = {sizeof(bpfmgr_kernel_ops), &has, &release,
+                                             nullptr, nullptr};
+  bpfmgr_kernel k_{};
+};
+
+Variants variants_for(const bpfmgr::ContextBase& ctx, const tcpint::Settings& s) {
+  try {
+    return choose_variants(ctx.kernel(), s.force_fallbacks);
+  } catch (const Error&) {
+    SelfProbedKernel self;
+    return choose_variants(bpfmgr::KernelView(self.get()), s.force_fallbacks);
+  }
+}
+
 class TcpintPlugin final : public bpfmgr::Plugin {
  public:
   bpfmgr::PluginInfo info() const override {
@@ -81,9 +151,53 @@ class TcpintPlugin final : public bpfmgr::Plugin {
     return tcpint::validate(o);
   }
 
+  // What each program needs; docs/tcpint.md lists the same, per program.
+  void kernel_requirements(const bpfmgr::Options& o,
+                           bpfmgr::KernelNeeds& k) const override {
+    auto s = tcpint::settings_from(o, "", "", /*resolve_cgroup=*/false);
+    Variants v = choose_variants(k, s.force_fallbacks);
+    k.require(Feature::ProgType, "sock_ops");
+    k.require(Feature::BtfEnumValue, "BPF_SOCK_OPS_HDR_OPT_LEN_CB", "", "5.10");
+    for (const char* h : {"bpf_reserve_hdr_opt", "bpf_store_hdr_opt", "bpf_load_hdr_opt"})
+      k.require(Feature::Helper, std::string("sock_ops:") + h, "", "5.10");
+    k.require(Feature::Helper, "sock_ops:bpf_sk_storage_get");
+    k.require(Feature::Helper, "sock_ops:bpf_sock_ops_cb_flags_set");
+    k.require(Feature::Helper, "sock_ops:bpf_loop", "", "5.17");
+    k.require(Feature::Helper, "sock_ops:bpf_ktime_get_tai_ns", "", "6.1");
+    for (const char* m : {"lru_hash", "hash", "lpm_trie", "sk_storage", "percpu_array"})
+      k.require(Feature::MapType, m);
+    if (!v.sockops_task_helpers) {
+      k.require(Feature::Helper, "sock_ops:bpf_get_current_task");
+      k.require(Feature::Helper, "sock_ops:bpf_probe_read_kernel");
+      k.require(Feature::Helper, "sock_ops:bpf_probe_read_kernel_str");
+      k.degrade("sock_ops reads the connecting task (pid, comm) with bpf_probe_read_kernel",
+                s.force_fallbacks ? "fallbacks = \"always\""
+                                  : "sock_ops cannot call bpf_get_current_pid_tgid (Linux "
+                                    "6.10+) and bpf_get_current_comm (6.16+) here");
+    }
+    if (!s.syscall_hooks) return;
+    const std::string hooks = "syscall_hooks", off = "set syscall_hooks = false";
+    k.require(Feature::ProgType, "raw_tracepoint", hooks, "", off);
+    for (const char* h : {"bpf_get_current_ancestor_cgroup_id", "bpf_get_current_pid_tgid",
+                          "bpf_get_current_comm", "bpf_probe_read_user"})
+      k.require(Feature::Helper, std::string("raw_tracepoint:") + h, hooks, "", off);
+    if (v.syscall_direct) {
+      k.require(Feature::Helper, "raw_tracepoint:bpf_get_current_task_btf", hooks, "5.11", off);
+    } else {
+      k.require(Feature::Helper, "raw_tracepoint:bpf_get_current_task", hooks, "", off);
+      k.require(Feature::Helper, "raw_tracepoint:bpf_probe_read_kernel", hooks, "", off);
+      k.degrade("tcpint_sys_enter_probe: the fd -> socket walk reads with "
+                "bpf_probe_read_kernel (more time per traced syscall)",
+                s.force_fallbacks ? "fallbacks = \"always\""
+                                  : "no kfunc bpf_rdonly_cast (Linux 6.2+)");
+    }
+  }
+
   void before_load(bpfmgr::InstanceContext& ctx) override {
     const auto& o = ctx.options();
     auto s = tcpint::settings_from(o, ctx.cgroup2_root(), ctx.instance_name());
+    Variants v = variants_for(ctx, s);
+    ctx.set_global("sockops_task_helpers", v.sockops_task_helpers);
     ctx.set_global("opt_kind", s.kind);
     ctx.set_global("opt_exid", s.exid);
     ctx.set_global("sender_id", s.sender_id);
@@ -98,7 +212,8 @@ class TcpintPlugin final : public bpfmgr::Plugin {
     ctx.set_global("ctx_static", static_cast<bool>(!(s.syscall_hooks && s.propagate)));
     ctx.set_max_entries("flow_context_map", s.max_flows);
     ctx.set_max_entries("rx_context_map", s.max_flows);
-    ctx.set_autoload("tcpint_sys_enter", s.syscall_hooks);
+    ctx.set_autoload("tcpint_sys_enter", s.syscall_hooks && v.syscall_direct);
+    ctx.set_autoload("tcpint_sys_enter_probe", s.syscall_hooks && !v.syscall_direct);
   }
 
   void after_load(bpfmgr::InstanceContext& ctx) override {
@@ -126,7 +241,10 @@ class TcpintPlugin final : public bpfmgr::Plugin {
     ctx.attach_cgroup("tcpint_sockops", s.cgroup_path);
     // The syscall hook only refines the context (process, messages,
     // bytes); without it options still flow, so a failure is not fatal.
-    if (s.syscall_hooks) ctx.attach_auto("tcpint_sys_enter", true);
+    if (s.syscall_hooks)
+      ctx.attach_auto(variants_for(ctx, s).syscall_direct ? "tcpint_sys_enter"
+                                                       : "tcpint_sys_enter_probe",
+                      true);
   }
 
   bpfmgr::StatusReport status(bpfmgr::PinnedContext& ctx) const override {
@@ -174,6 +292,15 @@ class TcpintPlugin final : public bpfmgr::Plugin {
     opt << "kind " << int(s.kind) << " exid 0x" << std::hex << s.exid
         << std::dec << " sender " << s.sender_id << " len " << TCPINT_OPT_LEN;
     r.details.emplace_back("option", opt.str());
+    // Which syscall-hook form runs: the pins say what was loaded.
+    for (const char* prog : {"tcpint_sys_enter", "tcpint_sys_enter_probe"}) {
+      struct stat st {};
+      if (::stat(ctx.prog_pin_path(prog).c_str(), &st) == 0)
+        r.details.emplace_back("syscall hook",
+                               std::string(prog) + (std::string(prog) == "tcpint_sys_enter"
+                                                        ? " (direct BTF loads)"
+                                                        : " (bpf_probe_read_kernel)"));
+    }
     return r;
   }
 

@@ -20,8 +20,11 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <map>
+#include <set>
 
 #include "pin_root_lock.hpp"
+#include "state.hpp"
 #include "test_support.hpp"
 
 namespace bpfmgr::test {
@@ -383,79 +386,177 @@ struct Kernel {
   }
 };
 
-// Kill points of a load into an empty pin root and of an update: every
-// rename (the commit), each followed by a load or by an unpin. With
-// BPFMGR_FAULT_ALL=1 also every mkdir, unlink and bpf() syscall (staging,
-// attaching, switching links in place; a few minutes).
-TEST(CrashConsistency, KillAtEveryRenameThenLoadOrUnpinAgrees) {
+// How many times `cmd` makes syscall `sc` (strace -f), for choosing kill
+// points: 0 when it makes none.
+int syscall_count(const std::string& sc, const std::vector<std::string>& cmd) {
+  auto log = write_temp_file("");
+  std::vector<std::string> argv{"strace", "-f", "-qq", "-o", log, "-e", "trace=" + sc,
+                                "-e", "signal=none"};
+  argv.insert(argv.end(), cmd.begin(), cmd.end());
+  run(argv);
+  std::ifstream in(log);
+  int n = 0;
+  for (std::string line; std::getline(in, line);)
+    if (contains(line, sc + "(") && !contains(line, "resumed>")) ++n;
+  ::unlink(log.c_str());
+  return n;
+}
+
+// Why `status` does not describe what is under `pin_root` truthfully, ""
+// when it does: every entry is an instance, an interrupted load, a
+// leftover or the journal, and nothing of bpfmgr's is called foreign.
+std::string status_untruthful(const std::string& pin_root) {
+  auto r = run_bpfmgr({"status", "--json", "--pin-root", pin_root});
+  json st;
+  try {
+    st = json::parse(r.out);
+  } catch (const std::exception&) {
+    return "status printed no JSON (exit " + std::to_string(r.exit_code) + "): " + r.err;
+  }
+  std::set<std::string> told;
+  for (auto& i : st["instances"]) told.insert(i["instance"].get<std::string>());
+  for (auto& i : st["interrupted"]) told.insert("_staging-" + i["instance"].get<std::string>());
+  for (auto& l : st.value("leftovers", json::array())) told.insert(l["name"].get<std::string>());
+  if (st["journal"] == true) told.insert("_journal");
+  std::string out;
+  for (auto& f : st["foreign"]) out += "called foreign: " + f.dump() + "; ";
+  for (auto& i : st["interrupted"])
+    if (i.value("left_alone", false)) out += "staging left alone: " + i.dump() + "; ";
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(pin_root, ec)) {
+    auto n = e.path().filename().string();
+    if (!told.count(n)) out += "status does not mention " + n + "; ";
+  }
+  return out;
+}
+
+// Kill points of every command that changes a pin root: a load into an
+// empty pin root (fresh), an update, an update that drops an instance
+// (drop) and an unpin; SIGKILL at each state-changing syscall (mkdir,
+// mkdirat, rename, renameat2, unlink, unlinkat, rmdir, and bpf(), which
+// covers every bpf command: map and program creation, pins, links, link
+// updates, detaches). After each kill, `status` must describe what is left
+// truthfully, and the next load (or unpin) must succeed and leave a
+// consistent pin root. In CI: two kill points per syscall and scenario,
+// chosen at random among the calls the command makes (seed printed; set
+// BPFMGR_FAULT_SEED to repeat one). BPFMGR_FAULT_ALL=1 (or
+// scripts/fault-sweep.sh) tries every call, each recovered both ways.
+TEST(CrashConsistency, KillAtEveryStateChangingSyscallThenLoadOrUnpinRepairs) {
   PinRoot root;
   ScopedCgroup cg;
-  auto manifest = [&](int tgid) {
+  auto manifest = [&](int tgid, bool extra) {
     return write_temp_file(header(root.path()) + counter_instance("a", tgid) +
                            "\n[[instance]]\nname = \"cg\"\nplugin = \"testcgroup\"\n"
                            "[instance.options]\ntgid = " + std::to_string(tgid) +
                            "\ncgroup = \"" + cg.path() + "\"\n" +
                            counter_instance("user", tgid) +
-                           "[instance.maps]\nstats = \"a\"\n");
+                           "[instance.maps]\nstats = \"a\"\n" +
+                           (extra ? counter_instance("x", tgid) : ""));
   };
-  auto v1 = manifest(1), v2 = manifest(2);
-  bool all = std::getenv("BPFMGR_FAULT_ALL") != nullptr;
-  std::vector<std::string> syscalls{"rename"};
-  if (all) syscalls = {"rename", "mkdir", "unlink", "bpf"};
+  auto v1 = manifest(1, false), v1x = manifest(1, true), v2 = manifest(2, false);
+  const bool all = std::getenv("BPFMGR_FAULT_ALL") != nullptr;
+  unsigned seed = std::getenv("BPFMGR_FAULT_SEED")
+                      ? unsigned(std::strtoul(std::getenv("BPFMGR_FAULT_SEED"), nullptr, 10))
+                      : unsigned(std::chrono::steady_clock::now().time_since_epoch().count());
+  std::srand(seed);
   ::setenv("BPFMGR_PLUGIN_PATH", test_plugin_dir().c_str(), 1);
-  int tried = 0, inconsistent = 0, blocked = 0;
+  struct Scenario {
+    const char* name;
+    std::string before;  // manifest loaded first ("" = empty pin root)
+    std::vector<std::string> killed;
+  };
+  const std::vector<Scenario> scenarios{
+      {"fresh", "", {"load", v2}},
+      {"update", v1, {"load", v2}},
+      {"drop", v1x, {"load", v2}},
+      {"unpin", v1, {"unpin", "--pin-root", root.path()}}};
+  const std::vector<std::string> syscalls{"mkdir", "mkdirat", "rename", "renameat2",
+                                          "unlink", "unlinkat", "rmdir", "bpf"};
+  auto prepare = [&](const Scenario& s) {
+    ASSERT_EQ(run_bpfmgr({"unpin", "--pin-root", root.path(), "--quiet"}).exit_code, 0);
+    if (!s.before.empty()) ASSERT_EQ(run_bpfmgr({"load", s.before}).exit_code, 0);
+  };
+  struct Count {
+    int calls = 0, tried = 0, inconsistent = 0, blocked = 0, untruthful = 0;
+  };
+  std::map<std::pair<std::string, std::string>, Count> counts;
+  auto deadline = std::chrono::steady_clock::now() +
+                  (all ? std::chrono::hours(3) : std::chrono::minutes(3));
   for (auto& sc : syscalls) {
-    for (bool update : {false, true}) {
-      for (bool recover_with_unpin : {false, true}) {
-        for (int n = 1;; ++n) {
-          if (update) {
-            ASSERT_EQ(run_bpfmgr({"load", v1}).exit_code, 0);
-          } else {
-            ASSERT_EQ(run_bpfmgr({"unpin", "--pin-root", root.path(), "--quiet"}).exit_code, 0);
+    for (auto& s : scenarios) {
+      auto& c = counts[{sc, s.name}];
+      prepare(s);
+      std::vector<std::string> cmd{bpfmgr_binary(), "--log-level", "off"};
+      cmd.insert(cmd.end(), s.killed.begin(), s.killed.end());
+      c.calls = syscall_count(sc, cmd);
+      // (kill point, repair with unpin?)
+      std::vector<std::pair<int, bool>> points;
+      if (all) {
+        for (int n = 1; n <= c.calls; ++n) points.push_back({n, false}), points.push_back({n, true});
+      } else if (c.calls > 0) {
+        points.push_back({1 + std::rand() % c.calls, false});
+        points.push_back({1 + std::rand() % c.calls, true});
+      }
+      for (auto [n, with_unpin] : points) {
+        ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "fault injection ran too long";
+        prepare(s);
+        std::vector<std::string> argv{"strace", "-f", "-qq", "-o", "/dev/null", "-e",
+                                      "inject=" + sc + ":signal=SIGKILL:when=" +
+                                          std::to_string(n)};
+        argv.insert(argv.end(), cmd.begin(), cmd.end());
+        auto killed = run(argv);
+        if (killed.exit_code == 0) continue;  // the call count differed this time
+        ++c.tried;
+        auto where = sc + " #" + std::to_string(n) + " " + s.name +
+                     (with_unpin ? " then unpin" : " then load") + " (seed " +
+                     std::to_string(seed) + ")";
+        if (auto why = status_untruthful(root.path()); !why.empty()) {
+          ++c.untruthful;
+          ADD_FAILURE() << where << ": after the kill, " << why;
+        }
+        if (with_unpin) {
+          auto u = run_bpfmgr({"unpin", "--pin-root", root.path()});
+          if (u.exit_code != 0) {
+            ++c.blocked;
+            ADD_FAILURE() << where << ": " << u.out << u.err;
+          } else if (!pins_under(root.path()).empty()) {
+            ++c.inconsistent;
+            ADD_FAILURE() << where << ": left " << pins_under(root.path()).front();
           }
-          auto killed = run({"strace", "-f", "-qq", "-o", "/dev/null", "-e",
-                             "inject=" + sc + ":signal=SIGKILL:when=" + std::to_string(n),
-                             bpfmgr_binary(), "--log-level", "off", "load", v2});
-          if (killed.exit_code == 0) break;  // ran out of kill points
-          ++tried;
-          if (recover_with_unpin) {
-            auto u = run_bpfmgr({"unpin", "--pin-root", root.path()});
-            if (u.exit_code != 0 || !pins_under(root.path()).empty()) {
-              ++inconsistent;
-              ADD_FAILURE() << sc << " #" << n << " update=" << update
-                            << ": unpin after the crash: " << u.out << u.err;
-            }
-            continue;
-          }
-          auto l = run_bpfmgr({"load", v2});
-          if (l.exit_code != 0) {
-            ++blocked;
-            ADD_FAILURE() << sc << " #" << n << " update=" << update
-                          << ": load after the crash failed: " << l.err;
-            continue;
-          }
-          auto why = Kernel::disagreement(root.path());
-          if (!why.empty()) {
-            ++inconsistent;
-            ADD_FAILURE() << sc << " #" << n << " update=" << update << ": " << why;
-          }
-          // Exactly our one cgroup program runs on the cgroup.
-          auto tree = json::parse(run({"bpftool", "-j", "cgroup", "show", cg.path()}).out);
-          if (tree.size() != 1u) {
-            ++inconsistent;
-            ADD_FAILURE() << sc << " #" << n << ": cgroup has " << tree.dump();
-          }
+          continue;
+        }
+        auto l = run_bpfmgr({"load", v2});
+        if (l.exit_code != 0) {
+          ++c.blocked;
+          ADD_FAILURE() << where << ": load after the crash failed: " << l.err;
+          continue;
+        }
+        auto why = Kernel::disagreement(root.path());
+        auto st = status_of(root.path());
+        for (auto& i : st["instances"])
+          if (i["instance"] == "x") why += "dropped instance x is still there; ";
+        if (st["instances"].size() != 3u) why += "not 3 instances; ";
+        auto tree = json::parse(run({"bpftool", "-j", "cgroup", "show", cg.path()}).out);
+        if (tree.size() != 1u) why += "cgroup runs " + tree.dump() + "; ";
+        if (!why.empty()) {
+          ++c.inconsistent;
+          ADD_FAILURE() << where << ": " << why;
         }
       }
     }
   }
   ASSERT_EQ(run_bpfmgr({"unpin", "--pin-root", root.path()}).exit_code, 0);
-  std::printf("fault injection (%s): %d kill points tried, %d inconsistent, %d blocked loads\n",
-              all ? "rename+mkdir+unlink+bpf" : "rename", tried, inconsistent, blocked);
-  EXPECT_GT(tried, 5);
-  // Nothing left: no pin, nothing on the cgroup. (Unpinned links and
-  // programs without fds are freed by the kernel; a whole-kernel diff by
-  // name would also see other test runs using the same test plugins.)
+  int tried = 0, bad = 0;
+  std::printf("fault injection (%s, seed %u): syscall scenario: calls tried inconsistent "
+              "blocked untruthful-status\n", all ? "every kill point" : "sample", seed);
+  for (auto& [k, c] : counts) {
+    std::printf("  %-9s %-6s: %4d %4d %d %d %d\n", k.first.c_str(), k.second.c_str(), c.calls,
+                c.tried, c.inconsistent, c.blocked, c.untruthful);
+    tried += c.tried;
+    bad += c.inconsistent + c.blocked + c.untruthful;
+  }
+  std::printf("fault injection total: %d kill points tried, %d failed\n", tried, bad);
+  EXPECT_GT(tried, 20);
   EXPECT_FALSE(fs::exists(root.path()));
   auto on_cgroup = run({"bpftool", "-j", "cgroup", "show", cg.path()}).out;
   EXPECT_TRUE(on_cgroup.find_first_not_of(" \n") == std::string::npos ||
@@ -638,6 +739,165 @@ TEST(Failures, UnpinFailsAndSaysWhatIsLeft) {
   ::rmdir((root.path() + "/a/links/count_getppid").c_str());
   r = run_bpfmgr({"unpin", "--pin-root", root.path()});
   EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
+// ------------------------------------------------- a plugin that crashes
+
+TEST(PluginCrash, HookThatCrashesIsNamedAndTheNextCommandRepairs) {
+  PinRoot root;
+  ::setenv("BPFMGR_PLUGIN_PATH", test_plugin_dir().c_str(), 1);
+  auto good = write_temp_file(header(root.path()) + counter_instance("a"));
+  for (auto [plugin, hook] : {std::pair{"testcrash", "attach"},
+                              std::pair{"testcrashearly", "before_load"}}) {
+    for (bool repair_with_unpin : {false, true}) {
+      auto crashing = write_temp_file(
+          header(root.path()) + "\n[[instance]]\nname = \"a\"\nplugin = \"" + plugin +
+          "\"\n[instance.options]\ntgid = 1\n");
+      auto r = run_bpfmgr({"load", crashing});
+      EXPECT_EQ(r.exit_code, 128 + SIGSEGV) << r.err;
+      EXPECT_TRUE(contains(r.err, std::string("bpfmgr: plugin ") + plugin +
+                                      " crashed in hook " + hook +
+                                      " of instance a (SIGSEGV); the load had not committed"))
+          << r.err;
+      EXPECT_TRUE(contains(r.err, "the next `bpfmgr load` of the manifest or `bpfmgr unpin` "
+                                  "reverts it"))
+          << r.err;
+      // What is left is what status shows: the staged instance (after
+      // attach; before_load runs before anything is pinned).
+      auto st = status_of(root.path());
+      EXPECT_EQ(st["interrupted"].size(), std::string(hook) == "attach" ? 1u : 0u)
+          << st.dump(2);
+      EXPECT_TRUE(st["foreign"].empty()) << st.dump(2);
+      EXPECT_EQ(status_untruthful(root.path()), "");
+      if (repair_with_unpin) {
+        auto u = run_bpfmgr({"unpin", "--pin-root", root.path()});
+        EXPECT_EQ(u.exit_code, 0) << u.err;
+        EXPECT_TRUE(pins_under(root.path()).empty());
+      } else {
+        auto l = run_bpfmgr({"load", good});
+        EXPECT_EQ(l.exit_code, 0) << l.err;
+        EXPECT_EQ(Kernel::disagreement(root.path()), "");
+        ASSERT_EQ(run_bpfmgr({"unpin", "--pin-root", root.path()}).exit_code, 0);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------- state records are input
+
+TEST(RecordsAreInput, TamperedRecordIsReportedAndNeverFollowedOutside) {
+  PinRoot outer;
+  auto root = outer.path() + "/inner";
+  // Another tool's pin beside the pin root.
+  ASSERT_EQ(::mkdir(outer.path().c_str(), 0700) == 0 || errno == EEXIST, true);
+  ASSERT_EQ(::mkdir((outer.path() + "/other-tool").c_str(), 0700), 0);
+  auto victim = outer.path() + "/other-tool/victim";
+  int map = bpf_map_create(BPF_MAP_TYPE_ARRAY, "victim", 4, 4, 1, nullptr);
+  ASSERT_GE(map, 0);
+  ASSERT_EQ(bpf_obj_pin(map, victim.c_str()), 0);
+  ::close(map);
+
+  auto v1 = write_temp_file(header(root) + counter_instance("a", 1));
+  auto v2 = write_temp_file(header(root) + counter_instance("a", 2));
+  ::setenv("BPFMGR_PLUGIN_PATH", test_plugin_dir().c_str(), 1);
+  ASSERT_EQ(run_bpfmgr({"load", v1}).exit_code, 0);
+  auto rec = read_state(root + "/a/state");
+  ASSERT_TRUE(rec);
+  rec->maps.push_back("../../../other-tool/victim");
+  write_state(root + "/a/state", *rec);
+
+  auto st = status_of(root);
+  ASSERT_EQ(st["instances"].size(), 1u) << st.dump(2);
+  auto err = st["instances"][0].value("error", "");
+  EXPECT_TRUE(contains(err, "WARNING: its state record was tampered with")) << st.dump(2);
+  EXPECT_TRUE(contains(err, "../../../other-tool/victim")) << err;
+  auto text = run_bpfmgr({"status", "--pin-root", root});
+  EXPECT_TRUE(contains(text.out, "tampered")) << text.out;
+
+  auto r = run_bpfmgr({"load", v2});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(victim)) << "an update followed a tampered record outside";
+  EXPECT_EQ(Kernel::disagreement(root), "");
+  r = run_bpfmgr({"unpin", "--pin-root", root});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(victim)) << "unpin followed a tampered record outside";
+
+  // Unpin of a tampered record removes its own directory only.
+  ASSERT_EQ(run_bpfmgr({"load", v1}).exit_code, 0);
+  rec = read_state(root + "/a/state");
+  ASSERT_TRUE(rec);
+  rec->shared_maps.push_back({"stats", "a", victim});
+  write_state(root + "/a/state", *rec);
+  r = run_bpfmgr({"unpin", "--pin-root", root});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(victim));
+  EXPECT_TRUE(pins_under(root).empty());
+  ::unlink(victim.c_str());
+  ::rmdir((outer.path() + "/other-tool").c_str());
+}
+
+TEST(RecordsAreInput, ForeignContentInAStagingNameBlocksOnlyThatName) {
+  PinRoot root;
+  ::setenv("BPFMGR_PLUGIN_PATH", test_plugin_dir().c_str(), 1);
+  ASSERT_EQ(::mkdir(root.path().c_str(), 0700) == 0 || errno == EEXIST, true);
+  ASSERT_EQ(::mkdir((root.path() + "/_staging-x").c_str(), 0700), 0);
+  int map = bpf_map_create(BPF_MAP_TYPE_ARRAY, "foreign", 4, 4, 1, nullptr);
+  ASSERT_GE(map, 0);
+  auto foreign = root.path() + "/_staging-x/theirs";
+  ASSERT_EQ(bpf_obj_pin(map, foreign.c_str()), 0);
+  ::close(map);
+  auto m = write_temp_file(header(root.path()) + counter_instance("a"));
+  auto r = run_bpfmgr({"load", m});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  auto st = status_of(root.path());
+  ASSERT_EQ(st["interrupted"].size(), 1u) << st.dump(2);
+  EXPECT_EQ(st["interrupted"][0].value("left_alone", false), true) << st.dump(2);
+  EXPECT_TRUE(contains(st["interrupted"][0]["next"].get<std::string>(), "left alone"));
+  r = run_bpfmgr({"unpin", "--pin-root", root.path(), "a"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(foreign));
+  ::unlink(foreign.c_str());
+  ASSERT_EQ(run_bpfmgr({"unpin", "--pin-root", root.path()}).exit_code, 0);
+}
+
+// ------------------------------------------------ exit codes and messages
+
+TEST(ExitCodes, PinRootsThatAreNotBpffsOrNotAbsoluteExit2) {
+  for (auto root : {"rel/x", "/tmp"}) {
+    auto r = run_bpfmgr({"unpin", "--pin-root", root});
+    EXPECT_EQ(r.exit_code, 2) << root << ": " << r.err;
+    r = run_bpfmgr({"status", "--pin-root", root});
+    EXPECT_EQ(r.exit_code, 2) << root << ": " << r.out << r.err;
+    EXPECT_FALSE(contains(r.out, "not bpfmgr's")) << r.out;
+    r = run_bpfmgr({"events", "x", "--pin-root", root, "--duration", "1"});
+    EXPECT_EQ(r.exit_code, 2) << root << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, "pin root")) << r.err;
+    EXPECT_FALSE(contains(r.err, "no instance")) << r.err;
+  }
+  EXPECT_FALSE(fs::exists("rel"));
+}
+
+TEST(ExitCodes, WithoutPrivilegesEventsAndBenchSayPermissionDenied) {
+  PinRoot root;
+  ::setenv("BPFMGR_PLUGIN_PATH", test_plugin_dir().c_str(), 1);
+  ASSERT_EQ(run_bpfmgr({"load", write_temp_file(header(root.path()) + counter_instance("a"))})
+                .exit_code,
+            0);
+  auto nobody = [](std::vector<std::string> args) {
+    std::vector<std::string> argv{"setpriv", "--reuid=65534", "--regid=65534",
+                                  "--clear-groups", bpfmgr_binary()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run(argv);
+  };
+  auto r = nobody({"events", "a", "--pin-root", root.path(), "--duration", "1"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "permission denied")) << r.err;
+  EXPECT_FALSE(contains(r.err, "load it first")) << r.err;
+  r = nobody({"bench", "probes"});
+  EXPECT_NE(r.exit_code, 134) << r.err;
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "permission denied")) << r.err;
+  ASSERT_EQ(run_bpfmgr({"unpin", "--pin-root", root.path()}).exit_code, 0);
 }
 
 }  // namespace

@@ -252,5 +252,84 @@ TEST(PluginTrust, APluginChangedSinceLoadIsNotRunButUnpinStillRemovesEverything)
   EXPECT_EQ(before.diff_settled({"count_getppid", "testmark.rodata"}), "");
 }
 
+// ------------------------------------------------- the dependency closure
+
+// The build tree's directory the `testdep` plugin's RUNPATH names, and
+// the library it needs there; restored whatever the test does.
+struct DepDir {
+  std::string dir = build_dir() + "/lib/bpfmgr/test-deps";
+  std::string lib = dir + "/libbpfmgr-testdep.so";
+  std::string marker = "/tmp/bpfmgr-tests-dep-marker-" + std::to_string(::getpid());
+  DepDir() {
+    ::unlink(marker.c_str());
+    ::setenv("BPFMGR_TEST_DEP_MARKER", marker.c_str(), 1);
+  }
+  ~DepDir() {
+    ::chmod(dir.c_str(), 0755);
+    if (!fs::exists(lib) && fs::exists(lib + ".away")) fs::rename(lib + ".away", lib);
+    ::unlink(marker.c_str());
+  }
+  bool dep_ran() const { return fs::exists(marker); }
+};
+
+std::string testdep_manifest() {
+  return marker_manifest(test_plugin_dir(), "testdep");
+}
+
+TEST(PluginTrust, DependencyThroughRunpathIntoAWorldWritableDirIsRefused) {
+  DepDir dep;
+  // Control: the same plugin with its dependency's directory kept as root
+  // keeps it loads, and the dependency's constructor runs.
+  ASSERT_EQ(::chmod(dep.dir.c_str(), 0755), 0);
+  auto ok = validate(testdep_manifest());
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  ASSERT_TRUE(dep.dep_ran()) << "the control must load the dependency";
+  ::unlink(dep.marker.c_str());
+
+  ASSERT_EQ(::chmod(dep.dir.c_str(), 0777), 0);
+  auto r = validate(testdep_manifest());
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("would search " + dep.dir), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("libbpfmgr-testdep.so"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("writable by everyone"), std::string::npos) << r.err;
+  EXPECT_FALSE(dep.dep_ran()) << "the untrusted dependency's constructor ran";
+  // `bpfmgr plugins` lists what it finds the same way.
+  ::setenv("BPFMGR_PLUGIN_PATH", test_plugin_dir().c_str(), 1);
+  auto p = run_bpfmgr({"plugins"});
+  ::unsetenv("BPFMGR_PLUGIN_PATH");
+  EXPECT_FALSE(dep.dep_ran()) << "`bpfmgr plugins` ran the untrusted dependency: " << p.out
+                              << p.err;
+}
+
+TEST(PluginTrust, MissingDependencyIsNamedWithWhereItWasSearched) {
+  DepDir dep;
+  ASSERT_EQ(::chmod(dep.dir.c_str(), 0755), 0);
+  fs::rename(dep.lib, dep.lib + ".away");
+  auto r = validate(testdep_manifest());
+  fs::rename(dep.lib + ".away", dep.lib);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("needs libbpfmgr-testdep.so"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("not found; searched: " + dep.dir), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("Bad file descriptor"), std::string::npos) << r.err;
+}
+
+TEST(PluginTrust, LoaderEnvironmentIsRefusedWhenRunningAsRoot) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+  TempDir dir;
+  install_marker(dir.path);
+  for (const char* var : {"LD_LIBRARY_PATH", "LD_PRELOAD"}) {
+    reset_marker();
+    // An empty, harmless value: the refusal is about the variable being
+    // set at all while root loads plugins.
+    auto r = run({"env", std::string(var) + "=" + dir.path + "/nothing-here", bpfmgr_binary(),
+                  "validate", write_temp_file(marker_manifest(dir.path, "testmarker"))});
+    EXPECT_EQ(r.exit_code, 2) << var << ": " << r.err;
+    EXPECT_NE(r.err.find(std::string("refusing to load plugins as root with ") + var),
+              std::string::npos)
+        << r.err;
+    EXPECT_FALSE(plugin_code_ran()) << var;
+  }
+}
+
 }  // namespace
 }  // namespace bpfmgr::test

@@ -2,9 +2,13 @@
 # deploy/kubernetes without a cluster:
 #  1. every object validates against the Kubernetes API's OpenAPI schema
 #     (kubernetes-models, pinned in package-lock.json, installed into the
-#     build tree), and a broken one is refused;
-#  2. the DaemonSet has what the issue asks of it (privileged, the host
-#     paths with Bidirectional bpffs propagation, liveness on /healthz, ...);
+#     build tree) with unknown fields refused, and broken ones are refused:
+#     a misspelt field, a bad enum, Bidirectional propagation without
+#     privileged;
+#  2. the objects have what an operator needs (explicit capabilities, not
+#     privileged; every taint tolerated; a PriorityClass of our own; no
+#     service-account token; readiness on /readyz, liveness on /healthz; one
+#     scrape path whose job label the alert rules use);
 #  3. the container's command runs on this host with the DaemonSet's paths:
 #     a private mount namespace puts the build's binary at /usr/bin/bpfmgr
 #     and the ConfigMap (as kubelet lays it out, `..data` symlink and all)
@@ -27,7 +31,8 @@ if ! cmp -s "$src/tests/deploy/package-lock.json" "$work/package-lock.json" ||
   (cd "$work" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 export NODE_PATH=$work/node_modules
-node "$src/tests/deploy/validate-kubernetes.js" "$deploy"/*.yaml
+node "$src/tests/deploy/validate-kubernetes.js" "$deploy"/*.yaml \
+  "$deploy"/overlays/*/kustomization.yaml
 tmp=$(mktemp -d /tmp/bpfmgr-k8s-test-XXXXXX)
 serve_pid=
 cleanup() {
@@ -36,11 +41,19 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-sed 's/mountPropagation: Bidirectional/mountPropagation: Sideways/' \
-  "$deploy/daemonset.yaml" > "$tmp/broken.yaml"
-if node "$src/tests/deploy/validate-kubernetes.js" "$tmp/broken.yaml" > /dev/null 2>&1; then
-  echo "FAIL: a DaemonSet with an invalid mountPropagation validated"; exit 1
-fi
+refused() {  # a sed expression that breaks the DaemonSet, and what it breaks
+  sed "$1" "$deploy/daemonset.yaml" > "$tmp/broken.yaml"
+  cmp -s "$deploy/daemonset.yaml" "$tmp/broken.yaml" && { echo "FAIL: '$1' changed nothing"; exit 1; }
+  if node "$src/tests/deploy/validate-kubernetes.js" "$tmp/broken.yaml" > "$tmp/why" 2>&1; then
+    echo "FAIL: a DaemonSet with $2 validated"; exit 1
+  fi
+  echo "refused ($2): $(grep -v '^[0-9]* object' "$tmp/why" | tail -1)"
+}
+refused 's/mountPropagation: HostToContainer/mountPropagation: Sideways/' 'an invalid mountPropagation'
+refused 's/livenessProbe:/livenesProbe:/' 'a misspelt livenessProbe'
+refused 's/^\(\s*\)readOnlyRootFilesystem: true/\1readOnlyRootFS: true/' 'an unknown securityContext field'
+refused 's/mountPropagation: HostToContainer/mountPropagation: Bidirectional/' 'Bidirectional propagation unprivileged'
+refused 's/periodSeconds: 30/periodSeconds: "often"/' 'a string for an integer' 
 
 # --- 2. what the DaemonSet must have; prints the container command as JSON
 node - "$deploy" > "$tmp/container.json" <<'EOF'
@@ -52,20 +65,40 @@ const pod = ds.spec.template.spec, c = pod.containers[0];
 const fail = (m) => { console.error('FAIL: ' + m); process.exit(1); };
 const mount = (p) => c.volumeMounts.find((m) => m.mountPath === p) || fail('no mount at ' + p);
 const volume = (m) => pod.volumes.find((v) => v.name === m.name);
-if (!c.securityContext || c.securityContext.privileged !== true) fail('not privileged');
-if (mount('/sys/fs/bpf').mountPropagation !== 'Bidirectional') fail('bpffs not Bidirectional');
+const sc = c.securityContext || {};
+if (sc.privileged) fail('privileged: explicit capabilities instead');
+const caps = (sc.capabilities || {});
+if (JSON.stringify(caps.drop) !== '["ALL"]') fail('capabilities not dropped');
+if (JSON.stringify([...caps.add].sort()) !== '["BPF","NET_ADMIN","PERFMON"]') fail('capabilities: ' + caps.add);
+if (sc.allowPrivilegeEscalation !== false || sc.readOnlyRootFilesystem !== true) fail('escalation/rootfs');
+if (!['HostToContainer', 'None', undefined].includes(mount('/sys/fs/bpf').mountPropagation)) fail('bpffs propagation');
 for (const p of ['/sys/fs/bpf', '/sys/fs/cgroup', '/sys/kernel/tracing'])
   if (volume(mount(p)).hostPath.path !== p) fail(p + ' is not the host path');
 if (volume(mount('/etc/bpfmgr')).configMap.name !== cm.metadata.name) fail('manifest not from the ConfigMap');
 if (pod.hostNetwork || pod.hostPID) fail('hostNetwork/hostPID without a reason');
-if (!pod.nodeSelector || !pod.tolerations) fail('no nodeSelector or tolerations');
+if (pod.automountServiceAccountToken !== false) fail('service-account token mounted');
+if (!pod.nodeSelector) fail('no nodeSelector');
+if (!(pod.tolerations || []).some((t) => t.operator === 'Exists' && !t.effect && !t.key)) fail('not every taint tolerated');
+const pc = yaml.load(fs.readFileSync(dir + '/priorityclass.yaml', 'utf8'));
+if (pod.priorityClassName !== pc.metadata.name) fail('priorityClassName is not the shipped class');
+if (pod.priorityClassName.startsWith('system-')) fail('system- classes are kube-system only');
+const kust = yaml.load(fs.readFileSync(dir + '/kustomization.yaml', 'utf8'));
+if (!kust.resources.includes('priorityclass.yaml')) fail('PriorityClass not in the kustomization');
 if (!c.resources.requests || !c.resources.limits) fail('no resource requests/limits');
 if (c.livenessProbe.httpGet.path !== '/healthz') fail('liveness not on /healthz');
-const ann = ds.spec.template.metadata.annotations;
-if (ann['prometheus.io/scrape'] !== 'true') fail('no scrape annotation');
+if (c.readinessProbe.httpGet.path !== '/readyz') fail('readiness not on /readyz');
+// One scrape path: the ServiceMonitor, whose job label the alerts use.
+const svc = yaml.load(fs.readFileSync(dir + '/service.yaml', 'utf8'));
+const sm = yaml.load(fs.readFileSync(dir + '/servicemonitor.yaml', 'utf8'));
+const ann = {...(ds.spec.template.metadata.annotations || {}), ...(svc.metadata.annotations || {})};
+if (Object.keys(ann).some((k) => k.startsWith('prometheus.io/'))) fail('prometheus.io annotations: a second scrape path');
+const job = svc.metadata.labels[sm.spec.jobLabel];
+const alerts = fs.readFileSync(dir + '/../prometheus/alerts.yaml', 'utf8');
+if (!job || !alerts.includes(`up{job="${job}"}`)) fail(`alerts do not use the ServiceMonitor's job "${job}"`);
+const port = c.ports.find((p) => p.name === 'metrics').containerPort;
 console.log(JSON.stringify({argv: [...c.command, ...c.args],
                             manifest: cm.data['manifest.toml'],
-                            port: ann['prometheus.io/port']}));
+                            caps: caps.add, port}));
 EOF
 
 # --- 3. the entrypoint on this host
@@ -78,8 +111,11 @@ read_json 'j.manifest' | sed "s#^pin_root = .*#pin_root = \"$pin_root\"#" \
   > "$cm/..2026_01_01_00_00_00.1/manifest.toml"
 ln -s ..2026_01_01_00_00_00.1 "$cm/..data"
 ln -s ..data/manifest.toml "$cm/manifest.toml"
+# $(POD_IP) as kubelet expands it, here the loopback address.
 mapfile -t argv < <(read_json 'j.argv.join("\n")' |
-                    sed "s#^0.0.0.0:$(read_json j.port)\$#127.0.0.1:$port#")
+                    sed "s#^\$(POD_IP):$(read_json j.port)\$#127.0.0.1:$port#")
+bounding=-all
+for c in $(read_json 'j.caps.join(" ")'); do bounding+=",+${c,,}"; done
 echo "entrypoint: ${argv[*]}"
 # The plugins where the image has them, found next to the binary as there.
 unset BPFMGR_PLUGIN_PATH
@@ -94,7 +130,7 @@ unshare --mount --propagation private -- sh -c '
   mount --bind "$3" /usr/lib/bpfmgr/plugins
   mount --bind "$4" /etc/bpfmgr
   shift 4
-  exec "$@"' sh "$tmp/points" "$build/bin/bpfmgr" "$build/lib/bpfmgr/plugins" "$cm" \
+  exec setpriv --bounding-set "$0" --inh-caps=-all --no-new-privs -- "$@"' "$bounding" "$tmp/points" "$build/bin/bpfmgr" "$build/lib/bpfmgr/plugins" "$cm" \
   "${argv[@]}" > "$tmp/serve.log" 2>&1 &
 serve_pid=$!
 up=
@@ -106,6 +142,8 @@ for _ in $(seq 1 200); do
 done
 if [[ -z $up ]]; then echo "FAIL: serve did not come up"; cat "$tmp/serve.log"; exit 1; fi
 curl -fsS "http://127.0.0.1:$port/healthz" | grep -qx ok
+curl -fsS "http://127.0.0.1:$port/readyz" | grep -q '^ready: 1 instance'
+grep -q '"level":"info"' "$tmp/serve.log"  # --log-format json
 # A ConfigMap update as kubelet makes it: applied without a restart.
 mkdir "$cm/..2026_01_01_00_01_00.2"
 sed 's/^kinds = .*/kinds = ["connect", "close"]/' "$cm/..2026_01_01_00_00_00.1/manifest.toml" \

@@ -45,6 +45,15 @@ grep -q ' ./etc/bpfmgr/manifest.toml$' "$out/runtime.list"
 grep -q ' ./usr/include/bpfmgr/plugin.hpp$' "$out/dev.list"
 grep -q ' ./usr/include/bpfmgr/bench/measure.hpp$' "$out/dev.list"
 grep -q ' ./usr/include/bpfmgr/bench.hpp$' "$out/dev.list"
+# lintian (Debian's): no errors; every tag it prints is shown.
+lintian --fail-on error --no-tag-display-limit "$deb" "$dev" | tee "$out/lintian.log" ||
+  { echo "FAIL: lintian reports errors"; exit 1; }
+echo "lintian: $(grep -c '^E:' "$out/lintian.log" || true) error(s), $(grep -c '^W:' "$out/lintian.log" || true) warning(s)"
+dpkg-deb -I "$deb" | grep -q ' postinst' || { echo "FAIL: no postinst"; exit 1; }
+dpkg-deb -c "$deb" | grep -q ' ./usr/share/man/man8/bpfmgr.8.gz$'
+dpkg-deb -c "$deb" | grep -q ' ./usr/share/man/man5/bpfmgr.toml.5.gz$'
+dpkg-deb -c "$deb" | grep -q ' ./usr/share/doc/bpfmgr/safety.md$'
+dpkg-deb -c "$deb" | grep -q ' ./usr/share/doc/bpfmgr/copyright$'
 # No compiler or test tool in the runtime package's dependencies.
 depends=$(dpkg-deb -f "$deb" Depends)
 echo "Depends: $depends"

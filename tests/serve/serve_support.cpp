@@ -53,6 +53,21 @@ std::optional<double> metric(const std::string& text, const std::string& series)
   return std::nullopt;
 }
 
+double metric_sum(const std::string& text, const std::string& name,
+                  const std::string& labels) {
+  std::istringstream in(text);
+  std::string line;
+  double sum = 0;
+  while (std::getline(in, line)) {
+    if (line.compare(0, name.size() + 1, name + "{") != 0) continue;
+    auto close = line.rfind('}');
+    if (close == std::string::npos || line.substr(0, close).find(labels) == std::string::npos)
+      continue;
+    sum += std::stod(line.substr(close + 2));
+  }
+  return sum;
+}
+
 bool wait_until(const std::function<bool()>& pred, std::chrono::duration<double> timeout) {
   auto end = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < end) {
@@ -135,8 +150,10 @@ Served start_serve(const std::string& manifest, std::vector<std::string> extra) 
   bool up = wait_until(
       [&] {
         if (!s.process->running()) return true;
+        // The first pass is over (applied, or degraded with the failing
+        // instances reported).
         auto m = s.metrics();
-        return metric(m, "bpfmgr_applies_total{result=\"ok\"}").value_or(0) >= 1;
+        return metric(m, "bpfmgr_reconciles_total{trigger=\"start\"}").value_or(0) >= 1;
       },
       std::chrono::seconds(60));
   EXPECT_TRUE(up && s.process->running()) << "serve did not come up:\n" << s.process->log();

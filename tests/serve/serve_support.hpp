@@ -26,6 +26,11 @@ std::optional<HttpReply> http_get(int port, const std::string& path);
 // The value of one series ("name" or "name{a=\"b\"}", exactly as exposed).
 std::optional<double> metric(const std::string& text, const std::string& series);
 
+// The sum of every series of `name` whose labels contain `labels` (a
+// substring such as `reason="link_pin_missing"`; "" sums them all).
+double metric_sum(const std::string& text, const std::string& name,
+                  const std::string& labels = "");
+
 // Polls `pred` every 50 ms until it holds or `timeout` passes.
 bool wait_until(const std::function<bool()>& pred, std::chrono::duration<double> timeout);
 
@@ -53,8 +58,8 @@ class ServeProcess {
   std::string log_path_;
 };
 
-// Serves on a free port; waits until /metrics answers with the first apply
-// done. Fails the test (and returns nullptr-like empty port) otherwise.
+// Serves on a free port; waits until /metrics answers with the first pass
+// done (applied, or degraded). Fails the test (and returns nullptr-like empty port) otherwise.
 struct Served {
   int port = 0;
   std::unique_ptr<ServeProcess> process;

@@ -4,11 +4,14 @@
 // root, other manifests' instances left alone, signals, run counters.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -83,6 +86,21 @@ std::string cgroup2_root_for_tests() {
   return "/sys/fs/cgroup";
 }
 
+// `bpfmgr status` finds nothing wrong with the instance.
+bool drift_free(const std::string& root, const std::string& inst) {
+  auto r = run_bpfmgr({"status", "--pin-root", root, "--json", inst});
+  if (r.exit_code != 0 || r.out.empty()) return false;
+  auto j = json::parse(r.out, nullptr, false);
+  if (j.is_discarded()) return false;
+  for (auto& i : j.value("instances", json::array())) {
+    if (i.contains("error") || i.contains("drift") || !i.value("complete", false)) return false;
+    for (auto& l : i.value("links", json::array()))
+      if (l.contains("error")) return false;
+    return !i.value("links", json::array()).empty();
+  }
+  return false;
+}
+
 void call_getppid(int n) {
   for (int i = 0; i < n; ++i) ::getppid();
 }
@@ -131,8 +149,8 @@ TEST(Serve, RebootSimulationEverythingUnpinnedIsRestoredWithinOneInterval) {
   ASSERT_TRUE(fs::is_empty(root.path()));
   bool restored = wait_until(
       [&] {
-        return metric(s.metrics(), "bpfmgr_repairs_total{reason=\"instance_missing\"}")
-                   .value_or(0) >= 2;
+        return metric_sum(s.metrics(), "bpfmgr_repairs_total",
+                          "reason=\"instance_missing\"") >= 2;
       },
       30s);
   double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -162,7 +180,8 @@ TEST(Serve, RemovedLinkPinIsRepairedAndCountedByReason) {
   for (auto& e : fs::directory_iterator(links)) fs::remove(e.path());
   ASSERT_TRUE(wait_until(
       [&] {
-        return metric(s.metrics(), "bpfmgr_repairs_total{reason=\"link_pin_missing\"}")
+        return metric(s.metrics(), "bpfmgr_repairs_total{instance_name=\"count\","
+                                   "reason=\"link_pin_missing\"}")
                    .value_or(0) >= 1;
       },
       20s))
@@ -194,7 +213,8 @@ TEST(Serve, RecreatedCgroupIsReattached) {
   ASSERT_EQ(::mkdir(cg.c_str(), 0755), 0);
   ASSERT_TRUE(wait_until(
       [&] {
-        return metric(s.metrics(), "bpfmgr_repairs_total{reason=\"cgroup_removed\"}")
+        return metric(s.metrics(), "bpfmgr_repairs_total{instance_name=\"egress\","
+                                   "reason=\"cgroup_removed\"}")
                    .value_or(0) >= 1;
       },
       20s))
@@ -360,7 +380,7 @@ TEST(Serve, InstancesLoadedByHandFromAnotherManifestAreLeftAlone) {
   auto m = s.metrics();
   EXPECT_NE(m.find("bpfmgr_instance_info{instance_name=\"by-hand\",plugin=\"testcount\""),
             std::string::npos);
-  EXPECT_EQ(metric(m, "bpfmgr_repairs_total{reason=\"instance_missing\"}"), 0);
+  EXPECT_EQ(metric_sum(m, "bpfmgr_repairs_total", "reason=\"instance_missing\""), 0);
   // Stopping with --unpin-on-exit removes only what serve's manifest made.
   EXPECT_EQ(s.process->stop(SIGTERM), 0);
   auto s2 = start_serve(manifest, {"--interval", "300", "--unpin-on-exit"});
@@ -433,6 +453,285 @@ TEST(Serve, BadInvocationsFailClearly) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find(bad + ":1:"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(root.path() + "/count"));
+}
+
+// A manifest with a testcount instance and a testcgroup one on `cgroup`.
+std::string count_and_cgroup(const PinRoot& root, const std::string& cgroup) {
+  return manifest_text(root, {"count"}) + "\n[[instance]]\nname = \"egress\"\n"
+         "plugin = \"testcgroup\"\n[instance.options]\ncgroup = \"" + cgroup + "\"\n";
+}
+
+TEST(Serve, InstanceWhoseCgroupIsMissingIsReportedRetriedAndTheOthersRun) {
+  PinRoot root;
+  auto cg = cgroup2_root_for_tests() + "/" + unique_name("bpfmgr-serve-late");
+  struct RemoveCgroup {
+    std::string path;
+    ~RemoveCgroup() { ::rmdir(path.c_str()); }
+  } remove_cg{cg};
+  TempDir dir;
+  auto sock_path = dir.path + "/notify";
+  int sock = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", sock_path.c_str());
+  ASSERT_EQ(::bind(sock, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  timeval tv{30, 0};
+  ::setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  // The cgroup does not exist yet (a boot where serve starts first).
+  auto manifest = write_temp_file(count_and_cgroup(root, cg));
+  int port = free_port();
+  ServeProcess serve({manifest, "--metrics-address", "127.0.0.1:" + std::to_string(port),
+                      "--interval", "300"},
+                     {{"NOTIFY_SOCKET", sock_path}});
+  char buf[512] = {};
+  auto n = ::recv(sock, buf, sizeof buf - 1, 0);
+  ::close(sock);
+  ASSERT_GT(n, 0) << serve.log();
+  std::string msg(buf, n);
+  // Ready for systemd (the others run), and it says what is degraded.
+  EXPECT_NE(msg.find("READY=1"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("STATUS=degraded"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("egress"), std::string::npos) << msg;
+  ASSERT_TRUE(serve.running()) << serve.log();
+  auto metrics = [&] {
+    auto r = http_get(port, "/metrics");
+    return r ? r->body : std::string();
+  };
+  auto m = metrics();
+  EXPECT_EQ(metric(m, "bpfmgr_instance_up{instance_name=\"count\"}"), 1) << m;
+  EXPECT_EQ(metric(m, "bpfmgr_instance_failing{instance_name=\"egress\"}"), 1) << m;
+  EXPECT_EQ(metric(m, "bpfmgr_instance_failing{instance_name=\"count\"}"), 0) << m;
+  EXPECT_EQ(metric(m, "bpfmgr_ready"), 0);
+  EXPECT_GE(metric(m, "bpfmgr_instance_apply_failures_total{instance_name=\"egress\"}")
+                .value_or(0), 1);
+  auto ready = http_get(port, "/readyz");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 503);
+  EXPECT_NE(ready->body.find("degraded: 1 of 2"), std::string::npos) << ready->body;
+  EXPECT_NE(ready->body.find("egress: cannot be applied"), std::string::npos) << ready->body;
+  EXPECT_EQ(http_get(port, "/healthz")->status, 200) << "liveness is not readiness";
+  EXPECT_NE(serve.log().find("egress"), std::string::npos);
+  // The cgroup appears: the retry (every 5 s while failing) attaches there.
+  ASSERT_EQ(::mkdir(cg.c_str(), 0755), 0);
+  ASSERT_TRUE(wait_until([&] { return http_get(port, "/readyz")->status == 200; }, 20s))
+      << serve.log() << http_get(port, "/readyz")->body;
+  m = metrics();
+  EXPECT_EQ(metric(m, "bpfmgr_instance_up{instance_name=\"egress\"}"), 1) << m;
+  EXPECT_EQ(metric(m, "bpfmgr_instance_failing{instance_name=\"egress\"}"), 0);
+  EXPECT_EQ(metric(m, "bpfmgr_ready"), 1);
+  auto r = run({"bpftool", "cgroup", "show", cg});
+  EXPECT_NE(r.out.find("egress"), std::string::npos) << r.out << r.err;
+  EXPECT_EQ(serve.stop(SIGTERM), 0);
+  run_bpfmgr({"unpin", "--pin-root", root.path(), "--quiet"});
+}
+
+TEST(Serve, LoadKeepsAllOrNothingWhenACgroupIsMissing) {
+  PinRoot root;
+  auto cg = cgroup2_root_for_tests() + "/" + unique_name("bpfmgr-serve-none");
+  auto r = run_bpfmgr({"load", write_temp_file(count_and_cgroup(root, cg))});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_FALSE(fs::exists(root.path() + "/count"));
+}
+
+TEST(Serve, ReadyzIsReadyOnlyWhenEveryInstanceIsUpAndHealthzStaysLive) {
+  PinRoot root;
+  TempDir dir;
+  auto manifest = dir.path + "/manifest.toml";
+  std::ofstream(manifest) << manifest_text(root, {"count"});
+  auto s = start_serve(manifest, {"--interval", "300"});
+  auto ready = http_get(s.port, "/readyz");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 200) << ready->body;
+  EXPECT_EQ(ready->body, "ready: 1 instance(s) up\n");
+  // An invalid edit: what runs is kept, live, but not ready (not applied).
+  replace_file(manifest, "pin_root = 3\n");
+  ASSERT_TRUE(wait_until([&] { return http_get(s.port, "/readyz")->status == 503; }, 10s));
+  EXPECT_NE(http_get(s.port, "/readyz")->body.find("has errors"), std::string::npos);
+  EXPECT_EQ(http_get(s.port, "/healthz")->status, 200);
+  replace_file(manifest, manifest_text(root, {"count"}));
+  ASSERT_TRUE(wait_until([&] { return http_get(s.port, "/readyz")->status == 200; }, 10s));
+}
+
+TEST(Serve, RemovedPinIsRepairedWithinASecondWithoutWaitingForTheInterval) {
+  PinRoot root;
+  auto manifest = write_temp_file(manifest_text(root, {"count"}));
+  auto s = start_serve(manifest, {"--interval", "300"});
+  auto links = root.path() + "/count/links";
+  std::vector<double> took;
+  for (int round = 1; round <= 5; ++round) {
+    ASSERT_FALSE(fs::is_empty(links));
+    auto t0 = std::chrono::steady_clock::now();
+    for (auto& e : fs::directory_iterator(links)) fs::remove(e.path());
+    // Repaired: the link pinned again and the hook live (instance up).
+    ASSERT_TRUE(wait_until(
+        [&] {
+          std::error_code ec;
+          return !fs::is_empty(links, ec) && drift_free(root.path(), "count");
+        },
+        10s))
+        << s.process->log();
+    took.push_back(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(took.begin(), took.end());
+  std::printf("pin removal -> repair: median %.3f s, max %.3f s (5 removals, interval 300 s)\n",
+              took[2], took.back());
+  EXPECT_LT(took.back(), 1.0);
+  auto m = s.metrics();
+  EXPECT_EQ(metric(m, "bpfmgr_repairs_total{instance_name=\"count\",reason=\"link_pin_missing\"}"),
+            5) << m;
+  EXPECT_GE(metric(m, "bpfmgr_reconciles_total{trigger=\"drift\"}").value_or(0), 5);
+  EXPECT_EQ(metric(m, "bpfmgr_reconciles_total{trigger=\"interval\"}"), 0);
+  // The whole instance removed (`rm -r`): back within a second too.
+  auto t0 = std::chrono::steady_clock::now();
+  fs::remove_all(root.path() + "/count");
+  ASSERT_TRUE(wait_until([&] { return drift_free(root.path(), "count"); }, 10s));
+  double whole = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("instance removed -> repair: %.3f s\n", whole);
+  EXPECT_LT(whole, 1.0);
+  auto before = getppid_calls(root.path(), "count");
+  call_getppid(300);
+  EXPECT_GE(getppid_calls(root.path(), "count"), before + 300);
+}
+
+// Connects to 127.0.0.1:port; -1 on failure.
+int connect_to(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+TEST(Serve, HundredSlowClientsNeitherStallProbesNorReconciling) {
+  PinRoot root;
+  auto manifest = write_temp_file(manifest_text(root, {"count"}));
+  auto s = start_serve(manifest, {"--interval", "300"});
+  // 100 clients sending one header line a second, for 12 s.
+  std::atomic<bool> done{false};
+  std::atomic<int> connected{0}, cut_off{0};
+  std::vector<std::thread> slow;
+  for (int i = 0; i < 100; ++i)
+    slow.emplace_back([&, i] {
+      int fd = connect_to(s.port);
+      if (fd < 0) return;
+      ++connected;
+      std::string line = "GET /metrics HTTP/1.1\r\n";
+      for (int k = 0; !done; ++k) {
+        if (::send(fd, line.data(), line.size(), MSG_NOSIGNAL) < 0) {
+          ++cut_off;
+          break;
+        }
+        line = "X-Slow-" + std::to_string(i) + ": " + std::to_string(k) + "\r\n";
+        for (int t = 0; t < 10 && !done; ++t) std::this_thread::sleep_for(100ms);
+      }
+      ::close(fd);
+    });
+  std::this_thread::sleep_for(500ms);
+  // Meanwhile: probes every 100 ms, and a pin removed to be repaired.
+  std::vector<double> latency;
+  auto links = root.path() + "/count/links";
+  bool removed = false, repaired = false;
+  auto end = std::chrono::steady_clock::now() + 10s;
+  int failures = 0;
+  while (std::chrono::steady_clock::now() < end) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto h = http_get(s.port, "/healthz");
+    latency.push_back(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    if (!h || h->status != 200) ++failures;
+    if (!removed && latency.size() == 20) {
+      for (auto& e : fs::directory_iterator(links)) fs::remove(e.path());
+      removed = true;
+    }
+    if (removed && !repaired) repaired = drift_free(root.path(), "count");
+    std::this_thread::sleep_for(100ms);
+  }
+  auto m = s.metrics();
+  done = true;
+  for (auto& t : slow) t.join();
+  std::sort(latency.begin(), latency.end());
+  std::printf("100 slow clients (%d connected, %d cut off): /healthz %zu probes, "
+              "median %.4f s, max %.4f s, %d failed\n",
+              connected.load(), cut_off.load(), latency.size(), latency[latency.size() / 2],
+              latency.back(), failures);
+  EXPECT_EQ(connected, 100);
+  EXPECT_EQ(failures, 0);
+  EXPECT_LT(latency.back(), 1.0);
+  EXPECT_TRUE(repaired) << "reconciling stalled under the slow clients";
+  EXPECT_FALSE(m.empty()) << "/metrics did not answer";
+  // Each slow client was cut off at the 5 s request deadline.
+  EXPECT_EQ(cut_off, 100);
+  EXPECT_TRUE(s.process->running());
+}
+
+TEST(Serve, SecondServeOnTheSameAddressExitsOneNamingIt) {
+  PinRoot root, other_root;
+  auto s = start_serve(write_temp_file(manifest_text(root, {"count"})), {"--interval", "300"});
+  auto address = "127.0.0.1:" + std::to_string(s.port);
+  auto r = run_bpfmgr({"serve", write_temp_file(manifest_text(other_root, {"count"})),
+                       "--metrics-address", address});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("cannot listen on " + address), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("in use"), std::string::npos) << r.err;
+  // It failed before loading anything.
+  EXPECT_FALSE(fs::exists(other_root.path() + "/count"));
+  EXPECT_EQ(http_get(s.port, "/healthz")->status, 200);
+}
+
+TEST(Serve, NonLoopbackAddressIsWarnedAbout) {
+  PinRoot root;
+  auto manifest = write_temp_file(manifest_text(root, {"count"}));
+  int port = free_port();
+  ServeProcess serve({manifest, "--metrics-address", "0.0.0.0:" + std::to_string(port),
+                      "--interval", "300"});
+  ASSERT_TRUE(wait_until([&] { return http_get(port, "/healthz").has_value(); }, 30s))
+      << serve.log();
+  auto log = serve.log();
+  EXPECT_NE(log.find("warning: 0.0.0.0:" + std::to_string(port) +
+                     " is reachable from other hosts"),
+            std::string::npos)
+      << log;
+}
+
+TEST(Serve, IntervalOutsideItsBoundsIsRefused) {
+  PinRoot root;
+  auto manifest = write_temp_file(manifest_text(root, {"count"}));
+  for (std::string bad : {"nan", "inf", "-inf", "1e300", "1e-300", "0.5", "0", "-3", "86401",
+                          "30s"}) {
+    auto r = run_bpfmgr({"serve", manifest, "--metrics-address", "none", "--interval", bad});
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+    EXPECT_NE(r.err.find("--interval"), std::string::npos) << bad << ": " << r.err;
+  }
+  EXPECT_FALSE(fs::exists(root.path() + "/count"));
+  auto help = run_bpfmgr({"serve", "--help"});
+  EXPECT_NE(help.out.find("1 to 86400"), std::string::npos) << help.out;
+}
+
+TEST(Serve, MetricsFollowPrometheusConventions) {
+  PinRoot root;
+  auto s = start_serve(write_temp_file(manifest_text(root, {"count"})), {"--interval", "300"});
+  auto m = s.metrics();
+  // Bucket bounds as written, so le="0.05" matches.
+  EXPECT_NE(m.find("bpfmgr_apply_duration_seconds_bucket{le=\"0.05\"}"), std::string::npos) << m;
+  EXPECT_EQ(m.find("0.05000000"), std::string::npos);
+  for (auto name : {"process_cpu_seconds_total", "process_resident_memory_bytes",
+                    "process_open_fds", "process_start_time_seconds", "process_max_fds"})
+    EXPECT_TRUE(metric(m, name)) << name << "\n" << m;
+  EXPECT_GT(*metric(m, "process_resident_memory_bytes"), 1e6);
+  double start = *metric(m, "process_start_time_seconds");
+  double now = std::chrono::duration<double>(
+                   std::chrono::system_clock::now().time_since_epoch()).count();
+  EXPECT_LT(now - start, 120);
+  EXPECT_GE(now - start, 0);
+  EXPECT_EQ(metric(m, "bpfmgr_repair_failures_total{instance_name=\"count\","
+                      "reason=\"link_pin_missing\"}"), 0);
+  EXPECT_EQ(metric(m, "bpfmgr_ready"), 1);
 }
 
 TEST(Cli, VersionUsageLineAndGlobalOptionsAfterTheSubcommand) {

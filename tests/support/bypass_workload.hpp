@@ -184,12 +184,19 @@ inline void write_all(int fd, const char* p, std::size_t n) {
 }
 
 // Reads exactly n bytes. A blocking read may return EAGAIN on a socket in a
-// sockmap (see docs/sockops.md, "spurious EAGAIN"); it is retried here.
-inline void read_all(int fd, char* p, std::size_t n) {
+// sockmap (see docs/sockops.md, "spurious EAGAIN"); it is retried here, but
+// only until `limit` has passed: a peer that never sends ends the caller.
+inline void read_all(int fd, char* p, std::size_t n,
+                     std::chrono::seconds limit = std::chrono::seconds(60)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
   while (n) {
     ssize_t r = ::read(fd, p, n);
     if (r < 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
+      if (errno == EINTR || errno == EAGAIN) {
+        if (std::chrono::steady_clock::now() > deadline)
+          throw std::runtime_error("read: no data within the deadline");
+        continue;
+      }
       fail("read");
     }
     if (r == 0) throw std::runtime_error("read: unexpected end of stream");

@@ -8,6 +8,7 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -330,6 +331,121 @@ TEST(TcpintOptions, SchemaValidateAndCidrs) {
   EXPECT_EQ(p[0].key, "exid");
   EXPECT_EQ(p[1].key, "cidrs");
   EXPECT_NE(tcpint::auto_sender_id("x"), 0);
+}
+
+// A comm field as bpftool prints it (a string, or an array of chars).
+std::string comm_of(const json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  std::string out;
+  for (const auto& c : v) {
+    int ch = c.is_string() ? c.get<std::string>()[0] : c.get<int>();
+    if (!ch) break;
+    out += static_cast<char>(ch);
+  }
+  return out;
+}
+std::string proc_comm(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/comm");
+  std::string c;
+  std::getline(in, c);
+  return c;
+}
+
+// Issue 16: `fallbacks = "always"` runs the forms Linux 6.1 runs (the
+// probe-read syscall hook, the connecting task read through
+// bpf_probe_read_kernel) on this kernel too; they record the same context.
+TEST_F(Tcpint, FallbackFormsRecordTheSameContext) {
+  load({{"host_a", hosts_->a.cgroup, "sender_id = 11\nfallbacks = \"always\""},
+        {"host_b", hosts_->b.cgroup, "sender_id = 22\nfallbacks = \"always\""}});
+  for (const char* inst : {"host_a", "host_b"}) {
+    struct stat st {};
+    EXPECT_EQ(::stat((pins_->path() + "/" + inst + "/progs/tcpint_sys_enter_probe").c_str(),
+                     &st), 0) << inst;
+    EXPECT_NE(::stat((pins_->path() + "/" + inst + "/progs/tcpint_sys_enter").c_str(), &st),
+              0) << inst << ": the direct variant is loaded too";
+  }
+  auto srv = echo_server(hosts_->b, hosts_->b.addr4);
+  auto sport = port_of(*srv);
+  auto cli = client(hosts_->a, hosts_->b.addr4, sport, 3);
+  auto cport = sent_port(*cli);
+  ASSERT_NE(cport, 0);
+  auto tx = flow("host_a", "flow_context_map", cport, sport);
+  ASSERT_TRUE(tx) << dump("host_a", "flow_context_map").dump();
+  const auto& txv = tx->at("value");
+  EXPECT_EQ(txv.at("msg_count"), 3);
+  EXPECT_EQ(txv.at("bytes"), 3 * std::string("tcpint-msg-0").size());
+  EXPECT_EQ(txv.at("pid"), cli->pid());
+  EXPECT_EQ(comm_of(txv.at("comm")), proc_comm(cli->pid()));
+  auto rx = flow("host_b", "rx_context_map", sport, cport);
+  ASSERT_TRUE(rx) << dump("host_b", "rx_context_map").dump();
+  EXPECT_EQ(rx->at("value").at("trace_id"), txv.at("trace_id"));
+  EXPECT_EQ(rx->at("value").at("msg_count"), 3);
+  // B's recv hook recorded the thread's flow: its answers are in A's trace.
+  auto back = flow("host_a", "rx_context_map", cport, sport);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->at("value").at("trace_id"), txv.at("trace_id"));
+  cli->channel().send("close");
+  EXPECT_EQ(cli->wait(), 0);
+  EXPECT_EQ(srv->channel().recv().rfind("done", 0), 0u);
+  EXPECT_EQ(srv->wait(), 0);
+  auto ca = counters("host_a");
+  EXPECT_GE(ca["syscall_updates"], 3u);
+  EXPECT_EQ(ca["helper_errors"], 0u);
+}
+
+// Without syscall hooks only sock_ops saw the connecting task: its pid and
+// comm, read at TCP_CONNECT_CB by the 6.1 form.
+TEST_F(Tcpint, FallbackConnectTaskWithoutHooks) {
+  const std::string opts = "\nsyscall_hooks = false\nfallbacks = \"always\"";
+  load({{"host_a", hosts_->a.cgroup, "sender_id = 11" + opts},
+        {"host_b", hosts_->b.cgroup, "sender_id = 22" + opts}});
+  auto srv = echo_server(hosts_->b, hosts_->b.addr4);
+  auto sport = port_of(*srv);
+  auto cli = client(hosts_->a, hosts_->b.addr4, sport, 1);
+  auto cport = sent_port(*cli);
+  ASSERT_NE(cport, 0);
+  auto tx = flow("host_a", "flow_context_map", cport, sport);
+  ASSERT_TRUE(tx) << dump("host_a", "flow_context_map").dump();
+  EXPECT_EQ(tx->at("value").at("pid"), cli->pid());
+  EXPECT_EQ(tx->at("value").at("tid"), cli->pid());
+  EXPECT_EQ(comm_of(tx->at("value").at("comm")), proc_comm(cli->pid()));
+  EXPECT_EQ(tx->at("value").at("msg_count"), 0);  // no syscall hook
+  cli->channel().send("close");
+  EXPECT_EQ(cli->wait(), 0);
+  EXPECT_EQ(srv->channel().recv().rfind("done", 0), 0u);
+  EXPECT_EQ(srv->wait(), 0);
+}
+
+// Issue 20: the cgroup option resolves as validate checks it (the core's
+// rule): "/x" is x under the cgroup2 mount, not the host path /x.
+TEST_F(Tcpint, CgroupPathResolvesAsValidateChecksIt) {
+  std::string root = cgroup2_root();
+  const std::string& full = hosts_->a.cgroup;
+  ASSERT_EQ(full.rfind(root + "/", 0), 0u) << full << " not under " << root;
+  std::string rel = full.substr(root.size() + 1);
+  auto options_with = [](const std::string& cgroup) {
+    std::map<std::string, bpfmgr::OptionValue> v;
+    for (const auto& spec : tcpint::option_schema())
+      if (spec.default_value) v[spec.name] = *spec.default_value;
+    v["cgroup"] = cgroup;
+    return bpfmgr::Options(v);
+  };
+  for (const std::string& spelled : {"/" + rel, rel, full, rel + "/"}) {
+    auto o = options_with(spelled);
+    EXPECT_TRUE(tcpint::validate(o).empty()) << spelled;
+    EXPECT_EQ(tcpint::settings_from(o, root, "x").cgroup_path, full) << spelled;
+  }
+  for (const std::string& spelled : {std::string(""), std::string("/")}) {
+    auto s = tcpint::settings_from(options_with(spelled), root, "x");
+    EXPECT_EQ(s.cgroup_path, root);
+    EXPECT_EQ(s.cgroup_level, 0u);
+  }
+  // and a load with the short spelling attaches where validate said
+  load({{"host_a", "/" + rel, "sender_id = 11"}});
+  auto r = bt::run({"bpftool", "-j", "cgroup", "show", full});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("tcpint_sockops"), std::string::npos) << r.out;
+  EXPECT_FALSE(tcpint::validate(options_with("/" + rel + "/../..")).empty());
 }
 
 // The main path: option on SYN, handshake ACK, data and FIN (not on other

@@ -8,8 +8,9 @@
  * from the user registers saved at entry, which stay valid at exit
  * (x86-64: di, si, dx...; arm64: orig_x0 for the first, x0 being the
  * return value by then, x1.. for the rest). The registers are viewed as a
- * BTF pointer (bpf_rdonly_cast), so reads are direct loads; field offsets
- * are CO-RE relocated.
+ * BTF pointer (bpf_rdonly_cast, 6.2+), so reads are direct loads, or read
+ * by copy where the kfunc is missing (BPFMGR_*_AT); field offsets are CO-RE
+ * relocated.
  */
 #ifndef BPFMGR_SYSCALLS_H
 #define BPFMGR_SYSCALLS_H
@@ -18,6 +19,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 
+#include "compat.bpf.h"
 #include "kfuncs.h"
 
 #if defined(__TARGET_ARCH_x86)
@@ -38,11 +40,11 @@ struct pt_regs___bpfmgr_x86 {
 } __attribute__((preserve_access_index));
 /* a macro, not a typedef: CO-RE relocations name the struct itself */
 #define bpfmgr_sys_regs struct pt_regs___bpfmgr_x86
-#define BPFMGR_SYS_ARG1(r) ((r)->di)
-#define BPFMGR_SYS_ARG2(r) ((r)->si)
-#define BPFMGR_SYS_ARG3(r) ((r)->dx)
-#define BPFMGR_SYS_ARG4(r) ((r)->r10)
-#define BPFMGR_SYSCALL_NR(r) ((long)(r)->orig_ax)
+#define BPFMGR_SYS_ARG1_REG di
+#define BPFMGR_SYS_ARG2_REG si
+#define BPFMGR_SYS_ARG3_REG dx
+#define BPFMGR_SYS_ARG4_REG r10
+#define BPFMGR_SYSCALL_NR_REG orig_ax
 
 #elif defined(__TARGET_ARCH_arm64)
 /* include/uapi/asm-generic/unistd.h */
@@ -65,21 +67,47 @@ struct pt_regs___bpfmgr_arm64 {
 	__s32 syscallno;
 } __attribute__((preserve_access_index));
 #define bpfmgr_sys_regs struct pt_regs___bpfmgr_arm64
-#define BPFMGR_SYS_ARG1(r) ((r)->orig_x0)
-#define BPFMGR_SYS_ARG2(r) ((r)->regs[1])
-#define BPFMGR_SYS_ARG3(r) ((r)->regs[2])
-#define BPFMGR_SYS_ARG4(r) ((r)->regs[3])
-#define BPFMGR_SYSCALL_NR(r) ((long)(r)->syscallno)
+#define BPFMGR_SYS_ARG1_REG orig_x0
+#define BPFMGR_SYS_ARG2_REG regs[1]
+#define BPFMGR_SYS_ARG3_REG regs[2]
+#define BPFMGR_SYS_ARG4_REG regs[3]
+#define BPFMGR_SYSCALL_NR_REG syscallno
 
 #else
 #error "bpfmgr/syscalls.h: define __TARGET_ARCH_x86 or __TARGET_ARCH_arm64"
 #endif
 
-/* The saved user registers of a raw_tp/sys_enter or sys_exit context. */
+/* Direct loads from a view of bpfmgr_sys_regs_of() (bpf_rdonly_cast). */
+#define BPFMGR_SYS_ARG1(r) ((r)->BPFMGR_SYS_ARG1_REG)
+#define BPFMGR_SYS_ARG2(r) ((r)->BPFMGR_SYS_ARG2_REG)
+#define BPFMGR_SYS_ARG3(r) ((r)->BPFMGR_SYS_ARG3_REG)
+#define BPFMGR_SYS_ARG4(r) ((r)->BPFMGR_SYS_ARG4_REG)
+#define BPFMGR_SYSCALL_NR(r) ((long)(r)->BPFMGR_SYSCALL_NR_REG)
+
+/* The same for a program built for BPFMGR_DIRECT or BPFMGR_COPY
+ * (compat.bpf.h), from bpfmgr_sys_regs_at(ctx, direct). */
+#define BPFMGR_SYS_ARG1_AT(direct, r) BPFMGR_FIELD(direct, r, BPFMGR_SYS_ARG1_REG)
+#define BPFMGR_SYS_ARG2_AT(direct, r) BPFMGR_FIELD(direct, r, BPFMGR_SYS_ARG2_REG)
+#define BPFMGR_SYS_ARG3_AT(direct, r) BPFMGR_FIELD(direct, r, BPFMGR_SYS_ARG3_REG)
+#define BPFMGR_SYS_ARG4_AT(direct, r) BPFMGR_FIELD(direct, r, BPFMGR_SYS_ARG4_REG)
+#define BPFMGR_SYSCALL_NR_AT(direct, r) \
+	((long)BPFMGR_FIELD(direct, r, BPFMGR_SYSCALL_NR_REG))
+
+/* The saved user registers of a raw_tp/sys_enter or sys_exit context:
+ * with BPFMGR_DIRECT a typed view (kfunc bpf_rdonly_cast, 6.2+), with
+ * BPFMGR_COPY the raw pointer, read by copy. */
+static __always_inline bpfmgr_sys_regs *
+bpfmgr_sys_regs_at(struct bpf_raw_tracepoint_args *ctx, const bool direct)
+{
+	if (!direct)
+		return (bpfmgr_sys_regs *)ctx->args[0];
+	return (bpfmgr_sys_regs *)bpfmgr_cast((void *)ctx->args[0], struct pt_regs);
+}
+
 static __always_inline const bpfmgr_sys_regs *
 bpfmgr_sys_regs_of(struct bpf_raw_tracepoint_args *ctx)
 {
-	return (const bpfmgr_sys_regs *)bpfmgr_cast((void *)ctx->args[0], struct pt_regs);
+	return bpfmgr_sys_regs_at(ctx, BPFMGR_DIRECT);
 }
 
 #endif

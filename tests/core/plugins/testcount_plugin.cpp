@@ -2,8 +2,13 @@
 #include <bpfmgr/plugin.hpp>
 
 #include <csignal>
+#include <stdexcept>
 
 #include TESTCOUNT_SKELETON
+
+#ifdef TESTCOUNT_DEP
+extern "C" int bpfmgr_testdep_value(void);
+#endif
 
 namespace {
 
@@ -37,6 +42,12 @@ class TestCountPlugin final : public bpfmgr::Plugin {
     return {};
   }
   void before_load(bpfmgr::InstanceContext& ctx) override {
+#ifdef TESTCOUNT_CRASH_BEFORE_LOAD
+    std::raise(SIGSEGV);  // before anything is pinned
+#endif
+#ifdef TESTCOUNT_DEP
+    if (bpfmgr_testdep_value() != 42) throw std::runtime_error("testdep is not itself");
+#endif
     ctx.set_global("target_tgid", static_cast<std::uint32_t>(ctx.options().get_int("tgid")));
     ctx.set_max_entries("stats", static_cast<std::uint32_t>(ctx.options().get_int("max_entries")));
   }

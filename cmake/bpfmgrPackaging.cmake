@@ -25,12 +25,43 @@ install(CODE "
        RENAME manifest.toml FILES \"${CMAKE_SOURCE_DIR}/deploy/bpfmgr.toml\")
 " COMPONENT runtime)
 install(FILES README.md docs/operations.md docs/manifest.md docs/pin-layout.md
+        docs/safety.md deploy/debian/copyright
         DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT runtime)
+install(FILES deploy/debian/copyright DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/bpfmgr-dev
+        COMPONENT dev)
+
+# Man pages and the Debian changelog, compressed as Debian wants them
+# (gzip -n: no name or time stamp, so builds are reproducible).
+set(BPFMGR_DEB_VERSION ${PROJECT_VERSION})
+configure_file(deploy/debian/changelog.in ${CMAKE_BINARY_DIR}/debian-doc/changelog @ONLY)
+set(_gz_outputs)
+foreach(src IN ITEMS docs/man/bpfmgr.8 docs/man/bpfmgr.toml.5 BUILD:debian-doc/changelog)
+  if(src MATCHES "^BUILD:(.*)")
+    set(in ${CMAKE_BINARY_DIR}/${CMAKE_MATCH_1})
+  else()
+    set(in ${CMAKE_SOURCE_DIR}/${src})
+  endif()
+  get_filename_component(name ${in} NAME)
+  set(out ${CMAKE_BINARY_DIR}/gz/${name}.gz)
+  add_custom_command(OUTPUT ${out} COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_BINARY_DIR}/gz
+                     COMMAND gzip -9nc ${in} > ${out} DEPENDS ${in} VERBATIM)
+  list(APPEND _gz_outputs ${out})
+endforeach()
+add_custom_target(bpfmgr_compressed_docs ALL DEPENDS ${_gz_outputs})
+install(FILES ${CMAKE_BINARY_DIR}/gz/bpfmgr.8.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man8
+        COMPONENT runtime)
+install(FILES ${CMAKE_BINARY_DIR}/gz/bpfmgr.toml.5.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man5
+        COMPONENT runtime)
+# A native package's changelog (the version has no Debian revision).
+install(FILES ${CMAKE_BINARY_DIR}/gz/changelog.gz DESTINATION ${CMAKE_INSTALL_DOCDIR}
+        COMPONENT runtime)
+install(FILES ${CMAKE_BINARY_DIR}/gz/changelog.gz DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/bpfmgr-dev
+        COMPONENT dev)
 install(FILES docs/plugin-sdk.md DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT dev)
 
 set(CPACK_PACKAGE_NAME bpfmgr)
 set(CPACK_PACKAGE_VENDOR "bpfmgr")
-set(CPACK_PACKAGE_CONTACT "bpfmgr maintainers <bpfmgr@localhost>")
+set(CPACK_PACKAGE_CONTACT "bpfmgr maintainers <bpfmgr-maintainers@lists.bpfmgr.org>")
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "plugin-based BPF program manager")
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
@@ -46,8 +77,11 @@ set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 # Runtime libraries found by dpkg-shlibdeps (libbpf1, libcpp-httplib0.11, ...).
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_NAME bpfmgr)
-set(CPACK_DEBIAN_RUNTIME_PACKAGE_DESCRIPTION
-    "plugin-based BPF program manager\n bpfmgr loads BPF plugins named in a TOML manifest, pins them under\n /sys/fs/bpf and keeps them running (bpfmgr serve, bpfmgr.service),\n with Prometheus metrics. The service is not enabled on install:\n edit /etc/bpfmgr/manifest.toml, then systemctl enable --now bpfmgr.")
+# CPack takes a component's description from CPACK_COMPONENT_<C>_DESCRIPTION:
+# the first line is the synopsis, the rest the extended description.
+set(CPACK_COMPONENT_RUNTIME_DESCRIPTION
+    "plugin-based BPF program manager\nbpfmgr loads BPF plugins named in a TOML manifest, pins them under\n/sys/fs/bpf and keeps them running (bpfmgr serve, bpfmgr.service),\nrepairing drift as it happens, with Prometheus metrics and readiness.\nThe service is not enabled on install: edit /etc/bpfmgr/manifest.toml,\nthen systemctl enable --now bpfmgr.")
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_DESCRIPTION ${CPACK_COMPONENT_RUNTIME_DESCRIPTION})
 set(CPACK_DEBIAN_DEV_PACKAGE_NAME bpfmgr-dev)
 set(CPACK_DEBIAN_DEV_PACKAGE_ARCHITECTURE all)
 # What find_package(bpfmgr) and bpfmgr_add_plugin() use: libbpf through
@@ -59,10 +93,16 @@ set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
 # Benchmark; plugins alone do not.
 set(CPACK_DEBIAN_DEV_PACKAGE_RECOMMENDS "libbenchmark-dev")
 set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
-set(CPACK_DEBIAN_DEV_PACKAGE_DESCRIPTION
-    "bpfmgr plugin SDK\n Headers and the CMake package (find_package(bpfmgr)) to build bpfmgr\n plugins out of tree, and the bench helper library (bpfmgr::bench) for\n their benchmark harnesses.")
+set(CPACK_COMPONENT_DEV_DESCRIPTION
+    "bpfmgr plugin SDK\nHeaders and the CMake package (find_package(bpfmgr)) to build bpfmgr\nplugins out of tree, and the bench helper library (bpfmgr::bench) for\ntheir benchmark harnesses.")
+set(CPACK_DEBIAN_DEV_PACKAGE_DESCRIPTION ${CPACK_COMPONENT_DEV_DESCRIPTION})
 # The shipped manifest is the administrator's to edit: dpkg keeps their
 # changes on upgrade and removes it on purge.
 file(WRITE ${CMAKE_BINARY_DIR}/debian-runtime/conffiles "/etc/bpfmgr/manifest.toml\n")
-set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_EXTRA ${CMAKE_BINARY_DIR}/debian-runtime/conffiles)
+# Maintainer scripts: daemon-reload, try-restart on upgrade, stop on removal;
+# never enable or start (deploy/debian/postinst).
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_EXTRA ${CMAKE_BINARY_DIR}/debian-runtime/conffiles
+    ${CMAKE_SOURCE_DIR}/deploy/debian/postinst ${CMAKE_SOURCE_DIR}/deploy/debian/prerm
+    ${CMAKE_SOURCE_DIR}/deploy/debian/postrm)
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 include(CPack)

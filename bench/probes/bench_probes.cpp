@@ -9,7 +9,9 @@
 //    process, at paced rates up to overload (drops counted, no stall).
 //
 // Instances are loaded with the real `bpfmgr load` under a private pin root
-// and unpinned afterwards. Run as root: build*/bin/bench_probes
+// and unpinned afterwards; the baseline (empty programs on the same hooks)
+// is the test-only plugin probes_bench (bench/probes), not the shipped one.
+// Run as root: build*/bin/bench_probes
 //   [--rounds=N] plus the usual --benchmark_* flags.
 #include <benchmark/benchmark.h>
 #include <bpf/bpf.h>
@@ -42,14 +44,17 @@ namespace {
 namespace w = bpfmgr::probes::workload;
 namespace fs = std::filesystem;
 
-// One loaded instance named "bench" under a private pin root ("none": nothing).
+// One loaded instance named "bench" of `plugin` (probes, or the test-only
+// probes_bench with the baseline) under a private pin root (nullptr:
+// nothing loaded).
 class Loaded {
  public:
-  explicit Loaded(const std::string& options) {
-    if (options == "none") return;
+  Loaded(const char* plugin, const std::string& options) {
+    if (!plugin) return;
     m_ = std::make_unique<bpfmgr::bench::LoadedManifest>(
-        "[[instance]]\nname = \"bench\"\nplugin = \"probes\"\n[instance.options]\n" +
-        options);
+        "[[instance]]\nname = \"bench\"\nplugin = \"" + std::string(plugin) +
+            "\"\n[instance.options]\n" + options,
+        std::vector<std::string>{BPFMGR_BENCH_PROBES_BENCH_DIR});
   }
   std::string map(const std::string& m) const { return m_->map_pin("bench", m); }
   std::string prog(const std::string& p) const { return m_->prog_pin("bench", p); }
@@ -61,13 +66,17 @@ class Loaded {
 
 struct Config {
   const char* name;
+  const char* plugin;  // nullptr: nothing loaded
   const char* options;
+  const char* enter_prog;  // the programs on sys_enter/sys_exit
+  const char* exit_prog;
 };
 const Config kConfigs[] = {
-    {"none", "none"},
-    {"empty", "bench_empty_hooks = true\n"},
-    {"full", "kinds = [\"syscalls\"]\n"},
-    {"full_every", "kinds = [\"syscalls\"]\nlatency_sample_every = 1\n"},
+    {"none", nullptr, "", nullptr, nullptr},
+    {"empty", "probes_bench", "mode = \"empty\"\n", "bench_empty_enter", "bench_empty_exit"},
+    {"full", "probes", "kinds = [\"syscalls\"]\n", "probes_sys_enter", "probes_sys_exit"},
+    {"full_every", "probes", "kinds = [\"syscalls\"]\nlatency_sample_every = 1\n",
+     "probes_sys_enter", "probes_sys_exit"},
 };
 
 // name -> config -> samples (ns per call)
@@ -77,7 +86,7 @@ using Workload = double (*)(std::uint64_t);
 double sockpair_per_call(std::uint64_t n) { return w::socketpair_rw_ns(n / 2); }
 
 void BM_Syscall(benchmark::State& state, std::string wl, Workload fn, Config cfg) {
-  Loaded l(cfg.options);
+  Loaded l(cfg.plugin, cfg.options);
   for (auto _ : state) {
     double ns = fn(200000);
     state.SetIterationTime(ns * 1e-9);  // per call
@@ -87,7 +96,7 @@ void BM_Syscall(benchmark::State& state, std::string wl, Workload fn, Config cfg
 }
 
 void BM_TcpChurn(benchmark::State& state, bool probes) {
-  Loaded l(probes ? "kinds = [\"connect\", \"accept\", \"close\"]\n" : "none");
+  Loaded l(probes ? "probes" : nullptr, "kinds = [\"connect\", \"accept\", \"close\"]\n");
   double rate = 0;
   for (auto _ : state) rate = w::tcp_churn_per_sec(0.5);
   state.counters["conn_per_s"] = rate;
@@ -115,8 +124,8 @@ std::vector<RbRow> g_rb;
 // `bpfmgr events bench --json` as a child process; counts its lines.
 void BM_RingBuffer(benchmark::State& state) {
   double rate = double(state.range(0));  // events/s offered, 0 = unpaced
-  Loaded l("kinds = [\"syscalls\"]\nsyscall_events = true\nring_buffer_kb = 1024\n"
-           "pids = [" + std::to_string(getpid()) + "]\n");
+  Loaded l("probes", "kinds = [\"syscalls\"]\nsyscall_events = true\nring_buffer_kb = 1024\n"
+                     "pids = [" + std::to_string(getpid()) + "]\n");
   for (auto _ : state) {
     int pfd[2];
     if (pipe(pfd)) throw std::runtime_error("pipe");
@@ -177,15 +186,11 @@ std::vector<ProgTime> g_prog;
 
 void BM_ProgTime(benchmark::State& state, Config cfg, std::string wl, Workload fn) {
   bpfmgr::bench::BpfStats stats;
-  Loaded l(cfg.options);
-  bool empty = std::string(cfg.name) == "empty";
+  Loaded l(cfg.plugin, cfg.options);
   for (auto _ : state) fn(200000);
-  g_prog.push_back(
-      {cfg.name, wl,
-       bpfmgr::bench::prog_run_time(l.prog(empty ? "probes_empty_enter" : "probes_sys_enter"))
-           .ns_per_run(),
-       bpfmgr::bench::prog_run_time(l.prog(empty ? "probes_empty_exit" : "probes_sys_exit"))
-           .ns_per_run()});
+  g_prog.push_back({cfg.name, wl,
+                    bpfmgr::bench::prog_run_time(l.prog(cfg.enter_prog)).ns_per_run(),
+                    bpfmgr::bench::prog_run_time(l.prog(cfg.exit_prog)).ns_per_run()});
 }
 
 void print_summary() {
@@ -272,7 +277,7 @@ int main(int argc, char** argv) {
         ->Iterations(1);
   }
   for (auto& cfg : kConfigs) {
-    if (std::string(cfg.name) == "none") continue;
+    if (!cfg.plugin) continue;
     for (auto& wl : wls)
       benchmark::RegisterBenchmark(
           ("prog_time/" + std::string(cfg.name) + "/" + wl.name).c_str(), BM_ProgTime, cfg,

@@ -55,14 +55,6 @@ std::vector<std::string> take_harness_args(std::vector<std::string>& args) {
 }
 
 int cmd_bench(const std::string& plugin, const std::vector<std::string>& args) {
-  auto path = find_bench_harness(plugin);
-  if (path.empty()) {
-    std::cerr << "error: no benchmark harness for plugin '" << plugin << "'; looked for:";
-    for (auto& c : bench_harness_candidates(plugin)) std::cerr << " " << c;
-    std::cerr << "\n(harnesses are built as bench_<plugin>: from bench/<plugin>/ in tree, "
-                 "by bpfmgr_add_bench() out of tree, installed into <prefix>/libexec/bpfmgr)\n";
-    return kExitInvalid;
-  }
   // A harness loads BPF through bpfmgr: without root it could only fail
   // deep inside (or abort). Its --help and test list need no privileges.
   bool informational = false;
@@ -72,6 +64,14 @@ int cmd_bench(const std::string& plugin, const std::vector<std::string>& args) {
     std::cerr << "error: permission denied: `bpfmgr bench` loads BPF programs and needs "
                  "root\n";
     return kExitFailed;
+  }
+  auto path = find_bench_harness(plugin);
+  if (path.empty()) {
+    std::cerr << "error: no benchmark harness for plugin '" << plugin << "'; looked for:";
+    for (auto& c : bench_harness_candidates(plugin)) std::cerr << " " << c;
+    std::cerr << "\n(harnesses are built as bench_<plugin>: from bench/<plugin>/ in tree, "
+                 "by bpfmgr_add_bench() out of tree, installed into <prefix>/libexec/bpfmgr)\n";
+    return kExitInvalid;
   }
   TrustedFile harness;
   try {

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <algorithm>
@@ -19,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "handles.hpp"
+#include "kernel_features.hpp"
 #include "loader.hpp"
 #include "manifest.hpp"
 #include "plugin_trust.hpp"
@@ -105,6 +107,21 @@ std::vector<std::string> entries_of(const std::string& pin_root) {
   return out;
 }
 
+nlohmann::json degraded_json(const KernelRequirements& k) {
+  auto out = nlohmann::json::array();
+  for (auto& d : k.degraded) out.push_back({{"what", d.what}, {"because", d.because}});
+  return out;
+}
+
+// A sample's value as /metrics prints it: integers without a fraction.
+std::string number_text(const nlohmann::json& v) {
+  if (!v.is_number()) return "NaN";
+  double d = v.get<double>();
+  char buf[32];
+  std::snprintf(buf, sizeof buf, d == std::floor(d) && std::fabs(d) < 1e15 ? "%.0f" : "%.17g", d);
+  return buf;
+}
+
 std::string join(const std::vector<std::string>& v) {
   std::string s;
   for (auto& x : v) s += (s.empty() ? "" : ", ") + x;
@@ -122,11 +139,21 @@ int cmd_validate(const std::string& manifest, bool json) {
     for (auto& i : r->instances)
       inst.push_back({{"name", i.spec->name}, {"plugin", i.plugin->info.name},
                       {"version", i.plugin->info.version},
-                      {"options", options_to_json(i.options)}});
-    std::cout << nlohmann::json{{"ok", true}, {"instances", inst}}.dump(2) << "\n";
+                      {"options", options_to_json(i.options)},
+                      {"degraded", degraded_json(i.kernel)}});
+    std::cout << nlohmann::json{{"ok", true},
+                                {"kernel", KernelFeatures::running().release()},
+                                {"instances", inst}}
+                     .dump(2)
+              << "\n";
   } else {
     std::cout << manifest << ": ok, " << r->instances.size()
               << " enabled instance(s)\n";
+    for (auto& i : r->instances)
+      for (auto& dg : i.kernel.degraded)
+        std::cout << "  instance '" << i.spec->name << "' will run " << dg.what
+                  << " on this kernel (" << KernelFeatures::running().release()
+                  << "): " << dg.because << "\n";
   }
   return kExitOk;
 }
@@ -351,6 +378,10 @@ int cmd_status(const std::string& pin_root, const std::vector<std::string>& inst
               << s["plugin_version"].get<std::string>() << "  loaded "
               << s["loaded_at"].get<std::string>() << "\n"
               << "  manifest " << s["manifest"].get<std::string>() << "\n";
+    // What this kernel could not give it (plugin API 2.2's degrade()).
+    for (auto& dg : s.value("degraded", nlohmann::json::array()))
+      std::cout << "  degraded: running " << dg["what"].get<std::string>() << " because "
+                << dg["because"].get<std::string>() << "\n";
     std::cout << "  programs:\n";
     for (auto& p : s["programs"]) {
       std::printf("    %-24s id %-6s %-16s", p["name"].get<std::string>().c_str(),
@@ -409,12 +440,138 @@ int cmd_status(const std::string& pin_root, const std::vector<std::string>& inst
         std::printf("\n");
       }
     }
+    if (!s.value("metrics", nlohmann::json::array()).empty()) {
+      std::cout << "  metrics:\n";
+      for (auto& mt : s["metrics"]) {
+        std::string labels;
+        for (auto& [k, v] : mt["labels"].items())
+          labels += (labels.empty() ? "" : ",") + k + "=\"" + v.get<std::string>() + "\"";
+        std::cout << "    " << mt["name"].get<std::string>()
+                  << (labels.empty() ? "" : "{" + labels + "}") << " " << number_text(mt["value"])
+                  << " (" << mt["kind"].get<std::string>() << ")\n";
+      }
+    }
     if (s.contains("status_error"))
       std::cout << "  counters unavailable: " << s["status_error"].get<std::string>() << "\n";
     std::cout << "\n";
   }
   return rc;
 }
+
+namespace {
+
+nlohmann::json option_value_json(const OptionValue& v) {
+  nlohmann::json j;
+  std::visit([&](auto& x) { j = x; }, v);
+  return j;
+}
+
+// What kernel_requirements() says for `options` on this kernel: usable, the
+// needs it lacks (worded as validate words them) and the simpler forms.
+nlohmann::json kernel_answer(const PluginModule& plugin, const Options& options) {
+  nlohmann::json out;
+  try {
+    auto req = plugin.kernel_requirements(options, KernelFeatures::running());
+    auto& unmet = out["unmet"] = nlohmann::json::array();
+    for (auto& n : req.needs) {
+      if (n.met) continue;
+      unmet.push_back({{"kind", feature_kind_name(n.kind)}, {"name", n.name},
+                       {"feature", describe_feature(n.kind, n.name)}, {"key", n.key},
+                       {"since", n.since}, {"hint", n.hint}});
+    }
+    out["usable"] = unmet.empty();
+    out["needs"] = req.needs.size();
+    out["degraded"] = degraded_json(req);
+  } catch (const std::exception& e) {
+    out["usable"] = false;
+    out["error"] = e.what();
+  }
+  return out;
+}
+
+// "needs kfunc x (Linux 6.2+); hint: ..." for each unmet need, or the error.
+std::string why_not(const nlohmann::json& answer) {
+  if (answer.contains("error")) return answer["error"].get<std::string>();
+  std::string out;
+  for (auto& n : answer["unmet"]) {
+    out += (out.empty() ? "" : "; ") + std::string("needs ") + n["feature"].get<std::string>();
+    if (!n["since"].get<std::string>().empty())
+      out += " (Linux " + n["since"].get<std::string>() + "+)";
+    if (!n["hint"].get<std::string>().empty()) out += " [" + n["hint"].get<std::string>() + "]";
+  }
+  return out;
+}
+
+std::string verdict(const nlohmann::json& answer) {
+  if (!answer["usable"].get<bool>()) return "NOT usable: " + why_not(answer);
+  std::string out = "usable";
+  if (answer.value("needs", 0) == 0 && answer["degraded"].empty())
+    return out + " (declares no kernel needs)";
+  for (auto& d : answer.value("degraded", nlohmann::json::array()))
+    out += "; runs " + d["what"].get<std::string>() + " (" + d["because"].get<std::string>() +
+           ")";
+  return out;
+}
+
+// The plugin on this kernel: with its defaults, and with each value of each
+// option that has a fixed set (choices, booleans), the others at default.
+nlohmann::json kernel_usability(const PluginModule& plugin,
+                                const std::vector<OptionSpec>& schema) {
+  nlohmann::json k{{"release", KernelFeatures::running().release()}};
+  k["declared"] = BPFMGR_HAS_FIELD(&plugin.api(), bpfmgr_plugin_api, kernel_requirements) &&
+                  plugin.api().kernel_requirements;
+  std::map<std::string, OptionValue> defaults;
+  std::vector<std::string> required;
+  for (auto& o : schema) {
+    if (o.default_value)
+      defaults[o.name] = *o.default_value;
+    else
+      required.push_back(o.name);
+  }
+  if (!required.empty()) {
+    // Without a value for these, no instance (and no default) exists.
+    k["needs_options"] = required;
+    return k;
+  }
+  k["defaults"] = kernel_answer(plugin, Options(defaults));
+  auto& per_option = k["options"] = nlohmann::json::object();
+  for (auto& o : schema) {
+    std::vector<OptionValue> values;
+    if (o.type == OptionType::Bool) values = {false, true};
+    for (auto& c : o.choices) {
+      if (o.type == OptionType::String) values.emplace_back(c);
+      if (o.type == OptionType::StringList) values.emplace_back(std::vector<std::string>{c});
+    }
+    if (values.empty()) continue;
+    auto& list = per_option[o.name] = nlohmann::json::array();
+    for (auto& v : values) {
+      auto with = defaults;
+      with[o.name] = v;
+      auto answer = kernel_answer(plugin, Options(with));
+      answer["value"] = option_value_json(v);
+      list.push_back(std::move(answer));
+    }
+  }
+  return k;
+}
+
+// "integer, default 64, 1..65536, one of a|b".
+std::string option_summary(const nlohmann::json& o) {
+  std::string out = o["type"].get<std::string>();
+  if (o.contains("default")) out += ", default " + o["default"].dump();
+  else out += ", required";
+  if (o.contains("min") || o.contains("max"))
+    out += ", " + (o.contains("min") ? o["min"].dump() : std::string("")) + ".." +
+           (o.contains("max") ? o["max"].dump() : std::string(""));
+  if (!o["choices"].empty()) {
+    std::string c;
+    for (auto& x : o["choices"]) c += (c.empty() ? "" : "|") + x.get<std::string>();
+    out += ", one of " + c;
+  }
+  return out;
+}
+
+}  // namespace
 
 int cmd_plugins(const std::vector<std::string>& extra_dirs, bool json) {
   PluginRegistry registry(extra_dirs);
@@ -431,10 +588,17 @@ int cmd_plugins(const std::vector<std::string>& extra_dirs, bool json) {
       p["has_bench"] = !harness.empty();
       if (!harness.empty()) p["bench"] = harness;
       p["streams_events"] = lp->plugin->events_map().has_value();
+      auto schema = lp->plugin->option_schema();
       auto& opts = p["options"] = nlohmann::json::array();
-      for (auto& o : lp->plugin->option_schema())
-        opts.push_back({{"name", o.name}, {"type", option_type_name(o.type)},
-                        {"description", o.description}});
+      for (auto& o : schema) {
+        nlohmann::json oj{{"name", o.name}, {"type", option_type_name(o.type)},
+                          {"description", o.description}, {"choices", o.choices}};
+        if (o.default_value) oj["default"] = option_value_json(*o.default_value);
+        if (o.min) oj["min"] = *o.min;
+        if (o.max) oj["max"] = *o.max;
+        opts.push_back(std::move(oj));
+      }
+      p["kernel"] = kernel_usability(*lp->plugin, schema);
     } catch (const PluginTrustError& e) {
       p["error"] = e.what();
       p["refused"] = true;
@@ -446,13 +610,15 @@ int cmd_plugins(const std::vector<std::string>& extra_dirs, bool json) {
   }
   if (json) {
     std::cout << nlohmann::json{{"api_version", to_string(kPluginApiVersion)},
+                                {"kernel", KernelFeatures::running().release()},
                                 {"search_path", registry.search_dirs()},
                                 {"plugins", arr}}
                      .dump(2)
               << "\n";
     return rc;
   }
-  std::cout << "plugin API " << to_string(kPluginApiVersion) << "; search path:\n";
+  std::cout << "plugin API " << to_string(kPluginApiVersion) << "; kernel "
+            << KernelFeatures::running().release() << "; search path:\n";
   for (auto& d : registry.search_dirs()) std::cout << "  " << d << "\n";
   if (arr.empty()) std::cout << "no plugins found\n";
   for (auto& p : arr) {
@@ -467,10 +633,26 @@ int cmd_plugins(const std::vector<std::string>& extra_dirs, bool json) {
                 p["api_version"].get<std::string>().c_str(),
                 p["description"].get<std::string>().c_str(),
                 p["path"].get<std::string>().c_str());
-    for (auto& o : p["options"])
+    auto& k = p["kernel"];
+    if (k.contains("needs_options"))
+      std::printf("           on this kernel: depends on the required options\n");
+    else if (!k["declared"].get<bool>())
+      std::printf("           on this kernel: declares no kernel requirements (API < 2.2)\n");
+    else
+      std::printf("           on this kernel, with defaults: %s\n",
+                  verdict(k["defaults"]).c_str());
+    for (auto& o : p["options"]) {
       std::printf("           option %-18s %s: %s\n", o["name"].get<std::string>().c_str(),
-                  o["type"].get<std::string>().c_str(),
-                  o["description"].get<std::string>().c_str());
+                  option_summary(o).c_str(), o["description"].get<std::string>().c_str());
+      if (!k.value("declared", false) || !k.contains("options") ||
+          !k["options"].contains(o["name"].get<std::string>()))
+        continue;
+      // Only values that fare otherwise than the defaults (--json: all).
+      for (auto& v : k["options"][o["name"].get<std::string>()])
+        if (verdict(v) != verdict(k["defaults"]))
+          std::printf("             %s = %s: %s\n", o["name"].get<std::string>().c_str(),
+                    v["value"].dump().c_str(), verdict(v).c_str());
+    }
   }
   return rc;
 }

@@ -203,6 +203,7 @@ void InstanceTxn::stage() {
   new_.config_hash = config_hash_;
   new_.loaded_at = now_utc();
   new_.options = options_to_json(r_.options);
+  for (auto& d : r_.kernel.degraded) new_.degraded.push_back({d.what, d.because});
 
   open_object();
   create_plugin_instance();

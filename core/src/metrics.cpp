@@ -2,6 +2,7 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <spdlog/spdlog.h>
 
 #include <sys/resource.h>
 #include <unistd.h>
@@ -95,6 +96,56 @@ std::optional<std::uint64_t> count_entries(int fd, const bpf_map_info& info) {
     if (n > info.max_entries) break;  // entries replaced while walking
   }
   return n;
+}
+
+// Plugin API 2.2, from an instance's `status --json` object: the simpler
+// forms it runs on this kernel (bpfmgr_instance_degraded) and its plugin's
+// typed samples (bpfmgr_plugin_<plugin>_<name>[_total], labels
+// instance_name + the plugin's). A family keeps the kind and label names of
+// its first sample, across instances; a sample that disagrees, or takes a
+// name the plugin's counters already use, is dropped (and logged).
+struct PluginFamilies {
+  std::map<std::string, std::pair<MetricsText::Type, std::set<std::string>>> seen;
+};
+
+void add_plugin_samples(MetricsText& m, PluginFamilies& families, const nlohmann::json& s) {
+  using T = MetricsText::Type;
+  const std::string name = s["instance"].get<std::string>();
+  const std::string plugin = s.value("plugin", "");
+  m.family("bpfmgr_instance_degraded", T::Gauge,
+           "1 per simpler form the instance runs because this kernel lacks a feature "
+           "(`bpfmgr status` says why)");
+  for (auto& d : s.value("degraded", nlohmann::json::array()))
+    m.sample("bpfmgr_instance_degraded",
+             {{"instance_name", name}, {"plugin", plugin}, {"what", d.value("what", "")}}, 1);
+
+  auto prefix = "bpfmgr_plugin_" + metric_name_part(plugin) + "_";
+  std::set<std::string> counter_families;
+  for (auto& c : s.value("counters", nlohmann::json::array()))
+    counter_families.insert(prefix + metric_name_part(c["name"].get<std::string>()) +
+                            (c.contains("per_cpu") ? "_total" : ""));
+  for (auto& mt : s.value("metrics", nlohmann::json::array())) {
+    bool counter = mt["kind"] == "counter";
+    auto type = counter ? T::Counter : T::Gauge;
+    auto family = prefix + mt["name"].get<std::string>() + (counter ? "_total" : "");
+    Labels labels{{"instance_name", name}};
+    std::set<std::string> label_names;
+    for (auto& [k, v] : mt["labels"].items()) {
+      labels.emplace_back(k, v.get<std::string>());
+      label_names.insert(k);
+    }
+    auto [it, first] = families.seen.emplace(family, std::make_pair(type, label_names));
+    if (counter_families.count(family) ||
+        (!first && (it->second.first != type || it->second.second != label_names))) {
+      spdlog::warn("metrics: instance '{}': {} disagrees with another sample of that name; "
+                   "dropped", name, family);
+      continue;
+    }
+    auto help = mt.value("help", "");
+    m.family(family, type,
+             help.empty() ? "Plugin " + plugin + "'s " + mt["name"].get<std::string>() : help);
+    m.sample(family, labels, mt["value"].is_number() ? mt["value"].get<double>() : NAN);
+  }
 }
 
 }  // namespace
@@ -356,6 +407,7 @@ std::string render_metrics(const std::string& pin_root, const ServeStats& stats,
   for (auto& want : stats.managed_instances)
     if (!present.count(want)) m.sample("bpfmgr_instance_up", {{"instance_name", want}}, 0);
 
+  PluginFamilies plugin_families;
   for (auto& s : observed["instances"]) {
     const std::string name = s["instance"].get<std::string>();
     Labels inst{{"instance_name", name}};
@@ -433,6 +485,7 @@ std::string render_metrics(const std::string& pin_root, const ServeStats& stats,
                    c["name"].get<std::string>() + " (as in `bpfmgr status`)");
       m.sample(family, inst, double(c["value"].get<std::uint64_t>()));
     }
+    add_plugin_samples(m, plugin_families, s);
   }
   return m.render();
 }

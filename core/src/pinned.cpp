@@ -262,6 +262,20 @@ UnpinReport unpin(const std::string& pin_root,
   return report;
 }
 
+nlohmann::json metrics_to_json(const std::vector<Metric>& metrics) {
+  auto out = nlohmann::json::array();
+  for (auto& m : metrics) {
+    auto labels = nlohmann::json::object();
+    for (auto& [k, v] : m.labels) labels[k] = v;
+    out.push_back({{"name", m.name},
+                   {"kind", m.kind == MetricKind::Counter ? "counter" : "gauge"},
+                   {"help", m.help},
+                   {"labels", labels},
+                   {"value", m.value}});
+  }
+  return out;
+}
+
 nlohmann::json instance_status(const PinLayout& layout, const std::string& instance,
                                const StateLookup& record, PluginRegistry& registry) {
   nlohmann::json j;
@@ -284,6 +298,8 @@ nlohmann::json instance_status(const PinLayout& layout, const std::string& insta
   j["loaded_at"] = st->loaded_at;
   j["complete"] = st->complete;
   j["options"] = st->options;
+  auto& degraded = j["degraded"] = nlohmann::json::array();
+  for (auto& d : st->degraded) degraded.push_back({{"what", d.what}, {"because", d.because}});
 
   // Whether each hook really runs comes from the kernel, not the record:
   // a link pin removed by hand, or a cgroup deleted under a cgroup link,
@@ -382,6 +398,7 @@ nlohmann::json instance_status(const PinLayout& layout, const std::string& insta
       j["counters"].push_back(cj);
     }
     for (auto& [k, v] : rep.details) j["details"][k] = v;
+    j["metrics"] = metrics_to_json(rep.metrics);
   } catch (const PluginTrustError& e) {
     j["status_error"] = e.what();
     j["plugin_refused"] = true;

@@ -78,6 +78,10 @@ UnpinReport unpin(const std::string& pin_root,
 bool unpin_instance_locked(const PinLayout& layout, const std::string& instance,
                            PluginRegistry& registry, std::vector<std::string>& errors);
 
+// A plugin's typed samples (API 2.2) as `status --json` shows them:
+// [{name, kind: counter|gauge, help, labels: {..}, value}].
+nlohmann::json metrics_to_json(const std::vector<Metric>& metrics);
+
 // `bpfmgr status` for one instance, as JSON (the text form is made from it).
 nlohmann::json instance_status(const PinLayout& layout, const std::string& instance,
                                const StateLookup& record, PluginRegistry& registry);
@@ -104,6 +108,10 @@ class PinnedInstance final : public HostContext {
   void add_counter(Counter c) override { report.counters.push_back(std::move(c)); }
   void add_detail(std::string key, std::string value) override {
     report.details.emplace_back(std::move(key), std::move(value));
+  }
+  void add_metric(Metric m) override {
+    check_metric(report, m);
+    report.metrics.push_back(std::move(m));
   }
   // A shared map's pin is its owner's (as the record says).
   std::string pin_path(PinKind kind, std::string_view name) const override;

@@ -90,15 +90,15 @@ PluginCallScope::~PluginCallScope() { t_active = outer_; }
 std::string crash_consequence(const std::string& hook, const std::string& instance) {
   std::string inst = instance.empty() ? "it" : "'" + instance + "'";
   if (hook == "create" || hook == "destroy")
-    return "if a load was running, it had not committed: what it staged (pins, and links "
-           "that may already run) is left in the pin root's _staging- directory, "
-           "`bpfmgr status` shows it and the next `bpfmgr load` or `bpfmgr unpin` reverts "
-           "it; otherwise nothing was changed";
+    return "if a load was running, it had not committed: whatever it had staged (pins, and "
+           "links that may already run) is left in the pin root's _staging- directory, "
+           "which `bpfmgr status` shows, and the next `bpfmgr load` or `bpfmgr unpin` "
+           "reverts it; otherwise nothing was changed";
   if (hook == "before_load" || hook == "after_load" || hook == "attach" ||
       hook == "after_attach")
-    return "the load had not committed: what it staged for " + inst +
+    return "the load had not committed: whatever it had staged for " + inst +
            " (pins, and links that may already run) is left in the pin root's "
-           "_staging- directory and `bpfmgr status` shows it; the next `bpfmgr load` of "
+           "_staging- directory, which `bpfmgr status` shows; the next `bpfmgr load` of "
            "the manifest or `bpfmgr unpin` reverts it";
   if (hook == "before_unpin")
     return "nothing of " + inst + " was removed yet; run `bpfmgr unpin` again";

@@ -7,7 +7,9 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cctype>
 #include <mutex>
+#include <tuple>
 #include <cstdio>
 #include <cstdlib>
 #include <type_traits>
@@ -102,6 +104,7 @@ void HostContext::attach_map(std::string_view, std::string_view, std::uint32_t) 
 bool HostContext::attach_auto(std::string_view, bool) { unavailable("attach_auto"); }
 void HostContext::add_counter(Counter) { unavailable("add_counter"); }
 void HostContext::add_detail(std::string, std::string) { unavailable("add_detail"); }
+void HostContext::add_metric(Metric) { unavailable("add_metric"); }
 std::string HostContext::pin_path(PinKind, std::string_view) const {
   unavailable("pin_path");
 }
@@ -215,14 +218,77 @@ const bpfmgr_context_ops ContextBridge::kOps = [] {
       *path = slot.c_str();
     });
   };
+  o.kernel = [](const bpfmgr_context* c) -> const bpfmgr_kernel* {
+    return of(c).kernel_.get();
+  };
+  o.add_metric = [](bpfmgr_context* c, const char* name, std::uint32_t kind,
+                    const char* help, const bpfmgr_label* labels, std::size_t n_labels,
+                    double value, bpfmgr_error* err) {
+    return call(c, err, [&](HostContext& h) {
+      if (kind != BPFMGR_METRIC_COUNTER && kind != BPFMGR_METRIC_GAUGE)
+        throw Error("add_metric(" + std::string(str_or_empty(name)) + "): unknown kind " +
+                    std::to_string(kind));
+      if (n_labels && !labels) throw Error("add_metric: labels missing");
+      Metric m{str_or_empty(name), static_cast<MetricKind>(kind), value, {},
+               str_or_empty(help)};
+      for (std::size_t i = 0; i < n_labels; ++i)
+        m.labels.emplace_back(str_or_empty(labels[i].name), str_or_empty(labels[i].value));
+      h.add_metric(std::move(m));
+    });
+  };
   return o;
 }();
+
+namespace {
+bool metric_word(const std::string& s) {
+  return !s.empty() && !std::isdigit(static_cast<unsigned char>(s[0])) &&
+         std::all_of(s.begin(), s.end(), [](unsigned char c) {
+           return std::isalnum(c) || c == '_';
+         });
+}
+}  // namespace
+
+void check_metric(const StatusReport& report, const Metric& m) {
+  auto refuse = [&](const std::string& why) {
+    throw Error("add_metric(" + m.name + "): " + why);
+  };
+  if (!metric_word(m.name)) refuse("a metric name is [a-zA-Z_][a-zA-Z0-9_]*");
+  if (m.kind == MetricKind::Counter && m.name.size() >= 6 &&
+      m.name.compare(m.name.size() - 6, 6, "_total") == 0)
+    refuse("counters get _total appended; name it without");
+  if (m.kind == MetricKind::Counter && !(m.value >= 0))  // NaN too
+    refuse("a counter's value must be a number >= 0");
+  std::vector<std::string> names;
+  for (auto& [name, value] : m.labels) {
+    if (!metric_word(name) || name.rfind("__", 0) == 0)
+      refuse("label name '" + name + "' is not [a-zA-Z_][a-zA-Z0-9_]* (nor starts with __)");
+    for (const char* ours : {"instance", "instance_name", "plugin", "job"})
+      if (name == ours) refuse("label '" + name + "' is bpfmgr's or Prometheus's own");
+    if (std::find(names.begin(), names.end(), name) != names.end())
+      refuse("label '" + name + "' given twice");
+    names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  for (auto& other : report.metrics) {
+    if (other.name != m.name) continue;
+    if (other.kind != m.kind) refuse("its samples disagree on counter or gauge");
+    std::vector<std::string> theirs;
+    for (auto& l : other.labels) theirs.push_back(l.first);
+    std::sort(theirs.begin(), theirs.end());
+    if (theirs != names) refuse("its samples disagree on label names");
+    auto sorted = [](auto v) {
+      std::sort(v.begin(), v.end());
+      return v;
+    };
+    if (sorted(other.labels) == sorted(m.labels)) refuse("a sample with these labels exists");
+  }
+}
 
 // --------------------------------------------------------- PluginInstance
 
 PluginInstance::PluginInstance(std::shared_ptr<const PluginModule> module,
                                HostContext& host)
-    : module_(std::move(module)), bridge_(host) {
+    : module_(std::move(module)), bridge_(host), instance_(host.instance_name()) {
   const auto& api = module_->api();
   if (!api.create) return;  // a stateless plugin
   ErrorText e;
@@ -237,9 +303,10 @@ PluginInstance::PluginInstance(std::shared_ptr<const PluginModule> module,
 
 PluginInstance::~PluginInstance() {
   if (!state_ || !module_->api().destroy) return;
+  // The host may be gone by now: only what was copied from it is used.
   try {
-    auto& inst = bridge_.host().instance_name();
-    PluginCallScope scope(module_->name(), "destroy", inst, crash_consequence("destroy", inst));
+    PluginCallScope scope(module_->name(), "destroy", instance_,
+                          crash_consequence("destroy", instance_));
     module_->api().destroy(state_);
   } catch (...) {  // the scope's strings; destroy itself is noexcept C
   }
@@ -249,9 +316,10 @@ void PluginInstance::run(Hook hook, const char* name) {
   if (!hook) return;
   bridge_.clear_error();
   ErrorText e;
-  auto& inst = bridge_.host().instance_name();
-  PluginCallScope scope(module_->name(), name, inst, crash_consequence(name, inst));
+  PluginCallScope scope(module_->name(), name, instance_, crash_consequence(name, instance_));
   int rc = hook(state_, bridge_.get(), &e);
+  if (rc == BPFMGR_OK && !bridge_.kernel_misuse().empty())
+    throw PluginHookError(bridge_.kernel_misuse(), false);
   if (rc == BPFMGR_OK) return;
   // A hook that fails because a context call failed passes the core's own
   // message back: report that, phrased as the core phrased it.
@@ -275,9 +343,8 @@ void PluginInstance::before_unpin() { run(module_->api().before_unpin, "before_u
 
 std::optional<std::string> PluginInstance::text(
     const std::function<int(char*, std::size_t, std::size_t*)>& call) {
-  auto& inst = bridge_.host().instance_name();
-  PluginCallScope scope(module_->name(), "format_event", inst,
-                        crash_consequence("format_event", inst));
+  PluginCallScope scope(module_->name(), "format_event", instance_,
+                        crash_consequence("format_event", instance_));
   if (buffer_.empty()) buffer_.resize(4096);
   for (int attempt = 0; attempt < 3; ++attempt) {
     std::size_t len = 0;
@@ -412,6 +479,22 @@ std::optional<std::string> PluginModule::events_map() const {
   return std::string(map);
 }
 
+KernelRequirements PluginModule::kernel_requirements(const Options& options,
+                                                    KernelFeatures& kernel) const {
+  KernelRequirements out;
+  if (!BPFMGR_HAS_FIELD(&table_, bpfmgr_plugin_api, kernel_requirements) ||
+      !table_.kernel_requirements)
+    return out;
+  out.declared = true;
+  KernelBridge bridge(kernel, &out);
+  detail::OptionsView view(options);
+  ErrorText e;
+  int rc = table_.kernel_requirements(view.get(), bridge.get(), &e);
+  if (rc != BPFMGR_OK)
+    throw Error("kernel_requirements: " + failure("kernel_requirements", rc, e));
+  return out;
+}
+
 std::unique_ptr<PluginInstance> PluginModule::create(HostContext& host) const {
   return std::make_unique<PluginInstance>(shared_from_this(), host);
 }
@@ -519,6 +602,16 @@ struct ProcessLibrary {
 };
 std::mutex g_libraries_mu;
 std::map<std::string, ProcessLibrary> g_libraries;
+// Which bytes a file version held when it was read: a fresh registry (a
+// serve reload) re-checks the file but reads and hashes it again only
+// when its identity changed.
+struct IdentityLess {
+  bool operator()(const FileIdentity& a, const FileIdentity& b) const {
+    return std::tie(a.dev, a.ino, a.size, a.mtime_ns, a.ctime_ns) <
+           std::tie(b.dev, b.ino, b.size, b.mtime_ns, b.ctime_ns);
+  }
+};
+std::map<FileIdentity, std::string, IdentityLess> g_sha_by_identity;
 }  // namespace
 
 std::shared_ptr<LoadedPlugin> PluginRegistry::load_file(
@@ -533,24 +626,34 @@ std::shared_ptr<LoadedPlugin> PluginRegistry::load_file(
     check_plugin_hash(it->first, it->second.loaded->sha256, expected_sha256, hash_origin);
     return it->second.loaded;
   }
-  auto copy = seal_plugin_copy(std::move(file));
-  check_plugin_hash(copy.path, copy.sha256, expected_sha256, hash_origin);
-  auto key = copy.path;
+  auto key = file.path;
+  auto id = file.id;
   auto remember = [&](const std::shared_ptr<LoadedPlugin>& shared) {
     auto loaded = std::make_shared<LoadedPlugin>(*shared);
     loaded->path = key;
-    cache_[key] = {copy.id, loaded};
+    cache_[key] = {id, loaded};
     return loaded;
+  };
+  auto refused = [&](const ProcessLibrary& lib) {
+    // Worded for the file it was first loaded from: name this one.
+    auto why = lib.refusal;
+    if (auto pos = why.find(lib.first_path); pos != std::string::npos)
+      why.replace(pos, lib.first_path.size(), key);
+    return PluginLoadError(why);
   };
 
   std::lock_guard guard(g_libraries_mu);
+  if (auto known = g_sha_by_identity.find(id); known != g_sha_by_identity.end()) {
+    auto& lib = g_libraries.at(known->second);
+    check_plugin_hash(key, known->second, expected_sha256, hash_origin);
+    if (!lib.refusal.empty()) throw refused(lib);
+    return remember(lib.loaded);
+  }
+  auto copy = seal_plugin_copy(std::move(file));
+  check_plugin_hash(copy.path, copy.sha256, expected_sha256, hash_origin);
   if (auto it = g_libraries.find(copy.sha256); it != g_libraries.end()) {
-    if (auto why = it->second.refusal; !why.empty()) {
-      // Worded for the file it was first loaded from: name this one.
-      auto& first = it->second.first_path;
-      if (auto pos = why.find(first); pos != std::string::npos) why.replace(pos, first.size(), key);
-      throw PluginLoadError(why);
-    }
+    g_sha_by_identity[id] = copy.sha256;
+    if (!it->second.refusal.empty()) throw refused(it->second);
     return remember(it->second.loaded);
   }
   check_dependency_closure(copy.fd.get(), key);
@@ -569,11 +672,12 @@ std::shared_ptr<LoadedPlugin> PluginRegistry::load_file(
   }
   auto& slot = g_libraries[copy.sha256];
   slot.memfd = std::move(copy.fd);
+  g_sha_by_identity[id] = copy.sha256;
   try {
     auto loaded = open_plugin_table(lib, key, copy.sha256);
     slot.loaded = loaded;
     return remember(loaded);
-  } catch (const PluginLoadError& e) {
+  } catch (const std::exception& e) {
     slot.refusal = e.what();
     slot.first_path = key;
     throw;

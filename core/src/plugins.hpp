@@ -20,6 +20,7 @@
 #include <bpfmgr/plugin.hpp>
 #include <bpfmgr/plugin_api.h>
 
+#include "kernel_features.hpp"
 #include "pin_layout.hpp"
 
 namespace boost::dll {
@@ -66,6 +67,8 @@ class HostContext {
   virtual bool attach_auto(std::string_view prog, bool optional);
   virtual void add_counter(Counter counter);
   virtual void add_detail(std::string key, std::string value);
+  // status only (API 2.2): one typed, labelled sample (check_metric first).
+  virtual void add_metric(Metric metric);
   // Where `name` of this instance is (or will be, once committed) pinned.
   virtual std::string pin_path(PinKind kind, std::string_view name) const;
 
@@ -83,8 +86,12 @@ class ContextBridge {
   bpfmgr_context* get() { return &c_.ctx; }
   // The message of the last context call that failed ("" if none).
   const std::string& last_error() const { return last_error_; }
-  HostContext& host() const { return host_; }
-  void clear_error() { last_error_.clear(); }
+  void clear_error() {
+    last_error_.clear();
+    kernel_.clear_misuse();
+  }
+  // Why the plugin's use of the kernel view was refused ("" if it was not).
+  const std::string& kernel_misuse() const { return kernel_.misuse(); }
 
  private:
   struct C {
@@ -103,7 +110,16 @@ class ContextBridge {
   // pin_path() answers, kept for the context's life (std::map nodes
   // never move).
   std::map<std::pair<std::uint32_t, std::string>, std::string> pin_paths_;
+  // What the kernel() op hands out: has and release only.
+  KernelBridge kernel_{KernelFeatures::running(), nullptr};
 };
+
+// Why `m` cannot join the samples `report` has (API 2.2 add_metric): its
+// name and label names are metric-name safe, label names are none of the
+// core's own (instance, instance_name, plugin, job), samples of one name
+// agree on kind and label names, no sample repeats another's labels, a
+// counter is finite and not negative. Throws Error.
+void check_metric(const StatusReport& report, const Metric& m);
 
 class PluginModule;
 
@@ -136,6 +152,7 @@ class PluginInstance {
 
   std::shared_ptr<const PluginModule> module_;
   ContextBridge bridge_;
+  std::string instance_;  // for crash messages, the host's may be gone by destroy
   bpfmgr_instance* state_ = nullptr;
   std::vector<char> buffer_;
 };
@@ -159,6 +176,10 @@ class PluginModule : public std::enable_shared_from_this<PluginModule> {
   std::vector<OptionSpec> option_schema() const;
   std::vector<OptionProblem> validate(const Options& options) const;
   std::optional<std::string> events_map() const;
+  // What an instance with `options` needs from `kernel` (API 2.2); an
+  // empty, undeclared answer from a plugin without kernel_requirements.
+  KernelRequirements kernel_requirements(const Options& options,
+                                         KernelFeatures& kernel) const;
 
   std::unique_ptr<PluginInstance> create(HostContext& host) const;
 

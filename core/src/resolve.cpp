@@ -6,6 +6,8 @@
 #include <map>
 #include <set>
 
+#include <spdlog/spdlog.h>
+
 #include "object_spec.hpp"
 #include "plugin_trust.hpp"
 #include "system.hpp"
@@ -150,6 +152,54 @@ std::optional<OptionValue> convert(const OptionSpec& s, const RawValue& n,
 }
 
 }  // namespace
+
+std::string option_value_text(const OptionValue& v) {
+  auto quoted = [](const std::string& s) { return "\"" + shorten(s) + "\""; };
+  if (auto* b = std::get_if<bool>(&v)) return *b ? "true" : "false";
+  if (auto* i = std::get_if<std::int64_t>(&v)) return std::to_string(*i);
+  if (auto* s = std::get_if<std::string>(&v)) return quoted(*s);
+  std::string out = "[";
+  if (auto* l = std::get_if<std::vector<std::string>>(&v))
+    for (auto& s : *l) out += (out.size() > 1 ? ", " : "") + quoted(s);
+  if (auto* l = std::get_if<std::vector<std::int64_t>>(&v))
+    for (auto i : *l) out += (out.size() > 1 ? ", " : "") + std::to_string(i);
+  return shorten(out + "]", 2 * kMaxQuotedBytes);
+}
+
+KernelRequirements check_kernel_requirements(
+    const ResolvedInstance& r, const std::map<std::string, SourcePos>& key_pos,
+    KernelFeatures& kernel, Diagnostics& d) {
+  const auto& spec = *r.spec;
+  auto who = "instance '" + spec.name + "' (plugin " + r.plugin->info.name + "): ";
+  KernelRequirements req;
+  try {
+    req = r.plugin->plugin->kernel_requirements(r.options, kernel);
+  } catch (const std::exception& e) {
+    d.error(spec.plugin_pos, who + e.what());
+    return req;
+  }
+  for (auto& n : req.needs) {
+    if (n.met) continue;
+    std::string asked;
+    SourcePos pos = spec.options_pos;
+    if (!n.key.empty()) {
+      asked = n.key;
+      if (r.options.has(n.key))
+        asked += " = " + option_value_text(r.options.all().at(n.key));
+      if (auto it = key_pos.find(n.key); it != key_pos.end())
+        pos = it->second;
+      else if (r.options.has(n.key))
+        asked += " (the default)";
+      asked += " ";
+    }
+    d.error(pos,
+            who + asked + "needs " + describe_feature(n.kind, n.name) +
+                (n.since.empty() ? "" : " (Linux " + n.since + "+)") + "; this kernel is " +
+                kernel.release(),
+            n.hint);
+  }
+  return req;
+}
 
 nlohmann::json options_to_json(const Options& options) {
   nlohmann::json j = nlohmann::json::object();
@@ -318,6 +368,9 @@ std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
                          ": " + p.message,
                 p.hint);
       }
+      // Checked before anything loads: what this kernel cannot run is an
+      // error here, not a verifier or CO-RE failure at load.
+      r.kernel = check_kernel_requirements(r, key_pos, KernelFeatures::running(), d);
     }
     maps_of[spec.name] = &plugin_object_spec(*r.plugin);
     if (!*maps_of[spec.name])
@@ -346,6 +399,9 @@ std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
                 "its maps:" + (*theirs)->map_names());
     }
   }
+  if (auto& k = KernelFeatures::running(); k.answers_computed())
+    spdlog::debug("kernel {}: {} feature(s) probed in {:.1f} ms", k.release(),
+                  k.answers_computed(), k.probe_seconds() * 1e3);
   if (!d.empty()) return std::nullopt;
 
   // Owners before sharers (depth-first; cycles are reported).

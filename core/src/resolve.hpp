@@ -4,6 +4,7 @@
 // nothing touches the kernel.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,6 +22,10 @@ struct ResolvedInstance {
   const InstanceSpec* spec = nullptr;
   std::shared_ptr<LoadedPlugin> plugin;
   Options options;
+  // What the plugin needs from the running kernel for these options (all
+  // met, or resolve failed) and where it runs a simpler form; the latter
+  // goes into the state record at load.
+  KernelRequirements kernel;
 };
 
 // Instances point into `manifest`: move it, never copy it.
@@ -52,5 +57,16 @@ Options options_from_json(const nlohmann::json& j,
                           const std::vector<OptionSpec>& schema = {});
 
 const char* option_type_name(OptionType t);
+
+// A value as the manifest would write it: "auto", true, 3, ["a", "b"].
+std::string option_value_text(const OptionValue& v);
+
+// Asks the instance's plugin what its options need from `kernel`; each
+// unmet need becomes an error in `d` at the asking option's line (`key_pos`,
+// else the options table), worded with the option's value, the feature, the
+// kernel that has it, this kernel's release and the plugin's hint.
+KernelRequirements check_kernel_requirements(
+    const ResolvedInstance& r, const std::map<std::string, SourcePos>& key_pos,
+    KernelFeatures& kernel, Diagnostics& d);
 
 }  // namespace bpfmgr

@@ -51,6 +51,8 @@ using Clock = std::chrono::steady_clock;
 // How soon an instance that cannot be applied is tried again (or the
 // interval, when shorter).
 constexpr double kRetrySeconds = 5;
+// /healthz fails after this long without a pass or an idle wake-up.
+constexpr double kStalledSeconds = 120;
 
 double unix_now() {
   return std::chrono::duration<double>(
@@ -813,9 +815,9 @@ std::string Server::render() {
 }
 
 bool Server::healthy() const {
-  // The loop wakes at least every interval; three missed wakes (or a load
-  // stuck for 90 s) mean it is stuck.
-  auto limit = std::chrono::duration<double>(std::max(3 * args_.interval_s, 90.0));
+  // The loop wakes at least once a minute whatever the interval (and a load
+  // takes seconds): two minutes without a heartbeat mean it is stuck.
+  auto limit = std::chrono::duration<double>(kStalledSeconds);
   auto last = Clock::time_point(Clock::duration(heartbeat_ns_.load()));
   return Clock::now() - last < limit;
 }

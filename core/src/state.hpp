@@ -41,6 +41,13 @@ struct HookRecord {
   std::string reason;  // why a dead optional hook is dead
 };
 
+// A simpler form the instance runs in on this kernel (plugin API 2.2's
+// degrade()), recorded at load for status and metrics.
+struct DegradedRecord {
+  std::string what;
+  std::string because;
+};
+
 struct InstanceState {
   int format = 1;
   std::string instance;
@@ -68,6 +75,8 @@ struct InstanceState {
   std::vector<LinkRecord> links;   // pinned under links/
   std::vector<MapAttachmentRecord> map_attachments;
   std::vector<HookRecord> hooks;
+  // Absent from records of loads that ran in full (and from older records).
+  std::vector<DegradedRecord> degraded;
   bool complete = false;
 };
 

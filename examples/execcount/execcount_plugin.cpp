@@ -100,6 +100,15 @@ class ExecCount final : public bpfmgr::Plugin {
     return problems;
   }
 
+  // What the kernel must have (plugin API 2.2): `bpfmgr validate` checks it
+  // before anything loads and names what is missing.
+  void kernel_requirements(const bpfmgr::Options&, bpfmgr::KernelNeeds& k) const override {
+    using bpfmgr::Feature;
+    k.require(Feature::Tracepoint, "sched/sched_process_exec");
+    k.require(Feature::MapType, "ringbuf", "", "5.8");
+    k.require(Feature::Helper, "tracepoint:bpf_ringbuf_reserve", "", "5.8");
+  }
+
   void before_load(bpfmgr::InstanceContext& ctx) override {
     const auto& o = ctx.options();
     ctx.set_global("only_uid", std::int64_t{o.get_int("uid")});

@@ -28,6 +28,7 @@
 #include <bpfmgr/syscalls.h>
 
 #include "probes.h"
+#include "probes_ring.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -50,26 +51,9 @@ const volatile __u32 n_cgroups = 0;
 const volatile __u64 cgroup_ids[PROBES_MAX_CGROUPS] = {};
 const volatile __u32 cgroup_levels[PROBES_MAX_CGROUPS] = {};
 const volatile __u8 port_bitmap[8192] = {};     /* bit per port, host order */
-/* Wake the reader only once this many bytes wait in the ring (0: the
- * kernel's default, a wake-up whenever the reader has caught up, i.e. about
- * one per record at moderate rates). Readers consume on a poll timeout too,
- * so records below the mark are late by at most that timeout. */
-const volatile __u64 wakeup_bytes = 0;
-/* Benchmark only (option bench_event_burst): each syscall record is
- * submitted this many times, to measure the pipeline beyond what one CPU's
- * syscalls can produce. */
-const volatile __u32 event_burst = 1;
-#define PROBES_MAX_BURST 64
-/* Bytes one record takes in the ring: 8-byte header + the record. */
-#define PROBES_RECORD_SPAN (8 + sizeof(struct probes_event))
 
-/* --------------------------------------------------------------- maps */
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20); /* option ring_buffer_kb */
-} events SEC(".maps");
-
-BPFMGR_COUNTERS_MAP(counters, struct probes_counters);
+/* --------------------------------------------------------------- maps
+ * events (ring buffer) and counters: probes_ring.bpf.h. */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -114,40 +98,6 @@ struct {
 
 /* ------------------------------------------------------------ helpers */
 
-#define COUNT(field) BPFMGR_COUNT(counters, field)
-
-static __always_inline struct probes_event *ev_reserve(__u32 kind)
-{
-	struct probes_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		COUNT(events_dropped);
-		return NULL;
-	}
-	__builtin_memset(e, 0, sizeof(*e));
-	e->kind = kind;
-	e->ts_ns = bpf_ktime_get_ns();
-	e->cpu = bpf_get_smp_processor_id();
-	return e;
-}
-
-static __always_inline void ev_submit(struct probes_event *e)
-{
-	__u64 flags = 0;
-	if (wakeup_bytes) {
-		/* Wake only the record that takes the backlog across the mark:
-		 * a wake-up is an irq_work (a self-IPI, a VM exit here), and
-		 * one per record above the mark cost ~3 us each. The reader
-		 * drains the ring before it sleeps again, so the next batch
-		 * crosses the mark from below. */
-		__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-		flags = avail >= wakeup_bytes && avail < wakeup_bytes + PROBES_RECORD_SPAN
-				? BPF_RB_FORCE_WAKEUP
-				: BPF_RB_NO_WAKEUP;
-	}
-	bpf_ringbuf_submit(e, flags);
-	COUNT(events_emitted);
-}
-
 /* Family filter: v4-mapped IPv6 is IPv4 on the wire and counts as ipv4. */
 static __always_inline bool family_pass(__u16 family, const __u8 *addr6)
 {
@@ -162,8 +112,14 @@ static __always_inline bool family_pass(__u16 family, const __u8 *addr6)
 
 static __always_inline bool port_set(__u16 port)
 {
-	__u32 i = (port >> 3) & 8191;
-	return (port_bitmap[i] >> (port & 7)) & 1;
+	/* The compiler knows a __u16 is below 65536 and drops the mask, but
+	 * a port that went through bpf_ntohs() is unbounded to verifiers
+	 * that do not track byte swaps (6.1): hide the range from the
+	 * compiler so the mask is emitted and every verifier sees it. */
+	__u32 p = port;
+	barrier_var(p);
+	__u32 i = (p >> 3) & 8191;
+	return (port_bitmap[i] >> (p & 7)) & 1;
 }
 
 static __always_inline bool ports_pass(__u16 sport, __u16 dport)
@@ -958,29 +914,23 @@ static __always_inline int sys_exit(struct bpf_raw_tracepoint_args *ctx,
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u64 cgroup_id = bpf_get_current_cgroup_id();
-	char comm[PROBES_COMM_LEN];
-	bpf_get_current_comm(comm, sizeof(comm));
-	for (__u32 i = 0; i < PROBES_MAX_BURST; i++) {
-		if (i >= event_burst)
-			break;
-		struct probes_event *e = ev_reserve(PROBES_EV_SYSCALL);
-		if (!e)
-			continue; /* counted as dropped */
-		e->pid = id >> 32;
-		e->tid = (__u32)id;
-		__builtin_memcpy(e->comm, comm, sizeof(e->comm));
-		e->cgroup_id = cgroup_id;
-		e->sock_ino = k.sock_ino;
-		e->op = op;
-		e->fd = fd;
-		e->ret = ret;
-		e->duration_ns = lat;
-		if (op_is_write(op))
-			e->bytes_sent = bytes;
-		else
-			e->bytes_received = bytes;
-		ev_submit(e);
-	}
+	struct probes_event *e = ev_reserve(PROBES_EV_SYSCALL);
+	if (!e)
+		return 0; /* counted as dropped */
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->cgroup_id = cgroup_id;
+	e->sock_ino = k.sock_ino;
+	e->op = op;
+	e->fd = fd;
+	e->ret = ret;
+	e->duration_ns = lat;
+	if (op_is_write(op))
+		e->bytes_sent = bytes;
+	else
+		e->bytes_received = bytes;
+	ev_submit(e);
 	return 0;
 }
 
@@ -1006,20 +956,4 @@ SEC("raw_tp/sys_exit")
 int probes_sys_exit_copy(struct bpf_raw_tracepoint_args *ctx)
 {
 	return sys_exit(ctx, BPFMGR_COPY);
-}
-
-/* ------------------------------------------------- benchmark baseline
- * Empty programs on the same raw tracepoints (option bench_empty_hooks):
- * the cost of the hooks themselves, to compare the tracer against. */
-
-SEC("raw_tp/sys_enter")
-int probes_empty_enter(struct bpf_raw_tracepoint_args *ctx)
-{
-	return 0;
-}
-
-SEC("raw_tp/sys_exit")
-int probes_empty_exit(struct bpf_raw_tracepoint_args *ctx)
-{
-	return 0;
 }

@@ -57,10 +57,6 @@ constexpr ProgSpec kProgs[] = {
      false},
     {"probes_sys_exit", "probes_sys_exit_copy", "raw_tp/sys_exit", "raw_syscalls/sys_exit",
      false},
-    {"probes_empty_enter", nullptr, "raw_tp/sys_enter (empty, bench)", "raw_syscalls/sys_enter",
-     false},
-    {"probes_empty_exit", nullptr, "raw_tp/sys_exit (empty, bench)", "raw_syscalls/sys_exit",
-     false},
 };
 
 // ---------------------------------------------------------- kernel facts
@@ -132,6 +128,21 @@ std::vector<std::string> strings_or_empty(const Options& o, const char* k) {
   return {};
 }
 
+// The traced syscalls in status, where the core restores the options and
+// one may be missing (then the schema's default: every kind, all ten).
+std::uint32_t ops_mask_or_all(const Options& o) {
+  auto kinds = strings_or_empty(o, "kinds");
+  if (!kinds.empty() && std::find(kinds.begin(), kinds.end(), "syscalls") == kinds.end())
+    return 0;
+  auto names = strings_or_empty(o, "syscalls");
+  if (names.empty()) return (1u << PROBES_OP_MAX) - 1;
+  std::uint32_t m = 0;
+  for (auto& name : names)
+    for (std::size_t i = 0; i < kOpNames.size(); ++i)
+      if (kOpNames[i] == name) m |= 1u << i;
+  return m;
+}
+
 bool process_filters(const Options& o) {
   return !o.get_ints("pids").empty() || !o.get_strings("comms").empty() ||
          !o.get_strings("cgroups").empty();
@@ -139,8 +150,6 @@ bool process_filters(const Options& o) {
 
 // Which programs an instance loads.
 std::set<std::string> wanted_programs(const Options& o) {
-  if (o.get_bool("bench_empty_hooks"))
-    return {"probes_empty_enter", "probes_empty_exit"};
   std::uint32_t k = kinds_mask(o);
   std::set<std::string> p;
   const std::uint32_t net = PROBES_K_RETRANSMIT | PROBES_K_RESET |
@@ -245,14 +254,6 @@ class ProbesPlugin final : public Plugin {
          "most the reader's 100 ms poll); 0: wake it whenever it has caught "
          "up (about once per record)",
          std::int64_t{64}, 0, 1 << 19, {}},
-        {"bench_event_burst", OptionType::Int,
-         "benchmark only: submit each syscall record this many times, to "
-         "load the event pipeline beyond what one CPU's syscalls produce",
-         std::int64_t{1}, 1, 64, {}},
-        {"bench_empty_hooks", OptionType::Bool,
-         "load only empty programs on raw_tp sys_enter/sys_exit (baseline "
-         "for benchmarks)",
-         false, {}, {}, {}},
     };
   }
 
@@ -394,7 +395,6 @@ class ProbesPlugin final : public Plugin {
                    std::uint64_t(std::min(o.get_int("ring_buffer_wakeup_kb"),
                                           o.get_int("ring_buffer_kb") / 4)) *
                        1024);
-    ctx.set_global("event_burst", std::uint32_t(o.get_int("bench_event_burst")));
     ctx.set_max_entries("conns", std::uint32_t(o.get_int("max_connections")));
     ctx.set_max_entries("syscall_stats",
                         std::uint32_t(o.get_int("max_syscall_stats")));
@@ -464,23 +464,39 @@ class ProbesPlugin final : public Plugin {
     // Syscall aggregates summed per syscall.
     {
       auto stats = read_sys_stats(ctx.map_fd("syscall_stats"));
-      std::uint64_t calls[PROBES_OP_MAX] = {}, bytes[PROBES_OP_MAX] = {};
+      std::uint64_t calls[PROBES_OP_MAX] = {}, bytes[PROBES_OP_MAX] = {},
+                    errors[PROBES_OP_MAX] = {};
       for (auto& [k, v] : stats) {
         if (k.op >= PROBES_OP_MAX) continue;
         calls[k.op] += v.calls;
         bytes[k.op] += v.bytes;
+        errors[k.op] += v.errors;
       }
       std::uint64_t total = 0;
       for (auto c : calls) total += c;
       r.counters.push_back({"syscalls_traced", total, {}});
       r.counters.push_back({"syscall_stats_entries", stats.size(), {}});
+      // Per syscall: Prometheus counters with a `syscall` label, one sample
+      // per traced syscall from the start (0 until it is seen), so series
+      // neither appear late nor vanish; status shows the seen ones.
+      std::string seen;
+      const std::uint32_t traced = ops_mask_or_all(ctx.options());
       for (int i = 0; i < PROBES_OP_MAX; ++i) {
-        if (!calls[i]) continue;
-        r.counters.push_back(
-            {"syscall." + std::string(kOpNames[i]) + ".calls", calls[i], {}});
-        r.counters.push_back(
-            {"syscall." + std::string(kOpNames[i]) + ".bytes", bytes[i], {}});
+        if (!(traced >> i & 1)) continue;
+        std::string op(kOpNames[i]);
+        std::vector<std::pair<std::string, std::string>> label{{"syscall", op}};
+        r.metrics.push_back({"syscall_calls", MetricKind::Counter, double(calls[i]), label,
+                             "traced calls (errors included), summed over processes and "
+                             "sockets"});
+        r.metrics.push_back({"syscall_bytes", MetricKind::Counter, double(bytes[i]), label,
+                             "bytes moved by traced calls (sum of positive returns)"});
+        r.metrics.push_back({"syscall_errors", MetricKind::Counter, double(errors[i]), label,
+                             "traced calls that returned an error"});
+        if (calls[i])
+          seen += (seen.empty() ? "" : ", ") + op + " " + std::to_string(calls[i]) +
+                  " calls " + std::to_string(bytes[i]) + " B";
       }
+      if (!seen.empty()) r.details.push_back({"syscalls seen", seen});
     }
 
     // Which hooks are live: a pinned link means attached.

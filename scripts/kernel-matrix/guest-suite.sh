@@ -26,7 +26,7 @@ for m in "$src"/tests/kernels/loads/*.toml; do
   [[ $verdict == ok ]] || why=$(grep -m1 -iE 'error|fail|invalid|unknown|not ' <<< "$out" || head -1 <<< "$out")
   printf '%s\t%s\t%s\t%s\n' "$name" "$verdict" "$((SECONDS - s))" "$(tr '\t' ' ' <<< "$why" | cut -c1-300)" >> "$results/loads.tsv"
   printf 'load %-50s %s (%ss)\n' "$name" "$verdict" "$((SECONDS - s))"
-  [[ $verdict == ok ]] || printf '%s\n' "$out" | tail -n 20 > "$results/load-$name.log"
+  [[ $verdict == ok ]] || printf "%s\n" "$out" | head -n 400 > "$results/load-$name.log"
 done
 echo "loads: $((SECONDS - t0))s"
 

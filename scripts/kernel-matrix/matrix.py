@@ -12,7 +12,19 @@ A RESULTS_DIR is what run-suite.sh leaves in BUILD/kernel-matrix/KERNEL:
 junit.xml (ctest --output-junit), loads.tsv, kernel-release, timing, meta.
 """
 import os
+import re
 import sys
+
+SPECIFIC = [
+    r"failed to resolve CO-RE relocation .*",
+    r"extern \(func ksym\) .*",
+    r"unknown func \S+",
+    r"program of this type cannot use helper \S+",
+    r"helper call is not allowed in probe",
+    r"calling kernel function \S+ is not allowed",
+    r"R\d+ type=\S+ expected=.*",
+    r"invalid (?:access|mem access|bpf_context access).*",
+]
 import xml.etree.ElementTree as ET
 
 
@@ -58,6 +70,12 @@ def load_reason(results, name, fallback):
     if not os.path.exists(path):
         return fallback
     lines = open(path, errors="replace").read().splitlines()
+    # The verifier's and libbpf's own words for what a kernel lacks, first.
+    for pat in SPECIFIC:
+        for l in lines:
+            m = re.search(pat, l)
+            if m:
+                return m.group(0).strip()
     for i, l in enumerate(lines):
         if l.startswith("error:"):
             for d in lines[i + 1:]:

@@ -70,13 +70,14 @@ for d in "$tmp_root"/bpfmgr-guest.*; do
 done
 work=$(mktemp -d "$tmp_root/bpfmgr-guest.XXXXXX")
 echo $$ > "$work/pid"
-qpid= tails=()
+qpid= tails=() lockpid=
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM HUP
   set +e   # a failing kill or wait must not cut the cleanup short
   [[ -n $qpid ]] && kill -KILL "$qpid" 2>/dev/null && wait "$qpid" 2>/dev/null
   ((${#tails[@]})) && kill "${tails[@]}" 2>/dev/null
+  [[ -n $lockpid ]] && kill "$lockpid" 2>/dev/null
   rm -rf "$work"
   exit "$rc"
 }
@@ -144,14 +145,25 @@ chmod 755 "$work/initrd/init"
 : > "$work/out/stdout"; : > "$work/out/stderr"
 
 # --- the lock, then the guest ------------------------------------------------
+if [[ -z ${BPFMGR_KERNEL_LOCK:-} && -f $KLOCK_LEGACY && ! -L $KLOCK_LEGACY && -O $KLOCK_LEGACY ]]; then
+  exec 8< "$KLOCK_LEGACY"
+  if ! flock -n 8; then log "waiting for the guest lock: $(tr '\n' ' ' < "$KLOCK_LEGACY")"; flock 8 & lockpid=$!; wait $lockpid; fi
+fi
+[[ ! -L $KLOCK ]] || die "$KLOCK is a symlink"
 exec 9<> "$KLOCK"
 if ! flock -n 9; then
   log "waiting for the guest lock: $(tr '\n' ' ' < "$KLOCK")"
-  flock 9
+  # In the background so a signal ends the wait at once (a foreground flock
+  # would defer the trap); the lock belongs to the shared open file.
+  flock 9 & lockpid=$!; wait $lockpid
 fi
+lockpid=
 truncate -s 0 "$KLOCK"; printf 'pid %s since %s: %s %s\n' "$$" "$(date +%T)" "$kernel" "$*" > "$KLOCK"
 
 console=$work/console.log
+# The uncompressed PVH kernel boots faster under TCG (fetch-kernels.sh).
+boot_image=$kdir/vmlinuz
+[[ -f $kdir/vmlinux && ${BPFMGR_GUEST_BZIMAGE:-0} != 1 ]] && boot_image=$kdir/vmlinux
 share_args=()
 for i in "${!shares[@]}"; do
   share_args+=(-virtfs "local,path=${shares[$i]},mount_tag=share$i,security_model=none,multidevs=remap")
@@ -162,7 +174,7 @@ start=$SECONDS
 setpriv --pdeathsig KILL -- qemu-system-x86_64 \
   -name bpfmgr-kernel-matrix -nodefaults -display none -no-reboot \
   -accel tcg,thread=multi -cpu max -m "$mem" -smp 2 \
-  -kernel "$kdir/vmlinuz" -initrd "$work/initrd.cpio" \
+  -kernel "$boot_image" -initrd "$work/initrd.cpio" \
   -append "console=ttyS0 quiet loglevel=4 panic=-1 rdinit=/init random.trust_cpu=on" \
   -serial "file:$console" -monitor none \
   -virtfs local,path=/,mount_tag=root,security_model=none,readonly=on,multidevs=remap \

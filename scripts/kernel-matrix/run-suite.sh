@@ -46,7 +46,8 @@ ctest_args=("$@")
 
 start=$SECONDS
 set +e
-"$here/run-in-kernel.sh" --timeout "$timeout" --share "$results" --console "$results/console.log" \
+# pdeathsig: killed by ctest's timeout, this script takes the guest with it.
+setpriv --pdeathsig TERM -- "$here/run-in-kernel.sh" --timeout "$timeout" --share "$results" --console "$results/console.log" \
   --timing "$results/guest-timing" \
   "$kernel" -- "$here/guest-suite.sh" "$build" "$src" "$results" "${ctest_args[@]}"
 rc=$?
@@ -56,7 +57,9 @@ boot_s=$(sed -n 's/^boot_s=//p' "$results/guest-timing" 2>/dev/null)
 {
   echo "kernel=$kname"
   echo "release=$(cat "$results/kernel-release" 2>/dev/null || echo '?')"
-  echo "commit=$(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  # The commit the build tree was configured from (may be another checkout).
+  bsrc=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt" 2>/dev/null)
+  echo "commit=$(git -C "${bsrc:-$src}" rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo "date=$(date -u +%F)"
   echo "boot_s=${boot_s:-?}"
   echo "guest_s=$guest_s"
@@ -64,6 +67,7 @@ boot_s=$(sed -n 's/^boot_s=//p' "$results/guest-timing" 2>/dev/null)
 } > "$results/meta"
 
 python3 "$here/matrix.py" summary "$results"
+((guest_s <= 900)) || log "$kernel: over the 15-minute budget (${guest_s}s; docs/kernels.md)"
 if ((rc == 124 || rc == 125)); then
   log "$kernel: the guest failed ($rc); console in $results/console.log"
   exit "$rc"

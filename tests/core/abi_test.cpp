@@ -2,6 +2,7 @@
 // throws what is not a std::exception, a plugin that crashes the process in
 // attach(). Each through the real bpfmgr binary.
 #include <gtest/gtest.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -58,6 +59,15 @@ TEST(Abi, PluginWrittenInPlainCLoadsAndWorks) {
     EXPECT_EQ(inst["details"]["label"], "from C") << inst.dump(2);
     // A 2.1 field, read after checking the table's size: the real pin.
     EXPECT_EQ(inst["details"]["stats_pin"], root.path() + "/c/maps/stats") << inst.dump(2);
+    // 2.2 fields: the kernel's release and a typed, labelled sample.
+    struct utsname u {};
+    ::uname(&u);
+    EXPECT_EQ(inst["details"].value("kernel", "?"), u.release) << inst.dump(2);
+    ASSERT_EQ(inst["metrics"].size(), 1u) << inst.dump(2);
+    EXPECT_EQ(inst["metrics"][0]["name"], "calls");
+    EXPECT_EQ(inst["metrics"][0]["kind"], "counter");
+    EXPECT_EQ(inst["metrics"][0]["labels"]["source"], "c");
+    EXPECT_EQ(inst["metrics"][0]["value"].get<double>(), 3.0);
     auto map = run({"bpftool", "-j", "map", "show", "pinned",
                     inst["details"].value("stats_pin", std::string("?"))});
     ASSERT_EQ(map.exit_code, 0) << map.err;
@@ -76,13 +86,24 @@ TEST(Abi, PluginWrittenInPlainCLoadsAndWorks) {
     EXPECT_NE(bad.err.find("must not be empty"), std::string::npos) << bad.err;
     EXPECT_NE(bad.err.find("hint: label = \"c\""), std::string::npos) << bad.err;
 
+    // Its kernel_requirements (2.2) reach them too, at the option's line.
+    auto manifest = test_manifest_header(root) +
+                    instance("k", "ccount", "label = \"needs-missing-kfunc\"\n");
+    auto needs = run_bpfmgr({"validate", write_temp_file(manifest)});
+    EXPECT_EQ(needs.exit_code, 2);
+    EXPECT_NE(needs.err.find(":9:1: error: instance 'k' (plugin ccount): label = "
+                             "\"needs-missing-kfunc\" needs kfunc bpfmgr_test_no_such_kfunc "
+                             "(Linux 9.9+); this kernel is " + std::string(u.release)),
+              std::string::npos)
+        << manifest << needs.err;
+
     ASSERT_EQ(run_bpfmgr({"unpin", "--pin-root", root.path()}).exit_code, 0);
   }
   EXPECT_EQ(before.diff_settled(kOurs), "");
 }
 
 // A plugin built for plugin API 2.0 (before pin_path was appended to the
-// context table) still loads and works under this 2.1 core.
+// context table) still loads and works under this 2.2 core.
 TEST(Abi, PluginOfAnOlderMinorVersionStillLoads) {
   auto before = KernelObjects::settled(kOurs);
   {
@@ -98,8 +119,10 @@ TEST(Abi, PluginOfAnOlderMinorVersionStillLoads) {
     ASSERT_NE(calls, nullptr) << inst.dump(2);
     EXPECT_EQ((*calls)["value"].get<std::uint64_t>(), 2u);
     EXPECT_FALSE(inst["details"].contains("stats_pin")) << inst.dump(2);
+    EXPECT_FALSE(inst["details"].contains("kernel")) << inst.dump(2);
+    EXPECT_TRUE(inst["metrics"].empty()) << inst.dump(2);
     auto plugins = json::parse(run_bpfmgr({"plugins", "--json", "--path", test_plugin_dir()}).out);
-    EXPECT_EQ(plugins["api_version"], "2.1.0");
+    EXPECT_EQ(plugins["api_version"], "2.2.0");
     bool listed = false;
     for (auto& p : plugins["plugins"])
       if (p["name"] == "ccount20") {

@@ -41,7 +41,7 @@ BPFMGR_PLUGIN_PATH=$build/lib/bpfmgr/plugins \
   > "$tmp/serve.log" 2>&1 &
 serve_pid=$!
 ready=
-for _ in $(seq 1 300); do
+for _ in $(seq 1 1200); do  # 2 minutes: slow guests (QEMU TCG) too
   if [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz") == 200 ]]; then
     ready=1; break
   fi
@@ -67,7 +67,7 @@ done
 bpftool cgroup show "$cg" | grep -q sock_ops || { echo "FAIL: nothing attached to $cg"; exit 1; }
 # A repair under the same limits.
 rm -f "$pin_root"/probes/links/*
-for _ in $(seq 1 50); do
+for _ in $(seq 1 600); do
   [[ -n $(ls "$pin_root/probes/links") ]] &&
     [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz") == 200 ]] && break
   sleep 0.1

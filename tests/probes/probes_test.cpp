@@ -942,7 +942,9 @@ TEST(Probes, OverloadDropsAreCountedAndNeverStall) {
     ASSERT_EQ(write(a.fd, &c, 1), 1);
     ASSERT_EQ(read(b.fd, &c, 1), 1);
   }
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  // No stall: 10000 traced calls with a full ring take no longer than with
+  // room in it (2 s is ~10x a host's time; a TCG guest runs 17-33x slower).
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::getenv("BPFMGR_IN_GUEST") ? 60s : 2s);
   auto ctr = inst.counters();
   EXPECT_EQ(ctr.events_emitted + ctr.events_dropped, 10000u);
   EXPECT_LE(ctr.events_emitted, 4096u / sizeof(probes_event));

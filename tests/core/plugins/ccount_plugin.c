@@ -1,7 +1,8 @@
 /* A bpfmgr plugin in plain C99 against bpfmgr/plugin_api.h: no C++ at all.
  * Same BPF program as testcount (counts getppid() calls); per-instance state
- * from create(), a global set in before_load, a validate() problem, and
- * counters and details from status. */
+ * from create(), a global set in before_load, a validate() problem,
+ * counters and details from status, and (API 2.2) kernel requirements and a
+ * typed metric. */
 #include <bpf/bpf.h>
 #include <bpfmgr/plugin_api.h>
 
@@ -134,8 +135,35 @@ static int status(bpfmgr_instance *inst, bpfmgr_context *ctx, bpfmgr_error *err)
     if (rc != BPFMGR_OK) return rc;
   }
 #endif
+#if CCOUNT_API_MINOR >= 2
+  /* 2.2: the kernel's release and a typed, labelled sample. */
+  if (BPFMGR_HAS_FIELD(ctx->ops, bpfmgr_context_ops, add_metric)) {
+    const bpfmgr_kernel *k = ctx->ops->kernel(ctx);
+    bpfmgr_label source = {"source", "c"};
+    rc = ctx->ops->add_detail(ctx, "kernel", k->ops->release(k), err);
+    if (rc != BPFMGR_OK) return rc;
+    rc = ctx->ops->add_metric(ctx, "calls", BPFMGR_METRIC_COUNTER, "getppid() calls",
+                              &source, 1, (double)v.calls, err);
+    if (rc != BPFMGR_OK) return rc;
+  }
+#endif
   return ctx->ops->add_detail(ctx, "label", c->label, err);
 }
+
+#if CCOUNT_API_MINOR >= 2
+/* 2.2: the tracepoint it counts on, and (label = "needs-missing-kfunc") a
+ * kfunc no kernel has, refused by validate at the label's line. */
+static int kernel_requirements(const bpfmgr_options *o, bpfmgr_kernel *k, bpfmgr_error *err) {
+  const bpfmgr_option *label = find(o, "label");
+  (void)err;
+  k->ops->require(k, BPFMGR_FEATURE_TRACEPOINT, "syscalls/sys_enter_getppid", NULL, NULL,
+                  NULL);
+  if (label && strcmp(label->value.string, "needs-missing-kfunc") == 0)
+    k->ops->require(k, BPFMGR_FEATURE_KFUNC, "bpfmgr_test_no_such_kfunc", "label", "9.9",
+                    "label = \"c\"");
+  return BPFMGR_OK;
+}
+#endif
 
 BPFMGR_PLUGIN_EXPORT const bpfmgr_plugin_api *bpfmgr_plugin_entry(const bpfmgr_host *h) {
   static bpfmgr_plugin_api api;
@@ -154,5 +182,8 @@ BPFMGR_PLUGIN_EXPORT const bpfmgr_plugin_api *bpfmgr_plugin_entry(const bpfmgr_h
   api.before_load = before_load;
   api.attach = attach;
   api.status = status;
+#if CCOUNT_API_MINOR >= 2
+  api.kernel_requirements = kernel_requirements;
+#endif
   return &api;
 }

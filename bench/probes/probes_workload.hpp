@@ -1,6 +1,7 @@
-// probes: the workloads the benchmarks time. Header-only so both the plugin's
-// `bpfmgr bench probes` hook and bench/probes (Google Benchmark) run exactly
-// the same loops.
+// probes: the workloads the benchmarks time (bench_probes and
+// bench_probes_peers), header-only so both harnesses run exactly the same
+// loops; tests/probes borrows its Fd. Benchmark code: it lives under bench/,
+// never in the shipped plugin.
 #pragma once
 
 #include <arpa/inet.h>

@@ -480,6 +480,7 @@ nlohmann::json kernel_answer(const PluginModule& plugin, const Options& options)
                        {"since", n.since}, {"hint", n.hint}});
     }
     out["usable"] = unmet.empty();
+    out["needs"] = req.needs.size();
     out["degraded"] = degraded_json(req);
   } catch (const std::exception& e) {
     out["usable"] = false;
@@ -504,6 +505,8 @@ std::string why_not(const nlohmann::json& answer) {
 std::string verdict(const nlohmann::json& answer) {
   if (!answer["usable"].get<bool>()) return "NOT usable: " + why_not(answer);
   std::string out = "usable";
+  if (answer.value("needs", 0) == 0 && answer["degraded"].empty())
+    return out + " (declares no kernel needs)";
   for (auto& d : answer.value("degraded", nlohmann::json::array()))
     out += "; runs " + d["what"].get<std::string>() + " (" + d["because"].get<std::string>() +
            ")";
@@ -644,9 +647,9 @@ int cmd_plugins(const std::vector<std::string>& extra_dirs, bool json) {
       if (!k.value("declared", false) || !k.contains("options") ||
           !k["options"].contains(o["name"].get<std::string>()))
         continue;
-      // Values that run in full are left unsaid (--json lists every value).
+      // Only values that fare otherwise than the defaults (--json: all).
       for (auto& v : k["options"][o["name"].get<std::string>()])
-        if (!v["usable"].get<bool>() || !v.value("degraded", nlohmann::json::array()).empty())
+        if (verdict(v) != verdict(k["defaults"]))
           std::printf("             %s = %s: %s\n", o["name"].get<std::string>().c_str(),
                     v["value"].dump().c_str(), verdict(v).c_str());
     }

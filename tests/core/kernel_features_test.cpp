@@ -353,5 +353,58 @@ TEST(KernelRequirements, RequireOutsideKernelRequirementsFailsTheHook) {
   EXPECT_EQ(before.diff_settled(kOurs), "");
 }
 
+TEST(KernelRequirements, PluginsShowsWhatThisKernelCannotRunAndWhy) {
+  auto r = run_bpfmgr({"plugins", "--json", "--path", test_plugin_dir()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto all = json::parse(r.out);
+  EXPECT_EQ(all["kernel"], release());
+  json plugin;
+  for (auto& p : all["plugins"])
+    if (p["name"] == "testkernel") plugin = p;
+  ASSERT_TRUE(plugin.is_object()) << r.out;
+  // Options with their defaults, ranges and choices.
+  json tgid, need;
+  for (auto& o : plugin["options"]) {
+    if (o["name"] == "tgid") tgid = o;
+    if (o["name"] == "need") need = o;
+  }
+  EXPECT_EQ(tgid["default"], 0);
+  EXPECT_EQ(tgid["min"], 0);
+  EXPECT_EQ(tgid["max"], 4194304);
+  EXPECT_EQ(need["default"], "present");
+  EXPECT_EQ(need["choices"].size(), 6u);
+  // With its defaults: usable, without the optional hook.
+  auto& k = plugin["kernel"];
+  EXPECT_TRUE(k["declared"].get<bool>());
+  EXPECT_TRUE(k["defaults"]["usable"].get<bool>()) << k.dump(2);
+  ASSERT_EQ(k["defaults"]["degraded"].size(), 1u) << k.dump(2);
+  // Each value of each choice and bool option, with what it lacks.
+  std::map<std::string, json> by_value;
+  for (auto& v : k["options"]["need"]) by_value[v["value"].get<std::string>()] = v;
+  EXPECT_EQ(by_value.size(), 6u) << k.dump(2);
+  EXPECT_TRUE(by_value["present"]["usable"].get<bool>());
+  auto& kf = by_value["absent_kfunc"];
+  EXPECT_FALSE(kf["usable"].get<bool>());
+  ASSERT_EQ(kf["unmet"].size(), 1u) << kf.dump(2);
+  EXPECT_EQ(kf["unmet"][0]["kind"], "kfunc");
+  EXPECT_EQ(kf["unmet"][0]["name"], "bpfmgr_test_no_such_kfunc");
+  EXPECT_EQ(kf["unmet"][0]["key"], "need");
+  EXPECT_EQ(kf["unmet"][0]["since"], "9.9");
+  EXPECT_EQ(kf["unmet"][0]["hint"], "use need = \"present\"");
+  for (auto& v : k["options"]["optional_hook"])
+    EXPECT_EQ(v["degraded"].size(), v["value"].get<bool>() ? 1u : 0u) << v.dump(2);
+
+  auto text = run_bpfmgr({"plugins", "--path", test_plugin_dir()});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  for (auto line :
+       {"on this kernel, with defaults: usable; runs without the optional hook (this kernel "
+        "has no tracepoint bpfmgr_test/no_such_event)",
+        "option tgid               an integer, default 0, 0..4194304: only count this process",
+        "need = \"absent_kfunc\": NOT usable: needs kfunc bpfmgr_test_no_such_kfunc (Linux "
+        "9.9+) [use need = \"present\"]",
+        "optional_hook = false: usable\n"})
+    EXPECT_NE(text.out.find(line), std::string::npos) << line << "\n" << text.out;
+}
+
 }  // namespace
 }  // namespace bpfmgr::test

@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <bpfmgr/bench/measure.hpp>
 #include <bpfmgr/pin_paths.hpp>
 
 #include "test_support.hpp"
@@ -406,8 +407,8 @@ TEST_F(Sdk, PluginInPlainCBuildsWithoutACxxCompilerAndCounts) {
   std::map<std::string, std::map<std::string, json>> counters;
   std::map<std::string, json> details;
   for (auto& inst : status["instances"]) {
-    for (auto& c : inst["counters"]) counters[inst["name"]][c["name"]] = c;
-    details[inst["name"]] = inst["details"];
+    for (auto& c : inst["counters"]) counters[inst["instance"]][c["name"]] = c;
+    details[inst["instance"]] = inst["details"];
   }
   auto value = [&](const std::string& inst, const std::string& counter) -> std::uint64_t {
     auto& c = counters[inst];

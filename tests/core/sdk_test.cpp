@@ -155,7 +155,7 @@ TEST_F(Sdk, OutOfTreePluginWithGccInstallsAndLoads) {
   auto so = build + "/bpfmgr-execcount.so";
   EXPECT_TRUE(needs("libstdc++", so));
   // Plugins link neither spdlog nor Boost, and export the entry point
-  // alone (without the version script: 21 symbols, libstdc++'s templates).
+  // alone (without the version script: 17 symbols, libstdc++'s templates).
   EXPECT_FALSE(needs("libspdlog", so));
   EXPECT_FALSE(needs("libboost", so));
   EXPECT_EQ(exported(so), kEntryOnly);

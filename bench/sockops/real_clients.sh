@@ -58,6 +58,7 @@ plugin = "sockmsg"
 sock_hash = "ops"
 services = "ops"
 sock_state = "ops"
+sock_index = "ops"
 TOML
 BPFMGR_PLUGIN_PATH=$plugins "$bpfmgr" load "$work/m.toml" >/dev/null
 

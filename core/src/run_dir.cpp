@@ -34,8 +34,11 @@ std::string mode_text(mode_t mode) {
 }
 
 // A directory a root process may trust: owned by root (or by us), writable
-// by nobody else.
-void check_trusted_dir(int fd, const std::string& path) {
+// by nobody else. On the way to the run directory (not the run directory
+// itself) a root-owned sticky directory is fine, as /tmp for plugins
+// (docs/safety.md): others may add entries there but cannot rename or
+// replace root's, and one they made in our place fails the owner check.
+void check_trusted_dir(int fd, const std::string& path, bool sticky_ok) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) throw Error("cannot inspect " + path + ": " + errno_text(errno));
   if (!S_ISDIR(st.st_mode)) throw Error(path + " is not a directory");
@@ -43,7 +46,7 @@ void check_trusted_dir(int fd, const std::string& path) {
   if (st.st_uid != 0 && st.st_uid != ::geteuid())
     throw Error("refusing run directory " + path + ": owned by uid " +
                 std::to_string(st.st_uid) + rule);
-  if (st.st_mode & (S_IWGRP | S_IWOTH))
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(sticky_ok && st.st_uid == 0 && (st.st_mode & S_ISVTX)))
     throw Error("refusing run directory " + path + ": writable by group or others (mode " +
                 mode_text(st.st_mode) + ")" + rule);
 }
@@ -121,7 +124,7 @@ pid_t lock_holder(int fd, const std::string& path) {
 Fd open_run_dir() {
   Fd dir(::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir) throw Error("cannot open /: " + errno_text(errno));
-  check_trusted_dir(dir.get(), "/");
+  check_trusted_dir(dir.get(), "/", true);
   std::string path;
   auto parts = fs::path(kRunDir).relative_path();
   for (auto it = parts.begin(); it != parts.end(); ++it) {
@@ -138,7 +141,7 @@ Fd open_run_dir() {
                        ? std::string("it is a symlink or not a directory (bpfmgr uses a "
                                      "real directory, not a link)")
                        : errno_text(errno)));
-    check_trusted_dir(next.get(), path);
+    check_trusted_dir(next.get(), path, !last);
     dir = std::move(next);
   }
   return dir;

@@ -59,7 +59,11 @@ struct sockops_counters {
 	__u64 samples_tcp;       /* learning samples taken on the TCP path */
 	__u64 learn_callbacks;   /* sendmsg callbacks run for learning (its cost) */
 	__u64 rcvbuf_raised;     /* accelerated sockets whose SO_RCVBUF was raised */
-	__u64 pad[5];
+	__u64 half_close_reads;  /* ends that received data after their
+				  * half-close: their service is kept on TCP */
+	__u64 skipped_half_close;/* connections kept on TCP because their
+				  * service half-closes (both modes) */
+	__u64 pad[3];
 };
 
 /* sockmsg counters: one PERCPU_ARRAY slot holding this struct. */
@@ -81,7 +85,9 @@ struct sockmsg_counters {
 	__u64 passed_no_index;   /* passed: sockops' sock_index is not shared
 				  * with this instance (the peer's queue
 				  * cannot be read) */
-	__u64 pad[4];
+	__u64 sent_after_half_close; /* services marked: a message went to a
+				      * peer that had half-closed */
+	__u64 pad[3];
 };
 
 /* ---------------------------------------------------------------- select
@@ -105,6 +111,7 @@ enum bypass_shape {
 	BYPASS_SHAPE_BULK_SMALL = 2,       /* one-way, mean write < large_write */
 	BYPASS_SHAPE_BULK_LARGE = 3,       /* one-way, mean write >= large_write */
 	BYPASS_SHAPE_QUEUE_GROWS = 4,      /* a peer let the queue reach the bound */
+	BYPASS_SHAPE_HALF_CLOSE = 5,       /* an end half-closed and read on */
 };
 
 /* `services` key: the listening port within a network namespace. */
@@ -129,7 +136,9 @@ struct bypass_service {
 	__u64 queue_bound_hits;  /* accelerated sockets moved to TCP by the queue bound */
 	__u64 last_sample_ns;    /* bpf_ktime_get_ns() of the last sample */
 	__u32 scored;            /* 1 once a sample set the scores */
-	__u32 pad;
+	__u32 half_closes;       /* connection ends that half-closed and could
+				  * still read: never accelerated again
+				  * (docs/sockops.md, "Blocking readers") */
 };
 
 /* Per-socket state (BPF_MAP_TYPE_SK_STORAGE `sock_state`, owned by sockops,
@@ -149,7 +158,7 @@ struct bypass_sock_state {
 	__u32 next_window; /* accelerated: messages until the next window */
 	__u32 overflow;  /* 1: on TCP because the peer's queue reached the bound */
 	__u32 resumes;   /* times it came back from an overflow */
-	__u32 pad;
+	__u32 rx_at_fin; /* bytes_received when it half-closed (FIN_WAIT1) */
 	__u64 reserved;  /* was the peer's address; the verdict now looks the
 			  * peer up in the sockhash for every message */
 	__u64 overflow_ns; /* when the current overflow started */
@@ -160,6 +169,9 @@ struct bypass_sock_state {
 #define BYPASS_SK_ACCEL 4u    /* in the sockhash by an auto decision */
 #define BYPASS_SK_STRUCK 8u   /* this overflow already struck its service */
 #define BYPASS_SK_SERVER 16u  /* the accepted (server) end */
+#define BYPASS_SK_HALF_CLOSED 32u /* shutdown(SHUT_WR) with the receive side open */
+#define BYPASS_SK_HC_NOTED 64u    /* its service was marked half-closing */
+#define BYPASS_SK_SENT_NOTED 128u /* its sock_index entry says it redirected */
 
 /* Messages per learning window, and the gap between windows of a
  * long-lived accelerated socket. */
@@ -230,6 +242,34 @@ struct sockmsg_ctl {
 		__type(key, struct bypass_key);                \
 		__type(value, struct bypass_sock_info);        \
 	} sock_index SEC(".maps")
+
+/* A connection end of this service half-closed and then received data:
+ * its blocking readers can be failed by the kernel (docs/sockops.md,
+ * "Blocking readers"), so no later connection of the service is
+ * accelerated. Returns 1 when it marked. */
+#define BYPASS_MARK_HALF_CLOSE(services_map, st)                             \
+	({                                                                     \
+		int __marked = 0;                                              \
+		if (((st)->flags & BYPASS_SK_SERVICE) &&                       \
+		    !((st)->flags & BYPASS_SK_HC_NOTED)) {                     \
+			struct bypass_service_key __k = { .netns = (st)->netns, \
+							  .port = (st)->port };  \
+			struct bypass_service *__s =                           \
+				bpf_map_lookup_elem(services_map, &__k);       \
+			if (!__s) {                                            \
+				struct bypass_service __fresh = {};            \
+				bpf_map_update_elem(services_map, &__k, &__fresh, \
+						    BPF_NOEXIST);              \
+				__s = bpf_map_lookup_elem(services_map, &__k); \
+			}                                                      \
+			if (__s) {                                             \
+				__sync_fetch_and_add(&__s->half_closes, 1);    \
+				(st)->flags |= BYPASS_SK_HC_NOTED;             \
+				__marked = 1;                                  \
+			}                                                      \
+		}                                                              \
+		__marked;                                                      \
+	})
 
 #define BYPASS_SOCK_STATE_DEF                                  \
 	struct {                                               \

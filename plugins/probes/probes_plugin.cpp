@@ -128,6 +128,21 @@ std::vector<std::string> strings_or_empty(const Options& o, const char* k) {
   return {};
 }
 
+// The traced syscalls in status, where the core restores the options and
+// one may be missing (then the schema's default: every kind, all ten).
+std::uint32_t ops_mask_or_all(const Options& o) {
+  auto kinds = strings_or_empty(o, "kinds");
+  if (!kinds.empty() && std::find(kinds.begin(), kinds.end(), "syscalls") == kinds.end())
+    return 0;
+  auto names = strings_or_empty(o, "syscalls");
+  if (names.empty()) return (1u << PROBES_OP_MAX) - 1;
+  std::uint32_t m = 0;
+  for (auto& name : names)
+    for (std::size_t i = 0; i < kOpNames.size(); ++i)
+      if (kOpNames[i] == name) m |= 1u << i;
+  return m;
+}
+
 bool process_filters(const Options& o) {
   return !o.get_ints("pids").empty() || !o.get_strings("comms").empty() ||
          !o.get_strings("cgroups").empty();
@@ -264,7 +279,11 @@ class ProbesPlugin final : public Plugin {
 
     auto wanted = wanted_programs(o);
     for (auto& p : kProgs) {
-      if (!wanted.count(p.prog)) continue;
+      // Classic tracepoints only: libbpf finds them in tracefs. Raw ones
+      // attach by name (no tracefs needed), and a missing optional one is
+      // left out at attach and listed by status.
+      if (!wanted.count(p.prog) || !std::string_view(p.hook).starts_with("tracepoint/"))
+        continue;
       if (!p.optional)
         k.require(Feature::Tracepoint, p.tracepoint, "kinds");
       else if (!k.has(Feature::Tracepoint, p.tracepoint))
@@ -449,23 +468,39 @@ class ProbesPlugin final : public Plugin {
     // Syscall aggregates summed per syscall.
     {
       auto stats = read_sys_stats(ctx.map_fd("syscall_stats"));
-      std::uint64_t calls[PROBES_OP_MAX] = {}, bytes[PROBES_OP_MAX] = {};
+      std::uint64_t calls[PROBES_OP_MAX] = {}, bytes[PROBES_OP_MAX] = {},
+                    errors[PROBES_OP_MAX] = {};
       for (auto& [k, v] : stats) {
         if (k.op >= PROBES_OP_MAX) continue;
         calls[k.op] += v.calls;
         bytes[k.op] += v.bytes;
+        errors[k.op] += v.errors;
       }
       std::uint64_t total = 0;
       for (auto c : calls) total += c;
       r.counters.push_back({"syscalls_traced", total, {}});
       r.counters.push_back({"syscall_stats_entries", stats.size(), {}});
+      // Per syscall: Prometheus counters with a `syscall` label, one sample
+      // per traced syscall from the start (0 until it is seen), so series
+      // neither appear late nor vanish; status shows the seen ones.
+      std::string seen;
+      const std::uint32_t traced = ops_mask_or_all(ctx.options());
       for (int i = 0; i < PROBES_OP_MAX; ++i) {
-        if (!calls[i]) continue;
-        r.counters.push_back(
-            {"syscall." + std::string(kOpNames[i]) + ".calls", calls[i], {}});
-        r.counters.push_back(
-            {"syscall." + std::string(kOpNames[i]) + ".bytes", bytes[i], {}});
+        if (!(traced >> i & 1)) continue;
+        std::string op(kOpNames[i]);
+        std::vector<std::pair<std::string, std::string>> label{{"syscall", op}};
+        r.metrics.push_back({"syscall_calls", MetricKind::Counter, double(calls[i]), label,
+                             "traced calls (errors included), summed over processes and "
+                             "sockets"});
+        r.metrics.push_back({"syscall_bytes", MetricKind::Counter, double(bytes[i]), label,
+                             "bytes moved by traced calls (sum of positive returns)"});
+        r.metrics.push_back({"syscall_errors", MetricKind::Counter, double(errors[i]), label,
+                             "traced calls that returned an error"});
+        if (calls[i])
+          seen += (seen.empty() ? "" : ", ") + op + " " + std::to_string(calls[i]) +
+                  " calls " + std::to_string(bytes[i]) + " B";
       }
+      if (!seen.empty()) r.details.push_back({"syscalls seen", seen});
     }
 
     // Which hooks are live: a pinned link means attached.

@@ -62,7 +62,11 @@ struct peer_view {
 	__u32 rcvbuf;  /* sk_rcvbuf */
 	__u32 rcvq;    /* packets in its TCP receive queue */
 	__u32 sent;    /* auto: messages it sent (its sock_index.sent) */
+	__u32 shut;    /* sk_shutdown: SEND_SHUTDOWN once it half-closed */
 };
+
+#define RCV_SHUTDOWN 1
+#define SEND_SHUTDOWN 2
 
 /* 1 when the manifest shares sockops' sock_index with this instance (set
  * by the plugin before load). Without it the peer's queue cannot be read:
@@ -79,6 +83,8 @@ static __always_inline int read_peer(struct bypass_key *peer_key,
 	v->rmem = (__u32)BPF_CORE_READ(peer, sk_backlog.rmem_alloc.counter);
 	v->rcvbuf = (__u32)BPF_CORE_READ(peer, sk_rcvbuf);
 	v->rcvq = BPF_CORE_READ(peer, sk_receive_queue.qlen);
+	/* A bitfield on some kernels: the CO-RE bitfield read relocates. */
+	v->shut = BPF_CORE_READ_BITFIELD_PROBED(peer, sk_shutdown);
 	v->sent = info->sent;
 	return 0;
 }
@@ -272,6 +278,12 @@ int bypass_sk_msg(struct sk_msg_md *msg)
 		}
 		goto pass;
 	}
+	/* The peer half-closed and still reads: a blocking reader there can
+	 * be told EAGAIN by the kernel (docs/sockops.md, "Blocking readers").
+	 * This connection goes on; its service is not accelerated again. */
+	if ((pv.shut & SEND_SHUTDOWN) && !(pv.shut & RCV_SHUTDOWN) && st &&
+	    BYPASS_MARK_HALF_CLOSE(&services, st) && c)
+		c->sent_after_half_close++;
 	/* SK_PASS when the peer is in the map; otherwise the helper returns
 	 * SK_DROP, which would fail the sendmsg(): take the TCP path instead. */
 	if (bpf_msg_redirect_hash(msg, &sock_hash, &peer, BPF_F_INGRESS) ==
@@ -282,6 +294,14 @@ int bypass_sk_msg(struct sk_msg_md *msg)
 		}
 		if (learning_now(st, &key))
 			learn(msg, st, size, &pv, c);
+		/* Once: the peer's sockops tells from this whether a
+		 * half-close of it will be followed by reads. */
+		if (st && !(st->flags & BYPASS_SK_SENT_NOTED)) {
+			struct bypass_sock_info *own = bpf_map_lookup_elem(&sock_index, &key);
+			if (own && !own->sent)
+				own->sent = 1;
+			st->flags |= BYPASS_SK_SENT_NOTED;
+		}
 		return SK_PASS;
 	}
 	if (c)

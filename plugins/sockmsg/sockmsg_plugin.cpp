@@ -87,7 +87,8 @@ class SockmsgPlugin final : public bpfmgr::Plugin {
              std::pair{"queue_resumed", &sockmsg_counters::queue_resumed},
              std::pair{"passed_overflow", &sockmsg_counters::passed_overflow},
              std::pair{"samples_accel", &sockmsg_counters::samples_accel},
-             std::pair{"passed_no_index", &sockmsg_counters::passed_no_index}})
+             std::pair{"passed_no_index", &sockmsg_counters::passed_no_index},
+             std::pair{"sent_after_half_close", &sockmsg_counters::sent_after_half_close}})
       r.counters.push_back(bpfmgr::percpu_counter(name, v, field));
     std::uint32_t zero = 0;
     sockmsg_ctl ctl{};

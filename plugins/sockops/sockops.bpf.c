@@ -159,6 +159,15 @@ static __always_inline int filtered_out(const struct bypass_key *k)
 	return 0;
 }
 
+/* Whether service *k had a connection end half-close and read on: such a
+ * reader can be told EAGAIN by the kernel's sockmap recvmsg (docs/sockops.md,
+ * "Blocking readers"), so the service stays on TCP, in both modes. */
+static __always_inline int service_half_closes(const struct bypass_service_key *k)
+{
+	struct bypass_service *svc = bpf_map_lookup_elem(&services, k);
+	return svc && svc->half_closes;
+}
+
 /* The decision for a new connection of service *k, from its samples. */
 static __always_inline int service_accelerates(const struct bypass_service_key *k)
 {
@@ -172,7 +181,10 @@ static __always_inline int service_accelerates(const struct bypass_service_key *
 		if (!svc)
 			return 0;
 	}
-	if (svc->samples < cfg_min_samples) {
+	if (svc->half_closes) {
+		decision = BYPASS_DECIDE_TCP;
+		shape = BYPASS_SHAPE_HALF_CLOSE;
+	} else if (svc->samples < cfg_min_samples) {
 		decision = BYPASS_DECIDE_LEARNING;
 		shape = BYPASS_SHAPE_UNKNOWN;
 	} else if (svc->queue_strikes) {
@@ -298,6 +310,24 @@ static __always_inline void learn_sendmsg(struct bpf_sock_ops *skops)
 	}
 }
 
+/* select = "all": only the service (no learning), for note_half_close. */
+static __always_inline void note_service(struct bpf_sock_ops *skops,
+					 const struct bypass_service_key *svc,
+					 __u32 flags)
+{
+	struct bpf_sock *sk = skops->sk;
+	struct bypass_sock_state *st;
+
+	if (!sk)
+		return;
+	st = bpf_sk_storage_get(&sock_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return;
+	st->netns = svc->netns;
+	st->port = svc->port;
+	st->flags = flags | BYPASS_SK_SERVICE;
+}
+
 static __always_inline void insert(struct bpf_sock_ops *skops,
 				   struct bypass_key *key,
 				   const struct bypass_service_key *svc)
@@ -323,11 +353,13 @@ static __always_inline void insert(struct bpf_sock_ops *skops,
 		return;
 	}
 	COUNT(inserted);
-	/* auto: sockmsg samples the writes of accelerated sockets. */
-	if (svc)
-		new_state(skops, svc, BYPASS_SK_ACCEL |
-				      (skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB
-					       ? BYPASS_SK_SERVER : 0));
+	/* auto: sockmsg samples the writes of accelerated sockets. Both
+	 * modes: the service is recorded so a half-close can mark it. */
+	__u32 server = skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB ? BYPASS_SK_SERVER : 0;
+	if (cfg_select == BYPASS_SELECT_AUTO)
+		new_state(skops, svc, BYPASS_SK_ACCEL | server);
+	else
+		note_service(skops, svc, server);
 	/* The queue bound is a quarter of the receiver's sk_rcvbuf; without
 	 * autotuning (no TCP receive path) it would stay at tcp_rmem[1]. */
 	if (cfg_rcvbuf) {
@@ -349,6 +381,67 @@ static __always_inline void insert(struct bpf_sock_ops *skops,
 						 BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
+#define RCV_SHUTDOWN 1
+
+/* FIN_WAIT1 from shutdown(SHUT_WR): the receive side is still open, so the
+ * application may read on (close() shuts both sides first). Remembered with
+ * what was received so far; the service is marked when data arrives after
+ * it: over TCP, seen here at close; redirected, by the peer's sk_msg
+ * verdict. A writer that half-closes and never gets data back (an upload)
+ * leaves its service alone. */
+static __always_inline void note_half_close(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = skops->sk;
+	struct bypass_sock_state *st;
+	struct tcp_sock *tp;
+
+	if (!sk)
+		return;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return;
+	/* A byte on 6.18, a bitfield on older kernels: the CO-RE bitfield
+	 * read relocates both. */
+	if (BPF_CORE_READ_BITFIELD_PROBED(&tp->inet_conn.icsk_inet.sk, sk_shutdown) &
+	    RCV_SHUTDOWN)
+		return;
+	st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
+	if (!st || !(st->flags & BYPASS_SK_SERVICE))
+		return;
+	st->flags |= BYPASS_SK_HALF_CLOSED;
+	st->rx_at_fin = (__u32)tp->bytes_received;
+	/* The peer already sent to it (redirected or over TCP): a two-way
+	 * connection that half-closes reads on. Marked now, before its reader
+	 * can fail (a failed reader may stop reading and hide it). */
+	struct bypass_key key, peer;
+	if (BYPASS_FILL_KEY(&key, skops, bpf_get_netns_cookie(skops)))
+		return;
+	bypass_peer_key(&key, &peer);
+	struct bypass_sock_info *pi = bpf_map_lookup_elem(&sock_index, &peer);
+	if (((pi && pi->sent) || st->rx_at_fin > 1) && BYPASS_MARK_HALF_CLOSE(&services, st))
+		COUNT(half_close_reads);
+}
+
+/* At close: did a half-closed end receive TCP data after its FIN? */
+static __always_inline void check_half_close(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = skops->sk;
+	struct bypass_sock_state *st;
+	struct tcp_sock *tp;
+
+	if (!sk)
+		return;
+	st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
+	if (!st || !(st->flags & BYPASS_SK_HALF_CLOSED))
+		return;
+	tp = bpf_skc_to_tcp_sock(sk);
+	/* bytes_received follows rcv_nxt, which the peer's FIN advances by
+	 * one: more than that is data. */
+	if (tp && (__u32)tp->bytes_received - st->rx_at_fin > 1 &&
+	    BYPASS_MARK_HALF_CLOSE(&services, st))
+		COUNT(half_close_reads);
+}
+
 static __always_inline void on_state(struct bpf_sock_ops *skops)
 {
 	struct bypass_key key;
@@ -356,8 +449,11 @@ static __always_inline void on_state(struct bpf_sock_ops *skops)
 	/* args[0]: old state, args[1]: new state */
 	if (skops->args[1] == BPF_TCP_FIN_WAIT1 || skops->args[1] == BPF_TCP_LAST_ACK)
 		COUNT(half_closed); /* this socket sent its FIN */
+	if (skops->args[1] == BPF_TCP_FIN_WAIT1)
+		note_half_close(skops);
 	if (skops->args[1] != BPF_TCP_CLOSE)
 		return;
+	check_half_close(skops);
 	/* The kernel drops the socket from the sockhash itself when it is
 	 * closed; keep the index in step. */
 	if (!BYPASS_FILL_KEY(&key, skops, bpf_get_netns_cookie(skops)))
@@ -409,12 +505,10 @@ int bypass_sockops(struct bpf_sock_ops *skops)
 		return 1;
 	}
 	int automatic = cfg_select == BYPASS_SELECT_AUTO;
-	if (automatic) {
-		/* The service: the server end's port, within this netns. */
-		svc.netns = key.netns;
-		svc.port = op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB ? key.remote_port
-								     : key.local_port;
-	}
+	/* The service: the server end's port, within this netns. */
+	svc.netns = key.netns;
+	svc.port = op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB ? key.remote_port
+							     : key.local_port;
 	/* The client end was established (and inserted) first: its ACK is
 	 * what makes this end established. No client entry means a peer
 	 * outside the cgroup, filtered, or kept on TCP by auto: nothing would
@@ -430,7 +524,12 @@ int bypass_sockops(struct bpf_sock_ops *skops)
 				COUNT(skipped_no_peer);
 			return 1;
 		}
-	} else if (automatic) {
+	} else if (!automatic) {
+		if (service_half_closes(&svc)) {
+			COUNT(skipped_half_close);
+			return 1;
+		}
+	} else {
 		if (!service_accelerates(&svc)) {
 			COUNT(auto_kept_tcp);
 			learn_on_tcp(skops, &svc);
@@ -438,6 +537,6 @@ int bypass_sockops(struct bpf_sock_ops *skops)
 		}
 		COUNT(auto_accelerated);
 	}
-	insert(skops, &key, automatic ? &svc : 0);
+	insert(skops, &key, &svc);
 	return 1;
 }

@@ -130,6 +130,7 @@ const char* shape_name(std::uint32_t s) {
     case BYPASS_SHAPE_BULK_SMALL: return "bulk, small writes";
     case BYPASS_SHAPE_BULK_LARGE: return "bulk, large writes";
     case BYPASS_SHAPE_QUEUE_GROWS: return "queue grows";
+    case BYPASS_SHAPE_HALF_CLOSE: return "half-closes, reads on";
   }
   return "?";
 }
@@ -150,7 +151,7 @@ std::vector<std::string> read_services(int fd) {
       << " (" << shape_name(v.shape) << "), samples " << v.samples << ", rr_score "
       << v.rr_score << "/1024, avg_write " << v.avg_write << " B, accelerated "
       << v.accelerated << ", kept_tcp " << v.kept_tcp << ", queue_bound_hits "
-      << v.queue_bound_hits;
+      << v.queue_bound_hits << ", half_closes " << v.half_closes;
     out.push_back(s.str());
   }
   return out;
@@ -237,11 +238,12 @@ class SockopsPlugin final : public bpfmgr::Plugin {
     needs.push_back({F::LinkType, "cgroup", "", "5.7", ""});
     needs.push_back({F::Helper, "sock_ops:bpf_sock_hash_update", "", "", ""});
     needs.push_back({F::Helper, "sock_ops:bpf_get_socket_cookie", "", "", ""});
-    if (o.get_int("rcvbuf") != 0) {
-      // sk_userlocks is read with a CO-RE bitfield read (probe_read).
-      needs.push_back({F::Helper, "sock_ops:bpf_probe_read_kernel", "rcvbuf", "", "rcvbuf = 0"});
+    // sk_shutdown (a half-close that reads on) and, with rcvbuf, sk_userlocks
+    // are bitfields on some kernels: CO-RE bitfield reads (probe_read).
+    needs.push_back({F::Helper, "sock_ops:bpf_probe_read_kernel", "", "", ""});
+    needs.push_back({F::BtfField, "struct sock.sk_shutdown", "", "", ""});
+    if (o.get_int("rcvbuf") != 0)
       needs.push_back({F::BtfField, "struct sock.sk_userlocks", "rcvbuf", "", "rcvbuf = 0"});
-    }
     if (o.get_string("select") == "auto") {
       // Learning on the TCP path reads each sendmsg() from the timestamping
       // sock_ops callback, enabled per socket with SK_BPF_CB_FLAGS.
@@ -309,7 +311,9 @@ class SockopsPlugin final : public bpfmgr::Plugin {
              std::pair{"auto_kept_tcp", &sockops_counters::auto_kept_tcp},
              std::pair{"samples_tcp", &sockops_counters::samples_tcp},
              std::pair{"learn_callbacks", &sockops_counters::learn_callbacks},
-             std::pair{"rcvbuf_raised", &sockops_counters::rcvbuf_raised}})
+             std::pair{"rcvbuf_raised", &sockops_counters::rcvbuf_raised},
+             std::pair{"half_close_reads", &sockops_counters::half_close_reads},
+             std::pair{"skipped_half_close", &sockops_counters::skipped_half_close}})
       r.counters.push_back(bpfmgr::percpu_counter(name, v, field));
     r.counters.push_back(
         {"sockets_in_map", count_entries(ctx.map_fd("sock_hash")), {}});
@@ -318,7 +322,7 @@ class SockopsPlugin final : public bpfmgr::Plugin {
                                        : ctx.options().get_string("cgroup")});
     r.details.push_back({"sockhash", ctx.map_pin_path("sock_hash")});
     r.details.push_back({"select", ctx.options().get_string("select")});
-    if (ctx.options().get_string("select") == "auto") {
+    {  // auto: learned services; both modes: services kept on TCP
       auto svcs = read_services(ctx.map_fd("services"));
       r.counters.push_back({"services", svcs.size(), {}});
       for (auto& line : svcs) r.details.push_back({"service", line});

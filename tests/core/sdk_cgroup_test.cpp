@@ -48,7 +48,9 @@ class CgroupRule : public ::testing::Test {
     auto why = resolve_cgroup(value, c, nullptr, mount);
     EXPECT_NE(why, "") << "'" << value << "' resolved to " << c.path;
     // validate says the same, word for word.
-    if (mount == cgroup2_mount()) EXPECT_EQ(check::cgroup_path_problem(value), why);
+    if (mount == cgroup2_mount()) {
+      EXPECT_EQ(check::cgroup_path_problem(value), why);
+    }
     return why;
   }
 
@@ -133,8 +135,9 @@ TEST_F(CgroupRule, DirectoriesOfOtherFilesystemsAreNotCgroups) {
   // tmpfs, or a cgroup v1 hierarchy where one is mounted (hybrid hosts).
   EXPECT_EQ(refused("", "/dev/shm"), "/dev/shm is not a cgroup v2 directory");
   for (auto v1 : {"/sys/fs/cgroup/cpu", "/sys/fs/cgroup/memory"})
-    if (fs::is_directory(v1) && !fs::equivalent(v1, cgroup2_mount()))
+    if (fs::is_directory(v1) && !fs::equivalent(v1, cgroup2_mount())) {
       EXPECT_EQ(refused("", v1), std::string(v1) + " is not a cgroup v2 directory");
+    }
   EXPECT_EQ(refused("x", ""), "no cgroup v2 mount found in /proc/self/mounts");
 }
 

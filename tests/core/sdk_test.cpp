@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <bpfmgr/bench/measure.hpp>
 #include <bpfmgr/pin_paths.hpp>
 
 #include "test_support.hpp"
@@ -154,7 +155,7 @@ TEST_F(Sdk, OutOfTreePluginWithGccInstallsAndLoads) {
   auto so = build + "/bpfmgr-execcount.so";
   EXPECT_TRUE(needs("libstdc++", so));
   // Plugins link neither spdlog nor Boost, and export the entry point
-  // alone (without the version script: 21 symbols, libstdc++'s templates).
+  // alone (without the version script: 17 symbols, libstdc++'s templates).
   EXPECT_FALSE(needs("libspdlog", so));
   EXPECT_FALSE(needs("libboost", so));
   EXPECT_EQ(exported(so), kEntryOnly);
@@ -406,8 +407,8 @@ TEST_F(Sdk, PluginInPlainCBuildsWithoutACxxCompilerAndCounts) {
   std::map<std::string, std::map<std::string, json>> counters;
   std::map<std::string, json> details;
   for (auto& inst : status["instances"]) {
-    for (auto& c : inst["counters"]) counters[inst["name"]][c["name"]] = c;
-    details[inst["name"]] = inst["details"];
+    for (auto& c : inst["counters"]) counters[inst["instance"]][c["name"]] = c;
+    details[inst["instance"]] = inst["details"];
   }
   auto value = [&](const std::string& inst, const std::string& counter) -> std::uint64_t {
     auto& c = counters[inst];

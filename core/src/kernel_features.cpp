@@ -1,5 +1,6 @@
 #include "kernel_features.hpp"
 
+#include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <dirent.h>
@@ -14,6 +15,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <functional>
@@ -129,6 +131,16 @@ bool KernelFeatures::has(std::uint32_t kind, const std::string& name) {
                 answer ? "present" : "absent");
   cache_.emplace(std::move(key), answer);
   return answer;
+}
+
+bool KernelFeatures::can_probe() {
+  std::lock_guard lock(mu_);
+  if (can_probe_ < 0) {
+    // The smallest thing a probe makes: an array map.
+    Fd fd(bpf_map_create(BPF_MAP_TYPE_ARRAY, nullptr, 4, 4, 1, nullptr));
+    can_probe_ = fd || (errno != EPERM && errno != EACCES);
+  }
+  return can_probe_ == 1;
 }
 
 bool KernelFeatures::compute(std::uint32_t kind, const std::string& name) {

@@ -63,6 +63,7 @@ class KernelFeatures {
   bool prog_type(const std::string& name);
   bool map_type(const std::string& name);
   bool helper(const std::string& spec);
+  static bool helper_refused_by_verifier(int prog_type, long long func_id);
   bool kfunc(const std::string& name);
   bool type_exists(const std::string& name);
   bool field_exists(const std::string& spec);

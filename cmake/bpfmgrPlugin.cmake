@@ -140,6 +140,7 @@ function(bpfmgr_add_plugin)
   # Exports: the entry point (and EXPORTS); everything else local.
   set(exports bpfmgr_plugin_entry ${P_EXPORTS})
   list(REMOVE_DUPLICATES exports)
+  list(REMOVE_ITEM exports "")  # no EXPORTS: no empty entry in the script
   list(JOIN exports "; " exports)
   file(CONFIGURE OUTPUT "${gen}/exports.map"
        CONTENT "/* dynamic symbols of bpfmgr-${P_NAME}.so */\n{\n  global: ${exports};\n  local: *;\n};\n")

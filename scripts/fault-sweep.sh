@@ -4,6 +4,7 @@
 # rmdir and bpf() call, each repaired by a load and by an unpin. Takes
 # an hour or more; CI runs a random sample of the same test.
 # Usage: scripts/fault-sweep.sh [BUILD_DIR]   (as root)
+# BPFMGR_FAULT_SYSCALLS=unlinkat,rmdir narrows it to those syscalls.
 set -eu
 build=${1:-build}
 BPFMGR_FAULT_ALL=1 exec "$build/tests/core/core_safety_test" \

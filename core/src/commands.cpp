@@ -477,7 +477,10 @@ nlohmann::json kernel_answer(const PluginModule& plugin, const Options& options)
       if (n.met) continue;
       unmet.push_back({{"kind", feature_kind_name(n.kind)}, {"name", n.name},
                        {"feature", describe_feature(n.kind, n.name)}, {"key", n.key},
-                       {"since", n.since}, {"hint", n.hint}});
+                       {"since", n.since}, {"hint", n.hint},
+                       // Without privileges the probe could not tell.
+                       {"unchecked", KernelFeatures::needs_bpf(n.kind) &&
+                                         !KernelFeatures::running().can_probe()}});
     }
     out["usable"] = unmet.empty();
     out["needs"] = req.needs.size();
@@ -495,6 +498,7 @@ std::string why_not(const nlohmann::json& answer) {
   std::string out;
   for (auto& n : answer["unmet"]) {
     out += (out.empty() ? "" : "; ") + std::string("needs ") + n["feature"].get<std::string>();
+    if (n.value("unchecked", false)) out += " (only root can check)";
     if (!n["since"].get<std::string>().empty())
       out += " (Linux " + n["since"].get<std::string>() + "+)";
     if (!n["hint"].get<std::string>().empty()) out += " [" + n["hint"].get<std::string>() + "]";

@@ -1,5 +1,6 @@
 #include "kernel_features.hpp"
 
+#include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <dirent.h>
@@ -14,6 +15,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <functional>
@@ -129,6 +131,16 @@ bool KernelFeatures::has(std::uint32_t kind, const std::string& name) {
                 answer ? "present" : "absent");
   cache_.emplace(std::move(key), answer);
   return answer;
+}
+
+bool KernelFeatures::can_probe() {
+  std::lock_guard lock(mu_);
+  if (can_probe_ < 0) {
+    // The smallest thing a probe makes: an array map.
+    Fd fd(bpf_map_create(BPF_MAP_TYPE_ARRAY, nullptr, 4, 4, 1, nullptr));
+    can_probe_ = fd || (errno != EPERM && errno != EACCES);
+  }
+  return can_probe_ == 1;
 }
 
 bool KernelFeatures::compute(std::uint32_t kind, const std::string& name) {
@@ -431,9 +443,37 @@ bool KernelFeatures::helper(const std::string& spec) {
     if (auto e = enumerator("bpf_prog_type", "BPF_PROG_TYPE_" + upper(prog)))
       t = static_cast<int>(*e);
   auto id = enumerator("bpf_func_id", "BPF_FUNC_" + func);
-  return t && id &&
-         libbpf_probe_bpf_helper(static_cast<bpf_prog_type>(*t),
-                                 static_cast<bpf_func_id>(*id), nullptr) == 1;
+  if (!t || !id) return false;
+  if (libbpf_probe_bpf_helper(static_cast<bpf_prog_type>(*t),
+                              static_cast<bpf_func_id>(*id), nullptr) != 1)
+    return false;
+  return !helper_refused_by_verifier(*t, *id);
+}
+
+// libbpf 1.1's probe knows only the older refusals ("unknown func",
+// "invalid func"); since 6.x the verifier also says "program of this type
+// cannot use helper", which libbpf 1.1 takes for support (6.12's sock_ops and
+// bpf_get_current_comm). So the call is loaded once more and that wording is
+// looked for too. Any other failure (argument checks of the bare call) means
+// the helper exists for the type, as libbpf reads it.
+bool KernelFeatures::helper_refused_by_verifier(int prog_type, long long func_id) {
+  const bpf_insn insns[] = {
+      {BPF_JMP | BPF_CALL, 0, 0, 0, static_cast<__s32>(func_id)},
+      {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 0},
+      {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+  };
+  std::string log(64 * 1024, '\0');
+  LIBBPF_OPTS(bpf_prog_load_opts, opts, .log_level = 1,
+              .log_size = static_cast<__u32>(log.size()), .log_buf = log.data());
+  int fd = bpf_prog_load(static_cast<bpf_prog_type>(prog_type), "bpfmgr_probe", "GPL",
+                         insns, sizeof(insns) / sizeof(insns[0]), &opts);
+  if (fd >= 0) {
+    close(fd);
+    return false;
+  }
+  return log.find("cannot use helper") != std::string::npos ||
+         log.find("unknown func ") != std::string::npos ||
+         log.find("invalid func ") != std::string::npos;
 }
 
 // ------------------------------------------------------------- tracefs

@@ -43,6 +43,14 @@ class KernelFeatures {
   }
   // uname -r.
   const std::string& release() const { return release_; }
+  // Whether this process may load BPF objects, which the probes of program
+  // and map types and helpers do: without, those read as absent and say
+  // nothing about the kernel (probe_denied()).
+  bool can_probe();
+  static bool needs_bpf(std::uint32_t kind) {
+    return kind == BPFMGR_FEATURE_PROG_TYPE || kind == BPFMGR_FEATURE_MAP_TYPE ||
+           kind == BPFMGR_FEATURE_HELPER;
+  }
 
   // How much the probe cost so far (wall time in the probing calls, and how
   // many answers were computed rather than cached): for logs and benchmarks.
@@ -55,6 +63,7 @@ class KernelFeatures {
   bool prog_type(const std::string& name);
   bool map_type(const std::string& name);
   bool helper(const std::string& spec);
+  static bool helper_refused_by_verifier(int prog_type, long long func_id);
   bool kfunc(const std::string& name);
   bool type_exists(const std::string& name);
   bool field_exists(const std::string& spec);
@@ -74,6 +83,7 @@ class KernelFeatures {
   bool vmlinux_tried_ = false;
   std::vector<std::unique_ptr<Btf>> modules_;
   bool modules_tried_ = false;
+  int can_probe_ = -1;   // unknown until asked
   std::string tracefs_;  // events directory; "" until found
   bool tracefs_tried_ = false;
   double probe_seconds_ = 0;

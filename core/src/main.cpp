@@ -249,7 +249,7 @@ int main(int argc, char** argv) {
     try {
       set_verifier_log_file(verifier_log);
     } catch (const std::exception& e) {
-      std::cerr << "error: " << e.what() << "\n";
+      spdlog::error("{}", e.what());
       return kExitInvalid;
     }
   }
@@ -270,7 +270,7 @@ int main(int argc, char** argv) {
     }
     if (*c_bench) return cmd_bench(bench_plugin, bench_args);
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    spdlog::error("{}", e.what());
     return kExitFailed;
   }
   return kExitInvalid;

@@ -192,6 +192,12 @@ KernelRequirements check_kernel_requirements(
         asked += " (the default)";
       asked += " ";
     }
+    if (KernelFeatures::needs_bpf(n.kind) && !kernel.can_probe()) {
+      d.error(pos, who + asked + "needs " + describe_feature(n.kind, n.name) +
+                       ", which only root (CAP_BPF) can check",
+              "run bpfmgr validate as root");
+      continue;
+    }
     d.error(pos,
             who + asked + "needs " + describe_feature(n.kind, n.name) +
                 (n.since.empty() ? "" : " (Linux " + n.since + "+)") + "; this kernel is " +

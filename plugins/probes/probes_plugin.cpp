@@ -279,7 +279,11 @@ class ProbesPlugin final : public Plugin {
 
     auto wanted = wanted_programs(o);
     for (auto& p : kProgs) {
-      if (!wanted.count(p.prog)) continue;
+      // Classic tracepoints only: libbpf finds them in tracefs. Raw ones
+      // attach by name (no tracefs needed), and a missing optional one is
+      // left out at attach and listed by status.
+      if (!wanted.count(p.prog) || !std::string_view(p.hook).starts_with("tracepoint/"))
+        continue;
       if (!p.optional)
         k.require(Feature::Tracepoint, p.tracepoint, "kinds");
       else if (!k.has(Feature::Tracepoint, p.tracepoint))

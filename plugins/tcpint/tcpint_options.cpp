@@ -1,13 +1,12 @@
 #include "tcpint_options.hpp"
 
+#include <bpfmgr/cgroup.hpp>
 #include <bpfmgr/option_checks.hpp>
 
 #include <arpa/inet.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
-#include <filesystem>
 
 namespace tcpint {
 
@@ -164,7 +163,6 @@ std::uint16_t auto_sender_id(const std::string& instance_name) {
 
 Settings settings_from(const bpfmgr::Options& o, const std::string& cgroup2_root,
                        const std::string& instance_name, bool resolve_cgroup) {
-  namespace fs = std::filesystem;
   Settings s;
   auto problems = validate(o);
   if (!problems.empty())
@@ -196,38 +194,15 @@ Settings settings_from(const bpfmgr::Options& o, const std::string& cgroup2_root
   s.force_fallbacks = o.has("fallbacks") && o.get_string("fallbacks") == "always";
   if (!resolve_cgroup) return s;
 
-  // The rule of bpfmgr::check::cgroup_path_problem (what validate
-  // checked): "" and "/" are the cgroup2 root, a path starting with the
-  // mount is taken as it is, anything else ("/foo" included) is relative
-  // to the mount; ".." was refused there.
-  std::string cg = o.get_string("cgroup");
-  std::string rs = fs::path(cgroup2_root).lexically_normal().string();
-  while (rs.size() > 1 && rs.back() == '/') rs.pop_back();
-  std::string ps;
-  auto first = cg.find_first_not_of('/');
-  if (first == std::string::npos)
-    ps = rs;
-  else if (cg == rs || cg.rfind(rs + "/", 0) == 0)
-    ps = cg;
-  else
-    ps = (rs == "/" ? "" : rs) + "/" + cg.substr(first);
-  ps = fs::path(ps).lexically_normal().string();
-  while (ps.size() > 1 && ps.back() == '/') ps.pop_back();
-  if (ps != rs && ps.rfind(rs + "/", 0) != 0)
-    throw bpfmgr::Error("tcpint: cgroup '" + ps + "' is not under the cgroup2 "
-                        "mount " + rs);
-  struct stat st {};
-  if (stat(ps.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    throw bpfmgr::Error("tcpint: cgroup '" + ps + "' does not exist");
-  s.cgroup_path = ps;
-  s.cgroup_id = st.st_ino;
-  s.cgroup_level = 0;
-  if (ps != rs) {
-    std::string rel = ps.substr(rs.size() + (rs == "/" ? 0 : 1));
-    s.cgroup_level = 1;
-    for (char ch : rel)
-      if (ch == '/') ++s.cgroup_level;
-  }
+  // The SDK's one rule (<bpfmgr/cgroup.hpp>), the one validate checked:
+  // "/foo" is foo under the cgroup2 mount, not the host path /foo.
+  bpfmgr::Cgroup cg;
+  if (auto why = bpfmgr::resolve_cgroup(o.get_string("cgroup"), cg, nullptr, cgroup2_root);
+      !why.empty())
+    throw bpfmgr::Error("tcpint: option 'cgroup': " + why);
+  s.cgroup_path = cg.path;
+  s.cgroup_id = cg.id;
+  s.cgroup_level = cg.level;
   return s;
 }
 

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -74,58 +75,60 @@ struct Variants {
   bool syscall_direct = true;
 };
 
-constexpr const char* kSockopsComm = "sock_ops:bpf_get_current_comm";
-constexpr const char* kSockopsPidTgid = "sock_ops:bpf_get_current_pid_tgid";
 constexpr const char* kRdonlyCast = "bpf_rdonly_cast";
 
-Variants choose_variants(const bpfmgr::KernelView& k, bool force_fallbacks) {
-  Variants v;
+// Whether sock_ops programs may call both connect-time task helpers: a
+// program that calls them, loaded for real (then closed). Not
+// libbpf_probe_bpf_helper: libbpf 1.1 recognises only the older refusal
+// wording ("unknown func"), so it reports 6.12's "program of this type
+// cannot use helper bpf_get_current_comm#16" as support.
+bool sockops_task_helpers_usable() {
+  static const bool usable = [] {
+    const bpf_insn insns[] = {
+        {BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_get_current_pid_tgid},
+        {BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_1, BPF_REG_10, 0, 0},
+        {BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_1, 0, 0, -16},
+        {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_2, 0, 0, 16},
+        {BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_get_current_comm},
+        {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 1},
+        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+    };
+    int fd = bpf_prog_load(BPF_PROG_TYPE_SOCK_OPS, "tcpint_probe", "GPL", insns,
+                           sizeof(insns) / sizeof(insns[0]), nullptr);
+    if (fd < 0) return false;
+    ::close(fd);
+    return true;
+  }();
+  return usable;
+}
+
+// The kernel's BTF declares the kfunc (for a core that cannot answer
+// ctx.kernel(): main before the kernel-features work lands).
+bool vmlinux_has_func(const char* name) {
+  btf* vmlinux = btf__load_vmlinux_btf();
+  if (!vmlinux) return false;
+  int id = btf__find_by_name_kind(vmlinux, name, BTF_KIND_FUNC);
+  btf__free(vmlinux);
+  return id > 0;
+}
+
+// `k`: the core's view of the kernel, or null when the core has none.
+Variants choose_variants(const bpfmgr::KernelView* k, bool force_fallbacks) {
   if (force_fallbacks) return {false, false};
-  v.sockops_task_helpers =
-      k.has(Feature::Helper, kSockopsComm) && k.has(Feature::Helper, kSockopsPidTgid);
-  v.syscall_direct = k.has(Feature::Kfunc, kRdonlyCast);
+  Variants v;
+  v.sockops_task_helpers = sockops_task_helpers_usable();
+  v.syscall_direct = k ? k->has(Feature::Kfunc, kRdonlyCast) : vmlinux_has_func(kRdonlyCast);
   return v;
 }
 
-// A core whose plugin API is 2.2 but whose contexts do not answer kernel()
-// yet (main before the kernel-features work lands): the plugin asks libbpf
-// itself, for the three features choose_variants() looks at and no other.
-class SelfProbedKernel {
- public:
-  SelfProbedKernel() { k_.ops = &kOps; }
-  const bpfmgr_kernel* get() const { return &k_; }
-
- private:
-  static int has(const bpfmgr_kernel*, std::uint32_t kind, const char* name) {
-    std::string n = name ? name : "";
-    if (kind == BPFMGR_FEATURE_HELPER && n == kSockopsComm)
-      return libbpf_probe_bpf_helper(BPF_PROG_TYPE_SOCK_OPS, BPF_FUNC_get_current_comm,
-                                     nullptr) == 1;
-    if (kind == BPFMGR_FEATURE_HELPER && n == kSockopsPidTgid)
-      return libbpf_probe_bpf_helper(BPF_PROG_TYPE_SOCK_OPS, BPF_FUNC_get_current_pid_tgid,
-                                     nullptr) == 1;
-    if (kind == BPFMGR_FEATURE_KFUNC) {
-      btf* vmlinux = btf__load_vmlinux_btf();
-      if (!vmlinux) return 0;
-      int id = btf__find_by_name_kind(vmlinux, n.c_str(), BTF_KIND_FUNC);
-      btf__free(vmlinux);
-      return id > 0;
-    }
-    return 0;
-  }
-  static const char* release(const bpfmgr_kernel*) { return ""; }
-  static constexpr bpfmgr_kernel_ops kOps = {sizeof(bpfmgr_kernel_ops), &has, &release,
-                                             nullptr, nullptr};
-  bpfmgr_kernel k_{};
-};
-
 Variants variants_for(const bpfmgr::ContextBase& ctx, const tcpint::Settings& s) {
+  std::optional<bpfmgr::KernelView> view;
   try {
-    return choose_variants(ctx.kernel(), s.force_fallbacks);
+    view.emplace(ctx.kernel());
   } catch (const Error&) {
-    SelfProbedKernel self;
-    return choose_variants(bpfmgr::KernelView(self.get()), s.force_fallbacks);
+    // a core without kernel features: the plugin looks itself
   }
+  return choose_variants(view ? &*view : nullptr, s.force_fallbacks);
 }
 
 class TcpintPlugin final : public bpfmgr::Plugin {
@@ -155,7 +158,7 @@ class TcpintPlugin final : public bpfmgr::Plugin {
   void kernel_requirements(const bpfmgr::Options& o,
                            bpfmgr::KernelNeeds& k) const override {
     auto s = tcpint::settings_from(o, "", "", /*resolve_cgroup=*/false);
-    Variants v = choose_variants(k, s.force_fallbacks);
+    Variants v = choose_variants(&k, s.force_fallbacks);
     k.require(Feature::ProgType, "sock_ops");
     k.require(Feature::BtfEnumValue, "BPF_SOCK_OPS_HDR_OPT_LEN_CB", "", "5.10");
     for (const char* h : {"bpf_reserve_hdr_opt", "bpf_store_hdr_opt", "bpf_load_hdr_opt"})

@@ -60,6 +60,13 @@ bool kernel_has_type(const char* name, int kind) {
   return found;
 }
 
+// Waits and grace periods: a TCG guest (BPFMGR_IN_GUEST, the kernel
+// matrix) runs code 17-33x slower than the host.
+std::chrono::milliseconds scaled(std::chrono::milliseconds host) {
+  static const bool guest = std::getenv("BPFMGR_IN_GUEST") != nullptr;
+  return guest ? host * 10 : host;
+}
+
 std::string self_comm() {
   char c[16] = {};
   prctl(PR_GET_NAME, c);
@@ -98,7 +105,7 @@ class Instance {
   const std::vector<probes_event>& collect(
       const std::function<bool(const std::vector<probes_event>&)>& done,
       std::chrono::milliseconds timeout = 3000ms) {
-    auto end = std::chrono::steady_clock::now() + timeout;
+    auto end = std::chrono::steady_clock::now() + scaled(timeout);
     while (std::chrono::steady_clock::now() < end) {
       ring_buffer__poll(rb_, 50);
       if (done(events_)) break;
@@ -108,7 +115,7 @@ class Instance {
   }
   // Drains what is there (with a short grace period).
   const std::vector<probes_event>& drain(std::chrono::milliseconds grace = 300ms) {
-    return collect([](auto&) { return false; }, grace);
+    return collect([](auto&) { return false; }, grace);  // scaled by collect
   }
 
   // Sum of the per-CPU counters.
@@ -848,7 +855,7 @@ TEST(Probes, CopyVariantsCountAndAcceptLikeDirectOnes) {
     Fd c = connect_to(AF_INET, "127.0.0.1", port);
     Fd s(::accept4(l.fd, nullptr, nullptr, SOCK_CLOEXEC));
     ASSERT_GE(s.fd, 0);
-    auto end = std::chrono::steady_clock::now() + 3s;
+    auto end = std::chrono::steady_clock::now() + scaled(3000ms);
     while (std::chrono::steady_clock::now() < end && count_kind(events, PROBES_EV_ACCEPT, port) == 0)
       ring_buffer__poll(rb.get(), 50);
     auto acc = of_kind(on_port(events, port), PROBES_EV_ACCEPT);
@@ -963,10 +970,11 @@ TEST(Probes, EventsCliStreamsAnInstanceLoadedEarlier) {
   // reader at a time (readers of one ring share its consumer position).
   auto stream = [&](bool json) {
     std::vector<std::string> args = {"events", inst.name(), "--pin-root", inst.pin_root(),
-                                     "--count", "4", "--duration", "10"};
+                                     "--count", "4", "--duration",
+                                     std::to_string(scaled(10000ms).count() / 1000)};
     if (json) args.push_back("--json");
     auto out = std::async(std::launch::async, [args] { return run_bpfmgr(args); });
-    std::this_thread::sleep_for(700ms);  // let it attach
+    std::this_thread::sleep_for(scaled(700ms));  // let it attach
     auto ex = exchange(AF_INET, "127.0.0.1", "127.0.0.1", port, 42, 24);
     return std::pair{out.get(), ex};
   };

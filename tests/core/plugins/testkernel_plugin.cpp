@@ -71,7 +71,7 @@ class TestKernelPlugin final : public bpfmgr::Plugin {
     // Decides as kernel_requirements did, from the same view.
     attach_optional_ = o.get_bool("optional_hook") &&
                        ctx.kernel().has(Feature::Tracepoint, kOptionalTracepoint);
-    if (!attach_optional_) ctx.set_autoload("optional_missing", false);
+    if (!attach_optional_) ctx.set_autoload("tk_optional", false);
     if (o.get_bool("misuse")) {
       // require() belongs to kernel_requirements: the core refuses it here.
       auto* k = const_cast<bpfmgr_kernel*>(RawKernel(ctx.kernel()).raw());
@@ -79,7 +79,7 @@ class TestKernelPlugin final : public bpfmgr::Plugin {
     }
   }
   void attach(bpfmgr::InstanceContext& ctx) override {
-    if (attach_optional_) ctx.attach_auto("optional_missing", true);
+    if (attach_optional_) ctx.attach_auto("tk_optional", true);
   }
 
   bpfmgr::StatusReport status(bpfmgr::PinnedContext& ctx) const override {
@@ -88,7 +88,7 @@ class TestKernelPlugin final : public bpfmgr::Plugin {
     struct {
       std::uint64_t calls, last_pid;
     } v{};
-    if (bpf_map_lookup_elem(ctx.map_fd("stats"), &key, &v) == 0)
+    if (bpf_map_lookup_elem(ctx.map_fd("tk_stats"), &key, &v) == 0)
       r.counters.push_back({"getppid_calls", v.calls, {}});
     r.metrics.push_back({"calls", bpfmgr::MetricKind::Counter, double(v.calls),
                          {{ctx.options().get_string("metric_label"), "getppid"}},

@@ -177,13 +177,6 @@ std::set<std::string> wanted_programs(const Options& o) {
   return p;
 }
 
-std::string cgroup_path(const std::string& root, const std::string& p) {
-  if (!p.empty() && p[0] == '/' && p.rfind(root, 0) == 0) return p;
-  std::string rel = p;
-  while (!rel.empty() && rel[0] == '/') rel.erase(0, 1);
-  return rel.empty() ? root : root + "/" + rel;
-}
-
 template <class T>
 std::string join(const std::vector<T>& v) {
   std::ostringstream s;
@@ -375,19 +368,13 @@ class ProbesPlugin final : public Plugin {
     std::uint64_t ids[PROBES_MAX_CGROUPS] = {};
     std::uint32_t levels[PROBES_MAX_CGROUPS] = {};
     auto& cgs = o.get_strings("cgroups");
-    const std::string& root = ctx.cgroup2_root();
     for (std::size_t i = 0; i < cgs.size() && i < PROBES_MAX_CGROUPS; ++i) {
-      std::string path = cgroup_path(root, cgs[i]);
-      struct stat st {};
-      if (::stat(path.c_str(), &st) || !S_ISDIR(st.st_mode))
-        throw Error("cgroups: '" + cgs[i] + "' is not a cgroup v2 directory (" +
-                    path + ")");
-      ids[i] = st.st_ino;
-      fs::path rel = fs::relative(fs::path(path), fs::path(root));
-      std::uint32_t level = 0;
-      for (auto& part : rel)
-        if (part != "." && !part.empty()) ++level;
-      levels[i] = level;
+      bpfmgr::Cgroup cg;  // the SDK's rule (<bpfmgr/cgroup.hpp>), as validate()
+      if (auto why = bpfmgr::resolve_cgroup(cgs[i], cg, nullptr, ctx.cgroup2_root());
+          !why.empty())
+        throw Error("cgroups: '" + cgs[i] + "': " + why);
+      ids[i] = cg.id;
+      levels[i] = cg.level;
     }
     ctx.set_global("n_cgroups", std::uint32_t(cgs.size()));
     ctx.set_global("cgroup_ids", ids, sizeof ids);

@@ -95,13 +95,6 @@ std::vector<bypass_cidr> host_addresses() {
   return out;
 }
 
-std::string resolve_cgroup(const std::string& root, const std::string& opt) {
-  if (opt.empty() || opt == "/") return root;
-  if (opt.rfind(root, 0) == 0) return opt;
-  if (opt.front() == '/') return root + opt;
-  return root + "/" + opt;
-}
-
 std::size_t count_entries(int map_fd) {
   std::size_t n = 0;
   bypass_key k{}, next{};
@@ -290,11 +283,9 @@ class SockopsPlugin final : public bpfmgr::Plugin {
   }
 
   void attach(bpfmgr::InstanceContext& ctx) override {
-    auto path = resolve_cgroup(ctx.cgroup2_root(), ctx.options().get_string("cgroup"));
-    struct stat st{};
-    if (stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-      throw Error("cgroup '" + path + "' does not exist");
-    ctx.attach_cgroup("bypass_sockops", path);
+    // The core resolves the option by the SDK's cgroup rule
+    // (<bpfmgr/cgroup.hpp>), the one validate() checked it by.
+    ctx.attach_cgroup("bypass_sockops", ctx.options().get_string("cgroup"));
   }
 
   bpfmgr::StatusReport status(bpfmgr::PinnedContext& ctx) const override {

@@ -9,6 +9,10 @@
 #     --results DIR     where results go (default BUILD/kernel-matrix/KERNEL)
 #     --timeout S       guest wall-clock limit (default 1500)
 #     --strict          every failure fails, expected or not
+#     --report-only     per-test results are reported, not gating: only a
+#                       guest that does not boot or finish fails (the suite's
+#                       default until a verified baseline per kernel exists:
+#                       docs/kernels.md)
 #
 # Exit: 0 when every failure is an expected one (or none, with --strict);
 # 1 otherwise; 124/125 when the guest timed out or did not boot.
@@ -22,13 +26,14 @@ src=$(cd "$here/../.." && pwd)
 
 (($#)) || die "usage: $0 KERNEL [--build-dir DIR] [--results DIR] [--timeout S] [--strict] [-- ctest args]"
 kernel=$1; shift
-build=$src/build results= timeout=${BPFMGR_MATRIX_TIMEOUT:-1500} strict=0
+build=$src/build results= timeout=${BPFMGR_MATRIX_TIMEOUT:-1500} strict=0 report_only=0
 while (($#)); do
   case $1 in
     --build-dir) build=$2; shift 2 ;;
     --results) results=$2; shift 2 ;;
     --timeout) timeout=$2; shift 2 ;;
     --strict) strict=1; shift ;;
+    --report-only) report_only=1; shift ;;
     --) shift; break ;;
     *) break ;;
   esac
@@ -74,6 +79,12 @@ if ((rc == 124 || rc == 125)); then
 fi
 if ((strict)); then
   ((rc == 0)) || { log "$kernel: failures (--strict)"; exit 1; }
+  exit 0
+fi
+if ((report_only)); then
+  python3 "$here/matrix.py" check "$results" "$src/tests/kernels/expected-failures/$kname.txt" ||
+    log "$kernel: failures above are reported, not gating (--report-only; docs/kernels.md)"
+  [[ -s $results/junit.xml ]] || { log "$kernel: no test results (the guest did not finish ctest)"; exit 1; }
   exit 0
 fi
 python3 "$here/matrix.py" check "$results" "$src/tests/kernels/expected-failures/$kname.txt"

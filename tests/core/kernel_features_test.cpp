@@ -63,13 +63,16 @@ TEST(KernelFeatures, ProgramMapAndHelperAnswersAgreeWithBpftool) {
                               {"sock_ops", "bpf_get_current_comm"},
                               {"sock_ops", "bpf_sk_storage_get"},
                               {"sk_msg", "bpf_msg_redirect_hash"},
-                              {"tracepoint", "bpf_get_current_pid_tgid"},
-                              {"tracepoint", "bpf_msg_redirect_hash"}}) {
+                              {"tracepoint", "bpf_get_current_pid_tgid"}}) {
     auto& list = probe["helpers"][std::string(prog) + "_available_helpers"];
     bool expected = std::find(list.begin(), list.end(), helper) != list.end();
     EXPECT_EQ(k.has(Feature::Helper, std::string(prog) + ":" + helper), expected)
         << prog << ":" << helper;
   }
+  // bpftool 7.1 (libbpf 1.1) lists this one for tracepoints: its probe reads
+  // the verifier's "program of this type cannot use helper" as support. The
+  // core looks for that wording too, so a sk_msg helper is absent here.
+  EXPECT_FALSE(k.has(Feature::Helper, "tracepoint:bpf_msg_redirect_hash"));
   // Known facts of every kernel bpfmgr supports (5.15+ for the cookie).
   EXPECT_TRUE(k.has(Feature::ProgType, "sock_ops"));
   EXPECT_TRUE(k.has(Feature::Helper, "sock_ops:bpf_get_netns_cookie"));

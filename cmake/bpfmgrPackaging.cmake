@@ -78,9 +78,10 @@ set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_NAME bpfmgr)
 # CPack takes a component's description from CPACK_COMPONENT_<C>_DESCRIPTION:
-# the first line is the synopsis, the rest the extended description.
+# CPack 3.25 puts the package summary first (the synopsis), then this text:
+# the extended description only (a repeated synopsis is a lintian error).
 set(CPACK_COMPONENT_RUNTIME_DESCRIPTION
-    "plugin-based BPF program manager\nbpfmgr loads BPF plugins named in a TOML manifest, pins them under\n/sys/fs/bpf and keeps them running (bpfmgr serve, bpfmgr.service),\nrepairing drift as it happens, with Prometheus metrics and readiness.\nThe service is not enabled on install: edit /etc/bpfmgr/manifest.toml,\nthen systemctl enable --now bpfmgr.")
+    "bpfmgr loads BPF plugins named in a TOML manifest, pins them under\n/sys/fs/bpf and keeps them running (bpfmgr serve, bpfmgr.service),\nrepairing drift as it happens, with Prometheus metrics and readiness.\nThe service is not enabled on install: edit /etc/bpfmgr/manifest.toml,\nthen systemctl enable --now bpfmgr.")
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_DESCRIPTION ${CPACK_COMPONENT_RUNTIME_DESCRIPTION})
 set(CPACK_DEBIAN_DEV_PACKAGE_NAME bpfmgr-dev)
 set(CPACK_DEBIAN_DEV_PACKAGE_ARCHITECTURE all)
@@ -94,7 +95,7 @@ set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
 set(CPACK_DEBIAN_DEV_PACKAGE_RECOMMENDS "libbenchmark-dev")
 set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
 set(CPACK_COMPONENT_DEV_DESCRIPTION
-    "bpfmgr plugin SDK\nHeaders and the CMake package (find_package(bpfmgr)) to build bpfmgr\nplugins out of tree, and the bench helper library (bpfmgr::bench) for\ntheir benchmark harnesses.")
+    "Headers and the CMake package (find_package(bpfmgr)) to build bpfmgr\nplugins out of tree, and the bench helper library (bpfmgr::bench) for\ntheir benchmark harnesses.")
 set(CPACK_DEBIAN_DEV_PACKAGE_DESCRIPTION ${CPACK_COMPONENT_DEV_DESCRIPTION})
 # The shipped manifest is the administrator's to edit: dpkg keeps their
 # changes on upgrade and removes it on purge.

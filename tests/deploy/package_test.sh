@@ -49,11 +49,11 @@ grep -q ' ./usr/include/bpfmgr/bench.hpp$' "$out/dev.list"
 lintian --fail-on error --no-tag-display-limit "$deb" "$dev" | tee "$out/lintian.log" ||
   { echo "FAIL: lintian reports errors"; exit 1; }
 echo "lintian: $(grep -c '^E:' "$out/lintian.log" || true) error(s), $(grep -c '^W:' "$out/lintian.log" || true) warning(s)"
-dpkg-deb -I "$deb" | grep -q ' postinst' || { echo "FAIL: no postinst"; exit 1; }
-dpkg-deb -c "$deb" | grep -q ' ./usr/share/man/man8/bpfmgr.8.gz$'
-dpkg-deb -c "$deb" | grep -q ' ./usr/share/man/man5/bpfmgr.toml.5.gz$'
-dpkg-deb -c "$deb" | grep -q ' ./usr/share/doc/bpfmgr/safety.md$'
-dpkg-deb -c "$deb" | grep -q ' ./usr/share/doc/bpfmgr/copyright$'
+grep -q ' postinst' <<< "$(dpkg-deb -I "$deb")" || { echo "FAIL: no postinst"; exit 1; }
+grep -q ' ./usr/share/man/man8/bpfmgr.8.gz$' "$out/runtime.list"
+grep -q ' ./usr/share/man/man5/bpfmgr.toml.5.gz$' "$out/runtime.list"
+grep -q ' ./usr/share/doc/bpfmgr/safety.md$' "$out/runtime.list"
+grep -q ' ./usr/share/doc/bpfmgr/copyright$' "$out/runtime.list"
 # No compiler or test tool in the runtime package's dependencies.
 depends=$(dpkg-deb -f "$deb" Depends)
 echo "Depends: $depends"

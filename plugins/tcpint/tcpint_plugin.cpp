@@ -77,58 +77,20 @@ struct Variants {
 
 constexpr const char* kRdonlyCast = "bpf_rdonly_cast";
 
-// Whether sock_ops programs may call both connect-time task helpers: a
-// program that calls them, loaded for real (then closed). Not
-// libbpf_probe_bpf_helper: libbpf 1.1 recognises only the older refusal
-// wording ("unknown func"), so it reports 6.12's "program of this type
-// cannot use helper bpf_get_current_comm#16" as support.
-bool sockops_task_helpers_usable() {
-  static const bool usable = [] {
-    const bpf_insn insns[] = {
-        {BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_get_current_pid_tgid},
-        {BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_1, BPF_REG_10, 0, 0},
-        {BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_1, 0, 0, -16},
-        {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_2, 0, 0, 16},
-        {BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_get_current_comm},
-        {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 1},
-        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
-    };
-    int fd = bpf_prog_load(BPF_PROG_TYPE_SOCK_OPS, "tcpint_probe", "GPL", insns,
-                           sizeof(insns) / sizeof(insns[0]), nullptr);
-    if (fd < 0) return false;
-    ::close(fd);
-    return true;
-  }();
-  return usable;
-}
-
-// The kernel's BTF declares the kfunc (for a core that cannot answer
-// ctx.kernel(): main before the kernel-features work lands).
-bool vmlinux_has_func(const char* name) {
-  btf* vmlinux = btf__load_vmlinux_btf();
-  if (!vmlinux) return false;
-  int id = btf__find_by_name_kind(vmlinux, name, BTF_KIND_FUNC);
-  btf__free(vmlinux);
-  return id > 0;
-}
-
-// `k`: the core's view of the kernel, or null when the core has none.
+// The core's probe answers both (its helper probe also knows the refusal
+// wording 6.12 uses for these two in sock_ops, which libbpf 1.1 misreads).
 Variants choose_variants(const bpfmgr::KernelView* k, bool force_fallbacks) {
   if (force_fallbacks) return {false, false};
   Variants v;
-  v.sockops_task_helpers = sockops_task_helpers_usable();
-  v.syscall_direct = k ? k->has(Feature::Kfunc, kRdonlyCast) : vmlinux_has_func(kRdonlyCast);
+  v.sockops_task_helpers = k->has(Feature::Helper, "sock_ops:bpf_get_current_pid_tgid") &&
+                           k->has(Feature::Helper, "sock_ops:bpf_get_current_comm");
+  v.syscall_direct = k->has(Feature::Kfunc, kRdonlyCast);
   return v;
 }
 
 Variants variants_for(const bpfmgr::ContextBase& ctx, const tcpint::Settings& s) {
-  std::optional<bpfmgr::KernelView> view;
-  try {
-    view.emplace(ctx.kernel());
-  } catch (const Error&) {
-    // a core without kernel features: the plugin looks itself
-  }
-  return choose_variants(view ? &*view : nullptr, s.force_fallbacks);
+  bpfmgr::KernelView view = ctx.kernel();
+  return choose_variants(&view, s.force_fallbacks);
 }
 
 class TcpintPlugin final : public bpfmgr::Plugin {

@@ -14,7 +14,7 @@
 
 #include "handles.hpp"
 #include "pin_tree.hpp"
-#include "system.hpp"
+#include "errno_text.hpp"
 
 namespace bpfmgr {
 

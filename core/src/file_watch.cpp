@@ -10,7 +10,7 @@
 
 #include <bpfmgr/plugin.hpp>
 
-#include "system.hpp"
+#include "errno_text.hpp"
 
 namespace bpfmgr {
 namespace fs = std::filesystem;

@@ -18,7 +18,10 @@
 
 #include "commit.hpp"
 #include "pin_tree.hpp"
-#include "system.hpp"
+#include "errno_text.hpp"
+#include "fingerprint.hpp"
+#include "verifier_log.hpp"
+#include "record_json.hpp"
 
 namespace bpfmgr {
 

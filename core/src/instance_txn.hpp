@@ -21,7 +21,7 @@
 #include "plugins.hpp"
 #include "resolve.hpp"
 #include "state.hpp"
-#include "system.hpp"
+#include "errno_text.hpp"
 
 namespace bpfmgr {
 

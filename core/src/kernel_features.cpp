@@ -21,7 +21,8 @@
 #include <functional>
 
 #include "handles.hpp"
-#include "system.hpp"
+#include "errno_text.hpp"
+#include "mounts.hpp"
 
 namespace bpfmgr {
 

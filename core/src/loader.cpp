@@ -13,7 +13,10 @@
 #include "instance_txn.hpp"
 #include "load_signals.hpp"
 #include "pin_tree.hpp"
-#include "system.hpp"
+#include "errno_text.hpp"
+#include "fingerprint.hpp"
+#include "mounts.hpp"
+#include "record_json.hpp"
 
 namespace bpfmgr {
 namespace fs = std::filesystem;

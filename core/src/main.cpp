@@ -14,7 +14,7 @@
 #include "commands.hpp"
 #include "manifest.hpp"
 #include "serve.hpp"
-#include "system.hpp"
+#include "verifier_log.hpp"
 
 using namespace bpfmgr;
 

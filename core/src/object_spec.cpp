@@ -9,7 +9,7 @@
 
 #include "handles.hpp"
 #include "plugins.hpp"
-#include "system.hpp"
+#include "verifier_log.hpp"
 
 namespace bpfmgr {
 

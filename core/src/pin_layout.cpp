@@ -4,7 +4,7 @@
 
 #include <filesystem>
 
-#include "system.hpp"
+#include "mounts.hpp"
 
 namespace bpfmgr {
 namespace fs = std::filesystem;

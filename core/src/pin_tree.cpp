@@ -10,7 +10,7 @@
 #include <cerrno>
 
 #include "handles.hpp"
-#include "system.hpp"
+#include "errno_text.hpp"
 
 namespace bpfmgr {
 

@@ -21,8 +21,9 @@
 #include "diagnostics.hpp"
 #include "pin_tree.hpp"
 #include "plugin_trust.hpp"
+#include "record_json.hpp"
 #include "resolve.hpp"
-#include "system.hpp"
+#include "errno_text.hpp"
 
 namespace bpfmgr {
 namespace fs = std::filesystem;

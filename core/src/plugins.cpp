@@ -17,10 +17,11 @@
 #include <filesystem>
 #include <sstream>
 
+#include <bpfmgr/cgroup.hpp>
+
 #include "plugin_crash.hpp"
 #include "plugin_deps.hpp"
 #include "plugin_trust.hpp"
-#include "system.hpp"
 
 #ifndef BPFMGR_INSTALL_PLUGIN_DIR_FULL
 #define BPFMGR_INSTALL_PLUGIN_DIR_FULL "/usr/local/lib/bpfmgr/plugins"
@@ -82,7 +83,12 @@ std::string to_string(const ApiVersion& v) {
 
 // ------------------------------------------------------------ HostContext
 
-const std::string& HostContext::cgroup2_root() const { return ::bpfmgr::cgroup2_root(); }
+// The SDK's rule (<bpfmgr/cgroup.hpp>), read once: "" when there is no
+// cgroup v2 mount, which resolve_cgroup() names as such.
+const std::string& HostContext::cgroup2_root() const {
+  static const std::string root = cgroup2_mount();
+  return root;
+}
 void HostContext::unavailable(const char* call) const {
   throw Error(std::string(call) + " is not available in this hook");
 }

@@ -9,8 +9,8 @@
 #include <spdlog/spdlog.h>
 
 #include "object_spec.hpp"
+#include "record_json.hpp"
 #include "plugin_trust.hpp"
-#include "system.hpp"
 
 namespace bpfmgr {
 
@@ -205,56 +205,6 @@ KernelRequirements check_kernel_requirements(
             n.hint);
   }
   return req;
-}
-
-nlohmann::json options_to_json(const Options& options) {
-  nlohmann::json j = nlohmann::json::object();
-  for (auto& [name, v] : options.all()) {
-    const auto& k = name;  // clang 14 (the fuzz build) captures no bindings
-    std::visit([&](auto& x) { j[k] = x; }, v);
-  }
-  return j;
-}
-
-Options options_from_json(const nlohmann::json& j,
-                          const std::vector<OptionSpec>& schema) {
-  std::map<std::string, OptionValue> values;
-  for (auto& item : j.items()) {
-    const auto& k = item.key();
-    const auto& v = item.value();
-    auto spec = std::find_if(schema.begin(), schema.end(),
-                             [&](auto& s) { return s.name == k; });
-    if (spec != schema.end()) {
-      try {
-        switch (spec->type) {
-          case OptionType::Bool: values[k] = v.get<bool>(); continue;
-          case OptionType::Int: values[k] = v.get<std::int64_t>(); continue;
-          case OptionType::String: values[k] = v.get<std::string>(); continue;
-          case OptionType::StringList:
-            values[k] = v.get<std::vector<std::string>>();
-            continue;
-          case OptionType::IntList:
-            values[k] = v.get<std::vector<std::int64_t>>();
-            continue;
-        }
-      } catch (const nlohmann::json::exception&) {
-        // The plugin's schema changed since the load: fall back to guessing.
-      }
-    }
-    if (v.is_boolean())
-      values[k] = v.get<bool>();
-    else if (v.is_number_integer())
-      values[k] = v.get<std::int64_t>();
-    else if (v.is_string())
-      values[k] = v.get<std::string>();
-    else if (v.is_array() && !v.empty() && v[0].is_number_integer())
-      values[k] = v.get<std::vector<std::int64_t>>();
-    else if (v.is_array() && !v.empty())
-      values[k] = v.get<std::vector<std::string>>();
-    else if (v.is_array())
-      values[k] = std::vector<std::string>{};
-  }
-  return Options(std::move(values));
 }
 
 std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,

@@ -49,13 +49,6 @@ std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
                                                  PluginRegistry& registry,
                                                  Diagnostics& diags);
 
-// Options <-> JSON, for the state record and `status --json`.
-nlohmann::json options_to_json(const Options& options);
-// Types come from `schema` where it names the key (an empty array has no
-// type of its own); keys it does not know are guessed from the JSON.
-Options options_from_json(const nlohmann::json& j,
-                          const std::vector<OptionSpec>& schema = {});
-
 const char* option_type_name(OptionType t);
 
 // A value as the manifest would write it: "auto", true, 3, ["a", "b"].

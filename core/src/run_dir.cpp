@@ -12,7 +12,8 @@
 #include <mutex>
 #include <set>
 
-#include "system.hpp"
+#include "errno_text.hpp"
+#include "fingerprint.hpp"
 
 namespace bpfmgr {
 namespace fs = std::filesystem;

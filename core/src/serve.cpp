@@ -39,7 +39,7 @@
 #include "pinned.hpp"
 #include "resolve.hpp"
 #include "pin_root_lock.hpp"
-#include "system.hpp"
+#include "errno_text.hpp"
 
 namespace bpfmgr {
 namespace fs = std::filesystem;

@@ -14,7 +14,7 @@
 #include "handles.hpp"
 #include "manifest.hpp"
 #include "pin_layout.hpp"
-#include "system.hpp"
+#include "errno_text.hpp"
 
 namespace bpfmgr {
 namespace fs = std::filesystem;

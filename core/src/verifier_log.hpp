@@ -1,30 +1,12 @@
-// Host facts and set-up the core needs before touching BPF: bpffs, tracefs,
-// the cgroup v2 mount, and libbpf's log routed through spdlog (with capture
-// of the verifier log for clear errors).
+// libbpf's log routed through spdlog, with capture of the verifier log, and
+// the verifier log read for clear errors: its reason, failing instruction
+// and source line; `load --verifier-log FILE` keeps it whole.
 #pragma once
 
 #include <string>
-#include <string_view>
 #include <vector>
 
 namespace bpfmgr {
-
-// Mounts bpffs at /sys/fs/bpf when nothing of type bpf is mounted there.
-void ensure_bpffs();
-// Mounts tracefs at /sys/kernel/tracing if absent; libbpf resolves
-// tracepoint ids through it. Failure is logged, not fatal.
-void ensure_tracefs();
-// Mount point of cgroup v2 from /proc/self/mounts (hybrid or unified).
-const std::string& cgroup2_root();
-// True when `path` is on a bpf filesystem.
-bool is_on_bpffs(const std::string& path);
-
-// 64-bit FNV-1a of `data` as 16 hex digits: a cheap, stable fingerprint
-// (config hashes, lock file names), not a cryptographic hash.
-std::string fnv1a_hex(std::string_view data);
-
-// strerror for a positive or negative errno value.
-std::string errno_text(int err);
 
 // Routes libbpf's messages to spdlog. Call once at start-up.
 void install_libbpf_logger();

@@ -1,52 +1,26 @@
-#include "system.hpp"
+#include "verifier_log.hpp"
 
 #include <bpf/libbpf.h>
-#include <linux/magic.h>
 #include <spdlog/spdlog.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <cctype>
 #include <cerrno>
 #include <cstdarg>
-#include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <sstream>
 #include <stdexcept>
 
 #include <bpfmgr/plugin.hpp>
 
+#include "errno_text.hpp"
+
 namespace bpfmgr {
 
 namespace {
-
-struct MountEntry {
-  std::string dir, type;
-};
-
-std::vector<MountEntry> mounts() {
-  std::vector<MountEntry> out;
-  std::ifstream in("/proc/self/mounts");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream is(line);
-    MountEntry e;
-    std::string dev;
-    if (is >> dev >> e.dir >> e.type) out.push_back(e);
-  }
-  return out;
-}
-
-bool mounted(const std::string& dir, const std::string& type) {
-  for (auto& m : mounts())
-    if (m.dir == dir && m.type == type) return true;
-  return false;
-}
 
 thread_local std::string* g_capture = nullptr;
 // --verifier-log FILE: every program load log libbpf reports goes here whole.
@@ -111,59 +85,6 @@ std::string rtrim(std::string s) {
 }
 
 }  // namespace
-
-std::string fnv1a_hex(std::string_view data) {
-  std::uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : data) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return buf;
-}
-
-std::string errno_text(int err) {
-  if (err < 0) err = -err;
-  return std::strerror(err);
-}
-
-void ensure_bpffs() {
-  if (mounted("/sys/fs/bpf", "bpf")) return;
-  ::mkdir("/sys/fs/bpf", 0755);
-  if (::mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") != 0)
-    throw Error("cannot mount bpffs at /sys/fs/bpf: " + errno_text(errno));
-  spdlog::info("mounted bpffs at /sys/fs/bpf");
-}
-
-void ensure_tracefs() {
-  if (mounted("/sys/kernel/tracing", "tracefs") ||
-      mounted("/sys/kernel/debug/tracing", "tracefs"))
-    return;
-  if (::mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, nullptr) != 0) {
-    spdlog::warn("cannot mount tracefs at /sys/kernel/tracing ({}); "
-                 "tracepoint programs may fail to attach",
-                 errno_text(errno));
-    return;
-  }
-  spdlog::debug("mounted tracefs at /sys/kernel/tracing");
-}
-
-const std::string& cgroup2_root() {
-  static const std::string root = [] {
-    for (auto& m : mounts())
-      if (m.type == "cgroup2") return m.dir;
-    return std::string();
-  }();
-  if (root.empty())
-    throw Error("no cgroup v2 mount found in /proc/self/mounts");
-  return root;
-}
-
-bool is_on_bpffs(const std::string& path) {
-  struct statfs st {};
-  return ::statfs(path.c_str(), &st) == 0 && st.f_type == BPF_FS_MAGIC;
-}
 
 void install_libbpf_logger() { libbpf_set_print(libbpf_print); }
 

@@ -14,7 +14,6 @@
 
 #include "commands.hpp"
 #include "plugin_trust.hpp"
-#include "system.hpp"
 
 extern char** environ;
 

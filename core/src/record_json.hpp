@@ -1,0 +1,26 @@
+// The JSON of what an instance's state record keeps and `--json` prints:
+// its options (typed by the plugin's schema when read back) and the simpler
+// forms it runs on this kernel.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "kernel_features.hpp"
+#include "plugins.hpp"
+
+namespace bpfmgr {
+
+// One option value: true, 3, "a", ["a", "b"].
+nlohmann::json option_value_json(const OptionValue& v);
+nlohmann::json options_to_json(const Options& options);
+// Types come from `schema` where it names the key (an empty array has no
+// type of its own); keys it does not know are guessed from the JSON.
+Options options_from_json(const nlohmann::json& j,
+                          const std::vector<OptionSpec>& schema = {});
+// [{"what": ..., "because": ...}] of `k.degraded`.
+nlohmann::json degraded_json(const KernelRequirements& k);
+
+}  // namespace bpfmgr

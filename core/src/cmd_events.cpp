@@ -70,25 +70,39 @@ int on_record(void* ctx, void* data, size_t size) {
   // A negative return stops ring_buffer__poll early once we have enough.
   return (sink->limit > 0 && sink->seen >= sink->limit) ? -1 : 0;
 }
-}  // namespace
+// An instance's ring buffer, opened for reading, and its reader lock.
+struct Reader {
+  explicit Reader(const std::string& pin_root) : layout(pin_root) {}
+  PinLayout layout;
+  InstanceState state;
+  PluginRegistry registry;
+  std::shared_ptr<LoadedPlugin> plugin;
+  std::unique_ptr<PinnedInstance> ctx;
+  std::unique_ptr<PluginInstance> formatter;
+  std::string map;        // the plugin's events map
+  int fd = -1;            // owned by ctx
+  std::uint32_t map_id = 0;
+  std::optional<RunLock> lock;
+  std::string ring_pin;   // where the ring buffer is pinned
+};
 
-int cmd_events(const EventsArgs& a) {
+// Step 1: the instance's record, its plugin and formatter, its ring buffer
+// and the reader lock. Says why not and returns the exit code.
+int open_reader(const EventsArgs& a, Reader& r) {
   if (int rc = check_pin_root_access(a.pin_root, {a.instance}); rc != kExitOk) return rc;
-  PinLayout layout(a.pin_root);
-  auto rec = lookup_state(layout.instance(a.instance).state());
-  auto& st = rec.state;
-  if (!st) {
+  auto rec = lookup_state(r.layout.instance(a.instance).state());
+  if (!rec.state) {
     if (rec.kind == StateLookup::Absent)
       std::cerr << "error: no instance '" << a.instance << "' under " << a.pin_root
                 << " (load it first with `bpfmgr load`)\n";
     else
-      std::cerr << "error: " << layout.instance(a.instance).dir << ": " << rec.why << "\n";
+      std::cerr << "error: " << r.layout.instance(a.instance).dir << ": " << rec.why << "\n";
     return kExitFailed;
   }
-  PluginRegistry registry;
-  std::shared_ptr<LoadedPlugin> plugin;
+  r.state = std::move(*rec.state);
+  auto* st = &r.state;
   try {
-    plugin = registry.load_file(st->plugin_path, st->plugin_sha256,
+    r.plugin = r.registry.load_file(st->plugin_path, st->plugin_sha256,
                                 kRecordedHashOrigin);
   } catch (const PluginTrustError& e) {
     std::cerr << "error: " << e.what() << "\n";
@@ -97,26 +111,25 @@ int cmd_events(const EventsArgs& a) {
     std::cerr << "error: " << e.what() << "\n";
     return kExitFailed;
   }
-  auto map = plugin->plugin->events_map();
+  auto map = r.plugin->plugin->events_map();
   if (!map) {
     std::cerr << "error: plugin '" << st->plugin << "' does not stream events\n";
     return kExitInvalid;
   }
-  auto ctx = open_pinned(layout, a.instance, *st, *plugin->plugin);
-  if (!plugin->plugin->api().format_event) {
+  r.map = *map;
+  r.ctx = open_pinned(r.layout, a.instance, *st, *r.plugin->plugin);
+  if (!r.plugin->plugin->api().format_event) {
     std::cerr << "error: plugin '" << st->plugin << "' has no event formatter\n";
     return kExitInvalid;
   }
-  std::unique_ptr<PluginInstance> formatter;
   try {
-    formatter = plugin->plugin->create(*ctx);
+    r.formatter = r.plugin->plugin->create(*r.ctx);
   } catch (const std::exception& e) {
     std::cerr << "error: plugin '" << st->plugin << "': " << e.what() << "\n";
     return kExitFailed;
   }
-  int fd;
   try {
-    fd = ctx->map_fd(*map);
+    r.fd = r.ctx->map_fd(r.map);
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return kExitFailed;
@@ -126,13 +139,12 @@ int cmd_events(const EventsArgs& a) {
   // reader lock, keyed by the map's id (bpffs pins cannot be locked).
   bpf_map_info info{};
   std::uint32_t info_len = sizeof(info);
-  if (bpf_obj_get_info_by_fd(fd, &info, &info_len) != 0) {
+  if (bpf_obj_get_info_by_fd(r.fd, &info, &info_len) != 0) {
     std::cerr << "error: cannot inspect ring buffer: " << errno_text(errno) << "\n";
     return kExitFailed;
   }
-  std::optional<RunLock> reader_lock;
   try {
-    reader_lock.emplace(
+    r.lock.emplace(
         RunLock::acquire(LockRole::EventsReader, std::to_string(info.id), LockWait::Fail));
   } catch (const LockBusy& e) {
     std::cerr << "error: another `bpfmgr events` is reading instance '" << a.instance
@@ -145,14 +157,22 @@ int cmd_events(const EventsArgs& a) {
   }
   // Where the ring buffer is pinned: if that pin goes (unpin) or names
   // another map (a reload with --reset-maps), nothing will arrive here again.
-  std::string ring_pin = layout.instance(a.instance).map(*map);
-  for (auto& sm : st->shared_maps)
-    if (sm.map == *map) ring_pin = sm.pin;
-  EventSink sink{formatter.get(), a.json ? EventFormat::Json : EventFormat::Table, 0,
+  r.map_id = info.id;
+  r.ring_pin = r.layout.instance(a.instance).map(r.map);
+  for (auto& sm : r.state.shared_maps)
+    if (sm.map == r.map) r.ring_pin = sm.pin;
+  return kExitOk;
+
+}
+
+// Step 2: records printed as they come until --count, --duration, Ctrl-C,
+// or the ring buffer's pin goes.
+int follow(const EventsArgs& a, Reader& r) {
+  EventSink sink{r.formatter.get(), a.json ? EventFormat::Json : EventFormat::Table, 0,
                  a.count};
-  RingBuffer rb(ring_buffer__new(fd, on_record, &sink, nullptr));
+  RingBuffer rb(ring_buffer__new(r.fd, on_record, &sink, nullptr));
   if (!rb) {
-    std::cerr << "error: cannot open ring buffer '" << *map << "': "
+    std::cerr << "error: cannot open ring buffer '" << r.map << "': "
               << errno_text(errno) << "\n";
     return kExitFailed;
   }
@@ -162,9 +182,9 @@ int cmd_events(const EventsArgs& a) {
   sigaction(SIGTERM, &sa, nullptr);
   if (!a.json) {
     try {
-      std::cout << formatter->event_header() << "\n";
+      std::cout << r.formatter->event_header() << "\n";
     } catch (const std::exception& e) {
-      std::cerr << "error: plugin '" << st->plugin << "': " << e.what() << "\n";
+      std::cerr << "error: plugin '" << r.state.plugin << "': " << e.what() << "\n";
       return kExitFailed;
     }
     std::fflush(stdout);
@@ -183,7 +203,7 @@ int cmd_events(const EventsArgs& a) {
     std::fflush(stdout);
     if (a.count > 0 && sink.seen >= a.count) break;  // on_record stopped the poll
     if (n < 0 && n != -EINTR) {
-      std::cerr << "error: reading ring buffer '" << *map << "' of instance '"
+      std::cerr << "error: reading ring buffer '" << r.map << "' of instance '"
                 << a.instance << "': " << errno_text(n) << "\n";
       return kExitFailed;
     }
@@ -191,9 +211,9 @@ int cmd_events(const EventsArgs& a) {
     if (a.duration_s > 0 && now >= deadline) break;
     if (now >= next_check) {
       next_check = now + std::chrono::milliseconds(500);
-      if (pinned_map_id(ring_pin) != info.id) {
+      if (pinned_map_id(r.ring_pin) != r.map_id) {
         std::cerr << "error: instance '" << a.instance << "' was unpinned or its "
-                  << "ring buffer replaced while reading (" << ring_pin
+                  << "ring buffer replaced while reading (" << r.ring_pin
                   << "); stopping after " << sink.seen << " event(s)\n";
         return kExitFailed;
       }
@@ -201,6 +221,14 @@ int cmd_events(const EventsArgs& a) {
   }
   std::fflush(stdout);
   return kExitOk;
+}
+
+}  // namespace
+
+int cmd_events(const EventsArgs& a) {
+  Reader r(a.pin_root);
+  if (int rc = open_reader(a, r); rc != kExitOk) return rc;
+  return follow(a, r);
 }
 
 }  // namespace bpfmgr

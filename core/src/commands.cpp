@@ -221,25 +221,10 @@ int cmd_unpin(const UnpinArgs& a) {
   return rep.ok() ? kExitOk : kExitFailed;
 }
 
-int cmd_status(const std::string& pin_root, const std::vector<std::string>& instances,
-               bool json) {
-  PluginRegistry registry;
-  if (int rc = check_pin_root_access(pin_root, instances); rc != kExitOk) return rc;
-  auto whole = pin_root_status(pin_root, instances, registry);
-  auto& all = whole["instances"];
-  int rc = kExitOk;
-  for (auto& s : all) {
-    if (s.value("missing", false)) {
-      std::cerr << "error: " << s["error"].get<std::string>() << "\n";
-      rc = kExitFailed;
-    }
-    // Kernel facts are still shown; the plugin's own code was not run.
-    if (s.value("plugin_refused", false) && rc == kExitOk) rc = kExitInvalid;
-  }
-  if (json) {
-    std::cout << whole.dump(2) << "\n";
-    return rc;
-  }
+namespace {
+
+// What interrupted loads and foreign entries left under the pin root.
+void print_leftovers(const nlohmann::json& whole) {
   for (auto& l : whole["leftovers"])
     std::cout << "leftover " << l["name"].get<std::string>() << ": "
               << l["why"].get<std::string>() << "\n\n";
@@ -277,100 +262,128 @@ int cmd_status(const std::string& pin_root, const std::vector<std::string>& inst
                 << ")";
     std::cout << "\n\n";
   }
+}
+
+// One instance: plugin, programs, maps, links, hooks, details, counters,
+// metrics.
+void print_instance(const nlohmann::json& s) {
+  std::cout << "instance " << s["instance"].get<std::string>();
+  if (s.contains("error")) {
+    std::cout << ": " << s["error"].get<std::string>() << "\n\n";
+    return;
+  }
+  if (s.contains("drift"))
+    std::cout << "  NOT AS LOADED: " << s["drift"].get<std::string>() << "\n";
+  std::cout << "  plugin " << s["plugin"].get<std::string>() << " "
+            << s["plugin_version"].get<std::string>() << "  loaded "
+            << s["loaded_at"].get<std::string>() << "\n"
+            << "  manifest " << s["manifest"].get<std::string>() << "\n";
+  // What this kernel could not give it (plugin API 2.2's degrade()).
+  for (auto& dg : s.value("degraded", nlohmann::json::array()))
+    std::cout << "  degraded: running " << dg["what"].get<std::string>() << " because "
+              << dg["because"].get<std::string>() << "\n";
+  std::cout << "  programs:\n";
+  for (auto& p : s["programs"]) {
+    std::printf("    %-24s id %-6s %-16s", p["name"].get<std::string>().c_str(),
+                p.contains("id") ? std::to_string(p["id"].get<int>()).c_str() : "-",
+                p.value("type", "?").c_str());
+    for (auto& t : p["attached_to"]) std::printf(" -> %s", t.get<std::string>().c_str());
+    std::printf("\n");
+  }
+  std::cout << "  maps:\n";
+  for (auto& mp : s["maps"]) {
+    std::printf("    %-24s id %-6s %-16s max %-8s %s%s\n",
+                mp["name"].get<std::string>().c_str(),
+                mp.contains("id") ? std::to_string(mp["id"].get<int>()).c_str() : "-",
+                mp.value("type", "?").c_str(),
+                mp.contains("max_entries")
+                    ? std::to_string(mp["max_entries"].get<long>()).c_str()
+                    : "-",
+                mp["pin"].get<std::string>().c_str(),
+                mp.contains("shared_from")
+                    ? (" (shared from " + mp["shared_from"].get<std::string>() + ")").c_str()
+                    : "");
+  }
+  std::cout << "  links:\n";
+  for (auto& l : s["links"])
+    std::printf("    %-24s id %-6s %-16s %s\n", l["name"].get<std::string>().c_str(),
+                l.contains("id") ? std::to_string(l["id"].get<int>()).c_str() : "-",
+                l.value("type", "?").c_str(), l["target"].get<std::string>().c_str());
+  int live = 0;
+  std::vector<std::string> dead;
+  for (auto& h : s["hooks"]) {
+    if (h["live"].get<bool>())
+      ++live;
+    else
+      dead.push_back(h["target"].get<std::string>() + " (" +
+                     h["reason"].get<std::string>() + ")");
+  }
+  std::cout << "  hooks: " << live << " live";
+  if (!dead.empty()) std::cout << ", " << dead.size() << " missing: " << join(dead);
+  std::cout << "\n";
+  if (!s["details"].empty()) {
+    std::cout << "  details:\n";
+    for (auto& [k, v] : s["details"].items())
+      std::printf("    %-24s %s\n", k.c_str(), v.get<std::string>().c_str());
+  }
+  if (!s["counters"].empty()) {
+    std::cout << "  counters:\n";
+    for (auto& c : s["counters"]) {
+      std::printf("    %-24s %llu", c["name"].get<std::string>().c_str(),
+                  static_cast<unsigned long long>(c["value"].get<std::uint64_t>()));
+      if (c.contains("per_cpu")) {
+        std::printf("  (per cpu:");
+        for (auto& v : c["per_cpu"])
+          std::printf(" %llu", static_cast<unsigned long long>(v.get<std::uint64_t>()));
+        std::printf(")");
+      }
+      std::printf("\n");
+    }
+  }
+  if (!s.value("metrics", nlohmann::json::array()).empty()) {
+    std::cout << "  metrics:\n";
+    for (auto& mt : s["metrics"]) {
+      std::string labels;
+      for (auto& [k, v] : mt["labels"].items())
+        labels += (labels.empty() ? "" : ",") + k + "=\"" + v.get<std::string>() + "\"";
+      std::cout << "    " << mt["name"].get<std::string>()
+                << (labels.empty() ? "" : "{" + labels + "}") << " " << number_text(mt["value"])
+                << " (" << mt["kind"].get<std::string>() << ")\n";
+    }
+  }
+  if (s.contains("status_error"))
+    std::cout << "  counters unavailable: " << s["status_error"].get<std::string>() << "\n";
+  std::cout << "\n";
+}
+
+}  // namespace
+
+int cmd_status(const std::string& pin_root, const std::vector<std::string>& instances,
+               bool json) {
+  PluginRegistry registry;
+  if (int rc = check_pin_root_access(pin_root, instances); rc != kExitOk) return rc;
+  auto whole = pin_root_status(pin_root, instances, registry);
+  auto& all = whole["instances"];
+  int rc = kExitOk;
+  for (auto& s : all) {
+    if (s.value("missing", false)) {
+      std::cerr << "error: " << s["error"].get<std::string>() << "\n";
+      rc = kExitFailed;
+    }
+    // Kernel facts are still shown; the plugin's own code was not run.
+    if (s.value("plugin_refused", false) && rc == kExitOk) rc = kExitInvalid;
+  }
+  if (json) {
+    std::cout << whole.dump(2) << "\n";
+    return rc;
+  }
+  print_leftovers(whole);
   if (all.empty()) {
     if (instances.empty()) std::cout << "no instances under " << pin_root << "\n";
     return rc;
   }
-  for (auto& s : all) {
-    if (s.value("missing", false)) continue;  // said on stderr
-    std::cout << "instance " << s["instance"].get<std::string>();
-    if (s.contains("error")) {
-      std::cout << ": " << s["error"].get<std::string>() << "\n\n";
-      continue;
-    }
-    if (s.contains("drift"))
-      std::cout << "  NOT AS LOADED: " << s["drift"].get<std::string>() << "\n";
-    std::cout << "  plugin " << s["plugin"].get<std::string>() << " "
-              << s["plugin_version"].get<std::string>() << "  loaded "
-              << s["loaded_at"].get<std::string>() << "\n"
-              << "  manifest " << s["manifest"].get<std::string>() << "\n";
-    // What this kernel could not give it (plugin API 2.2's degrade()).
-    for (auto& dg : s.value("degraded", nlohmann::json::array()))
-      std::cout << "  degraded: running " << dg["what"].get<std::string>() << " because "
-                << dg["because"].get<std::string>() << "\n";
-    std::cout << "  programs:\n";
-    for (auto& p : s["programs"]) {
-      std::printf("    %-24s id %-6s %-16s", p["name"].get<std::string>().c_str(),
-                  p.contains("id") ? std::to_string(p["id"].get<int>()).c_str() : "-",
-                  p.value("type", "?").c_str());
-      for (auto& t : p["attached_to"]) std::printf(" -> %s", t.get<std::string>().c_str());
-      std::printf("\n");
-    }
-    std::cout << "  maps:\n";
-    for (auto& mp : s["maps"]) {
-      std::printf("    %-24s id %-6s %-16s max %-8s %s%s\n",
-                  mp["name"].get<std::string>().c_str(),
-                  mp.contains("id") ? std::to_string(mp["id"].get<int>()).c_str() : "-",
-                  mp.value("type", "?").c_str(),
-                  mp.contains("max_entries")
-                      ? std::to_string(mp["max_entries"].get<long>()).c_str()
-                      : "-",
-                  mp["pin"].get<std::string>().c_str(),
-                  mp.contains("shared_from")
-                      ? (" (shared from " + mp["shared_from"].get<std::string>() + ")").c_str()
-                      : "");
-    }
-    std::cout << "  links:\n";
-    for (auto& l : s["links"])
-      std::printf("    %-24s id %-6s %-16s %s\n", l["name"].get<std::string>().c_str(),
-                  l.contains("id") ? std::to_string(l["id"].get<int>()).c_str() : "-",
-                  l.value("type", "?").c_str(), l["target"].get<std::string>().c_str());
-    int live = 0;
-    std::vector<std::string> dead;
-    for (auto& h : s["hooks"]) {
-      if (h["live"].get<bool>())
-        ++live;
-      else
-        dead.push_back(h["target"].get<std::string>() + " (" +
-                       h["reason"].get<std::string>() + ")");
-    }
-    std::cout << "  hooks: " << live << " live";
-    if (!dead.empty()) std::cout << ", " << dead.size() << " missing: " << join(dead);
-    std::cout << "\n";
-    if (!s["details"].empty()) {
-      std::cout << "  details:\n";
-      for (auto& [k, v] : s["details"].items())
-        std::printf("    %-24s %s\n", k.c_str(), v.get<std::string>().c_str());
-    }
-    if (!s["counters"].empty()) {
-      std::cout << "  counters:\n";
-      for (auto& c : s["counters"]) {
-        std::printf("    %-24s %llu", c["name"].get<std::string>().c_str(),
-                    static_cast<unsigned long long>(c["value"].get<std::uint64_t>()));
-        if (c.contains("per_cpu")) {
-          std::printf("  (per cpu:");
-          for (auto& v : c["per_cpu"])
-            std::printf(" %llu", static_cast<unsigned long long>(v.get<std::uint64_t>()));
-          std::printf(")");
-        }
-        std::printf("\n");
-      }
-    }
-    if (!s.value("metrics", nlohmann::json::array()).empty()) {
-      std::cout << "  metrics:\n";
-      for (auto& mt : s["metrics"]) {
-        std::string labels;
-        for (auto& [k, v] : mt["labels"].items())
-          labels += (labels.empty() ? "" : ",") + k + "=\"" + v.get<std::string>() + "\"";
-        std::cout << "    " << mt["name"].get<std::string>()
-                  << (labels.empty() ? "" : "{" + labels + "}") << " " << number_text(mt["value"])
-                  << " (" << mt["kind"].get<std::string>() << ")\n";
-      }
-    }
-    if (s.contains("status_error"))
-      std::cout << "  counters unavailable: " << s["status_error"].get<std::string>() << "\n";
-    std::cout << "\n";
-  }
+  for (auto& s : all)
+    if (!s.value("missing", false)) print_instance(s);  // missing: said on stderr
   return rc;
 }
 

@@ -61,14 +61,37 @@ void configure_log_format(spdlog::logger& logger, const std::string& format, boo
   }
 }
 
-}  // namespace
+// Every command's arguments, filled by the parser.
+struct Cli {
+  std::string log_level, log_format;
+  std::string pin_root = kDefaultPinRoot;  // unpin, status, events
+  LoadArgs load;
+  std::string verifier_log;
+  std::string validate_manifest;
+  bool validate_json = false;
+  UnpinArgs unpin;
+  std::vector<std::string> status_instances;
+  bool status_json = false;
+  std::vector<std::string> plugin_dirs;
+  bool plugins_json = false;
+  EventsArgs events;
+  ServeArgs serve;
+  std::string bench_plugin;
+  std::vector<std::string> bench_args;
+};
 
-int main(int argc, char** argv) {
-  CLI::App app{
-      "bpfmgr: a plugin-based BPF program manager.\n"
-      "Loads the plugins a TOML manifest names, pins their programs, maps and\n"
-      "links under a bpffs pin root so they keep running after bpfmgr exits,\n"
-      "and shows or removes them again."};
+struct Commands {
+  CLI::App* load;
+  CLI::App* validate;
+  CLI::App* unpin;
+  CLI::App* status;
+  CLI::App* plugins;
+  CLI::App* events;
+  CLI::App* serve;
+  CLI::App* bench;
+};
+
+void add_global_options(CLI::App& app, Cli& cli) {
   app.name("bpfmgr");
   app.set_version_flag("--version", std::string("bpfmgr ") + BPFMGR_VERSION);
   app.require_subcommand(1);
@@ -81,96 +104,87 @@ int main(int argc, char** argv) {
       "BPFMGR_PLUGIN_PATH (colon-separated plugin directories).\n"
       "Run `bpfmgr COMMAND --help` for a command's options.");
 
-  std::string log_level;
-  app.add_option("--log-level", log_level,
+  app.add_option("--log-level", cli.log_level,
                  "trace, debug, info, warn (default; info for serve), error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
-  std::string log_format;
-  app.add_option("--log-format", log_format,
+  app.add_option("--log-format", cli.log_format,
                  "text (`LEVEL: message`; serve prefixes a UTC timestamp) or json "
                  "(one {\"ts\",\"level\",\"msg\"} object per line)")
       ->check(CLI::IsMember({"text", "json"}));
+}
 
-  std::string pin_root = kDefaultPinRoot;
-  auto add_pin_root = [&](CLI::App* c) {
-    c->add_option("--pin-root", pin_root, "bpffs directory holding the instances")
-        ->capture_default_str();
-  };
+void add_pin_root(CLI::App* c, Cli& cli) {
+  c->add_option("--pin-root", cli.pin_root, "bpffs directory holding the instances")
+      ->capture_default_str();
+}
 
-  LoadArgs load;
-  auto* c_load = app.add_subcommand(
+// load, validate, unpin, status, plugins, events.
+void add_pin_commands(CLI::App& app, Cli& cli, Commands& c) {
+  auto* c_load = c.load = app.add_subcommand(
       "load", "Validate a manifest, then load, pin and attach its instances "
               "(all or nothing; unchanged instances are left alone)");
-  c_load->add_option("manifest", load.manifest, "TOML manifest")->required()
+  c_load->add_option("manifest", cli.load.manifest, "TOML manifest")->required()
       ->check(CLI::ExistingFile);
-  c_load->add_flag("--dry-run", load.dry_run,
+  c_load->add_flag("--dry-run", cli.load.dry_run,
                    "run every program through the verifier; pin and attach nothing");
-  c_load->add_flag("--reset-maps", load.reset_maps,
+  c_load->add_flag("--reset-maps", cli.load.reset_maps,
                    "recreate maps of updated instances instead of keeping their contents");
-  c_load->add_option("--pin-root", load.pin_root_override,
+  c_load->add_option("--pin-root", cli.load.pin_root_override,
                      "override the manifest's pin_root");
-  c_load->add_flag("--no-wait", load.no_wait,
+  c_load->add_flag("--no-wait", cli.load.no_wait,
                    "fail at once (exit 1, naming its PID) when another bpfmgr is "
                    "changing the same pin root, instead of waiting for it");
-  c_load->add_flag("--json", load.json, "machine-readable result");
-  std::string verifier_log;
-  c_load->add_option("--verifier-log", verifier_log,
+  c_load->add_flag("--json", cli.load.json, "machine-readable result");
+  c_load->add_option("--verifier-log", cli.verifier_log,
                      "write the whole verifier log of every rejected program to FILE "
                      "(messages show its reason, instruction, source line and tail)");
 
-  std::string validate_manifest;
-  bool validate_json = false;
-  auto* c_validate = app.add_subcommand(
+  auto* c_validate = c.validate = app.add_subcommand(
       "validate", "Check a manifest against the plugins' schemas; touches nothing");
-  c_validate->add_option("manifest", validate_manifest, "TOML manifest")->required()
+  c_validate->add_option("manifest", cli.validate_manifest, "TOML manifest")->required()
       ->check(CLI::ExistingFile);
-  c_validate->add_flag("--json", validate_json, "machine-readable result");
+  c_validate->add_flag("--json", cli.validate_json, "machine-readable result");
 
-  UnpinArgs unpin_args;
-  auto* c_unpin = app.add_subcommand(
+  auto* c_unpin = c.unpin = app.add_subcommand(
       "unpin", "Detach and remove instances (all when none is named)");
-  c_unpin->add_option("instances", unpin_args.instances, "instance names");
-  add_pin_root(c_unpin);
-  c_unpin->add_flag("--quiet", unpin_args.quiet, "print nothing on success");
-  c_unpin->add_flag("--no-wait", unpin_args.no_wait,
+  c_unpin->add_option("instances", cli.unpin.instances, "instance names");
+  add_pin_root(c_unpin, cli);
+  c_unpin->add_flag("--quiet", cli.unpin.quiet, "print nothing on success");
+  c_unpin->add_flag("--no-wait", cli.unpin.no_wait,
                     "fail at once when another bpfmgr is changing the pin root");
-  c_unpin->add_flag("--json", unpin_args.json, "machine-readable result");
+  c_unpin->add_flag("--json", cli.unpin.json, "machine-readable result");
 
-  std::vector<std::string> status_instances;
-  bool status_json = false;
-  auto* c_status = app.add_subcommand(
+  auto* c_status = c.status = app.add_subcommand(
       "status", "Programs, maps, links, hooks and counters of loaded instances");
-  c_status->add_option("instances", status_instances, "instance names (default: all)");
-  add_pin_root(c_status);
-  c_status->add_flag("--json", status_json, "machine-readable output");
+  c_status->add_option("instances", cli.status_instances, "instance names (default: all)");
+  add_pin_root(c_status, cli);
+  c_status->add_flag("--json", cli.status_json, "machine-readable output");
 
-  std::vector<std::string> plugin_dirs;
-  bool plugins_json = false;
-  auto* c_plugins = app.add_subcommand(
+  auto* c_plugins = c.plugins = app.add_subcommand(
       "plugins", "List plugins on the search path with versions and options");
-  c_plugins->add_option("--path", plugin_dirs, "extra directories to search first");
-  c_plugins->add_flag("--json", plugins_json, "machine-readable output");
+  c_plugins->add_option("--path", cli.plugin_dirs, "extra directories to search first");
+  c_plugins->add_flag("--json", cli.plugins_json, "machine-readable output");
 
-  EventsArgs events;
-  auto* c_events = app.add_subcommand(
+  auto* c_events = c.events = app.add_subcommand(
       "events", "Stream the ring-buffer events of a loaded instance (Ctrl-C stops)");
-  c_events->add_option("instance", events.instance, "instance name")->required();
-  add_pin_root(c_events);
-  c_events->add_flag("--json", events.json, "JSON lines instead of a table");
-  c_events->add_option("--count", events.count, "stop after N events");
-  c_events->add_option("--duration", events.duration_s, "stop after SECONDS");
+  c_events->add_option("instance", cli.events.instance, "instance name")->required();
+  add_pin_root(c_events, cli);
+  c_events->add_flag("--json", cli.events.json, "JSON lines instead of a table");
+  c_events->add_option("--count", cli.events.count, "stop after N events");
+  c_events->add_option("--duration", cli.events.duration_s, "stop after SECONDS");
+}
 
-  ServeArgs serve;
-  auto* c_serve = app.add_subcommand(
+void add_serve(CLI::App& app, Cli& cli, Commands& c) {
+  auto* c_serve = c.serve = app.add_subcommand(
       "serve", "Keep the kernel matching a manifest: load it, then repair drift "
                "and apply changes (file change, SIGHUP, every --interval); "
                "Prometheus metrics on /metrics");
-  c_serve->add_option("manifest", serve.manifest, "TOML manifest")->required()
+  c_serve->add_option("manifest", cli.serve.manifest, "TOML manifest")->required()
       ->check(CLI::ExistingFile);
-  c_serve->add_option("--metrics-address", serve.metrics_address,
+  c_serve->add_option("--metrics-address", cli.serve.metrics_address,
                       "HOST:PORT for /metrics and /healthz, or `none`")
       ->capture_default_str();
-  c_serve->add_option("--interval", serve.interval_s,
+  c_serve->add_option("--interval", cli.serve.interval_s,
                       "seconds between full drift checks, 1 to 86400 (removed pins "
                       "are seen at once through inotify; this pass is the safety net)")
       ->capture_default_str()
@@ -188,13 +202,13 @@ int main(int argc, char** argv) {
             return why ? "--interval " + v + ": " + *why : "";
           },
           "SECONDS in [1, 86400]"));
-  c_serve->add_flag("--unpin-on-exit", serve.unpin_on_exit,
+  c_serve->add_flag("--unpin-on-exit", cli.serve.unpin_on_exit,
                     "on SIGTERM/SIGINT remove the manifest's instances "
                     "(default: they keep running)");
-  c_serve->add_flag("--enable-bpf-stats", serve.enable_bpf_stats,
+  c_serve->add_flag("--enable-bpf-stats", cli.serve.enable_bpf_stats,
                     "turn on per-program run counts and times "
                     "(BPF_ENABLE_STATS) while serve runs");
-  c_serve->add_option("--pin-root", serve.pin_root_override,
+  c_serve->add_option("--pin-root", cli.serve.pin_root_override,
                       "override the manifest's pin_root");
   c_serve->footer(
       "Signals: SIGHUP re-reads the manifest; SIGTERM/SIGINT finish the step in\n"
@@ -202,13 +216,13 @@ int main(int argc, char** argv) {
       "A second serve on the same pin root exits 1 naming the first one's PID.\n"
       "An invalid manifest is logged (file:line:column), counted in\n"
       "bpfmgr_manifest_errors_total, and what runs is kept.");
+}
 
-  std::string bench_plugin;
-  std::vector<std::string> bench_args;
-  auto* c_bench = app.add_subcommand(
+void add_bench(CLI::App& app, Cli& cli, Commands& c) {
+  auto* c_bench = c.bench = app.add_subcommand(
       "bench", "Run a plugin's benchmark harness (bench_PLUGIN: bench/PLUGIN in tree, "
                "bpfmgr_add_bench() out of tree)");
-  c_bench->add_option("plugin", bench_plugin, "plugin name")->required();
+  c_bench->add_option("plugin", cli.bench_plugin, "plugin name")->required();
   // Everything after the plugin's name is the plugin's own arguments.
   c_bench->fallthrough(false);  // unknown options are the harness's, not ours
   c_bench->prefix_command();
@@ -217,13 +231,69 @@ int main(int argc, char** argv) {
                   "The harness is looked up next to bpfmgr, then in ../libexec/bpfmgr\n"
                   "(where bpfmgr_add_bench() installs it); like a plugin, it must be a file\n"
                   "only root can change (docs/safety.md), and is refused otherwise.");
+}
+
+// The log's level (--log-level, then BPFMGR_LOG_LEVEL, SPDLOG_LEVEL; warn,
+// info for serve) and format; libbpf's messages go through it.
+void set_up_logging(const Cli& cli, bool serving) {
+  auto logger = spdlog::stderr_color_mt("bpfmgr");
+  configure_log_format(*logger, cli.log_format.empty() ? "text" : cli.log_format,
+                       serving);
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::warn);
+  spdlog::cfg::load_env_levels();  // SPDLOG_LEVEL
+  if (const char* env = std::getenv("BPFMGR_LOG_LEVEL"))
+    spdlog::set_level(spdlog::level::from_str(env));
+  // A service's journal should say what it did: serve logs at info.
+  if (serving && cli.log_level.empty() && !std::getenv("BPFMGR_LOG_LEVEL"))
+    spdlog::set_level(spdlog::level::info);
+  if (!cli.log_level.empty()) spdlog::set_level(spdlog::level::from_str(cli.log_level));
+  install_libbpf_logger();
+}
+
+int run_command(Cli& cli, const Commands& c) {
+  try {
+    if (*c.load) return cmd_load(cli.load);
+    if (*c.validate) return cmd_validate(cli.validate_manifest, cli.validate_json);
+    if (*c.unpin) {
+      cli.unpin.pin_root = cli.pin_root;
+      return cmd_unpin(cli.unpin);
+    }
+    if (*c.status) return cmd_status(cli.pin_root, cli.status_instances, cli.status_json);
+    if (*c.plugins) return cmd_plugins(cli.plugin_dirs, cli.plugins_json);
+    if (*c.serve) return cmd_serve(cli.serve);
+    if (*c.events) {
+      cli.events.pin_root = cli.pin_root;
+      return cmd_events(cli.events);
+    }
+    if (*c.bench) return cmd_bench(cli.bench_plugin, cli.bench_args);
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return kExitFailed;
+  }
+  return kExitInvalid;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "bpfmgr: a plugin-based BPF program manager.\n"
+      "Loads the plugins a TOML manifest names, pins their programs, maps and\n"
+      "links under a bpffs pin root so they keep running after bpfmgr exits,\n"
+      "and shows or removes them again."};
+  Cli cli;
+  Commands c{};
+  add_global_options(app, cli);
+  add_pin_commands(app, cli, c);
+  add_serve(app, cli, c);
+  add_bench(app, cli, c);
 
   // The harness's arguments (after `bench PLUGIN`, --help included) never
   // reach bpfmgr's parser.
   std::vector<std::string> args(argv + 1, argv + argc);
-  bench_args = take_harness_args(args);
+  cli.bench_args = take_harness_args(args);
   std::reverse(args.begin(), args.end());  // CLI11 takes them in reverse
-
   try {
     app.parse(args);
   } catch (const CLI::ParseError& e) {
@@ -231,47 +301,14 @@ int main(int argc, char** argv) {
     return rc == 0 ? kExitOk : kExitInvalid;
   }
 
-  auto logger = spdlog::stderr_color_mt("bpfmgr");
-  configure_log_format(*logger, log_format.empty() ? "text" : log_format,
-                       static_cast<bool>(*c_serve));
-  spdlog::set_default_logger(logger);
-  spdlog::set_level(spdlog::level::warn);
-  spdlog::cfg::load_env_levels();  // SPDLOG_LEVEL
-  if (const char* env = std::getenv("BPFMGR_LOG_LEVEL"))
-    spdlog::set_level(spdlog::level::from_str(env));
-  // A service's journal should say what it did: serve logs at info.
-  if (*c_serve && log_level.empty() && !std::getenv("BPFMGR_LOG_LEVEL"))
-    spdlog::set_level(spdlog::level::info);
-  if (!log_level.empty()) spdlog::set_level(spdlog::level::from_str(log_level));
-  install_libbpf_logger();
-
-  if (!verifier_log.empty()) {
+  set_up_logging(cli, static_cast<bool>(*c.serve));
+  if (!cli.verifier_log.empty()) {
     try {
-      set_verifier_log_file(verifier_log);
+      set_verifier_log_file(cli.verifier_log);
     } catch (const std::exception& e) {
       spdlog::error("{}", e.what());
       return kExitInvalid;
     }
   }
-
-  try {
-    if (*c_load) return cmd_load(load);
-    if (*c_validate) return cmd_validate(validate_manifest, validate_json);
-    if (*c_unpin) {
-      unpin_args.pin_root = pin_root;
-      return cmd_unpin(unpin_args);
-    }
-    if (*c_status) return cmd_status(pin_root, status_instances, status_json);
-    if (*c_plugins) return cmd_plugins(plugin_dirs, plugins_json);
-    if (*c_serve) return cmd_serve(serve);
-    if (*c_events) {
-      events.pin_root = pin_root;
-      return cmd_events(events);
-    }
-    if (*c_bench) return cmd_bench(bench_plugin, bench_args);
-  } catch (const std::exception& e) {
-    spdlog::error("{}", e.what());
-    return kExitFailed;
-  }
-  return kExitInvalid;
+  return run_command(cli, c);
 }

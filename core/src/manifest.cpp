@@ -156,27 +156,9 @@ bool valid_instance_name(const std::string& name) {
   return true;
 }
 
-std::optional<Manifest> parse_manifest_text(const std::string& text,
-                                            const std::string& display_path,
-                                            const std::string& base_dir,
-                                            Diagnostics& diags) {
-  toml::table root;
-  try {
-    root = toml::parse(text, display_path);
-  } catch (const toml::parse_error& e) {
-    auto& b = e.source().begin;
-    diags.error({display_path, int(b.line), int(b.column)},
-                std::string(e.description()));
-    return std::nullopt;
-  }
-
-  Checker c(display_path, diags);
-  Manifest m;
-  m.path = display_path;
-  m.dir = base_dir;
-  m.text = text;
-  c.unknown_keys(root, kTopKeys, "the manifest");
-
+// pin_root and plugin_path.
+void parse_top_level(Checker& c, toml::table& root, const std::string& base_dir,
+                     Manifest& m, Diagnostics& diags) {
   if (auto n = root["pin_root"].node()) {
     m.pin_root_pos = c.at(*n);
     if (auto s = n->as_string()) {
@@ -206,98 +188,91 @@ std::optional<Manifest> parse_manifest_text(const std::string& text,
       c.wrong_type(*n, "plugin_path", "an array of strings");
     }
   }
+}
 
-  auto inst_node = root["instance"].node();
-  if (!inst_node) {
-    diags.error({display_path, 0, 0}, "the manifest has no [[instance]]",
-                "add one: [[instance]] name = \"...\" plugin = \"...\"");
-  } else if (!inst_node->is_array_of_tables()) {
-    c.wrong_type(*inst_node, "instance",
-                 "an array of tables (write [[instance]])");
+// One [[instance]] table; `seen` holds the names so far (duplicates).
+InstanceSpec parse_instance(Checker& c, toml::table& t,
+                            std::map<std::string, SourcePos>& seen, Diagnostics& diags) {
+  InstanceSpec inst;
+  inst.pos = c.at(t);
+  c.unknown_keys(t, kInstanceKeys, "[[instance]]");
+
+  if (auto n = t["name"].node()) {
+    if (auto s = n->as_string()) {
+      inst.name = s->get();
+      if (!valid_instance_name(inst.name))
+        diags.error(c.at(*n), "invalid instance name '" + shorten(inst.name) + "'",
+                    "use letters, digits, '-' and '_' (bpffs allows no '.'), "
+                    "at most 64 characters, starting with a letter or digit");
+      else if (auto it = seen.find(inst.name); it != seen.end())
+        diags.error(c.at(*n), "duplicate instance name '" + inst.name + "'",
+                    "first defined at line " +
+                        std::to_string(it->second.line));
+      else
+        seen[inst.name] = c.at(*n);
+    } else {
+      c.wrong_type(*n, "name", "a string");
+    }
   } else {
-    std::map<std::string, SourcePos> seen;
-    for (auto& e : *inst_node->as_array()) {
-      auto& t = *e.as_table();
-      InstanceSpec inst;
-      inst.pos = c.at(t);
-      c.unknown_keys(t, kInstanceKeys, "[[instance]]");
+    diags.error(inst.pos, "[[instance]] has no name",
+                "add name = \"...\", unique in the manifest");
+  }
 
-      if (auto n = t["name"].node()) {
-        if (auto s = n->as_string()) {
-          inst.name = s->get();
-          if (!valid_instance_name(inst.name))
-            diags.error(c.at(*n), "invalid instance name '" + shorten(inst.name) + "'",
-                        "use letters, digits, '-' and '_' (bpffs allows no '.'), "
-                        "at most 64 characters, starting with a letter or digit");
-          else if (auto it = seen.find(inst.name); it != seen.end())
-            diags.error(c.at(*n), "duplicate instance name '" + inst.name + "'",
-                        "first defined at line " +
-                            std::to_string(it->second.line));
-          else
-            seen[inst.name] = c.at(*n);
-        } else {
-          c.wrong_type(*n, "name", "a string");
-        }
-      } else {
-        diags.error(inst.pos, "[[instance]] has no name",
-                    "add name = \"...\", unique in the manifest");
-      }
+  if (auto n = t["plugin"].node()) {
+    inst.plugin_pos = c.at(*n);
+    if (auto s = n->as_string()) {
+      inst.plugin = s->get();
+      if (inst.plugin.empty())
+        diags.error(c.at(*n), "plugin of instance '" + inst.name + "' is empty",
+                    "a plugin name (see `bpfmgr plugins`) or a path to a .so");
+    } else
+      c.wrong_type(*n, "plugin", "a string (a plugin name or a .so path)");
+  } else {
+    diags.error(inst.pos, "instance '" + inst.name + "' has no plugin",
+                "add plugin = \"NAME\" (see `bpfmgr plugins`)");
+  }
 
-      if (auto n = t["plugin"].node()) {
-        inst.plugin_pos = c.at(*n);
-        if (auto s = n->as_string()) {
-          inst.plugin = s->get();
-          if (inst.plugin.empty())
-            diags.error(c.at(*n), "plugin of instance '" + inst.name + "' is empty",
-                        "a plugin name (see `bpfmgr plugins`) or a path to a .so");
-        } else
-          c.wrong_type(*n, "plugin", "a string (a plugin name or a .so path)");
-      } else {
-        diags.error(inst.pos, "instance '" + inst.name + "' has no plugin",
-                    "add plugin = \"NAME\" (see `bpfmgr plugins`)");
-      }
+  if (auto n = t["sha256"].node()) {
+    auto s = n->as_string();
+    if (!s || s->get().size() != 64 ||
+        !std::all_of(s->get().begin(), s->get().end(),
+                     [](char ch) { return std::isxdigit(static_cast<unsigned char>(ch)); }))
+      diags.error(c.at(*n), "sha256 must be 64 hex digits (the plugin file's SHA-256)",
+                  "sha256sum /path/to/bpfmgr-NAME.so");
+    else
+      inst.sha256 = s->get();
+  }
 
-      if (auto n = t["sha256"].node()) {
-        auto s = n->as_string();
-        if (!s || s->get().size() != 64 ||
-            !std::all_of(s->get().begin(), s->get().end(),
-                         [](char ch) { return std::isxdigit(static_cast<unsigned char>(ch)); }))
-          diags.error(c.at(*n), "sha256 must be 64 hex digits (the plugin file's SHA-256)",
-                      "sha256sum /path/to/bpfmgr-NAME.so");
-        else
-          inst.sha256 = s->get();
-      }
+  if (auto n = t["enabled"].node()) {
+    if (auto b = n->as_boolean())
+      inst.enabled = b->get();
+    else
+      c.wrong_type(*n, "enabled", "true or false");
+  }
 
-      if (auto n = t["enabled"].node()) {
-        if (auto b = n->as_boolean())
-          inst.enabled = b->get();
-        else
-          c.wrong_type(*n, "enabled", "true or false");
-      }
-
-      inst.options_pos = inst.pos;
-      if (auto n = t["options"].node()) {
-        if (auto o = n->as_table()) {
-          for (auto& [k, v] : *o)
-            inst.options.push_back({std::string(k.str()), c.pos_of_key(k, v), c.raw(v)});
-          inst.options_pos = c.at(*n);
-        } else {
-          c.wrong_type(*n, "options", "a table ([instance.options])");
-        }
-      }
-
-      if (auto n = t["maps"].node()) {
-        if (auto mt = n->as_table())
-          parse_maps(c, *mt, inst);
-        else
-          c.wrong_type(*n, "maps", "a table ([instance.maps])");
-      }
-      m.instances.push_back(std::move(inst));
+  inst.options_pos = inst.pos;
+  if (auto n = t["options"].node()) {
+    if (auto o = n->as_table()) {
+      for (auto& [k, v] : *o)
+        inst.options.push_back({std::string(k.str()), c.pos_of_key(k, v), c.raw(v)});
+      inst.options_pos = c.at(*n);
+    } else {
+      c.wrong_type(*n, "options", "a table ([instance.options])");
     }
   }
 
-  // Shared maps must name instances of this manifest; loaded-elsewhere
-  // instances would make the load order and rollback ambiguous.
+  if (auto n = t["maps"].node()) {
+    if (auto mt = n->as_table())
+      parse_maps(c, *mt, inst);
+    else
+      c.wrong_type(*n, "maps", "a table ([instance.maps])");
+  }
+  return inst;
+}
+
+// Shared maps must name instances of this manifest; loaded-elsewhere
+// instances would make the load order and rollback ambiguous.
+void check_share_targets(const Manifest& m, Diagnostics& diags) {
   for (auto& inst : m.instances)
     for (auto& share : inst.maps) {
       auto* other = m.find(share.instance);
@@ -313,6 +288,45 @@ std::optional<Manifest> parse_manifest_text(const std::string& text,
                                    share.instance + "', which is disabled");
       }
     }
+}
+
+std::optional<Manifest> parse_manifest_text(const std::string& text,
+                                            const std::string& display_path,
+                                            const std::string& base_dir,
+                                            Diagnostics& diags) {
+  toml::table root;
+  try {
+    root = toml::parse(text, display_path);
+  } catch (const toml::parse_error& e) {
+    auto& b = e.source().begin;
+    diags.error({display_path, int(b.line), int(b.column)},
+                std::string(e.description()));
+    return std::nullopt;
+  }
+
+  Checker c(display_path, diags);
+  Manifest m;
+  m.path = display_path;
+  m.dir = base_dir;
+  m.text = text;
+  c.unknown_keys(root, kTopKeys, "the manifest");
+
+  parse_top_level(c, root, base_dir, m, diags);
+
+  auto inst_node = root["instance"].node();
+  if (!inst_node) {
+    diags.error({display_path, 0, 0}, "the manifest has no [[instance]]",
+                "add one: [[instance]] name = \"...\" plugin = \"...\"");
+  } else if (!inst_node->is_array_of_tables()) {
+    c.wrong_type(*inst_node, "instance",
+                 "an array of tables (write [[instance]])");
+  } else {
+    std::map<std::string, SourcePos> seen;
+    for (auto& e : *inst_node->as_array())
+      m.instances.push_back(parse_instance(c, *e.as_table(), seen, diags));
+  }
+
+  check_share_targets(m, diags);
   // Returned even with errors, so that resolve_manifest() can add the
   // plugin-level problems and the user sees every error at once.
   return m;

@@ -276,21 +276,11 @@ std::string metric_name_part(const std::string& s) {
   return out;
 }
 
-std::string render_metrics(const std::string& pin_root, const ServeStats& stats,
-                           PluginRegistry& registry) {
-  using T = MetricsText::Type;
-  MetricsText m;
+namespace {
 
-  // --- the manager
-  m.family("bpfmgr_build_info", T::Gauge, "bpfmgr's version; always 1");
-  m.sample("bpfmgr_build_info", {{"version", BPFMGR_VERSION}}, 1);
-  m.family("bpfmgr_reconciles_total", T::Counter,
-           "Reconcile passes (manifest, pins and kernel compared), by what started them");
-  for (auto t : {"start", "file", "signal", "interval", "drift"}) {
-    auto it = stats.reconciles.find(t);
-    m.sample("bpfmgr_reconciles_total", {{"trigger", t}},
-             it == stats.reconciles.end() ? 0 : double(it->second));
-  }
+// Repairs and failing instances, by instance (and reason).
+void repair_metrics(MetricsText& m, const ServeStats& stats) {
+  using T = MetricsText::Type;
   m.family("bpfmgr_repairs_total", T::Counter,
            "Instances reloaded because what runs drifted from the manifest, by "
            "instance and reason");
@@ -302,32 +292,45 @@ std::string render_metrics(const std::string& pin_root, const ServeStats& stats,
   m.family("bpfmgr_instance_failing", T::Gauge,
            "1 when the managed instance is not up: it cannot be applied, or it "
            "drifted and the repair failed (/readyz lists why)");
-  {
-    // Zero for every managed instance and reason, so rate() and increase()
-    // see the first one; instances that went away keep their counts.
-    auto repairs = stats.repairs, failures = stats.repair_failures;
-    auto applies = stats.instance_apply_failures;
-    for (auto& inst : stats.managed_instances) {
-      for (auto& r : repair_reasons()) {
-        repairs.try_emplace({inst, r}, 0);
-        failures.try_emplace({inst, r}, 0);
-      }
-      applies.try_emplace(inst, 0);
+  // Zero for every managed instance and reason, so rate() and increase()
+  // see the first one; instances that went away keep their counts.
+  auto repairs = stats.repairs, failures = stats.repair_failures;
+  auto applies = stats.instance_apply_failures;
+  for (auto& inst : stats.managed_instances) {
+    for (auto& r : repair_reasons()) {
+      repairs.try_emplace({inst, r}, 0);
+      failures.try_emplace({inst, r}, 0);
     }
-    for (auto& [k, n] : repairs)
-      m.sample("bpfmgr_repairs_total", {{"instance_name", k.first}, {"reason", k.second}},
-               double(n));
-    for (auto& [k, n] : failures)
-      m.sample("bpfmgr_repair_failures_total",
-               {{"instance_name", k.first}, {"reason", k.second}}, double(n));
-    for (auto& [inst, n] : applies)
-      m.sample("bpfmgr_instance_apply_failures_total", {{"instance_name", inst}}, double(n));
-    std::set<std::string> failing(stats.failing_instances.begin(),
-                                  stats.failing_instances.end());
-    for (auto& inst : stats.managed_instances)
-      m.sample("bpfmgr_instance_failing", {{"instance_name", inst}},
-               failing.count(inst) ? 1 : 0);
+    applies.try_emplace(inst, 0);
   }
+  for (auto& [k, n] : repairs)
+    m.sample("bpfmgr_repairs_total", {{"instance_name", k.first}, {"reason", k.second}},
+             double(n));
+  for (auto& [k, n] : failures)
+    m.sample("bpfmgr_repair_failures_total",
+             {{"instance_name", k.first}, {"reason", k.second}}, double(n));
+  for (auto& [inst, n] : applies)
+    m.sample("bpfmgr_instance_apply_failures_total", {{"instance_name", inst}}, double(n));
+  std::set<std::string> failing(stats.failing_instances.begin(),
+                                stats.failing_instances.end());
+  for (auto& inst : stats.managed_instances)
+    m.sample("bpfmgr_instance_failing", {{"instance_name", inst}},
+             failing.count(inst) ? 1 : 0);
+}
+
+// The manager's own work: reconciles, applies, the manifest.
+void manager_metrics(MetricsText& m, const ServeStats& stats) {
+  using T = MetricsText::Type;
+  m.family("bpfmgr_build_info", T::Gauge, "bpfmgr's version; always 1");
+  m.sample("bpfmgr_build_info", {{"version", BPFMGR_VERSION}}, 1);
+  m.family("bpfmgr_reconciles_total", T::Counter,
+           "Reconcile passes (manifest, pins and kernel compared), by what started them");
+  for (auto t : {"start", "file", "signal", "interval", "drift"}) {
+    auto it = stats.reconciles.find(t);
+    m.sample("bpfmgr_reconciles_total", {{"trigger", t}},
+             it == stats.reconciles.end() ? 0 : double(it->second));
+  }
+  repair_metrics(m, stats);
   m.family("bpfmgr_ready", T::Gauge,
            "1 when /readyz answers 200: the manifest is applied and every managed "
            "instance is up");
@@ -365,15 +368,11 @@ std::string render_metrics(const std::string& pin_root, const ServeStats& stats,
   m.sample("bpfmgr_apply_duration_seconds", {}, stats.apply_duration.sum, "_sum");
   m.sample("bpfmgr_apply_duration_seconds", {}, double(stats.apply_duration.count),
            "_count");
-  bool run_stats = stats.bpf_stats_held || bpf_stats_enabled();
-  m.family("bpfmgr_bpf_stats_enabled", T::Gauge,
-           "1 when BPF run-time stats are on (kernel.bpf_stats_enabled, or "
-           "--enable-bpf-stats); per-program run counters are exported only then");
-  m.sample("bpfmgr_bpf_stats_enabled", {}, run_stats ? 1 : 0);
+}
 
-  process_metrics(m);
-
-  // --- instances: every one under the pin root, and managed ones missing
+// The families of every instance's samples, declared once.
+void instance_families(MetricsText& m) {
+  using T = MetricsText::Type;
   m.family("bpfmgr_instance_info", T::Gauge,
            "A loaded instance: its plugin, plugin version and manifest; always 1");
   m.family("bpfmgr_instance_up", T::Gauge,
@@ -399,94 +398,117 @@ std::string render_metrics(const std::string& pin_root, const ServeStats& stats,
            "scrape; arrays are always full and not listed");
   m.family("bpfmgr_plugin_status_errors", T::Gauge,
            "1 when the plugin could not report the instance's counters");
+}
 
+// One instance as `bpfmgr status --json` observed it: up, hooks, programs,
+// maps, the plugin's counters and samples.
+void instance_metrics(MetricsText& m, const nlohmann::json& s, bool run_stats,
+                      PluginFamilies& plugin_families) {
+  using T = MetricsText::Type;
+  const std::string name = s["instance"].get<std::string>();
+  Labels inst{{"instance_name", name}};
+  if (s.contains("error")) {
+    m.sample("bpfmgr_instance_up", inst, 0);
+    return;
+  }
+  const std::string plugin = s.value("plugin", "");
+  m.sample("bpfmgr_instance_info",
+           {{"instance_name", name}, {"plugin", plugin},
+            {"version", s.value("plugin_version", "")},
+            {"manifest", s.value("manifest", "")}},
+           1);
+  int live = 0, missing = 0;
+  for (auto& h : s["hooks"]) (h["live"].get<bool>() ? live : missing)++;
+  // A hook the plugin marked optional and the kernel lacks is missing
+  // from the start; "up" asks whether what was attached still runs.
+  bool up = !s.contains("drift");
+  for (auto& l : s["links"])
+    if (l.contains("error")) up = false;
+  for (auto& p : s["programs"])
+    if (p.contains("error")) up = false;
+  for (auto& mp : s["maps"])
+    if (mp.contains("error")) up = false;
+  m.sample("bpfmgr_instance_up", inst, up ? 1 : 0);
+  m.sample("bpfmgr_instance_hooks", {{"instance_name", name}, {"state", "live"}}, live);
+  m.sample("bpfmgr_instance_hooks", {{"instance_name", name}, {"state", "missing"}},
+           missing);
+  m.sample("bpfmgr_instance_loaded_timestamp_seconds", inst,
+           parse_utc(s.value("loaded_at", "")));
+
+  for (auto& p : s["programs"]) {
+    if (!p.contains("id")) continue;
+    Labels pl{{"instance_name", name}, {"program", p["name"].get<std::string>()}};
+    auto with_type = pl;
+    with_type.push_back({"type", p.value("type", "?")});
+    m.sample("bpfmgr_program_info", with_type, 1);
+    if (run_stats && p.contains("run_cnt")) {
+      m.sample("bpfmgr_program_runs_total", pl, double(p["run_cnt"].get<std::uint64_t>()));
+      m.sample("bpfmgr_program_run_seconds_total", pl,
+               double(p["run_time_ns"].get<std::uint64_t>()) / 1e9);
+    }
+  }
+  for (auto& mp : s["maps"]) {
+    // Shared maps are reported once, by the instance that owns them.
+    if (mp.contains("shared_from") || !mp.contains("id")) continue;
+    Labels ml{{"instance_name", name}, {"map", mp["name"].get<std::string>()}};
+    Fd fd(bpf_obj_get(mp["pin"].get<std::string>().c_str()));
+    bpf_map_info info{};
+    std::uint32_t len = sizeof(info);
+    if (!fd || bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0) continue;
+    if (info.type == BPF_MAP_TYPE_RINGBUF || info.type == BPF_MAP_TYPE_USER_RINGBUF) {
+      // max_entries of a ring buffer is its size in bytes.
+      m.sample("bpfmgr_ringbuf_size_bytes", ml, double(info.max_entries));
+      continue;
+    }
+    // Socket, inode, task and cgroup storage have no bound (one value per
+    // object; max_entries reads 0): nothing to report a fill against.
+    if (info.max_entries == 0) continue;
+    m.sample("bpfmgr_map_max_entries", ml, double(info.max_entries));
+    if (auto n = count_entries(fd.get(), info))
+      m.sample("bpfmgr_map_entries", ml, double(*n));
+  }
+
+  // Plugin counters: a per-CPU counter only grows (a Prometheus counter);
+  // a plain value (entries now, flows open) is a gauge.
+  m.sample("bpfmgr_plugin_status_errors", inst, s.contains("status_error") ? 1 : 0);
+  auto prefix = "bpfmgr_plugin_" + metric_name_part(plugin) + "_";
+  for (auto& c : s["counters"]) {
+    auto cname = metric_name_part(c["name"].get<std::string>());
+    bool monotonic = c.contains("per_cpu");
+    auto family = prefix + cname + (monotonic ? "_total" : "");
+    m.family(family, monotonic ? T::Counter : T::Gauge,
+             "Plugin " + plugin + "'s " + (monotonic ? "counter " : "value ") +
+                 c["name"].get<std::string>() + " (as in `bpfmgr status`)");
+    m.sample(family, inst, double(c["value"].get<std::uint64_t>()));
+  }
+  add_plugin_samples(m, plugin_families, s);
+}
+
+}  // namespace
+
+std::string render_metrics(const std::string& pin_root, const ServeStats& stats,
+                           PluginRegistry& registry) {
+  using T = MetricsText::Type;
+  MetricsText m;
+  manager_metrics(m, stats);
+  bool run_stats = stats.bpf_stats_held || bpf_stats_enabled();
+  m.family("bpfmgr_bpf_stats_enabled", T::Gauge,
+           "1 when BPF run-time stats are on (kernel.bpf_stats_enabled, or "
+           "--enable-bpf-stats); per-program run counters are exported only then");
+  m.sample("bpfmgr_bpf_stats_enabled", {}, run_stats ? 1 : 0);
+
+  process_metrics(m);
+
+  // Instances: every one under the pin root, and managed ones missing.
+  instance_families(m);
   // The same observation `bpfmgr status --json` prints.
   auto observed = pin_root_status(pin_root, {}, registry);
   std::set<std::string> present;
   for (auto& s : observed["instances"]) present.insert(s["instance"].get<std::string>());
   for (auto& want : stats.managed_instances)
     if (!present.count(want)) m.sample("bpfmgr_instance_up", {{"instance_name", want}}, 0);
-
   PluginFamilies plugin_families;
-  for (auto& s : observed["instances"]) {
-    const std::string name = s["instance"].get<std::string>();
-    Labels inst{{"instance_name", name}};
-    if (s.contains("error")) {
-      m.sample("bpfmgr_instance_up", inst, 0);
-      continue;
-    }
-    const std::string plugin = s.value("plugin", "");
-    m.sample("bpfmgr_instance_info",
-             {{"instance_name", name}, {"plugin", plugin},
-              {"version", s.value("plugin_version", "")},
-              {"manifest", s.value("manifest", "")}},
-             1);
-    int live = 0, missing = 0;
-    for (auto& h : s["hooks"]) (h["live"].get<bool>() ? live : missing)++;
-    // A hook the plugin marked optional and the kernel lacks is missing
-    // from the start; "up" asks whether what was attached still runs.
-    bool up = !s.contains("drift");
-    for (auto& l : s["links"])
-      if (l.contains("error")) up = false;
-    for (auto& p : s["programs"])
-      if (p.contains("error")) up = false;
-    for (auto& mp : s["maps"])
-      if (mp.contains("error")) up = false;
-    m.sample("bpfmgr_instance_up", inst, up ? 1 : 0);
-    m.sample("bpfmgr_instance_hooks", {{"instance_name", name}, {"state", "live"}}, live);
-    m.sample("bpfmgr_instance_hooks", {{"instance_name", name}, {"state", "missing"}},
-             missing);
-    m.sample("bpfmgr_instance_loaded_timestamp_seconds", inst,
-             parse_utc(s.value("loaded_at", "")));
-
-    for (auto& p : s["programs"]) {
-      if (!p.contains("id")) continue;
-      Labels pl{{"instance_name", name}, {"program", p["name"].get<std::string>()}};
-      auto with_type = pl;
-      with_type.push_back({"type", p.value("type", "?")});
-      m.sample("bpfmgr_program_info", with_type, 1);
-      if (run_stats && p.contains("run_cnt")) {
-        m.sample("bpfmgr_program_runs_total", pl, double(p["run_cnt"].get<std::uint64_t>()));
-        m.sample("bpfmgr_program_run_seconds_total", pl,
-                 double(p["run_time_ns"].get<std::uint64_t>()) / 1e9);
-      }
-    }
-    for (auto& mp : s["maps"]) {
-      // Shared maps are reported once, by the instance that owns them.
-      if (mp.contains("shared_from") || !mp.contains("id")) continue;
-      Labels ml{{"instance_name", name}, {"map", mp["name"].get<std::string>()}};
-      Fd fd(bpf_obj_get(mp["pin"].get<std::string>().c_str()));
-      bpf_map_info info{};
-      std::uint32_t len = sizeof(info);
-      if (!fd || bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0) continue;
-      if (info.type == BPF_MAP_TYPE_RINGBUF || info.type == BPF_MAP_TYPE_USER_RINGBUF) {
-        // max_entries of a ring buffer is its size in bytes.
-        m.sample("bpfmgr_ringbuf_size_bytes", ml, double(info.max_entries));
-        continue;
-      }
-      // Socket, inode, task and cgroup storage have no bound (one value per
-      // object; max_entries reads 0): nothing to report a fill against.
-      if (info.max_entries == 0) continue;
-      m.sample("bpfmgr_map_max_entries", ml, double(info.max_entries));
-      if (auto n = count_entries(fd.get(), info))
-        m.sample("bpfmgr_map_entries", ml, double(*n));
-    }
-
-    // Plugin counters: a per-CPU counter only grows (a Prometheus counter);
-    // a plain value (entries now, flows open) is a gauge.
-    m.sample("bpfmgr_plugin_status_errors", inst, s.contains("status_error") ? 1 : 0);
-    auto prefix = "bpfmgr_plugin_" + metric_name_part(plugin) + "_";
-    for (auto& c : s["counters"]) {
-      auto cname = metric_name_part(c["name"].get<std::string>());
-      bool monotonic = c.contains("per_cpu");
-      auto family = prefix + cname + (monotonic ? "_total" : "");
-      m.family(family, monotonic ? T::Counter : T::Gauge,
-               "Plugin " + plugin + "'s " + (monotonic ? "counter " : "value ") +
-                   c["name"].get<std::string>() + " (as in `bpfmgr status`)");
-      m.sample(family, inst, double(c["value"].get<std::uint64_t>()));
-    }
-    add_plugin_samples(m, plugin_families, s);
-  }
+  for (auto& s : observed["instances"]) instance_metrics(m, s, run_stats, plugin_families);
   return m.render();
 }
 

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "handles.hpp"
-#include "loader.hpp"
+#include "load_options.hpp"
 #include "object_spec.hpp"
 #include "pin_layout.hpp"
 #include "plugins.hpp"

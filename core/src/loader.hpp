@@ -11,8 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include <atomic>
-
+#include "load_options.hpp"
 #include "pin_root_lock.hpp"
 #include "pinned.hpp"
 #include "plugins.hpp"
@@ -20,22 +19,6 @@
 #include "state.hpp"
 
 namespace bpfmgr {
-
-struct LoadOptions {
-  // Run the verifier on every program, pin and attach nothing.
-  bool dry_run = false;
-  // Recreate maps instead of keeping pinned contents on update.
-  bool reset_maps = false;
-  // When another process changes the same pin root: wait for it, or fail
-  // at once with LockBusy (`--no-wait`). A dry run takes no lock.
-  LockWait lock_wait = LockWait::Block;
-  // Catch SIGINT/SIGTERM/SIGHUP/SIGQUIT while loading: before the commit
-  // they roll the load back (Interrupted), during it they are reported and
-  // the commit finishes. A daemon with its own handlers sets this false and
-  // may pass `cancel` instead, checked at the same points.
-  bool catch_signals = true;
-  const std::atomic<bool>* cancel = nullptr;
-};
 
 // A signal (or `cancel`) stopped the load before its commit; it was rolled
 // back. `signal` is 0 for `cancel`.

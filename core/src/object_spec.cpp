@@ -4,6 +4,7 @@
 #include <bpf/libbpf.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
 #include <mutex>
 
@@ -64,6 +65,11 @@ std::string map_mismatch(const MapSpec& mine, const MapSpec& theirs) {
   if (mine.max_entries != theirs.max_entries)
     return "max entries " + std::to_string(mine.max_entries) + " vs " +
            std::to_string(theirs.max_entries);
+  if (mine.flags != theirs.flags) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "flags 0x%x vs 0x%x", mine.flags, theirs.flags);
+    return buf;
+  }
   return {};
 }
 

@@ -42,7 +42,7 @@ std::optional<MapSpec> loaded_map_spec(int fd);
 // The one rule for a map that must be another (a shared map and its
 // owner's, a kept map and its pinned self): "" when `mine` can be
 // `theirs`, else the first difference (type, key size, value size, max
-// entries), "mine vs theirs".
+// entries, map flags), "mine vs theirs".
 std::string map_mismatch(const MapSpec& mine, const MapSpec& theirs);
 
 // A plugin's object as built, before any before_load: read once per plugin

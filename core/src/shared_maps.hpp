@@ -13,7 +13,7 @@
 namespace bpfmgr {
 
 // Shared maps whose definitions differ once both plugins' before_load ran
-// (type, key and value size, max_entries): the one check validate and load
+// (type, key and value size, max_entries, flags): the one check validate and load
 // both make, with the manifest position of each share. Touches no kernel
 // state (objects are opened, never loaded).
 struct SharedMapProblem {

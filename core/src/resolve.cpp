@@ -207,6 +207,204 @@ KernelRequirements check_kernel_requirements(
   return req;
 }
 
+namespace {
+
+// Step 1: the instance's plugin, found on the search path and trusted.
+std::shared_ptr<LoadedPlugin> resolve_plugin(const InstanceSpec& spec, const Manifest& m,
+                                             PluginRegistry& registry,
+                                             const std::vector<std::string>& available,
+                                             Diagnostics& d) {
+  std::shared_ptr<LoadedPlugin> plugin;
+  try {
+    plugin = registry.load(spec.plugin, m.dir, spec.sha256);
+  } catch (const PluginTrustError& e) {
+    d.error(spec.plugin_pos, e.what());  // found, but refused: no "did you mean"
+    return nullptr;
+  } catch (const PluginLoadError& e) {
+    auto hint = did_you_mean(spec.plugin, available);
+    if (hint.empty() && !available.empty()) {
+      hint = "available plugins:";
+      for (auto& a : available) hint += " " + a;
+    }
+    d.error(spec.plugin_pos, e.what(), hint);
+    return nullptr;
+  }
+  if (plugin->info.name != spec.plugin && spec.plugin.find('/') == std::string::npos &&
+      spec.plugin.find(".so") == std::string::npos)
+    d.error(spec.plugin_pos, plugin->path + " calls itself '" + plugin->info.name +
+                                 "', not '" + spec.plugin + "'");
+  return plugin;
+}
+
+// Step 2: the manifest's options typed by the plugin's schema, defaults
+// added. An option that fails its schema is reported and, for the plugin's
+// own validate() that follows, replaced by its default; `complete` is false
+// when one that has no default is missing or wrong.
+struct TypedOptions {
+  std::map<std::string, OptionValue> values;
+  std::map<std::string, SourcePos> key_pos;
+  std::set<std::string> refused;  // keys reported here
+  bool complete = true;
+  bool recordable = true;  // fits the state record
+};
+TypedOptions type_options(const InstanceSpec& spec, const std::vector<OptionSpec>& schema,
+                          Diagnostics& d) {
+  TypedOptions out;
+  std::vector<std::string> known;
+  for (auto& s : schema) known.push_back(s.name);
+  for (auto& option : spec.options) {
+    const std::string& key = option.key;
+    const SourcePos& kp = option.key_pos;
+    out.key_pos[key] = kp;
+    auto it = std::find_if(schema.begin(), schema.end(),
+                           [&](auto& s) { return s.name == key; });
+    if (it == schema.end()) {
+      auto hint = did_you_mean(key, known);
+      if (hint.empty()) {
+        hint = known.empty() ? "this plugin takes no options"
+                             : "options of '" + spec.plugin + "':";
+        for (auto& kk : known) hint += " " + kk;
+      }
+      d.error(kp, "unknown option '" + shorten(key) + "' for plugin '" + spec.plugin +
+                      "' (instance '" + spec.name + "')",
+              hint);
+      out.refused.insert(key);
+      continue;
+    }
+    if (auto cv = convert(*it, option.value, spec.name, d))
+      out.values[key] = std::move(*cv);
+    else
+      out.refused.insert(key);
+  }
+  for (auto& s : schema) {
+    if (out.values.count(s.name)) continue;
+    bool given = std::any_of(spec.options.begin(), spec.options.end(),
+                             [&](auto& o) { return o.key == s.name; });
+    if (s.default_value) {
+      out.values[s.name] = *s.default_value;  // also in place of a refused value
+    } else {
+      if (!given)
+        d.error(spec.options_pos, "instance '" + spec.name + "' needs option '" + s.name + "'",
+                s.description);
+      out.complete = false;
+    }
+  }
+  return out;
+}
+
+// Step 3: the plugin's own validate() on the typed options, reported in the
+// same pass as the schema's errors (but not again for a key the schema
+// refused), then what the options need from this kernel.
+void check_with_plugin(ResolvedInstance& r, const TypedOptions& typed, Diagnostics& d) {
+  const auto& spec = *r.spec;
+  std::vector<OptionProblem> problems;
+  try {
+    problems = r.plugin->plugin->validate(r.options);
+  } catch (const std::exception& e) {
+    problems.push_back({"", std::string("validate() failed: ") + e.what(), ""});
+  }
+  for (auto& p : problems) {
+    if (typed.refused.count(p.key)) continue;
+    auto it = typed.key_pos.find(p.key);
+    auto pos = it != typed.key_pos.end() ? it->second : spec.options_pos;
+    d.error(pos, "instance '" + spec.name + "'" +
+                     (p.key.empty() ? "" : ", option '" + p.key + "'") + ": " + p.message,
+            p.hint);
+  }
+  // Checked before anything loads: what this kernel cannot run is an error
+  // here, not a verifier or CO-RE failure at load.
+  if (typed.refused.empty() && typed.recordable)
+    r.kernel = check_kernel_requirements(r, typed.key_pos, KernelFeatures::running(), d);
+}
+
+// One enabled instance: its plugin, typed options, the plugin's checks.
+std::optional<ResolvedInstance> resolve_instance(const InstanceSpec& spec, const Manifest& m,
+                                                 PluginRegistry& registry,
+                                                 const std::vector<std::string>& available,
+                                                 Diagnostics& d) {
+  ResolvedInstance r;
+  r.spec = &spec;
+  r.plugin = resolve_plugin(spec, m, registry, available, d);
+  if (!r.plugin) return std::nullopt;
+  std::vector<OptionSpec> schema;
+  try {
+    schema = r.plugin->plugin->option_schema();
+  } catch (const std::exception& e) {
+    d.error(spec.plugin_pos,
+            "plugin '" + spec.plugin + "': option_schema() failed: " + e.what());
+    return std::nullopt;
+  }
+  auto typed = type_options(spec, schema, d);
+  r.options = Options(typed.values);
+  // The options are kept in the instance's state record (state.hpp): a
+  // list that could never be recorded fails here, not half-way into load.
+  if (auto bytes = options_to_json(r.options).dump().size();
+      typed.refused.empty() && bytes > kMaxRecordedOptionsBytes) {
+    d.error(spec.options_pos,
+            "options of instance '" + spec.name + "' take " + std::to_string(bytes) +
+                " bytes in its state record; at most " +
+                std::to_string(kMaxRecordedOptionsBytes) + " fit",
+            "shorten the long lists (e.g. ports, cidrs)");
+    typed.recordable = false;
+  }
+  if (typed.complete) check_with_plugin(r, typed, d);
+  if (!plugin_object_spec(*r.plugin))
+    d.error(spec.plugin_pos,
+            "plugin '" + spec.plugin + "' carries a BPF object libbpf cannot open");
+  return r;
+}
+
+// Shared maps: both sides must have the map. Their definitions are
+// compared once, after both plugins' before_load (shared_maps.hpp), by the
+// rule load applies to the kernel's map (object_spec.hpp).
+void check_shared_map_names(const std::map<std::string, ResolvedInstance>& by_name,
+                            Diagnostics& d) {
+  for (auto& [name, r] : by_name) {
+    auto& mine = plugin_object_spec(*r.plugin);
+    for (auto& share : r.spec->maps) {
+      auto owner = by_name.find(share.instance);
+      if (!mine || owner == by_name.end()) continue;
+      auto& theirs = plugin_object_spec(*owner->second.plugin);
+      if (!theirs) continue;
+      if (!mine->map(share.map)) {
+        d.error(share.pos, "instance '" + name + "' has no map '" + share.map + "' to share",
+                "its maps:" + mine->map_names());
+        continue;
+      }
+      if (!theirs->map(share.remote_map))
+        d.error(share.pos,
+                "instance '" + share.instance + "' has no map '" + share.remote_map + "'",
+                "its maps:" + theirs->map_names());
+    }
+  }
+}
+
+// Owners before sharers (depth-first; cycles are reported).
+bool order_by_sharing(const Manifest& m, std::map<std::string, ResolvedInstance>& by_name,
+                      std::vector<ResolvedInstance>& out, Diagnostics& d) {
+  std::set<std::string> done, visiting;
+  std::function<bool(const std::string&)> visit = [&](const std::string& n) {
+    // Only resolved instances have a spec; never create an empty entry.
+    if (done.count(n) || !by_name.count(n)) return true;
+    if (visiting.count(n)) {
+      d.error(by_name[n].spec->pos, "instances share maps in a cycle through '" + n + "'");
+      return false;
+    }
+    visiting.insert(n);
+    for (auto& share : by_name[n].spec->maps)
+      if (by_name.count(share.instance) && !visit(share.instance)) return false;
+    visiting.erase(n);
+    done.insert(n);
+    out.push_back(by_name[n]);
+    return true;
+  };
+  for (auto& spec : m.instances)
+    if (spec.enabled && !visit(spec.name)) return false;
+  return true;
+}
+
+}  // namespace
+
 std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
                                                  PluginRegistry& registry,
                                                  Diagnostics& d) {
@@ -216,170 +414,22 @@ std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
   std::vector<std::string> available;
   for (auto& [name, path] : registry.discover()) available.push_back(name);
 
+  out.registry = &registry;
   std::map<std::string, ResolvedInstance> by_name;
-  std::map<std::string, const std::optional<ObjectSpec>*> maps_of;
   for (auto& spec : m.instances) {
     // Instances already reported as malformed or duplicate are skipped.
     if (!spec.enabled || spec.name.empty() || spec.plugin.empty() ||
         by_name.count(spec.name))
       continue;
-    ResolvedInstance r;
-    r.spec = &spec;
-    try {
-      r.plugin = registry.load(spec.plugin, m.dir, spec.sha256);
-    } catch (const PluginTrustError& e) {
-      d.error(spec.plugin_pos, e.what());  // found, but refused: no "did you mean"
-      continue;
-    } catch (const PluginLoadError& e) {
-      auto hint = did_you_mean(spec.plugin, available);
-      if (hint.empty() && !available.empty()) {
-        hint = "available plugins:";
-        for (auto& a : available) hint += " " + a;
-      }
-      d.error(spec.plugin_pos, e.what(), hint);
-      continue;
-    }
-    if (r.plugin->info.name != spec.plugin &&
-        spec.plugin.find('/') == std::string::npos &&
-        spec.plugin.find(".so") == std::string::npos)
-      d.error(spec.plugin_pos, r.plugin->path + " calls itself '" +
-                                   r.plugin->info.name + "', not '" +
-                                   spec.plugin + "'");
-
-    std::vector<OptionSpec> schema;
-    try {
-      schema = r.plugin->plugin->option_schema();
-    } catch (const std::exception& e) {
-      d.error(spec.plugin_pos, "plugin '" + spec.plugin +
-                                   "': option_schema() failed: " + e.what());
-      continue;
-    }
-    std::vector<std::string> known;
-    for (auto& s : schema) known.push_back(s.name);
-    std::map<std::string, OptionValue> values;
-    std::map<std::string, SourcePos> key_pos;
-    bool options_ok = true;
-    for (auto& option : spec.options) {
-      const std::string& key = option.key;
-      const SourcePos& kp = option.key_pos;
-      const RawValue& v = option.value;
-      key_pos[key] = kp;
-      auto it = std::find_if(schema.begin(), schema.end(),
-                             [&](auto& s) { return s.name == key; });
-      if (it == schema.end()) {
-        auto hint = did_you_mean(key, known);
-        if (hint.empty()) {
-          hint = known.empty() ? "this plugin takes no options"
-                               : "options of '" + spec.plugin + "':";
-          for (auto& kk : known) hint += " " + kk;
-        }
-        d.error(kp, "unknown option '" + shorten(key) + "' for plugin '" + spec.plugin +
-                        "' (instance '" + spec.name + "')",
-                hint);
-        options_ok = false;
-        continue;
-      }
-      if (auto cv = convert(*it, v, spec.name, d))
-        values[key] = std::move(*cv);
-      else
-        options_ok = false;
-    }
-    for (auto& s : schema) {
-      if (values.count(s.name) ||
-          std::any_of(spec.options.begin(), spec.options.end(),
-                      [&](auto& o) { return o.key == s.name; }))
-        continue;
-      if (s.default_value) {
-        values[s.name] = *s.default_value;
-      } else {
-        d.error(spec.options_pos,
-                "instance '" + spec.name + "' needs option '" + s.name + "'",
-                s.description);
-        options_ok = false;
-      }
-    }
-    r.options = Options(std::move(values));
-    // The options are kept in the instance's state record (state.hpp): a
-    // list that could never be recorded fails here, not half-way into load.
-    if (auto bytes = options_to_json(r.options).dump().size();
-        options_ok && bytes > kMaxRecordedOptionsBytes) {
-      d.error(spec.options_pos,
-              "options of instance '" + spec.name + "' take " + std::to_string(bytes) +
-                  " bytes in its state record; at most " +
-                  std::to_string(kMaxRecordedOptionsBytes) + " fit",
-              "shorten the long lists (e.g. ports, cidrs)");
-      options_ok = false;
-    }
-    if (options_ok) {
-      std::vector<OptionProblem> problems;
-      try {
-        problems = r.plugin->plugin->validate(r.options);
-      } catch (const std::exception& e) {
-        problems.push_back({"", std::string("validate() failed: ") + e.what(), ""});
-      }
-      for (auto& p : problems) {
-        auto pos = key_pos.count(p.key) ? key_pos[p.key] : spec.options_pos;
-        d.error(pos, "instance '" + spec.name + "'" +
-                         (p.key.empty() ? "" : ", option '" + p.key + "'") +
-                         ": " + p.message,
-                p.hint);
-      }
-      // Checked before anything loads: what this kernel cannot run is an
-      // error here, not a verifier or CO-RE failure at load.
-      r.kernel = check_kernel_requirements(r, key_pos, KernelFeatures::running(), d);
-    }
-    maps_of[spec.name] = &plugin_object_spec(*r.plugin);
-    if (!*maps_of[spec.name])
-      d.error(spec.plugin_pos, "plugin '" + spec.plugin +
-                                   "' carries a BPF object libbpf cannot open");
-    by_name[spec.name] = std::move(r);
+    if (auto r = resolve_instance(spec, m, registry, available, d))
+      by_name[spec.name] = std::move(*r);
   }
-
-  // Shared maps: both sides must have the map. Their definitions are
-  // compared once, after both plugins' before_load (shared_maps.hpp), by
-  // the rule load applies to the kernel's map (object_spec.hpp).
-  for (auto& [name, r] : by_name) {
-    for (auto& share : r.spec->maps) {
-      auto* mine = maps_of[name];
-      auto* theirs = maps_of.count(share.instance) ? maps_of[share.instance] : nullptr;
-      if (!mine || !*mine || !theirs || !*theirs) continue;
-      if (!(*mine)->map(share.map)) {
-        d.error(share.pos, "instance '" + name + "' has no map '" + share.map +
-                               "' to share",
-                "its maps:" + (*mine)->map_names());
-        continue;
-      }
-      if (!(*theirs)->map(share.remote_map))
-        d.error(share.pos, "instance '" + share.instance + "' has no map '" +
-                               share.remote_map + "'",
-                "its maps:" + (*theirs)->map_names());
-    }
-  }
+  check_shared_map_names(by_name, d);
   if (auto& k = KernelFeatures::running(); k.answers_computed())
     spdlog::debug("kernel {}: {} feature(s) probed in {:.1f} ms", k.release(),
                   k.answers_computed(), k.probe_seconds() * 1e3);
   if (!d.empty()) return std::nullopt;
-
-  // Owners before sharers (depth-first; cycles are reported).
-  std::set<std::string> done, visiting;
-  std::function<bool(const std::string&)> visit = [&](const std::string& n) {
-    // Only resolved instances have a spec; never create an empty entry.
-    if (done.count(n) || !by_name.count(n)) return true;
-    if (visiting.count(n)) {
-      d.error(by_name[n].spec->pos,
-              "instances share maps in a cycle through '" + n + "'");
-      return false;
-    }
-    visiting.insert(n);
-    for (auto& share : by_name[n].spec->maps)
-      if (by_name.count(share.instance) && !visit(share.instance)) return false;
-    visiting.erase(n);
-    done.insert(n);
-    out.instances.push_back(by_name[n]);
-    return true;
-  };
-  for (auto& spec : m.instances)
-    if (spec.enabled && !visit(spec.name)) return std::nullopt;
+  if (!order_by_sharing(m, by_name, out.instances, d)) return std::nullopt;
   return out;
 }
 

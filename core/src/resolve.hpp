@@ -39,6 +39,9 @@ struct ResolvedManifest {
   Manifest manifest;
   // Enabled instances, ordered so that map owners come before sharers.
   std::vector<ResolvedInstance> instances;
+  // The registry that found the plugins (it outlives this): load unpins
+  // instances dropped from the manifest with their plugins from it.
+  PluginRegistry* registry = nullptr;
 };
 
 // Room for an instance's options in its state record (64 KiB in all, the

@@ -577,6 +577,7 @@ std::optional<std::string> Server::apply_one(const Desired& d, const ResolvedIns
   // path; with no absolute_path the loader removes nothing else.
   ResolvedManifest one;
   one.manifest = d.resolved->manifest;
+  one.registry = d.resolved->registry;
   one.manifest.path = d.resolved->manifest.absolute_path;
   one.manifest.absolute_path.clear();
   std::erase_if(one.manifest.instances,

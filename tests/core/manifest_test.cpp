@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "manifest.hpp"
+#include "object_spec.hpp"
 #include "resolve.hpp"
 #include "test_support.hpp"
 
@@ -194,6 +195,37 @@ mode = "bytes"
   auto& d = find(r, "mode 'bytes' needs a tgid");
   EXPECT_EQ(d.pos.line, 6);
   EXPECT_EQ(d.hint, "set tgid = <pid>");
+}
+
+TEST(Manifest, SchemaErrorsAndPluginValidateProblemsComeInOnePass) {
+  // The plugin's validate() sees the options that passed the schema (a
+  // refused one at its default) and is not kept waiting for the schema's
+  // errors to be fixed first.
+  auto r = check(R"(
+[[instance]]
+name = "a"
+plugin = "testcount"
+[instance.options]
+mode = "bytes"
+max_entries = 0
+)");
+  ASSERT_FALSE(r.ok);
+  EXPECT_EQ(r.diags.items().size(), 2u) << r.diags.format();
+  auto& range = find(r, "0 is out of range");
+  EXPECT_EQ(range.pos.line, 7);
+  EXPECT_EQ(range.pos.column, 15);
+  auto& plugin = find(r, "mode 'bytes' needs a tgid");
+  EXPECT_EQ(plugin.pos.line, 6);
+  EXPECT_EQ(plugin.pos.column, 1);
+}
+
+TEST(Manifest, MapsDifferingOnlyInFlagsAreNotTheSameMap) {
+  // One rule for shared and kept maps, flags included (BPF_F_NO_PREALLOC).
+  MapSpec a{"m", 1, 4, 8, 16, 0};
+  auto b = a;
+  EXPECT_EQ(map_mismatch(a, b), "");
+  b.flags = 1;
+  EXPECT_EQ(map_mismatch(a, b), "flags 0x0 vs 0x1");
 }
 
 TEST(Manifest, SharedMapsAreChecked) {

@@ -12,10 +12,11 @@
 #include "kernel_features.hpp"
 #include "loader.hpp"
 #include "manifest.hpp"
+#include "mounts.hpp"
 #include "pin_root_access.hpp"
 #include "record_json.hpp"
 #include "resolve.hpp"
-#include "mounts.hpp"
+#include "serve.hpp"
 #include "shared_maps.hpp"
 
 namespace bpfmgr {
@@ -223,6 +224,29 @@ int cmd_unpin(const UnpinArgs& a) {
 
 namespace {
 
+// serve's line of `bpfmgr status`: ready, or degraded and why per instance.
+void print_serve_state(const nlohmann::json& sv) {
+  std::cout << "serve PID " << sv.value("pid", 0);
+  if (sv.value("starting", false)) {
+    std::cout << ": starting (its first apply has not finished)\n\n";
+    return;
+  }
+  auto problems = sv.value("problems", nlohmann::json::array());
+  std::cout << " (" << sv.value("manifest", std::string("?")) << "): ";
+  if (sv.value("ready", false))
+    std::cout << "ready, " << sv.value("instances", 0) << " instance(s) up";
+  else
+    std::cout << "degraded, " << sv.value("up", 0) << " of " << sv.value("instances", 0)
+              << " instance(s) up";
+  std::cout << " (since " << sv.value("since", std::string("?")) << ")\n";
+  if (!sv.value("manifest_valid", true))
+    std::cout << "  the manifest has errors (see serve's log); what runs is kept\n";
+  for (auto& p : problems)
+    std::cout << "  " << p.value("instance", std::string("?")) << ": "
+              << p.value("why", std::string("?")) << "\n";
+  std::cout << "\n";
+}
+
 // What interrupted loads and foreign entries left under the pin root.
 void print_leftovers(const nlohmann::json& whole) {
   for (auto& l : whole["leftovers"])
@@ -363,6 +387,8 @@ int cmd_status(const std::string& pin_root, const std::vector<std::string>& inst
   PluginRegistry registry;
   if (int rc = check_pin_root_access(pin_root, instances); rc != kExitOk) return rc;
   auto whole = pin_root_status(pin_root, instances, registry);
+  // What a running serve could not apply (its own record, not a guess).
+  if (auto sv = serve_state_for_status(pin_root, instances); !sv.is_null()) whole["serve"] = sv;
   auto& all = whole["instances"];
   int rc = kExitOk;
   for (auto& s : all) {
@@ -377,6 +403,7 @@ int cmd_status(const std::string& pin_root, const std::vector<std::string>& inst
     std::cout << whole.dump(2) << "\n";
     return rc;
   }
+  if (whole.contains("serve")) print_serve_state(whole["serve"]);
   print_leftovers(whole);
   if (all.empty()) {
     if (instances.empty()) std::cout << "no instances under " << pin_root << "\n";

@@ -3,8 +3,10 @@
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,6 +28,15 @@
 namespace bpfmgr {
 
 namespace {
+
+constexpr const char* kVmlinuxBtf = "/sys/kernel/btf/vmlinux";
+
+bool has_effective_cap(int cap) {
+  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2]{};
+  if (::syscall(SYS_capget, &hdr, data) != 0) return true;  // unknown: as before
+  return (data[cap / 32].effective >> (cap % 32)) & 1u;
+}
 
 std::string now_utc() {
   auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
@@ -91,6 +102,15 @@ void InstanceTxn::open_object() {
   bpf_object_open_opts opts{};
   opts.sz = sizeof(opts);
   opts.object_name = r_.plugin->info.name.c_str();
+  // A CO-RE type vmlinux lacks (a ___flavour of a struct this kernel does
+  // not have) makes libbpf search the module BTFs, walking BTF ids: the
+  // kernel allows that with CAP_SYS_ADMIN only, and libbpf 1.1 fails the
+  // load without it. Naming vmlinux's BTF as the target searches it alone
+  // (the type is then absent, as on a kernel without it), so serve needs
+  // CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN; with CAP_SYS_ADMIN modules are
+  // searched as before.
+  if (!has_effective_cap(CAP_SYS_ADMIN) && ::access(kVmlinuxBtf, R_OK) == 0)
+    opts.btf_custom_path = kVmlinuxBtf;
   obj_.reset(bpf_object__open_mem(bytes.data(), bytes.size(), &opts));
   if (!obj_)
     fail("libbpf cannot open the BPF object: " + errno_text(errno) + "\n" +

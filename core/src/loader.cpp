@@ -29,6 +29,9 @@ std::string config_hash(const ResolvedInstance& r, const Manifest& m) {
   j["plugin"] = r.plugin->info.name;
   j["version"] = r.plugin->info.version;
   j["path"] = r.plugin->path;
+  // The plugin file's own bytes: a rebuilt plugin (new user-space code, the
+  // same BPF object) is a new plugin, and the record names its sha256.
+  j["sha256"] = r.plugin->sha256;
   auto bytes = r.plugin->plugin->bpf_object();
   j["object"] = fnv1a_hex(std::string_view(
       reinterpret_cast<const char*>(bytes.data()), bytes.size()));

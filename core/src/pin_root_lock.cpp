@@ -30,6 +30,14 @@ std::string pin_root_lock_path(const std::string& pin_root, std::string_view rol
   return run_lock_path(pin_root_role(role), canonical_pin_root(pin_root));
 }
 
+std::string serve_record_path(const std::string& pin_root) {
+  return run_record_path(LockRole::Serve, canonical_pin_root(pin_root));
+}
+
+pid_t serve_lock_holder(const std::string& pin_root) {
+  return run_lock_holder(LockRole::Serve, canonical_pin_root(pin_root));
+}
+
 PinRootLock PinRootLock::acquire(const std::string& pin_root, LockWait wait,
                                  std::string_view role) {
   return PinRootLock(RunLock::acquire(pin_root_role(role), canonical_pin_root(pin_root), wait));

@@ -31,4 +31,9 @@ inline constexpr const char* kLockDir = kRunDir;
 // The lock file for a pin root and role (exposed for tests and messages).
 std::string pin_root_lock_path(const std::string& pin_root, std::string_view role);
 
+// `bpfmgr serve`'s record for a pin root (its state: what it could not
+// apply), beside its lock, and the PID holding that lock (0: no serve runs).
+std::string serve_record_path(const std::string& pin_root);
+pid_t serve_lock_holder(const std::string& pin_root);
+
 }  // namespace bpfmgr

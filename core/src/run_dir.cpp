@@ -7,6 +7,7 @@
 
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -152,6 +153,51 @@ std::string run_lock_path(LockRole role, std::string_view key) {
   std::string id = role == LockRole::EventsReader ? std::string(key) : fnv1a_hex(key);
   return std::string(kRunDir) + "/" + role_prefix(role) + "-" + id + ".lock";
 }
+
+pid_t run_lock_holder(LockRole role, std::string_view key) {
+  auto path = run_lock_path(role, key);
+  Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return 0;
+  try {
+    return lock_holder(fd.get(), path);
+  } catch (const Error&) {
+    return 0;
+  }
+}
+
+std::string run_record_path(LockRole role, std::string_view key) {
+  auto path = run_lock_path(role, key);
+  return path.substr(0, path.size() - std::strlen(".lock")) + ".json";
+}
+
+void write_run_record(const std::string& path, const std::string& content) {
+  Fd dir = open_run_dir();
+  auto name = fs::path(path).filename().string();
+  auto tmp = name + ".tmp-" + std::to_string(::getpid());
+  Fd fd(::openat(dir.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                 0644));
+  if (!fd) throw Error("cannot write " + path + ": " + errno_text(errno));
+  const char* p = content.data();
+  std::size_t left = content.size();
+  while (left > 0) {
+    auto n = ::write(fd.get(), p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int err = errno;
+      ::unlinkat(dir.get(), tmp.c_str(), 0);
+      throw Error("cannot write " + path + ": " + errno_text(err));
+    }
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+  if (::renameat(dir.get(), tmp.c_str(), dir.get(), name.c_str()) != 0) {
+    int err = errno;
+    ::unlinkat(dir.get(), tmp.c_str(), 0);
+    throw Error("cannot write " + path + ": " + errno_text(err));
+  }
+}
+
+void remove_run_record(const std::string& path) noexcept { ::unlink(path.c_str()); }
 
 RunLock RunLock::acquire(LockRole role, std::string_view key, LockWait wait) {
   auto path = run_lock_path(role, key);

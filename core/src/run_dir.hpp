@@ -59,6 +59,18 @@ Fd open_run_dir();
 // (events-map-<id>.lock).
 std::string run_lock_path(LockRole role, std::string_view key);
 
+// Who holds the lock of `role` for `key` now: 0 when nobody does (or the
+// lock file does not exist). Takes nothing; `status` asks whether serve runs.
+pid_t run_lock_holder(LockRole role, std::string_view key);
+
+// A record beside a lock, NAME.json for NAME.lock (serve's state: what it
+// could not apply). Written whole: to a temporary name in the run
+// directory, then renamed over, so a reader sees the old or the new record.
+// Throws Error.
+std::string run_record_path(LockRole role, std::string_view key);
+void write_run_record(const std::string& path, const std::string& content);
+void remove_run_record(const std::string& path) noexcept;
+
 // A held lock of the run directory; released on destruction (or move-from).
 class RunLock {
  public:

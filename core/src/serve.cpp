@@ -33,6 +33,7 @@
 #include "file_watch.hpp"
 #include "handles.hpp"
 #include "loader.hpp"
+#include "log_limit.hpp"
 #include "manifest.hpp"
 #include "metrics.hpp"
 #include "pin_layout.hpp"
@@ -53,6 +54,15 @@ using Clock = std::chrono::steady_clock;
 constexpr double kRetrySeconds = 5;
 // /healthz fails after this long without a pass or an idle wake-up.
 constexpr double kStalledSeconds = 120;
+
+std::string utc_now_text() {
+  auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
 
 double unix_now() {
   return std::chrono::duration<double>(
@@ -433,6 +443,14 @@ class Server {
   bool apply_pending_ = false;
   bool last_seen_valid_ = true;
   std::unique_ptr<DirWatch> pin_watch_;
+  // Lines about what keeps failing (retried every 5 s) are logged on change
+  // and then at a backoff; the metrics count every failure.
+  RepeatLimiter repeats_;
+  // serve's record in the run directory (what `bpfmgr status` shows), and
+  // what was last written there without its time.
+  std::string record_path_;
+  std::string record_written_;
+  void write_record(const Readiness& r);
 
   mutable std::mutex stats_mutex_;
   ServeStats stats_;
@@ -504,23 +522,36 @@ std::optional<Desired> Server::read_manifest(const std::string& text) {
       }
       if (!progress) manifest_level = true;
     }
-    if (out && out->failing.empty()) return out;
+    if (out && out->failing.empty()) {
+      if (auto n = repeats_.clear("manifest"))
+        spdlog::info("{}: no errors any more (after {} failed read(s))", args_.manifest, n);
+      return out;
+    }
   } else {
     for (auto& item : parse_diags.items()) shown.error(item.pos, item.message, item.hint);
   }
-  // The same file:line:column lines `bpfmgr load` prints, through the log.
-  for (auto& item : shown.sorted()) spdlog::error("{}", item.format());
+  // The same file:line:column lines `bpfmgr load` prints, through the log;
+  // the same errors read again (each retry) only at the backoff.
+  std::string lines;
+  for (auto& item : shown.sorted()) lines += item.format() + "\n";
+  auto verdict = repeats_.note("manifest", lines);
+  auto level = verdict.log ? spdlog::level::err : spdlog::level::debug;
+  if (verdict.log)
+    for (auto& item : shown.sorted()) spdlog::error("{}", item.format());
   if (out)
-    spdlog::error("{}: {} instance(s) cannot be applied: {}; keeping what runs as it is "
-                  "for them, applying the others",
-                  args_.manifest, out->failing.size(), [&] {
-                    std::string names;
-                    for (auto& [n, why] : out->failing) names += (names.empty() ? "" : ", ") + n;
-                    return names;
-                  }());
+    spdlog::log(level,
+                "{}: {} instance(s) cannot be applied: {}; keeping what runs as it is "
+                "for them, applying the others{}",
+                args_.manifest, out->failing.size(),
+                [&] {
+                  std::string names;
+                  for (auto& [n, why] : out->failing) names += (names.empty() ? "" : ", ") + n;
+                  return names;
+                }(),
+                repeat_note(verdict));
   else
-    spdlog::error("{}: {} error(s); keeping what runs as it is", args_.manifest,
-                  shown.items().size());
+    spdlog::log(level, "{}: {} error(s); keeping what runs as it is{}", args_.manifest,
+                shown.items().size(), repeat_note(verdict));
   std::lock_guard g(stats_mutex_);
   ++stats_.manifest_errors;
   stats_.manifest_valid = false;
@@ -632,7 +663,10 @@ void Server::apply(const Desired& d,
       rep = load_manifest(*d.resolved, options);
       whole = true;
     } catch (const std::exception& e) {
-      spdlog::error("apply failed, rolled back: {}; applying instance by instance", e.what());
+      auto v = repeats_.note("apply", e.what());
+      spdlog::log(v.log ? spdlog::level::err : spdlog::level::debug,
+                  "apply failed, rolled back: {}; applying instance by instance{}", e.what(),
+                  repeat_note(v));
     }
   }
   if (!whole) {
@@ -643,11 +677,18 @@ void Server::apply(const Desired& d,
     for (auto& ri : d.resolved->instances)
       if (auto err = apply_one(d, ri, rep)) {
         failed[ri.spec->name] = *err;
-        spdlog::error("{}: cannot be applied; retrying every {}s: {}", ri.spec->name,
-                      std::min(args_.interval_s, kRetrySeconds), *err);
+        auto v = repeats_.note("instance " + ri.spec->name, *err);
+        spdlog::log(v.log ? spdlog::level::err : spdlog::level::debug,
+                    "{}: cannot be applied; retrying every {}s: {}{}", ri.spec->name,
+                    std::min(args_.interval_s, kRetrySeconds), *err, repeat_note(v));
       }
     remove_dropped(d);
   }
+  if (whole) repeats_.clear("apply");
+  for (auto& n : d.instance_names())
+    if (!failed.count(n))
+      if (auto k = repeats_.clear("instance " + n))
+        spdlog::info("{}: applied after {} failed attempt(s)", n, k);
   for (auto& [n, why] : d.failing) failed[n] = why;
   bool ok = failed.empty();
   double secs = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -683,13 +724,19 @@ void Server::apply(const Desired& d,
     for (auto& x : v) s += (s.empty() ? "" : ", ") + x;
     return s;
   };
-  spdlog::info("applied in {:.3f}s: loaded [{}] updated [{}] unchanged [{}] removed [{}]{}",
-               secs, list(rep.loaded), list(rep.updated), list(rep.unchanged),
-               list(rep.removed), ok ? "" : " failing [" + [&] {
-                 std::string s;
-                 for (auto& [n, why] : failed) s += (s.empty() ? "" : ", ") + n;
-                 return s;
-               }() + "]");
+  std::string failing;
+  for (auto& [n, why] : failed) failing += (failing.empty() ? "" : ", ") + n;
+  // A retry that changed nothing is said at the backoff, as its errors are.
+  bool quiet = false;
+  RepeatLimiter::Verdict v;
+  if (ok)
+    repeats_.clear("applied");
+  else if (rep.loaded.empty() && rep.updated.empty() && rep.removed.empty() && drift.empty())
+    quiet = !(v = repeats_.note("applied", failing)).log;
+  spdlog::log(quiet ? spdlog::level::debug : spdlog::level::info,
+              "applied in {:.3f}s: loaded [{}] updated [{}] unchanged [{}] removed [{}]{}{}",
+              secs, list(rep.loaded), list(rep.updated), list(rep.unchanged),
+              list(rep.removed), ok ? "" : " failing [" + failing + "]", repeat_note(v));
 }
 
 void Server::publish_readiness(
@@ -709,8 +756,33 @@ void Server::publish_readiness(
       }
   }
   readiness_ = r;
+  write_record(r);
   stats_.failing_instances.clear();
   for (auto& [n, why] : r.problems) stats_.failing_instances.push_back(n);
+}
+
+void Server::write_record(const Readiness& r) {
+  if (record_path_.empty()) return;
+  nlohmann::json j;
+  j["pid"] = ::getpid();
+  j["manifest"] = stats_.manifest_path;
+  j["pin_root"] = pin_root_;
+  j["ready"] = r.first_apply_done && r.manifest_valid && r.problems.empty();
+  j["manifest_valid"] = r.manifest_valid;
+  j["instances"] = r.instances;
+  j["up"] = r.instances - std::min(r.instances, r.problems.size());
+  auto& p = j["problems"] = nlohmann::json::array();
+  for (auto& [n, why] : r.problems) p.push_back({{"instance", n}, {"why", why}});
+  auto key = j.dump();
+  if (key == record_written_) return;
+  j["since"] = utc_now_text();
+  try {
+    write_run_record(record_path_, j.dump(2) + "\n");
+    record_written_ = key;
+  } catch (const std::exception& e) {
+    auto v = repeats_.note("record", e.what());
+    if (v.log) spdlog::warn("`bpfmgr status` will not show serve's state: {}", e.what());
+  }
 }
 
 void Server::reconcile(const char* trigger, bool force_reread) {
@@ -890,6 +962,13 @@ int Server::run() {
     spdlog::error("{}", e.what());
     return kExitFailed;
   }
+  // Removed however run() ends; a serve killed outright leaves it, and
+  // `status` believes it only while its writer holds the serve lock.
+  record_path_ = serve_record_path(pin_root_);
+  struct RemoveRecord {
+    const std::string& path;
+    ~RemoveRecord() { remove_run_record(path); }
+  } remove_record{record_path_};
 
   Fd stats_fd;
   if (args_.enable_bpf_stats) {
@@ -1035,6 +1114,27 @@ std::map<std::string, std::vector<std::string>> find_drift(
     const std::string& pin_root, const std::vector<std::string>& instances) {
   PluginRegistry registry;
   return drift_of(pin_root, instances, registry);
+}
+
+nlohmann::json serve_state_for_status(const std::string& pin_root,
+                                      const std::vector<std::string>& instances) {
+  pid_t holder = serve_lock_holder(pin_root);
+  if (holder == 0) return nullptr;
+  nlohmann::json j;
+  if (auto text = read_file(serve_record_path(pin_root)))
+    j = nlohmann::json::parse(*text, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || j.value("pid", 0) != holder)
+    return {{"pid", holder}, {"running", true}, {"starting", true}};
+  j["running"] = true;
+  if (!instances.empty()) {
+    auto all = j.value("problems", nlohmann::json::array());
+    auto& p = j["problems"] = nlohmann::json::array();
+    for (auto& x : all)
+      if (std::find(instances.begin(), instances.end(), x.value("instance", "")) !=
+          instances.end())
+        p.push_back(x);
+  }
+  return j;
 }
 
 int cmd_serve(const ServeArgs& args) {

@@ -14,6 +14,8 @@
 #pragma once
 
 #include <map>
+
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -46,5 +48,12 @@ std::pair<std::string, int> parse_listen_address(const std::string& address);
 // repair_reasons()). Instances that match are absent.
 std::map<std::string, std::vector<std::string>> find_drift(
     const std::string& pin_root, const std::vector<std::string>& instances);
+
+// What the `bpfmgr serve` running on `pin_root` recorded about its state
+// (ready, or degraded: the instances it could not apply and why), for
+// `bpfmgr status`: null when no serve holds the pin root's serve lock. Only
+// `instances`' problems when that is not empty.
+nlohmann::json serve_state_for_status(const std::string& pin_root,
+                                      const std::vector<std::string>& instances);
 
 }  // namespace bpfmgr

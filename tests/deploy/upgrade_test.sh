@@ -18,7 +18,27 @@
 set -euo pipefail
 build=$(cd "$1" && pwd)
 tmp=$(mktemp -d /tmp/bpfmgr-upgrade-test-XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
+pin_root=/sys/fs/bpf/bpfmgr-scratch-upgrade-$$
+# Every way out (a failed check, a signal, ctest's timeout): the serve this
+# test started is stopped (TERM, then KILL), its pins removed, $tmp deleted.
+stop_serve() {
+  local pid
+  pid=$(cat "$tmp/serve.pid" 2>/dev/null) || return 0
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  echo "serve $pid ignored TERM for 10s; killing it"
+  kill -KILL "$pid" 2>/dev/null
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+}
+cleanup() {
+  stop_serve
+  [[ -d $pin_root ]] && "$build/bin/bpfmgr" unpin --pin-root "$pin_root" --quiet 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 (cd "$build" && cpack -G DEB -B "$tmp/pkg" > "$tmp/cpack.log") || { cat "$tmp/cpack.log"; exit 1; }
 v1=$(ls "$tmp"/pkg/bpfmgr_*.deb)
 version=$(dpkg-deb -f "$v1" Version)
@@ -33,11 +53,18 @@ dpkg-deb --root-owner-group -b "$tmp/v2" "$tmp/bpfmgr_v2.deb" > /dev/null
 dpkg --compare-versions "$(dpkg-deb -f "$tmp/bpfmgr_v2.deb" Version)" gt "$version"
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-pin_root=/sys/fs/bpf/bpfmgr-scratch-upgrade-$$
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 set +e
 unshare --mount --propagation private -- bash -euo pipefail -c '
 tmp=$1 v1=$2 v2=$3 port=$4 pin_root=$5
+# The serve started in here is stopped however this script ends (the outer
+# cleanup does it again for a kill of this shell).
+stop() {
+  local pid
+  pid=$(cat "$tmp/serve.pid" 2>/dev/null) && kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+}
+trap stop EXIT
 for d in usr etc var; do
   mkdir -p "$tmp/ov/$d/upper" "$tmp/ov/$d/work"
   mount -t overlay overlay -o "lowerdir=/$d,upperdir=$tmp/ov/$d/upper,workdir=$tmp/ov/$d/work" "/$d"
@@ -118,6 +145,6 @@ grep -q "updated \[probes\]" "$tmp/serve.log" || { echo "FAIL: no update logged"
 ' upgrade "$tmp" "$v1" "$tmp/bpfmgr_v2.deb" "$port" "$pin_root"
 rc=$?
 set -e
-[[ -d $pin_root ]] && "$build/bin/bpfmgr" unpin --pin-root "$pin_root" --quiet 2>/dev/null
+stop_serve
 [[ $rc == 0 ]] || { echo "FAIL: upgrade test ($rc)"; tail -30 "$tmp/serve.log" 2>/dev/null; exit 1; }
 echo "upgrade test passed: $(basename "$v1") -> $(basename "$tmp/bpfmgr_v2.deb")"

@@ -511,10 +511,43 @@ TEST(Serve, InstanceWhoseCgroupIsMissingIsReportedRetriedAndTheOthersRun) {
   EXPECT_NE(ready->body.find("egress: cannot be applied"), std::string::npos) << ready->body;
   EXPECT_EQ(http_get(port, "/healthz")->status, 200) << "liveness is not readiness";
   EXPECT_NE(serve.log().find("egress"), std::string::npos);
+  // `bpfmgr status` says it too, from the record serve keeps in /run/bpfmgr.
+  auto st = run_bpfmgr({"status", "--pin-root", root.path(), "--json"});
+  auto sj = json::parse(st.out.empty() ? "{}" : st.out, nullptr, false);
+  ASSERT_TRUE(sj.is_object() && sj.contains("serve")) << st.out << st.err;
+  EXPECT_EQ(sj["serve"].value("pid", 0), serve.pid()) << sj["serve"];
+  EXPECT_EQ(sj["serve"].value("ready", true), false) << sj["serve"];
+  EXPECT_EQ(sj["serve"].value("instances", 0), 2) << sj["serve"];
+  EXPECT_EQ(sj["serve"].value("up", 0), 1) << sj["serve"];
+  auto problems = sj["serve"].value("problems", json::array());
+  ASSERT_EQ(problems.size(), 1u) << sj["serve"];
+  EXPECT_EQ(problems[0].value("instance", ""), "egress");
+  EXPECT_NE(problems[0].value("why", "").find("cannot be applied"), std::string::npos);
+  auto text = run_bpfmgr({"status", "--pin-root", root.path()});
+  EXPECT_NE(text.out.find("degraded, 1 of 2 instance(s) up"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("  egress: cannot be applied"), std::string::npos) << text.out;
+  // Retried every 5 s (each failure counted) but logged once, not per retry.
+  std::this_thread::sleep_for(11s);
+  auto occurrences = [](const std::string& hay, const std::string& needle) {
+    std::size_t n = 0;
+    for (auto p = hay.find(needle); p != std::string::npos; p = hay.find(needle, p + 1)) ++n;
+    return n;
+  };
+  auto log = serve.log();
+  EXPECT_EQ(occurrences(log, "cannot be applied"), 1u) << log;
+  EXPECT_EQ(occurrences(log, "failing [egress]"), 1u) << log;
+  m = metrics();
+  EXPECT_GE(metric(m, "bpfmgr_instance_apply_failures_total{instance_name=\"egress\"}")
+                .value_or(0), 3) << m;
   // The cgroup appears: the retry (every 5 s while failing) attaches there.
   ASSERT_EQ(::mkdir(cg.c_str(), 0755), 0);
   ASSERT_TRUE(wait_until([&] { return http_get(port, "/readyz")->status == 200; }, 20s))
       << serve.log() << http_get(port, "/readyz")->body;
+  EXPECT_NE(serve.log().find("no errors any more"), std::string::npos) << serve.log();
+  sj = json::parse(run_bpfmgr({"status", "--pin-root", root.path(), "--json"}).out, nullptr,
+                   false);
+  EXPECT_EQ(sj["serve"].value("ready", false), true) << sj;
+  EXPECT_EQ(sj["serve"].value("problems", json::array()).size(), 0u) << sj;
   m = metrics();
   EXPECT_EQ(metric(m, "bpfmgr_instance_up{instance_name=\"egress\"}"), 1) << m;
   EXPECT_EQ(metric(m, "bpfmgr_instance_failing{instance_name=\"egress\"}"), 0);
@@ -522,6 +555,10 @@ TEST(Serve, InstanceWhoseCgroupIsMissingIsReportedRetriedAndTheOthersRun) {
   auto r = run({"bpftool", "cgroup", "show", cg});
   EXPECT_NE(r.out.find("egress"), std::string::npos) << r.out << r.err;
   EXPECT_EQ(serve.stop(SIGTERM), 0);
+  // No serve, no serve state (its record went with it).
+  sj = json::parse(run_bpfmgr({"status", "--pin-root", root.path(), "--json"}).out, nullptr,
+                   false);
+  EXPECT_FALSE(sj.contains("serve")) << sj;
   run_bpfmgr({"unpin", "--pin-root", root.path(), "--quiet"});
 }
 

@@ -90,6 +90,13 @@ def load_reason(results, name, fallback):
     return fallback
 
 
+def refused_by_validate(results, name):
+    """Whether validate refused the load for a kernel feature (its words:
+    "... needs X (Linux N+); this kernel is R") before anything was loaded."""
+    path = os.path.join(results, f"load-{name}.log")
+    return os.path.exists(path) and "; this kernel is " in open(path, errors="replace").read()
+
+
 def loads(results):
     """{plugin--option: (ok|fail, seconds, reason)} from loads.tsv."""
     path = os.path.join(results, "loads.tsv")
@@ -99,9 +106,13 @@ def loads(results):
             f = line.rstrip("\n").split("\t")
             if len(f) >= 3:
                 why = f[3] if len(f) > 3 else ""
-                if f[1] != "ok":
+                verdict = f[1]
+                if verdict != "ok":
                     why = load_reason(results, f[0], why)
-                out[f[0]] = (f[1], f[2], why)
+                    # Runs before guest-suite.sh said "refused" itself.
+                    if verdict == "fail" and refused_by_validate(results, f[0]):
+                        verdict = "refused"
+                out[f[0]] = (verdict, f[2], why)
     return out
 
 

@@ -165,6 +165,10 @@ Settings settings_from(const bpfmgr::Options& o, const std::string& cgroup2_root
                        const std::string& instance_name, bool resolve_cgroup) {
   Settings s;
   auto problems = validate(o);
+  // Without resolving, the cgroup's existence (a fact of the host, which
+  // validate reports itself) is not this parse's concern.
+  if (!resolve_cgroup)
+    std::erase_if(problems, [](const bpfmgr::OptionProblem& p) { return p.key == "cgroup"; });
   if (!problems.empty())
     throw bpfmgr::Error("tcpint: option '" + problems.front().key +
                         "': " + problems.front().message);

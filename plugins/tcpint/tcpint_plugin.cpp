@@ -119,6 +119,9 @@ class TcpintPlugin final : public bpfmgr::Plugin {
   // What each program needs; docs/tcpint.md lists the same, per program.
   void kernel_requirements(const bpfmgr::Options& o,
                            bpfmgr::KernelNeeds& k) const override {
+    // Invalid options are validate()'s to report, once: no needs to add.
+    for (const auto& p : tcpint::validate(o))
+      if (p.key != "cgroup") return;
     auto s = tcpint::settings_from(o, "", "", /*resolve_cgroup=*/false);
     Variants v = choose_variants(&k, s.force_fallbacks);
     k.require(Feature::ProgType, "sock_ops");

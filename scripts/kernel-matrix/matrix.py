@@ -65,11 +65,16 @@ def tests(results):
 
 def load_reason(results, name, fallback):
     """The most specific line of bpfmgr's error: its first detail line (the
-    libbpf or verifier message under "error: ...")."""
+    libbpf or verifier message under "error: ..."); for an option validate
+    refused, the feature it needs."""
     path = os.path.join(results, f"load-{name}.log")
     if not os.path.exists(path):
         return fallback
     lines = open(path, errors="replace").read().splitlines()
+    for l in lines:
+        m = re.search(r"needs (.*?); this kernel is", l)
+        if m:
+            return "needs " + m.group(1)
     # The verifier's and libbpf's own words for what a kernel lacks, first.
     for pat in SPECIFIC:
         for l in lines:
@@ -85,6 +90,13 @@ def load_reason(results, name, fallback):
     return fallback
 
 
+def refused_by_validate(results, name):
+    """Whether validate refused the load for a kernel feature (its words:
+    "... needs X (Linux N+); this kernel is R") before anything was loaded."""
+    path = os.path.join(results, f"load-{name}.log")
+    return os.path.exists(path) and "; this kernel is " in open(path, errors="replace").read()
+
+
 def loads(results):
     """{plugin--option: (ok|fail, seconds, reason)} from loads.tsv."""
     path = os.path.join(results, "loads.tsv")
@@ -94,9 +106,13 @@ def loads(results):
             f = line.rstrip("\n").split("\t")
             if len(f) >= 3:
                 why = f[3] if len(f) > 3 else ""
-                if f[1] != "ok":
+                verdict = f[1]
+                if verdict != "ok":
                     why = load_reason(results, f[0], why)
-                out[f[0]] = (f[1], f[2], why)
+                    # Runs before guest-suite.sh said "refused" itself.
+                    if verdict == "fail" and refused_by_validate(results, f[0]):
+                        verdict = "refused"
+                out[f[0]] = (verdict, f[2], why)
     return out
 
 
@@ -110,12 +126,15 @@ def summary(results):
     for name, (st, secs, why) in sorted(t.items()):
         print(f"  {st.upper():4} {name} ({secs:.0f}s){'  ' + why if why else ''}")
     for name, (st, secs, why) in sorted(l.items()):
-        print(f"  {'LOAD' if st == 'ok' else 'NOLD'} {name} ({secs}s){'  ' + why if why else ''}")
+        tag = {"ok": "LOAD", "refused": "RFSD"}.get(st, "NOLD")
+        print(f"  {tag} {name} ({secs}s){'  ' + why if why else ''}")
 
 
 def failures(results):
     f = {n for n, s in tests(results).items() if s[0] == "fail"}
-    f |= {"load:" + n for n, s in loads(results).items() if s[0] != "ok"}
+    # "refused": validate named the kernel feature the option needs before
+    # anything was loaded (the requirement check working), not a failure.
+    f |= {"load:" + n for n, s in loads(results).items() if s[0] not in ("ok", "refused")}
     return f
 
 
@@ -190,6 +209,9 @@ def render(dirs):
                 cells.append("-")
             elif st[0] == "ok":
                 cells.append("loads")
+            elif st[0] == "refused":
+                why = st[2].replace("|", "\\|")[:140]
+                cells.append(f"refused by validate: {why}")
             else:
                 why = st[2].replace("|", "\\|")[:140]
                 cells.append(f"**no**: {why}" if why else "**no**")
@@ -206,7 +228,7 @@ def render(dirs):
             st = tests(d).get(n)
             cells.append("-" if st is None else cell_test(st[0]))
         out.append(f"| {plugin} | `{n}` | " + " | ".join(cells) + " |")
-    out += ["", "| kernel | tests passed | options loading | boot | loads | ctest | guest total |",
+    out += ["", "| kernel | tests passed / failed / skipped | options loading (refused by validate) | boot | loads | ctest | guest total |",
             "|---|---|---|---|---|---|---|"]
     for k, r, d, meta in runs:
         t, l = tests(d), loads(d)
@@ -214,8 +236,10 @@ def render(dirs):
         # The guest's own time (from the boot to its power-off), without a
         # wait for another guest's lock.
         guest = read_kv(os.path.join(d, "guest-timing")).get("run_s", meta.get("guest_s", "?"))
-        out.append(f"| {k} ({r}) | {sum(1 for s in t.values() if s[0] == 'pass')}/{len(t)} | "
-                   f"{sum(1 for s in l.values() if s[0] == 'ok')}/{len(l)} | "
+        count = lambda st: sum(1 for s in t.values() if s[0] == st)
+        out.append(f"| {k} ({r}) | {count('pass')} / {count('fail')} / {count('skip')} of {len(t)} | "
+                   f"{sum(1 for s in l.values() if s[0] == 'ok')}/{len(l)} "
+                   f"({sum(1 for s in l.values() if s[0] == 'refused')}) | "
                    f"{meta.get('boot_s', '?')} s | {tm.get('loads_s', '?')} s | "
                    f"{tm.get('ctest_s', '?')} s | {guest} s |")
     commits = {m.get("commit", "?") for _, _, _, m in runs}

@@ -1431,7 +1431,11 @@ TEST_F(Bypass, QueueBoundHoldsAgainstAReaderThatStopsAndNothingStalls) {
   EXPECT_TRUE(r.eof);
   EXPECT_EQ(r.bytes, written + more);
   EXPECT_EQ(r.first_mismatch, UINT64_MAX);
-  EXPECT_LT(secs, 10.0) << "stalled";
+  // The stall this guards against lasted minutes (persist-timer backoff);
+  // a TCG guest (BPFMGR_IN_GUEST, the kernel matrix) moves bytes 17-33x
+  // slower than the host: 12x the bound there, still far below a stall.
+  const double limit_s = std::getenv("BPFMGR_IN_GUEST") ? 120.0 : 10.0;
+  EXPECT_LT(secs, limit_s) << "stalled";
   std::cout << "[ info ] drained and streamed 64 MiB more in " << secs
             << " s; back to redirects " << msg().queue_resumed << " times\n";
 }

@@ -63,7 +63,13 @@ struct sockops_counters {
 				  * half-close: their service is kept on TCP */
 	__u64 skipped_half_close;/* connections kept on TCP because their
 				  * service half-closes (both modes) */
-	__u64 pad[3];
+	__u64 skipped_unproven;  /* select = "all": connections kept on TCP
+				  * because no connection of their service
+				  * has closed cleanly yet */
+	__u64 clean_closes;      /* client ends that closed having exchanged
+				  * data without half-closing and reading on:
+				  * what proves a service (both modes) */
+	__u64 pad[1];
 };
 
 /* sockmsg counters: one PERCPU_ARRAY slot holding this struct. */
@@ -112,6 +118,7 @@ enum bypass_shape {
 	BYPASS_SHAPE_BULK_LARGE = 3,       /* one-way, mean write >= large_write */
 	BYPASS_SHAPE_QUEUE_GROWS = 4,      /* a peer let the queue reach the bound */
 	BYPASS_SHAPE_HALF_CLOSE = 5,       /* an end half-closed and read on */
+	BYPASS_SHAPE_UNPROVEN = 6,         /* no connection closed cleanly yet */
 };
 
 /* `services` key: the listening port within a network namespace. */
@@ -139,6 +146,11 @@ struct bypass_service {
 	__u32 half_closes;       /* connection ends that half-closed and could
 				  * still read: never accelerated again
 				  * (docs/sockops.md, "Blocking readers") */
+	__u32 clean_closes;      /* client ends that closed after exchanging
+				  * data without half-closing and reading on;
+				  * 0: the service is unproven and stays on
+				  * TCP (both modes) */
+	__u32 pad;
 };
 
 /* Per-socket state (BPF_MAP_TYPE_SK_STORAGE `sock_state`, owned by sockops,
@@ -172,6 +184,7 @@ struct bypass_sock_state {
 #define BYPASS_SK_HALF_CLOSED 32u /* shutdown(SHUT_WR) with the receive side open */
 #define BYPASS_SK_HC_NOTED 64u    /* its service was marked half-closing */
 #define BYPASS_SK_SENT_NOTED 128u /* its sock_index entry says it redirected */
+#define BYPASS_SK_ON_TCP 256u     /* watched on the TCP path (not in the sockhash) */
 
 /* Messages per learning window, and the gap between windows of a
  * long-lived accelerated socket. */

@@ -159,13 +159,24 @@ static __always_inline int filtered_out(const struct bypass_key *k)
 	return 0;
 }
 
-/* Whether service *k had a connection end half-close and read on: such a
- * reader can be told EAGAIN by the kernel's sockmap recvmsg (docs/sockops.md,
- * "Blocking readers"), so the service stays on TCP, in both modes. */
-static __always_inline int service_half_closes(const struct bypass_service_key *k)
+/* select = "all": whether a new connection of service *k may be
+ * accelerated. Not when one of its connection ends half-closed and read on:
+ * such a reader can be told EAGAIN by the kernel's sockmap recvmsg
+ * (docs/sockops.md, "Blocking readers"). Not before one of its connections
+ * closed cleanly either: until then nothing says it does not (a service
+ * starts on TCP, the path that cannot lose its blocking readers' bytes). */
+static __always_inline int service_proven(const struct bypass_service_key *k)
 {
 	struct bypass_service *svc = bpf_map_lookup_elem(&services, k);
-	return svc && svc->half_closes;
+	if (svc && svc->half_closes) {
+		COUNT(skipped_half_close);
+		return 0;
+	}
+	if (!svc || !svc->clean_closes) {
+		COUNT(skipped_unproven);
+		return 0;
+	}
+	return 1;
 }
 
 /* The decision for a new connection of service *k, from its samples. */
@@ -187,6 +198,12 @@ static __always_inline int service_accelerates(const struct bypass_service_key *
 	} else if (svc->samples < cfg_min_samples) {
 		decision = BYPASS_DECIDE_LEARNING;
 		shape = BYPASS_SHAPE_UNKNOWN;
+	} else if (!svc->clean_closes) {
+		/* Samples come from the first writes, before a connection
+		 * ends; how it ends (a half-close that reads on) only shows
+		 * at its close. */
+		decision = BYPASS_DECIDE_LEARNING;
+		shape = BYPASS_SHAPE_UNPROVEN;
 	} else if (svc->queue_strikes) {
 		decision = BYPASS_DECIDE_TCP;
 		shape = BYPASS_SHAPE_QUEUE_GROWS;
@@ -243,8 +260,9 @@ static __always_inline void learn_on_tcp(struct bpf_sock_ops *skops,
 {
 	int on = SK_BPF_CB_TX_TIMESTAMPING;
 
-	if (!new_state(skops, svc, skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB
-					   ? BYPASS_SK_SERVER : 0))
+	if (!new_state(skops, svc, BYPASS_SK_ON_TCP |
+					   (skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB
+						    ? BYPASS_SK_SERVER : 0)))
 		return;
 	bpf_setsockopt(skops, SOL_SOCKET, SK_BPF_CB_FLAGS, &on, sizeof(on));
 	/* The timestamping callback may not change socket options (it is not
@@ -326,6 +344,18 @@ static __always_inline void note_service(struct bpf_sock_ops *skops,
 	st->netns = svc->netns;
 	st->port = svc->port;
 	st->flags = flags | BYPASS_SK_SERVICE;
+}
+
+/* select = "all": a connection end of an unproven service on the TCP path:
+ * the state callback watches how it ends (note_half_close, check_half_close,
+ * note_clean_close). */
+static __always_inline void watch_on_tcp(struct bpf_sock_ops *skops,
+					 const struct bypass_service_key *svc,
+					 __u32 flags)
+{
+	note_service(skops, svc, flags | BYPASS_SK_ON_TCP);
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+						 BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
 static __always_inline void insert(struct bpf_sock_ops *skops,
@@ -442,18 +472,61 @@ static __always_inline void check_half_close(struct bpf_sock_ops *skops)
 		COUNT(half_close_reads);
 }
 
+/* At close, after check_half_close: a client end that exchanged data and
+ * did not half-close and read on proves its service (both modes). Only the
+ * client end: a server end that half-closes and reads on marks the service
+ * at its FIN_WAIT1 (it has received the request by then), and the client's
+ * close follows the server's FIN; a client's own half-close is decided by
+ * this same callback just before. An end that only connected and closed
+ * (a health check) says nothing about how the service's readers end. */
+static __always_inline void note_clean_close(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = skops->sk;
+	struct bypass_sock_state *st;
+
+	if (!sk)
+		return;
+	st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
+	if (!st || (st->flags & (BYPASS_SK_SERVER | BYPASS_SK_HC_NOTED)) ||
+	    !(st->flags & BYPASS_SK_SERVICE))
+		return;
+	/* bytes_received counts the peer's FIN as one, bytes_acked our SYN
+	 * and FIN as one each: more is data. (An accelerated end moves no
+	 * TCP bytes and is not counted: its service was proven already.) */
+	if (skops->bytes_received <= 1 && skops->bytes_acked <= 2)
+		return;
+	struct bypass_service_key k = { .netns = st->netns, .port = st->port };
+	struct bypass_service *svc = bpf_map_lookup_elem(&services, &k);
+	if (!svc) {
+		struct bypass_service fresh = {};
+		bpf_map_update_elem(&services, &k, &fresh, BPF_NOEXIST);
+		svc = bpf_map_lookup_elem(&services, &k);
+		if (!svc)
+			return;
+	}
+	__sync_fetch_and_add(&svc->clean_closes, 1);
+	COUNT(clean_closes);
+}
+
 static __always_inline void on_state(struct bpf_sock_ops *skops)
 {
 	struct bypass_key key;
 
 	/* args[0]: old state, args[1]: new state */
-	if (skops->args[1] == BPF_TCP_FIN_WAIT1 || skops->args[1] == BPF_TCP_LAST_ACK)
-		COUNT(half_closed); /* this socket sent its FIN */
+	if (skops->args[1] == BPF_TCP_FIN_WAIT1 || skops->args[1] == BPF_TCP_LAST_ACK) {
+		/* An accelerated socket sent its FIN (not one watched on TCP). */
+		struct bpf_sock *hsk = skops->sk;
+		struct bypass_sock_state *hs =
+			hsk ? bpf_sk_storage_get(&sock_state, hsk, 0, 0) : 0;
+		if (!hs || !(hs->flags & BYPASS_SK_ON_TCP))
+			COUNT(half_closed);
+	}
 	if (skops->args[1] == BPF_TCP_FIN_WAIT1)
 		note_half_close(skops);
 	if (skops->args[1] != BPF_TCP_CLOSE)
 		return;
 	check_half_close(skops);
+	note_clean_close(skops);
 	/* The kernel drops the socket from the sockhash itself when it is
 	 * closed; keep the index in step. */
 	if (!BYPASS_FILL_KEY(&key, skops, bpf_get_netns_cookie(skops)))
@@ -518,15 +591,17 @@ int bypass_sockops(struct bpf_sock_ops *skops)
 		struct bypass_key peer;
 		bypass_peer_key(&key, &peer);
 		if (!bpf_map_lookup_elem(&sock_index, &peer)) {
-			if (automatic)
+			if (automatic) {
 				learn_on_tcp(skops, &svc);
-			else
+			} else {
 				COUNT(skipped_no_peer);
+				watch_on_tcp(skops, &svc, BYPASS_SK_SERVER);
+			}
 			return 1;
 		}
 	} else if (!automatic) {
-		if (service_half_closes(&svc)) {
-			COUNT(skipped_half_close);
+		if (!service_proven(&svc)) {
+			watch_on_tcp(skops, &svc, 0);
 			return 1;
 		}
 	} else {

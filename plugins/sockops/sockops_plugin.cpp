@@ -31,7 +31,7 @@ static_assert(sizeof(bypass_cidr) == 24);
 static_assert(sizeof(sockops_counters) == 16 * 8);
 static_assert(sizeof(sockmsg_counters) == 16 * 8);
 static_assert(sizeof(bypass_service_key) == 16);
-static_assert(sizeof(bypass_service) == 72);
+static_assert(sizeof(bypass_service) == 80);
 static_assert(sizeof(bypass_sock_state) == 80);
 static_assert(sizeof(bypass_sock_info) == 32);
 
@@ -124,6 +124,7 @@ const char* shape_name(std::uint32_t s) {
     case BYPASS_SHAPE_BULK_LARGE: return "bulk, large writes";
     case BYPASS_SHAPE_QUEUE_GROWS: return "queue grows";
     case BYPASS_SHAPE_HALF_CLOSE: return "half-closes, reads on";
+    case BYPASS_SHAPE_UNPROVEN: return "no clean close yet";
   }
   return "?";
 }
@@ -144,7 +145,8 @@ std::vector<std::string> read_services(int fd) {
       << " (" << shape_name(v.shape) << "), samples " << v.samples << ", rr_score "
       << v.rr_score << "/1024, avg_write " << v.avg_write << " B, accelerated "
       << v.accelerated << ", kept_tcp " << v.kept_tcp << ", queue_bound_hits "
-      << v.queue_bound_hits << ", half_closes " << v.half_closes;
+      << v.queue_bound_hits << ", half_closes " << v.half_closes << ", clean_closes "
+      << v.clean_closes;
     out.push_back(s.str());
   }
   return out;
@@ -304,7 +306,9 @@ class SockopsPlugin final : public bpfmgr::Plugin {
              std::pair{"learn_callbacks", &sockops_counters::learn_callbacks},
              std::pair{"rcvbuf_raised", &sockops_counters::rcvbuf_raised},
              std::pair{"half_close_reads", &sockops_counters::half_close_reads},
-             std::pair{"skipped_half_close", &sockops_counters::skipped_half_close}})
+             std::pair{"skipped_half_close", &sockops_counters::skipped_half_close},
+             std::pair{"skipped_unproven", &sockops_counters::skipped_unproven},
+             std::pair{"clean_closes", &sockops_counters::clean_closes}})
       r.counters.push_back(bpfmgr::percpu_counter(name, v, field));
     r.counters.push_back(
         {"sockets_in_map", count_entries(ctx.map_fd("sock_hash")), {}});

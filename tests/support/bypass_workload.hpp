@@ -51,7 +51,50 @@ inline void set_nodelay(int fd, bool on) {
   if (::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v)) fail("TCP_NODELAY");
 }
 
-// A loopback TCP connection through a fresh listener on an ephemeral port.
+// One short connection to the listening socket `ls` (address `sa`) that
+// exchanges a byte each way and closes cleanly, client end first: what
+// sockops needs to have seen of a service before it accelerates any of its
+// connections (docs/sockops.md, "Blocking readers"). Returns once the
+// client end reached TCP_CLOSE (its state callback has run), at most after
+// a second. Harmless where nothing watches.
+inline void prime_service(int ls, const sockaddr* sa, socklen_t len) {
+  int c = ::socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (c < 0) fail("socket");
+  if (::connect(c, sa, len)) {
+    int e = errno;
+    ::close(c);
+    errno = e;
+    fail("connect (prime)");
+  }
+  int s = ::accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
+  if (s < 0) {
+    int e = errno;
+    ::close(c);
+    errno = e;
+    fail("accept (prime)");
+  }
+  char x = 'p';
+  bool ok = ::write(c, &x, 1) == 1 && ::read(s, &x, 1) == 1 && ::write(s, &x, 1) == 1 &&
+            ::read(c, &x, 1) == 1;
+  ::shutdown(c, SHUT_RDWR);
+  while (ok && ::read(s, &x, 1) > 0) {
+  }
+  ::close(s);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  for (;;) {
+    tcp_info ti{};
+    socklen_t tl = sizeof ti;
+    if (::getsockopt(c, IPPROTO_TCP, TCP_INFO, &ti, &tl) || ti.tcpi_state == TCP_CLOSE ||
+        std::chrono::steady_clock::now() > deadline)
+      break;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  ::close(c);
+  if (!ok) fail("prime exchange");
+}
+
+// A loopback TCP connection through a fresh listener on an ephemeral port,
+// after one priming connection to it (prime_service).
 // `v6` uses ::1. The cgroup of the calling process at this moment decides
 // whether a sock_ops program sees the sockets.
 inline SocketPair tcp_pair(bool nodelay, bool v6 = false) {
@@ -77,6 +120,12 @@ inline SocketPair tcp_pair(bool nodelay, bool v6 = false) {
     ::close(ls);
     errno = e;
     fail("listen");
+  }
+  try {
+    prime_service(ls, reinterpret_cast<sockaddr*>(&ss), len);
+  } catch (...) {
+    ::close(ls);
+    throw;
   }
   int c = ::socket(fam, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (c < 0 || ::connect(c, reinterpret_cast<sockaddr*>(&ss), len)) {
@@ -134,6 +183,10 @@ class Listener {
   std::uint16_t port() const {
     return ntohs(v6_ ? reinterpret_cast<const sockaddr_in6*>(&addr_)->sin6_port
                      : reinterpret_cast<const sockaddr_in*>(&addr_)->sin_port);
+  }
+  // One clean priming connection (prime_service).
+  void prime() const {
+    prime_service(fd_, reinterpret_cast<const sockaddr*>(&addr_), len_);
   }
   // A new connection to this service; the cgroup of the calling process
   // at this moment decides whether sock_ops sees the client end.

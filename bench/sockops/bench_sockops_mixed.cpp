@@ -89,7 +89,10 @@ double run_rr(bp::SocketPair& p, std::size_t size, const Placement& pl,
     ++n;
   }
   auto t1 = Clock::now();
-  ::shutdown(p.a, SHUT_WR);
+  // Ends as request/response clients do, by closing (SHUT_RDWR keeps the fd
+  // valid for the echo thread). A shutdown(SHUT_WR) after a two-way exchange
+  // marks the service "half-closes, reads on": it stays on TCP.
+  ::shutdown(p.a, SHUT_RDWR);
   echo.join();
   return std::chrono::duration<double, std::micro>(t1 - t0).count() / std::max<std::uint64_t>(n, 1);
 }

@@ -187,9 +187,11 @@ class SockopsPlugin final : public bpfmgr::Plugin {
          "loopback and connections to the socket's own address",
          true, {}, {}, {}},
         {"select", OptionType::String,
-         "\"all\": accelerate every matching connection; \"auto\": per service "
-         "(listening port in a netns), accelerate only the shapes that gain "
-         "(request/response, large-write bulk), learned from earlier connections",
+         "\"all\": accelerate every matching connection of a service (listening "
+         "port in a netns) once one of its connections closed cleanly, never one "
+         "seen to half-close and read on; \"auto\": besides, accelerate only the "
+         "shapes that gain (request/response, large-write bulk), learned from "
+         "earlier connections",
          std::string("all"), {}, {}, std::vector<std::string>{"all", "auto"}},
         {"large_write", OptionType::Int,
          "auto: one-way services whose mean write is at least this many bytes "

@@ -272,8 +272,11 @@ class Echoer {
           } catch (const std::exception&) {
           }
         }) {}
+  // Ends the client end `fd` as a request/response client does, by closing
+  // (SHUT_RDWR: the fd stays valid). Not shutdown(SHUT_WR): sockops keeps a
+  // service whose two-way connections half-close on TCP.
   void stop(int fd) {
-    ::shutdown(fd, SHUT_WR);
+    ::shutdown(fd, SHUT_RDWR);
     if (thread_.joinable()) thread_.join();
   }
   ~Echoer() {

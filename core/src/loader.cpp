@@ -166,8 +166,8 @@ void stage_changed(const ResolvedManifest& rm, const LoadOptions& lo, const PinL
 // Step 3: the staged instances committed together. The journal names every
 // instance about to be committed, so a crash at any rename is finished by
 // the next load or unpin; a signal only makes us say so.
-void commit_staged(const Manifest& m, const PinLayout& layout, Staging& s,
-                   std::vector<std::string>& errors) {
+void commit_all(const Manifest& m, const PinLayout& layout, Staging& s,
+                std::vector<std::string>& errors) {
   if (s.txns.empty()) return;
   Journal journal;
   for (auto& t : s.txns) journal.committing.push_back(t->instance_name());
@@ -251,7 +251,7 @@ LoadReport load_manifest(const ResolvedManifest& rm, const LoadOptions& lo) {
 
   // From here on the load goes forward.
   std::vector<std::string> errors;
-  commit_staged(rm.manifest, layout, staging, errors);
+  commit_all(rm.manifest, layout, staging, errors);
   remove_dropped(rm, layout, errors, report);
   report.interrupted_by = LoadSignals::received();
   if (!errors.empty()) {

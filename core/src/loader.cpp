@@ -217,7 +217,8 @@ LoadReport load_manifest(const ResolvedManifest& rm, const LoadOptions& lo) {
   LoadReport report;
   ensure_bpffs();
   ensure_tracefs();
-  if (auto why = pin_root_problem(rm.manifest.pin_root); !why.empty()) throw Error(why);
+  if (auto why = pin_root_problem(rm.manifest.pin_root); !why.empty())
+    throw PinRootRefused(why);
   PinLayout layout(rm.manifest.pin_root);
   // Taken before signals are caught: Ctrl-C while waiting for another
   // process simply ends this one, nothing done.

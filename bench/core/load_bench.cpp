@@ -10,6 +10,7 @@
 #include <string>
 
 #include <bpfmgr/bench/ratio_reporter.hpp>
+#include <bpfmgr/pin_paths.hpp>
 
 #include "test_support.hpp"
 
@@ -58,11 +59,13 @@ void BM_BpftoolLoadallUnpin(benchmark::State& state) {
   for (auto _ : state) {
     bool ok = true;
     for (int i = 0; i < kInstances; ++i) {
-      // bpftool pins under existing directories only.
-      auto dir = root + "/c" + std::to_string(i);
+      // bpftool pins under existing directories only; bpfmgr's layout, so
+      // both leave the same tree.
+      auto dir = bpfmgr::pin_paths::instance_dir(root, "c" + std::to_string(i));
       fs::create_directories(dir);
-      auto r = run({"bpftool", "prog", "loadall", object, dir + "/progs", "pinmaps",
-                    dir + "/maps"});
+      auto r = run({"bpftool", "prog", "loadall", object,
+                    bpfmgr::pin_paths::kind_dir(dir, bpfmgr::PinKind::Prog), "pinmaps",
+                    bpfmgr::pin_paths::kind_dir(dir, bpfmgr::PinKind::Map)});
       ok &= r.exit_code == 0;
     }
     fs::remove_all(root);

@@ -17,7 +17,6 @@
 #include "record_json.hpp"
 #include "resolve.hpp"
 #include "serve.hpp"
-#include "shared_maps.hpp"
 
 namespace bpfmgr {
 
@@ -52,11 +51,6 @@ std::optional<ResolvedManifest> prepare(const std::string& path,
     registry = std::make_unique<PluginRegistry>(m->plugin_path);
     r = resolve_manifest(std::move(*m), *registry, d);
   }
-  // Shared maps are compared with their final definitions here, for
-  // validate and load alike: a manifest that validates cannot fail load
-  // on a map mismatch.
-  if (r)
-    for (auto& p : shared_map_problems(*r)) d.error(p.pos, p.message);
   if (r && !d.empty()) r.reset();
   if (!r) print_diagnostics(d, json);
   return r;
@@ -118,10 +112,6 @@ int cmd_load(const LoadArgs& a) {
     std::cerr << "error: " << what << "\n" << then << "\n";
     return code;
   };
-  // Checked before anything is created (a relative --pin-root included).
-  ensure_bpffs();
-  if (auto why = pin_root_problem(r->manifest.pin_root); !why.empty())
-    return fail(why, "nothing was done", kExitInvalid);
   LoadReport rep;
   try {
     LoadOptions lo;
@@ -129,6 +119,8 @@ int cmd_load(const LoadArgs& a) {
     lo.reset_maps = a.reset_maps;
     lo.lock_wait = a.no_wait ? LockWait::Fail : LockWait::Block;
     rep = load_manifest(*r, lo);
+  } catch (const PinRootRefused& e) {
+    return fail(e.what(), "nothing was done", kExitInvalid);
   } catch (const LockBusy& e) {
     return fail(e.what(), "nothing was done (--no-wait)", kExitFailed);
   } catch (const Interrupted& e) {

@@ -1,12 +1,9 @@
 #include "instance_txn.hpp"
 
 #include <bpf/bpf.h>
-#include <bpf/btf.h>
 #include <fcntl.h>
-#include <linux/capability.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,15 +26,6 @@ namespace bpfmgr {
 
 namespace {
 
-constexpr const char* kVmlinuxBtf = "/sys/kernel/btf/vmlinux";
-
-bool has_effective_cap(int cap) {
-  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
-  __user_cap_data_struct data[2]{};
-  if (::syscall(SYS_capget, &hdr, data) != 0) return true;  // unknown: as before
-  return (data[cap / 32].effective >> (cap % 32)) & 1u;
-}
-
 std::string now_utc() {
   auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
   std::tm tm{};
@@ -58,64 +46,6 @@ std::string failing_program(const std::string& captured) {
 }
 
 }  // namespace
-
-void InstanceTxn::set_global(std::string_view var, const void* data,
-                             std::size_t size) {
-  require(Phase::BeforeLoad, "set_global");
-  const btf* b = bpf_object__btf(obj_.get());
-  if (!b) fail("the BPF object has no BTF; cannot find global '" +
-               std::string(var) + "'");
-  for (std::uint32_t id = 1; id < btf__type_cnt(b); ++id) {
-    const btf_type* t = btf__type_by_id(b, id);
-    if (!btf_is_datasec(t)) continue;
-    std::string sec = btf__name_by_offset(b, t->name_off);
-    const btf_var_secinfo* vs = btf_var_secinfos(t);
-    for (std::uint16_t i = 0; i < btf_vlen(t); ++i, ++vs) {
-      const btf_type* vt = btf__type_by_id(b, vs->type);
-      if (var != btf__name_by_offset(b, vt->name_off)) continue;
-      if (vs->size != size)
-        fail("global '" + std::string(var) + "' is " + std::to_string(vs->size) +
-             " bytes in BTF but " + std::to_string(size) + " were given");
-      bpf_map* m;
-      bpf_object__for_each_map(m, obj_.get()) {
-        if (!bpf_map__is_internal(m)) continue;
-        std::string mn = bpf_map__name(m);
-        if (mn.size() < sec.size() ||
-            mn.compare(mn.size() - sec.size(), sec.size(), sec) != 0)
-          continue;
-        std::size_t mapped = 0;
-        auto* base = static_cast<char*>(const_cast<void*>(bpf_map__initial_value(m, &mapped)));
-        if (!base || vs->offset + size > mapped)
-          fail("cannot write global '" + std::string(var) + "' in " + sec);
-        std::memcpy(base + vs->offset, data, size);
-        return;
-      }
-      fail("no map backs section " + sec + " of global '" + std::string(var) + "'");
-    }
-  }
-  fail("no global variable named '" + std::string(var) + "' in the BPF object");
-}
-
-void InstanceTxn::open_object() {
-  auto bytes = r_.plugin->plugin->bpf_object();
-  LibbpfLogCapture capture;
-  bpf_object_open_opts opts{};
-  opts.sz = sizeof(opts);
-  opts.object_name = r_.plugin->info.name.c_str();
-  // A CO-RE type vmlinux lacks (a ___flavour of a struct this kernel does
-  // not have) makes libbpf search the module BTFs, walking BTF ids: the
-  // kernel allows that with CAP_SYS_ADMIN only, and libbpf 1.1 fails the
-  // load without it. Naming vmlinux's BTF as the target searches it alone
-  // (the type is then absent, as on a kernel without it), so serve needs
-  // CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN; with CAP_SYS_ADMIN modules are
-  // searched as before.
-  if (!has_effective_cap(CAP_SYS_ADMIN) && ::access(kVmlinuxBtf, R_OK) == 0)
-    opts.btf_custom_path = kVmlinuxBtf;
-  obj_.reset(bpf_object__open_mem(bytes.data(), bytes.size(), &opts));
-  if (!obj_)
-    fail("libbpf cannot open the BPF object: " + errno_text(errno) + "\n" +
-         verifier_log_tail(capture.text(), "", 10));
-}
 
 // Shared maps become the owner's map; own maps keep their pinned contents
 // on update (unless --reset-maps). Runs after before_load, which may have
@@ -228,10 +158,7 @@ void InstanceTxn::stage() {
   new_.options = options_to_json(r_.options);
   for (auto& d : r_.kernel.degraded) new_.degraded.push_back({d.what, d.because});
 
-  open_object();
-  create_plugin_instance();
-  phase_ = Phase::BeforeLoad;
-  hook("before_load", &PluginInstance::before_load);
+  prepare();
   bind_maps();
   check_cancel_();
   load_object();

@@ -169,8 +169,8 @@ void stage_changed(const ResolvedManifest& rm, const LoadOptions& lo, const PinL
 // Step 3: the staged instances committed together. The journal names every
 // instance about to be committed, so a crash at any rename is finished by
 // the next load or unpin; a signal only makes us say so.
-void commit_staged(const Manifest& m, const PinLayout& layout, Staging& s,
-                   std::vector<std::string>& errors) {
+void commit_all(const Manifest& m, const PinLayout& layout, Staging& s,
+                std::vector<std::string>& errors) {
   if (s.txns.empty()) return;
   Journal journal;
   for (auto& t : s.txns) journal.committing.push_back(t->instance_name());
@@ -220,7 +220,8 @@ LoadReport load_manifest(const ResolvedManifest& rm, const LoadOptions& lo) {
   LoadReport report;
   ensure_bpffs();
   ensure_tracefs();
-  if (auto why = pin_root_problem(rm.manifest.pin_root); !why.empty()) throw Error(why);
+  if (auto why = pin_root_problem(rm.manifest.pin_root); !why.empty())
+    throw PinRootRefused(why);
   PinLayout layout(rm.manifest.pin_root);
   // Taken before signals are caught: Ctrl-C while waiting for another
   // process simply ends this one, nothing done.
@@ -254,7 +255,7 @@ LoadReport load_manifest(const ResolvedManifest& rm, const LoadOptions& lo) {
 
   // From here on the load goes forward.
   std::vector<std::string> errors;
-  commit_staged(rm.manifest, layout, staging, errors);
+  commit_all(rm.manifest, layout, staging, errors);
   remove_dropped(rm, layout, errors, report);
   report.interrupted_by = LoadSignals::received();
   if (!errors.empty()) {

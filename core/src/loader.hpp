@@ -26,6 +26,11 @@ struct Interrupted : Error {
   explicit Interrupted(int sig);
   int signal;
 };
+// The pin root cannot be one (relative, a symlink, not on bpffs): refused
+// before anything is created, a dry run included.
+struct PinRootRefused : Error {
+  using Error::Error;
+};
 // A failure before the commit whose rollback could not undo everything:
 // the message says what is left.
 struct RollbackIncomplete : Error {

@@ -10,7 +10,7 @@
 
 #include "handles.hpp"
 #include "plugins.hpp"
-#include "verifier_log.hpp"
+#include "instance_object.hpp"
 
 namespace bpfmgr {
 
@@ -76,12 +76,7 @@ std::string map_mismatch(const MapSpec& mine, const MapSpec& theirs) {
 namespace {
 
 std::optional<ObjectSpec> read_plugin_object_spec(const LoadedPlugin& p) {
-  auto bytes = p.plugin->bpf_object();
-  LibbpfLogCapture quiet;
-  bpf_object_open_opts opts{};
-  opts.sz = sizeof(opts);
-  opts.object_name = p.info.name.c_str();
-  BpfObject obj(bpf_object__open_mem(bytes.data(), bytes.size(), &opts));
+  auto obj = open_plugin_object(p);
   if (!obj) return std::nullopt;
   return object_spec(obj.get());
 }

@@ -1,6 +1,7 @@
 #include "plugin_trust.hpp"
 
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -47,6 +48,19 @@ std::string distrust(const struct stat& st, const std::string& what) {
   throw PluginTrustError("refusing to " + action + " " + file + ": " + why +
                          "; bpfmgr runs only code that root alone can change "
                          "(see docs/safety.md)");
+}
+
+// SHA-256 is all bpfmgr asks of libcrypto: initialised without reading
+// openssl.cnf or registering every cipher and digest, which cost each
+// process 1-9 ms before its first hash (a no-op reload's whole budget).
+const EVP_MD* sha256_md() {
+  static const EVP_MD* md = [] {
+    OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG | OPENSSL_INIT_NO_ADD_ALL_CIPHERS |
+                            OPENSSL_INIT_NO_ADD_ALL_DIGESTS,
+                        nullptr);
+    return EVP_sha256();
+  }();
+  return md;
 }
 
 struct MdCtxFree {
@@ -139,7 +153,7 @@ SealedPluginCopy seal_plugin_copy(TrustedFile file) {
   if (!mem) throw PluginLoadError("cannot copy " + path + " into memory: memfd_create: " +
                                   std::strerror(errno));
   std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), sha256_md(), nullptr) != 1)
     throw PluginLoadError("cannot hash " + path + ": libcrypto failed");
   std::vector<char> buf(1 << 16);
   for (off_t off = 0;;) {
@@ -274,7 +288,7 @@ void check_env_shadowing(const std::string& name, const std::string& found,
 std::string sha256_hex(std::string_view data) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned len = 0;
-  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  EVP_Digest(data.data(), data.size(), md, &len, sha256_md(), nullptr);
   return hex(md, len);
 }
 

@@ -10,6 +10,7 @@
 
 #include "object_spec.hpp"
 #include "record_json.hpp"
+#include "shared_maps.hpp"
 #include "plugin_trust.hpp"
 
 namespace bpfmgr {
@@ -430,6 +431,11 @@ std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
                   k.answers_computed(), k.probe_seconds() * 1e3);
   if (!d.empty()) return std::nullopt;
   if (!order_by_sharing(m, by_name, out.instances, d)) return std::nullopt;
+  // Shared maps compared with their final definitions (after both plugins'
+  // before_load), here for validate, load and serve alike: a manifest that
+  // resolves cannot fail load on a map mismatch.
+  for (auto& p : shared_map_problems(out)) d.error(p.pos, p.message);
+  if (!d.empty()) return std::nullopt;
   return out;
 }
 

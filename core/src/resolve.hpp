@@ -1,6 +1,7 @@
 // Second validation stage: each enabled instance's plugin is found and
 // loaded, its options are checked against the plugin's schema (and its own
-// validate()), and shared maps are checked to exist on both sides. Still
+// validate()), and shared maps are checked to exist on both sides and, after
+// both plugins' before_load, to be the same map (shared_maps.hpp). Still
 // nothing touches the kernel.
 #pragma once
 

@@ -4,7 +4,7 @@
 #include <memory>
 #include <set>
 
-#include "instance_txn.hpp"
+#include "instance_object.hpp"
 #include "object_spec.hpp"
 
 namespace bpfmgr {
@@ -19,16 +19,13 @@ std::vector<SharedMapProblem> shared_map_problems(const ResolvedManifest& rm) {
     }
   if (involved.empty()) return out;
   PinLayout layout(rm.manifest.pin_root.empty() ? "/" : rm.manifest.pin_root);
-  LoadOptions lo;
-  lo.dry_run = true;
   std::map<std::string, ObjectSpec> specs;
-  auto no_lookup = [](const std::string&, const std::string&) -> int { return -1; };
   for (auto& r : rm.instances) {
     if (!involved.count(r.spec->name)) continue;
-    auto txn = std::make_unique<InstanceTxn>(r, rm.manifest, layout, std::nullopt, lo,
-                                             no_lookup, "", [] {});
     try {
-      specs[r.spec->name] = txn->spec_after_before_load();
+      InstanceObject object(r, layout);
+      object.prepare();
+      specs[r.spec->name] = object.spec();
     } catch (const std::exception& e) {
       out.push_back({r.spec->name, r.spec->plugin_pos, e.what()});
     }

@@ -184,23 +184,8 @@ tgid = "self"
 }
 
 TEST(Manifest, PluginValidateProblemPointsAtItsKey) {
-  auto r = check(R"(
-[[instance]]
-name = "a"
-plugin = "testcount"
-[instance.options]
-mode = "bytes"
-)");
-  ASSERT_FALSE(r.ok);
-  auto& d = find(r, "mode 'bytes' needs a tgid");
-  EXPECT_EQ(d.pos.line, 6);
-  EXPECT_EQ(d.hint, "set tgid = <pid>");
-}
-
-TEST(Manifest, SchemaErrorsAndPluginValidateProblemsComeInOnePass) {
-  // The plugin's validate() sees the options that passed the schema (a
-  // refused one at its default) and is not kept waiting for the schema's
-  // errors to be fixed first.
+  // In the same pass as the schema's errors: validate() sees the options
+  // that passed the schema (a refused one at its default).
   auto r = check(R"(
 [[instance]]
 name = "a"
@@ -211,12 +196,13 @@ max_entries = 0
 )");
   ASSERT_FALSE(r.ok);
   EXPECT_EQ(r.diags.items().size(), 2u) << r.diags.format();
+  auto& d = find(r, "mode 'bytes' needs a tgid");
+  EXPECT_EQ(d.pos.line, 6);
+  EXPECT_EQ(d.pos.column, 1);
+  EXPECT_EQ(d.hint, "set tgid = <pid>");
   auto& range = find(r, "0 is out of range");
   EXPECT_EQ(range.pos.line, 7);
   EXPECT_EQ(range.pos.column, 15);
-  auto& plugin = find(r, "mode 'bytes' needs a tgid");
-  EXPECT_EQ(plugin.pos.line, 6);
-  EXPECT_EQ(plugin.pos.column, 1);
 }
 
 TEST(Manifest, MapsDifferingOnlyInFlagsAreNotTheSameMap) {

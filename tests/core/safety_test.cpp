@@ -352,6 +352,19 @@ TEST(PinRootCheck, NonBpffsAndRelativePinRootsAreRefusedUpFront) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "absolute path")) << r.err;
   EXPECT_FALSE(fs::exists("relative"));
+  // Every command that reads a pin root applies the same rule (README's
+  // exit 2), before it looks for instances or takes a lock.
+  for (auto cmd : std::vector<std::vector<std::string>>{
+           {"unpin", "--pin-root", "/var/tmp"},
+           {"status", "--pin-root", "/var/tmp"},
+           {"events", "a", "--pin-root", "/var/tmp", "--count", "1"},
+           {"unpin", "--pin-root", "relative/root"},
+           {"status", "--pin-root", "relative/root"}}) {
+    r = run_bpfmgr(cmd);
+    EXPECT_EQ(r.exit_code, 2) << cmd[0] << " " << cmd.back() << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, "bpf filesystem") || contains(r.err, "absolute path"))
+        << r.err;
+  }
 }
 
 // -------------------------------------------------------- crash consistency

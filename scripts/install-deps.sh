@@ -8,9 +8,9 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git
   clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
-  libboost-dev libboost-filesystem-dev
+  libboost-dev
   libspdlog-dev libfmt-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
-  libcpp-httplib-dev libsystemd-dev  # serve: /metrics over HTTP, sd_notify
+  libcpp-httplib-dev  # serve: /metrics over HTTP
   libssl-dev     # sha256 of plugin files (libcrypto)
   dpkg-dev file  # cpack's dependency list (dpkg-shlibdeps, file)
 )

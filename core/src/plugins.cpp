@@ -665,7 +665,7 @@ std::shared_ptr<LoadedPlugin> PluginRegistry::load_file(
   check_dependency_closure(copy.fd.get(), key);
 
   auto lib = std::make_shared<boost::dll::shared_library>();
-  boost::system::error_code bec;
+  boost::dll::fs::error_code bec;
   lib->load(copy.load_path(),
             boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local |
                 static_cast<boost::dll::load_mode::type>(RTLD_NODELETE),

@@ -10,13 +10,13 @@
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
@@ -38,8 +38,9 @@
 #include "metrics.hpp"
 #include "pin_layout.hpp"
 #include "pinned.hpp"
-#include "resolve.hpp"
 #include "pin_root_lock.hpp"
+#include "resolve.hpp"
+#include "sd_notify.hpp"
 #include "errno_text.hpp"
 
 namespace bpfmgr {
@@ -1012,7 +1013,9 @@ int Server::run() {
   }
 
   reconcile("start", false);
-  sd_notifyf(0, "READY=1\nSTATUS=%s", status_line().c_str());
+  if (!notify_service_manager("READY=1\nSTATUS=" + status_line()))
+    spdlog::warn("could not tell the service manager we are ready ($NOTIFY_SOCKET={})",
+                 std::getenv("NOTIFY_SOCKET"));
 
   auto interval = std::chrono::duration_cast<Clock::duration>(
       std::chrono::duration<double>(args_.interval_s));
@@ -1071,9 +1074,9 @@ int Server::run() {
     }
     reconcile(trigger, force);
     next = next_pass();
-    sd_notifyf(0, "STATUS=%s", status_line().c_str());
+    notify_service_manager("STATUS=" + status_line());
   }
-  sd_notify(0, "STOPPING=1");
+  notify_service_manager("STOPPING=1");
   http.reset();
   if (args_.unpin_on_exit && !unpin_managed()) return kExitFailed;
   spdlog::info("stopped; {}", args_.unpin_on_exit ? "managed instances unpinned"

@@ -730,8 +730,9 @@ void Server::apply(const Desired& d,
   RepeatLimiter::Verdict v;
   if (ok)
     repeats_.clear("applied");
-  else if (rep.loaded.empty() && rep.updated.empty() && rep.removed.empty() && drift.empty())
-    quiet = !(v = repeats_.note("applied", failing)).log;
+  else if (v = repeats_.note("applied", failing);
+           rep.loaded.empty() && rep.updated.empty() && rep.removed.empty() && drift.empty())
+    quiet = !v.log;
   spdlog::log(quiet ? spdlog::level::debug : spdlog::level::info,
               "applied in {:.3f}s: loaded [{}] updated [{}] unchanged [{}] removed [{}]{}{}",
               secs, list(rep.loaded), list(rep.updated), list(rep.unchanged),
@@ -827,7 +828,12 @@ void Server::reconcile(const char* trigger, bool force_reread) {
       for (auto& [inst, reasons] : drift)
         for (auto& r : reasons) spdlog::warn("{}: drift: {}", inst, r);
       if (changed) apply_pending_ = true;
-      if (start || apply_pending_ || !apply_failed_.empty() || !drift.empty()) {
+      // What failed is retried on the retry timer, not on a pin-root event:
+      // a failed apply's own staging and rollback are such events, and
+      // retrying on them looped at ~30 applies a second.
+      bool retry_due = std::string(trigger) != "drift";
+      if (start || changed || (retry_due && (apply_pending_ || !apply_failed_.empty())) ||
+          !drift.empty()) {
         apply(*desired_, drift);
         if (apply_failed_.empty()) apply_pending_ = false;
         if (!drift.empty()) left = drift_of(pin_root_, watched, *desired_->registry);

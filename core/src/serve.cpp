@@ -10,6 +10,7 @@
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -63,6 +64,14 @@ std::string utc_now_text() {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
+}
+
+// The inode of this process's PID namespace: a record's PID means the same
+// process to a reader only in the same namespace (a DaemonSet's serve
+// shares /run/bpfmgr with the host, not its PIDs).
+std::uint64_t pid_namespace() {
+  struct stat st {};
+  return ::stat("/proc/self/ns/pid", &st) == 0 ? st.st_ino : 0;
 }
 
 double unix_now() {
@@ -732,8 +741,9 @@ void Server::apply(const Desired& d,
   RepeatLimiter::Verdict v;
   if (ok)
     repeats_.clear("applied");
-  else if (rep.loaded.empty() && rep.updated.empty() && rep.removed.empty() && drift.empty())
-    quiet = !(v = repeats_.note("applied", failing)).log;
+  else if (v = repeats_.note("applied", failing);
+           rep.loaded.empty() && rep.updated.empty() && rep.removed.empty() && drift.empty())
+    quiet = !v.log;
   spdlog::log(quiet ? spdlog::level::debug : spdlog::level::info,
               "applied in {:.3f}s: loaded [{}] updated [{}] unchanged [{}] removed [{}]{}{}",
               secs, list(rep.loaded), list(rep.updated), list(rep.unchanged),
@@ -766,6 +776,7 @@ void Server::write_record(const Readiness& r) {
   if (record_path_.empty()) return;
   nlohmann::json j;
   j["pid"] = ::getpid();
+  j["pid_namespace"] = pid_namespace();
   j["manifest"] = stats_.manifest_path;
   j["pin_root"] = pin_root_;
   j["ready"] = r.first_apply_done && r.manifest_valid && r.problems.empty();
@@ -829,7 +840,12 @@ void Server::reconcile(const char* trigger, bool force_reread) {
       for (auto& [inst, reasons] : drift)
         for (auto& r : reasons) spdlog::warn("{}: drift: {}", inst, r);
       if (changed) apply_pending_ = true;
-      if (start || apply_pending_ || !apply_failed_.empty() || !drift.empty()) {
+      // What failed is retried on the retry timer, not on a pin-root event:
+      // a failed apply's own staging and rollback are such events, and
+      // retrying on them looped at ~30 applies a second.
+      bool retry_due = std::string(trigger) != "drift";
+      if (start || changed || (retry_due && (apply_pending_ || !apply_failed_.empty())) ||
+          !drift.empty()) {
         apply(*desired_, drift);
         if (apply_failed_.empty()) apply_pending_ = false;
         if (!drift.empty()) left = drift_of(pin_root_, watched, *desired_->registry);
@@ -1126,9 +1142,14 @@ nlohmann::json serve_state_for_status(const std::string& pin_root,
   nlohmann::json j;
   if (auto text = read_file(serve_record_path(pin_root)))
     j = nlohmann::json::parse(*text, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || j.value("pid", 0) != holder)
+  // In our PID namespace the record must be the lock holder's (a killed
+  // serve's record is not its successor's); from another one (serve in a
+  // container) its PID cannot be compared, and the holder's is shown.
+  bool same_ns = j.is_object() && j.value("pid_namespace", std::uint64_t{0}) == pid_namespace();
+  if (j.is_discarded() || !j.is_object() || (same_ns && j.value("pid", 0) != holder))
     return {{"pid", holder}, {"running", true}, {"starting", true}};
   j["running"] = true;
+  j["pid"] = holder;
   if (!instances.empty()) {
     auto all = j.value("problems", nlohmann::json::array());
     auto& p = j["problems"] = nlohmann::json::array();

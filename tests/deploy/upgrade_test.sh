@@ -31,7 +31,14 @@ stop_serve() {
   kill -KILL "$pid" 2>/dev/null
   while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
 }
+inner=
 cleanup() {
+  # The namespace's whole process group first (its shell, a dpkg whose
+  # postinst would start serve again, serve), then serve until it is gone.
+  if [[ -n $inner ]]; then
+    kill -TERM -- "-$inner" 2>/dev/null
+    wait "$inner" 2>/dev/null
+  fi
   stop_serve
   [[ -d $pin_root ]] && "$build/bin/bpfmgr" unpin --pin-root "$pin_root" --quiet 2>/dev/null
   rm -rf "$tmp"
@@ -55,7 +62,10 @@ dpkg --compare-versions "$(dpkg-deb -f "$tmp/bpfmgr_v2.deb" Version)" gt "$versi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 set +e
-unshare --mount --propagation private -- bash -euo pipefail -c '
+# In the background and waited for, so that a signal to this script runs
+# its trap at once (bash runs traps only after a foreground command ends);
+# in a process group of its own, so the trap can end all of it.
+setsid unshare --mount --propagation private -- bash -euo pipefail -c '
 tmp=$1 v1=$2 v2=$3 port=$4 pin_root=$5
 # The serve started in here is stopped however this script ends (the outer
 # cleanup does it again for a kill of this shell).
@@ -142,8 +152,11 @@ print("upgrade: %s -> new plugin sha %s..., %d maps kept (same ids), %d programs
 EOP
 grep -q "updated \[probes\]" "$tmp/serve.log" || { echo "FAIL: no update logged"; cat "$tmp/serve.log"; exit 1; }
 /usr/bin/bpfmgr unpin --pin-root "$pin_root" --quiet
-' upgrade "$tmp" "$v1" "$tmp/bpfmgr_v2.deb" "$port" "$pin_root"
+' upgrade "$tmp" "$v1" "$tmp/bpfmgr_v2.deb" "$port" "$pin_root" &
+inner=$!
+wait "$inner"
 rc=$?
+inner=
 set -e
 stop_serve
 [[ $rc == 0 ]] || { echo "FAIL: upgrade test ($rc)"; tail -30 "$tmp/serve.log" 2>/dev/null; exit 1; }

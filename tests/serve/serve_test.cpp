@@ -539,11 +539,15 @@ TEST(Serve, InstanceWhoseCgroupIsMissingIsReportedRetriedAndTheOthersRun) {
   m = metrics();
   EXPECT_GE(metric(m, "bpfmgr_instance_apply_failures_total{instance_name=\"egress\"}")
                 .value_or(0), 3) << m;
+  // Retried on the 5 s timer only: its own staging's pin-root events are
+  // no reason to retry (they once made it loop at ~30 applies a second).
+  EXPECT_LE(metric(m, "bpfmgr_instance_apply_failures_total{instance_name=\"egress\"}")
+                .value_or(0), 5) << m;
   // The cgroup appears: the retry (every 5 s while failing) attaches there.
   ASSERT_EQ(::mkdir(cg.c_str(), 0755), 0);
   ASSERT_TRUE(wait_until([&] { return http_get(port, "/readyz")->status == 200; }, 20s))
       << serve.log() << http_get(port, "/readyz")->body;
-  EXPECT_NE(serve.log().find("no errors any more"), std::string::npos) << serve.log();
+  EXPECT_NE(serve.log().find("egress: applied after"), std::string::npos) << serve.log();
   sj = json::parse(run_bpfmgr({"status", "--pin-root", root.path(), "--json"}).out, nullptr,
                    false);
   EXPECT_EQ(sj["serve"].value("ready", false), true) << sj;

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <fstream>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -54,6 +55,14 @@ bool kernel_has_sendmsg_cb() {
     if (!kernel_has_sendmsg_cb())                                               \
       GTEST_SKIP() << "select = \"auto\" needs BPF_SOCK_OPS_TSTAMP_SENDMSG_CB (6.15+)"; \
   } while (0)
+
+// net.ipv4.tcp_rmem's maximum: how far autotuning grows a receive buffer.
+std::uint64_t tcp_rmem_max() {
+  std::ifstream f("/proc/sys/net/ipv4/tcp_rmem");
+  std::uint64_t lo = 0, def = 0, max = 0;
+  f >> lo >> def >> max;
+  return max;
+}
 
 // Writes to reset connections must fail with EPIPE, not kill the test.
 const bool kIgnoreSigpipe = [] {
@@ -412,7 +421,17 @@ TEST_F(Bypass, ByteExactStreamsAtEveryWriteSize) {
       EXPECT_EQ(after.passed_msgs - before.passed_msgs,
                 after.passed_overflow - before.passed_overflow +
                     after.passed_sticky - before.passed_sticky);
-      EXPECT_GT(after.redirected_bytes, before.redirected_bytes);
+      // Writes of up to 64 KiB are redirected. Larger ones are when the
+      // reader's buffer can grow to 4x the message: the kernel's autotuning
+      // limit, net.ipv4.tcp_rmem[2], is 32 MiB on recent kernels (6.18
+      // here) but 6 MiB on 6.1 and 6.12, where a 1 MiB message crosses the
+      // quarter-buffer bound and takes TCP by design: then the bound must
+      // be why).
+      if (c.chunk <= (64u << 10) || tcp_rmem_max() >= (32u << 20))
+        EXPECT_GT(after.redirected_bytes, before.redirected_bytes);
+      else if (after.redirected_bytes == before.redirected_bytes)
+        EXPECT_GT(after.passed_overflow, before.passed_overflow)
+            << "nothing redirected, and not for the queue bound";
       if (c.total >= (100u << 20)) break;  // 100 MiB once
     }
 }

@@ -969,9 +969,15 @@ TEST_F(Bypass, UnpinMidTrafficLosesNothing) {
   {
     auto p = accel_pair();
     std::atomic<std::uint64_t> sent{0};
+    std::atomic<bool> unpinned{false};
     std::thread writer([&] {
       std::vector<char> buf(4096);
       while (sent < kTotal) {
+        // The last third waits for the unpin to end, so traffic always
+        // flows before, during and after it (in a TCG guest `bpfmgr unpin`
+        // took longer than the whole 96 MiB: the test proved nothing).
+        while (sent >= 2 * kTotal / 3 && !unpinned)
+          std::this_thread::sleep_for(1ms);
         std::uint64_t off = sent;
         std::size_t n = std::min<std::uint64_t>(buf.size(), kTotal - off);
         for (std::size_t i = 0; i < n; ++i) buf[i] = pattern(77, off + i);
@@ -984,8 +990,9 @@ TEST_F(Bypass, UnpinMidTrafficLosesNothing) {
     std::thread reader([&] { r = read_verify(p.b, 77, 3000); });  // slow reads
     while (sent < kTotal / 3) std::this_thread::sleep_for(1ms);
     auto u = bt::run_bpfmgr({"unpin", "--pin-root", pins_.path()});
-    EXPECT_EQ(u.exit_code, 0) << u.err;
     std::uint64_t at_unpin = sent;
+    unpinned = true;
+    EXPECT_EQ(u.exit_code, 0) << u.err;
     writer.join();
     reader.join();
     EXPECT_TRUE(r.eof);

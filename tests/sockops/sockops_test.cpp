@@ -427,11 +427,12 @@ TEST_F(Bypass, ByteExactStreamsAtEveryWriteSize) {
       // here) but 6 MiB on 6.1 and 6.12, where a 1 MiB message crosses the
       // quarter-buffer bound and takes TCP by design: then the bound must
       // be why).
-      if (c.chunk <= (64u << 10) || tcp_rmem_max() >= (32u << 20))
+      if (c.chunk <= (64u << 10) || tcp_rmem_max() >= (32u << 20)) {
         EXPECT_GT(after.redirected_bytes, before.redirected_bytes);
-      else if (after.redirected_bytes == before.redirected_bytes)
+      } else if (after.redirected_bytes == before.redirected_bytes) {
         EXPECT_GT(after.passed_overflow, before.passed_overflow)
             << "nothing redirected, and not for the queue bound";
+      }
       if (c.total >= (100u << 20)) break;  // 100 MiB once
     }
 }

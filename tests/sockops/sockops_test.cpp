@@ -43,17 +43,29 @@ bool soak() { return std::getenv("BPFMGR_SOCKOPS_SOAK") != nullptr; }
 
 // select = "auto" learns through the per-sendmsg sock_ops callback (6.15+);
 // older kernels refuse it at validate (docs/sockops.md, "Kernel requirements").
-bool kernel_has_sendmsg_cb() {
-  static const bool has = [] {
-    auto r = bt::run({"bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux"});
-    return r.exit_code == 0 && r.out.find("BPF_SOCK_OPS_TSTAMP_SENDMSG_CB") != std::string::npos;
+// The core's kernel probe decides, as for validate: `bpfmgr plugins --json`
+// says whether the value is usable here and, if not, what is missing.
+const std::string& auto_unusable_why() {
+  static const std::string why = [] {
+    auto r = bt::run_bpfmgr({"plugins", "--json"});
+    if (r.exit_code != 0) return "bpfmgr plugins failed: " + r.err;
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    const auto& list = j.is_array() ? j : j.value("plugins", nlohmann::json::array());
+    for (const auto& p : list) {
+      if (p.value("name", "") != "sockops") continue;
+      for (const auto& v : p["kernel"]["options"]["select"]) {
+        if (v.value("value", "") != "auto") continue;
+        if (v.value("usable", false)) return std::string();
+        return "select = \"auto\" is not usable on this kernel: " + v["unmet"].dump();
+      }
+    }
+    return std::string("bpfmgr plugins --json does not list sockops' select = \"auto\"");
   }();
-  return has;
+  return why;
 }
-#define SKIP_WITHOUT_AUTO()                                                     \
-  do {                                                                          \
-    if (!kernel_has_sendmsg_cb())                                               \
-      GTEST_SKIP() << "select = \"auto\" needs BPF_SOCK_OPS_TSTAMP_SENDMSG_CB (6.15+)"; \
+#define SKIP_WITHOUT_AUTO()                                       \
+  do {                                                            \
+    if (!auto_unusable_why().empty()) GTEST_SKIP() << auto_unusable_why(); \
   } while (0)
 
 // net.ipv4.tcp_rmem's maximum: how far autotuning grows a receive buffer.

@@ -163,7 +163,8 @@ def check(results, expected_file):
 # Which plugin a test exercises, by its gtest suite name.
 SUITE_PLUGIN = {
     "Loader": "core (loader)", "Cli": "core (loader)", "ExampleManifest": "all (example manifest)",
-    "Bypass": "sockops + sockmsg", "Tcpint": "tcpint", "TcpintOptions": "tcpint",
+    "Bypass": "sockops + sockmsg", "BlockingEcho": "sockops + sockmsg",
+    "Tcpint": "tcpint", "TcpintOptions": "tcpint",
     "Probes": "probes", "ProbesFormat": "probes",
 }
 

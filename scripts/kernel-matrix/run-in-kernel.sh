@@ -136,6 +136,9 @@ chmod 755 "$work/initrd/init"
   declare -px | grep -Ev '^declare -[a-zA-Z-]* (BASH[A-Z_]*|SHLVL|PWD|OLDPWD|_|SHELLOPTS|BASHOPTS|EUID|PPID|UID|TMPDIR|DISPLAY|SSH_[A-Z_]*|XDG_[A-Z_]*|INVOCATION_ID|JOURNAL_STREAM|NOTIFY_SOCKET)='
   printf 'export BPFMGR_IN_GUEST=1 BPFMGR_GUEST_KERNEL=%q\n' "$kernel"
   printf 'o=/run/kernel-matrix\n'
+  # Loopback is down in a fresh kernel until someone brings it up (on the
+  # host, systemd/ifupdown do): tests connect to 127.0.0.1 and ::1.
+  printf 'ip link set lo up 2>/dev/null || /bin/busybox ip link set lo up\n'
   printf 'cd %q || { echo 125 > $o/rc; exit; }\n' "$cwd"
   # Not exec: PID 1 must outlive the command to write its exit code.
   printf '%q ' "$@"; printf '</dev/null >$o/stdout 2>$o/stderr\n'

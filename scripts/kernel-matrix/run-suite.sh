@@ -7,7 +7,7 @@
 #   scripts/kernel-matrix/run-suite.sh KERNEL [options] [-- ctest args...]
 #     --build-dir DIR   the build tree (default: ./build of the checkout)
 #     --results DIR     where results go (default BUILD/kernel-matrix/KERNEL)
-#     --timeout S       guest wall-clock limit (default 1500)
+#     --timeout S       guest wall-clock limit (default 1800)
 #     --strict          every failure fails, expected or not
 #     --report-only     per-test results are reported, not gating: only a
 #                       guest that does not boot or finish fails (the suite's
@@ -26,7 +26,7 @@ src=$(cd "$here/../.." && pwd)
 
 (($#)) || die "usage: $0 KERNEL [--build-dir DIR] [--results DIR] [--timeout S] [--strict] [-- ctest args]"
 kernel=$1; shift
-build=$src/build results= timeout=${BPFMGR_MATRIX_TIMEOUT:-1500} strict=0 report_only=0
+build=$src/build results= timeout=${BPFMGR_MATRIX_TIMEOUT:-1800} strict=0 report_only=0
 while (($#)); do
   case $1 in
     --build-dir) build=$2; shift 2 ;;

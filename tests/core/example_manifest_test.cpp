@@ -2,7 +2,9 @@
 // unpins cleanly. The test points its cgroups at its own cgroup.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 #include <sys/wait.h>
 
 #include <chrono>
@@ -62,16 +64,44 @@ TEST(ExampleManifest, ValidatesLoadsEveryPluginAndUnpins) {
 
   // One reader per ring buffer: a second `bpfmgr events` is refused while
   // the first runs, instead of silently splitting the records.
+  std::uint32_t ring_id = 0;
+  for (auto& inst : status["instances"])
+    if (inst["instance"] == "probes")
+      for (auto& m : inst["maps"])
+        if (m.value("type", "") == "ringbuf") ring_id = m["id"].get<std::uint32_t>();
+  ASSERT_NE(ring_id, 0u) << "no ring buffer in the probes instance's status";
   ::setenv("BPFMGR_PLUGIN_PATH", plugin_dir().c_str(), 1);
   pid_t first = ::fork();
   ASSERT_GE(first, 0);
   if (first == 0) {
     ::execl(bpfmgr_binary().c_str(), "bpfmgr", "events", "probes", "--pin-root",
-            root.path().c_str(), "--duration", "10", static_cast<char*>(nullptr));
+            root.path().c_str(), "--duration", "300", static_cast<char*>(nullptr));
     ::_exit(127);
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  auto second = run_bpfmgr({"events", "probes", "--pin-root", root.path(), "--count", "1"});
+  // The second starts once the first holds the ring buffer's reader lock
+  // (a fixed 500 ms raced a slow start in a TCG guest: the second took the
+  // ring and waited for a record until ctest's timeout).
+  const std::string lock = "/run/bpfmgr/events-map-" + std::to_string(ring_id) + ".lock";
+  bool held = false;
+  for (int i = 0; i < 600 && !held; ++i) {
+    int fd = ::open(lock.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      struct flock fl {};
+      fl.l_type = F_WRLCK;
+      fl.l_whence = SEEK_SET;
+      held = ::fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK && fl.l_pid == first;
+      ::close(fd);
+    }
+    if (!held) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (!held) {
+    ::kill(first, SIGKILL);
+    ::waitpid(first, nullptr, 0);
+  }
+  ASSERT_TRUE(held) << "the first `bpfmgr events` did not take " << lock << " within 60 s";
+  // A second that did get the ring would end by its --duration, not hang.
+  auto second = run_bpfmgr(
+      {"events", "probes", "--pin-root", root.path(), "--count", "1", "--duration", "30"});
   ::kill(first, SIGINT);
   int first_status = 0;
   ::waitpid(first, &first_status, 0);

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <fstream>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -42,18 +43,38 @@ bool soak() { return std::getenv("BPFMGR_SOCKOPS_SOAK") != nullptr; }
 
 // select = "auto" learns through the per-sendmsg sock_ops callback (6.15+);
 // older kernels refuse it at validate (docs/sockops.md, "Kernel requirements").
-bool kernel_has_sendmsg_cb() {
-  static const bool has = [] {
-    auto r = bt::run({"bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux"});
-    return r.exit_code == 0 && r.out.find("BPF_SOCK_OPS_TSTAMP_SENDMSG_CB") != std::string::npos;
+// The core's kernel probe decides, as for validate: `bpfmgr plugins --json`
+// says whether the value is usable here and, if not, what is missing.
+const std::string& auto_unusable_why() {
+  static const std::string why = [] {
+    auto r = bt::run_bpfmgr({"plugins", "--json"});
+    if (r.exit_code != 0) return "bpfmgr plugins failed: " + r.err;
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    const auto& list = j.is_array() ? j : j.value("plugins", nlohmann::json::array());
+    for (const auto& p : list) {
+      if (p.value("name", "") != "sockops") continue;
+      for (const auto& v : p["kernel"]["options"]["select"]) {
+        if (v.value("value", "") != "auto") continue;
+        if (v.value("usable", false)) return std::string();
+        return "select = \"auto\" is not usable on this kernel: " + v["unmet"].dump();
+      }
+    }
+    return std::string("bpfmgr plugins --json does not list sockops' select = \"auto\"");
   }();
-  return has;
+  return why;
 }
-#define SKIP_WITHOUT_AUTO()                                                     \
-  do {                                                                          \
-    if (!kernel_has_sendmsg_cb())                                               \
-      GTEST_SKIP() << "select = \"auto\" needs BPF_SOCK_OPS_TSTAMP_SENDMSG_CB (6.15+)"; \
+#define SKIP_WITHOUT_AUTO()                                       \
+  do {                                                            \
+    if (!auto_unusable_why().empty()) GTEST_SKIP() << auto_unusable_why(); \
   } while (0)
+
+// net.ipv4.tcp_rmem's maximum: how far autotuning grows a receive buffer.
+std::uint64_t tcp_rmem_max() {
+  std::ifstream f("/proc/sys/net/ipv4/tcp_rmem");
+  std::uint64_t lo = 0, def = 0, max = 0;
+  f >> lo >> def >> max;
+  return max;
+}
 
 // Writes to reset connections must fail with EPIPE, not kill the test.
 const bool kIgnoreSigpipe = [] {
@@ -412,7 +433,18 @@ TEST_F(Bypass, ByteExactStreamsAtEveryWriteSize) {
       EXPECT_EQ(after.passed_msgs - before.passed_msgs,
                 after.passed_overflow - before.passed_overflow +
                     after.passed_sticky - before.passed_sticky);
-      EXPECT_GT(after.redirected_bytes, before.redirected_bytes);
+      // Writes of up to 64 KiB are redirected. Larger ones are when the
+      // reader's buffer can grow to 4x the message: the kernel's autotuning
+      // limit, net.ipv4.tcp_rmem[2], is 32 MiB on recent kernels (6.18
+      // here) but 6 MiB on 6.1 and 6.12, where a 1 MiB message crosses the
+      // quarter-buffer bound and takes TCP by design: then the bound must
+      // be why).
+      if (c.chunk <= (64u << 10) || tcp_rmem_max() >= (32u << 20)) {
+        EXPECT_GT(after.redirected_bytes, before.redirected_bytes);
+      } else if (after.redirected_bytes == before.redirected_bytes) {
+        EXPECT_GT(after.passed_overflow, before.passed_overflow)
+            << "nothing redirected, and not for the queue bound";
+      }
       if (c.total >= (100u << 20)) break;  // 100 MiB once
     }
 }
@@ -985,9 +1017,15 @@ TEST_F(Bypass, UnpinMidTrafficLosesNothing) {
   {
     auto p = accel_pair();
     std::atomic<std::uint64_t> sent{0};
+    std::atomic<bool> unpinned{false};
     std::thread writer([&] {
       std::vector<char> buf(4096);
       while (sent < kTotal) {
+        // The last third waits for the unpin to end, so traffic always
+        // flows before, during and after it (in a TCG guest `bpfmgr unpin`
+        // took longer than the whole 96 MiB: the test proved nothing).
+        while (sent >= 2 * kTotal / 3 && !unpinned)
+          std::this_thread::sleep_for(1ms);
         std::uint64_t off = sent;
         std::size_t n = std::min<std::uint64_t>(buf.size(), kTotal - off);
         for (std::size_t i = 0; i < n; ++i) buf[i] = pattern(77, off + i);
@@ -1000,8 +1038,9 @@ TEST_F(Bypass, UnpinMidTrafficLosesNothing) {
     std::thread reader([&] { r = read_verify(p.b, 77, 3000); });  // slow reads
     while (sent < kTotal / 3) std::this_thread::sleep_for(1ms);
     auto u = bt::run_bpfmgr({"unpin", "--pin-root", pins_.path()});
-    EXPECT_EQ(u.exit_code, 0) << u.err;
     std::uint64_t at_unpin = sent;
+    unpinned = true;
+    EXPECT_EQ(u.exit_code, 0) << u.err;
     writer.join();
     reader.join();
     EXPECT_TRUE(r.eof);

@@ -416,6 +416,25 @@ TEST_F(Tcpint, FallbackConnectTaskWithoutHooks) {
   EXPECT_EQ(srv->wait(), 0);
 }
 
+// A cgroup that does not exist is one error, from validate (the kernel
+// requirements' parse of the options used to report it a second time).
+TEST(TcpintOptions, MissingCgroupIsReportedOnce) {
+  auto path = bt::write_temp_file(
+      "pin_root = \"/sys/fs/bpf/tcpint-missing-cgroup\"\n[[instance]]\nname = \"t\"\n"
+      "plugin = \"tcpint\"\n[instance.options]\ncgroup = \"no-such-cgroup-tcpint-test\"\n");
+  for (const char* cmd : {"validate", "load"}) {
+    auto r = bt::run_bpfmgr({cmd, path});
+    EXPECT_EQ(r.exit_code, 2) << cmd << ": " << r.out << r.err;
+    const std::string all = r.out + r.err;
+    std::size_t n = 0;
+    for (auto at = all.find("no-such-cgroup-tcpint-test: "); at != std::string::npos;
+         at = all.find("no-such-cgroup-tcpint-test: ", at + 1))
+      ++n;
+    EXPECT_EQ(n, 1u) << cmd << ":\n" << all;
+    EXPECT_NE(all.find("1 error;"), std::string::npos) << cmd << ":\n" << all;
+  }
+}
+
 // Issue 20: the cgroup option resolves as validate checks it (the core's
 // rule): "/x" is x under the cgroup2 mount, not the host path /x.
 TEST_F(Tcpint, CgroupPathResolvesAsValidateChecksIt) {

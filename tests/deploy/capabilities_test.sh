@@ -25,7 +25,7 @@ mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 mkdir "$cg"
 # The unit's set, read from the unit itself: one rule in one place.
 caps=$(sed -n 's/^CapabilityBoundingSet=//p' "$src/deploy/systemd/bpfmgr.service.in")
-[[ $caps == "CAP_BPF CAP_PERFMON CAP_NET_ADMIN" ]] || { echo "FAIL: unexpected set: $caps"; exit 1; }
+[[ $caps == "CAP_BPF CAP_PERFMON CAP_NET_ADMIN CAP_SYS_ADMIN" ]] || { echo "FAIL: unexpected set: $caps"; exit 1; }
 bounding=-all
 for c in $caps; do c=${c#CAP_}; bounding+=",+${c,,}"; done
 {
@@ -53,7 +53,7 @@ if [[ -z $ready ]]; then
   curl -s "http://127.0.0.1:$port/readyz" || true; exit 1
 fi
 # What the process held: exactly the three (CapEff/CapBnd as hex masks).
-want=$(( (1 << 39) | (1 << 38) | (1 << 12) ))  # CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN
+want=$(( (1 << 39) | (1 << 38) | (1 << 12) | (1 << 21) ))  # CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN
 for f in CapEff CapBnd; do
   have=$(awk -v f="$f:" '$1 == f { print $2 }' "/proc/$serve_pid/status")
   (( 16#$have == want )) || { echo "FAIL: $f is $have"; exit 1; }

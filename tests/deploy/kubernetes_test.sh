@@ -69,7 +69,7 @@ const sc = c.securityContext || {};
 if (sc.privileged) fail('privileged: explicit capabilities instead');
 const caps = (sc.capabilities || {});
 if (JSON.stringify(caps.drop) !== '["ALL"]') fail('capabilities not dropped');
-if (JSON.stringify([...caps.add].sort()) !== '["BPF","NET_ADMIN","PERFMON"]') fail('capabilities: ' + caps.add);
+if (JSON.stringify([...caps.add].sort()) !== '["BPF","NET_ADMIN","PERFMON","SYS_ADMIN"]') fail('capabilities: ' + caps.add);
 if (sc.allowPrivilegeEscalation !== false || sc.readOnlyRootFilesystem !== true) fail('escalation/rootfs');
 if (!['HostToContainer', 'None', undefined].includes(mount('/sys/fs/bpf').mountPropagation)) fail('bpffs propagation');
 for (const p of ['/sys/fs/bpf', '/sys/fs/cgroup', '/sys/kernel/tracing'])

@@ -16,7 +16,7 @@ score=$(systemd-analyze security --offline=yes "$unit" | sed -n 's/.*Overall exp
 echo "systemd-analyze security: exposure $score"
 awk -v s="$score" 'BEGIN { exit !(s != "" && s <= 2.5) }' ||
   { systemd-analyze security --offline=yes "$unit"; echo "FAIL: exposure $score > 2.5"; exit 1; }
-grep -qx 'CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_NET_ADMIN' "$unit"
+grep -qx 'CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_NET_ADMIN CAP_SYS_ADMIN' "$unit"
 grep -qx 'ProtectSystem=strict' "$unit"
 grep -qx 'ReadWritePaths=/sys/fs/bpf' "$unit"
 grep -qx "ExecStart=$prefix/bin/bpfmgr serve $prefix/etc/bpfmgr/manifest.toml" "$unit"

@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <mutex>
+#include <set>
 
 #include <bpfmgr/cgroup.hpp>
 
@@ -312,8 +314,14 @@ bool InstanceTxn::attach_auto(std::string_view prog_name, bool optional) {
     else if (err == ENOENT)
       reason = "hook " + target + " does not exist on this kernel";
     if (!optional) fail("cannot attach program '" + prog + "': " + reason);
-    spdlog::warn("{}: optional hook {} not attached: {}", r_.spec->name,
-                 target, reason);
+    // Said once per process: serve retries a failing instance every 5 s,
+    // and status shows the hook as missing every time anyway.
+    static std::mutex said_mutex;
+    static std::set<std::string> said;
+    std::lock_guard lock(said_mutex);
+    bool first = said.insert(r_.spec->name + '\0' + target + '\0' + reason).second;
+    spdlog::log(first ? spdlog::level::warn : spdlog::level::debug,
+                "{}: optional hook {} not attached: {}", r_.spec->name, target, reason);
     new_.hooks.push_back({prog, target, false, reason});
     attached_.insert(prog);
     return false;

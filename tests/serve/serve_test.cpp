@@ -536,6 +536,8 @@ TEST(Serve, InstanceWhoseCgroupIsMissingIsReportedRetriedAndTheOthersRun) {
   auto log = serve.log();
   EXPECT_EQ(occurrences(log, "cannot be applied"), 1u) << log;
   EXPECT_EQ(occurrences(log, "failing [egress]"), 1u) << log;
+  // Each retry's attach of the optional hook is not news either.
+  EXPECT_EQ(occurrences(log, "egress: optional hook"), 1u) << log;
   m = metrics();
   EXPECT_GE(metric(m, "bpfmgr_instance_apply_failures_total{instance_name=\"egress\"}")
                 .value_or(0), 3) << m;

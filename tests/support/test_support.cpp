@@ -96,11 +96,16 @@ KernelObjects KernelObjects::snapshot() {
 }
 
 KernelObjects KernelObjects::settled(const std::vector<std::string>& names) {
+  // Unchanged for 250 ms: the kernel frees a program or map an earlier test
+  // (or process) released after an RCU grace period, which under load can
+  // outlast one 50 ms look; such a late free then read as "disappeared".
+  constexpr int kQuietLooks = 5;
   auto now = snapshot();
-  for (int i = 0; i < 60; ++i) {
+  int quiet = 0;
+  for (int i = 0; i < 100 && quiet < kQuietLooks; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     auto next = snapshot();
-    if (now.diff(next, names).empty()) return next;
+    quiet = now.diff(next, names).empty() ? quiet + 1 : 0;
     now = std::move(next);
   }
   return now;

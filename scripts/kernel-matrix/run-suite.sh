@@ -51,7 +51,7 @@ ctest_args=("$@")
 # The blocking-echo integrity tests move up to 1 MiB per run, 80 runs per
 # mode on the host: minutes each under TCG. A guest checks a sample of the
 # shapes (the host runs them all); the caller's value wins.
-export BPFMGR_SOCKOPS_INTEGRITY_RUNS=${BPFMGR_SOCKOPS_INTEGRITY_RUNS:-10}
+export BPFMGR_SOCKOPS_INTEGRITY_RUNS=${BPFMGR_SOCKOPS_INTEGRITY_RUNS:-15}
 
 start=$SECONDS
 set +e

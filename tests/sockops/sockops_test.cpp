@@ -729,10 +729,22 @@ IntegrityTally integrity_runs(const std::function<bp::SocketPair(bp::Listener&)>
   std::vector<bool> half_closed_before(listeners.size(), false);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(30);
   for (int run = 0; run < runs && std::chrono::steady_clock::now() < deadline; ++run) {
+    // Every size under one variant, then the next. The first three already
+    // cover a service proven by a clean close, then accelerated with the
+    // reader pausing (the queue bound), and a half-closing one: a short run
+    // (15 in a kernel-matrix guest) shows each.
+    struct Variant {
+      bool half_close, v6, pause;
+    };
+    static constexpr Variant kVariants[] = {
+        {false, false, false}, {false, false, true}, {true, false, false},
+        {false, true, false},  {false, true, true},  {true, true, false},
+        {true, false, true},   {true, true, true}};
     const std::size_t shape = run % ns;
-    const bool v6 = (run / ns) % 2;
-    const bool half_close = (run / (2 * ns)) % 2 == 0;
-    const bool pause = (run / (4 * ns)) % 2;
+    const auto& variant = kVariants[(run / ns) % std::size(kVariants)];
+    const bool v6 = variant.v6;
+    const bool half_close = variant.half_close;
+    const bool pause = variant.pause;
     const std::size_t li = ((half_close ? 0 : 2) + (v6 ? 1 : 0)) * ns + shape;
     auto& l = *listeners[li];
     const bool first_half_close = half_close && !half_closed_before[li];
@@ -827,8 +839,13 @@ TEST_F(Bypass, BlockingEchoSelectAllLosesNothing) {
   // accelerated, the others accelerated from their second connection (with
   // the queue bound crossed when the reader pauses).
   expect_clean(t);
-  EXPECT_GT(ops().half_close_reads, 0u);
-  EXPECT_GT(t.accelerated, 0);
+  if (t.runs > 2 * 5) {  // from the third variant on
+    EXPECT_GT(ops().half_close_reads, 0u);
+  }
+  // The second variant's connections are each a proven service's second.
+  if (t.runs >= 2 * 5) {
+    EXPECT_GT(t.accelerated, 0);
+  }
   if (t.runs >= 40) {
     EXPECT_GT(msg().queue_bound, 0u) << "the pausing reader should cross the bound";
   }

@@ -28,15 +28,6 @@ namespace bpfmgr {
 
 namespace {
 
-std::string now_utc() {
-  auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 std::string failing_program(const std::string& captured) {
   // libbpf: "prog 'NAME': BPF program load failed: ..."
   auto p = captured.find("': BPF program load failed");
@@ -156,7 +147,7 @@ void InstanceTxn::stage() {
       manifest_.absolute_path.empty() ? manifest_.path : manifest_.absolute_path;
   new_.manifest_hash = fnv1a_hex(manifest_.text);
   new_.config_hash = config_hash_;
-  new_.loaded_at = now_utc();
+  new_.loaded_at = utc_now_text();
   new_.options = options_to_json(r_.options);
   for (auto& d : r_.kernel.degraded) new_.degraded.push_back({d.what, d.because});
 

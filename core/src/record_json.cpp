@@ -1,6 +1,8 @@
 #include "record_json.hpp"
 
 #include <algorithm>
+#include <chrono>
+#include <ctime>
 #include <cstdint>
 #include <map>
 
@@ -63,6 +65,15 @@ nlohmann::json degraded_json(const KernelRequirements& k) {
   auto out = nlohmann::json::array();
   for (auto& d : k.degraded) out.push_back({{"what", d.what}, {"because", d.because}});
   return out;
+}
+
+std::string utc_now_text() {
+  auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
 }
 
 }  // namespace bpfmgr

@@ -22,5 +22,7 @@ Options options_from_json(const nlohmann::json& j,
                           const std::vector<OptionSpec>& schema = {});
 // [{"what": ..., "because": ...}] of `k.degraded`.
 nlohmann::json degraded_json(const KernelRequirements& k);
+// Now, as records write times: "2026-12-04T22:30:31Z".
+std::string utc_now_text();
 
 }  // namespace bpfmgr

@@ -39,6 +39,7 @@
 #include "metrics.hpp"
 #include "pin_layout.hpp"
 #include "pinned.hpp"
+#include "record_json.hpp"
 #include "pin_root_lock.hpp"
 #include "resolve.hpp"
 #include "sd_notify.hpp"
@@ -56,15 +57,6 @@ using Clock = std::chrono::steady_clock;
 constexpr double kRetrySeconds = 5;
 // /healthz fails after this long without a pass or an idle wake-up.
 constexpr double kStalledSeconds = 120;
-
-std::string utc_now_text() {
-  auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 // The inode of this process's PID namespace: a record's PID means the same
 // process to a reader only in the same namespace (a DaemonSet's serve

@@ -51,6 +51,26 @@ inline void set_nodelay(int fd, bool on) {
   if (::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v)) fail("TCP_NODELAY");
 }
 
+// A connection to the listening socket `ls` (address `sa`), both ends.
+inline SocketPair connect_accepted(int ls, const sockaddr* sa, socklen_t len) {
+  int c = ::socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (c < 0) fail("socket");
+  if (::connect(c, sa, len)) {
+    int e = errno;
+    ::close(c);
+    errno = e;
+    fail("connect");
+  }
+  int s = ::accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
+  if (s < 0) {
+    int e = errno;
+    ::close(c);
+    errno = e;
+    fail("accept");
+  }
+  return SocketPair(c, s);
+}
+
 // One short connection to the listening socket `ls` (address `sa`) that
 // exchanges a byte each way and closes cleanly, client end first: what
 // sockops needs to have seen of a service before it accelerates any of its
@@ -58,21 +78,8 @@ inline void set_nodelay(int fd, bool on) {
 // client end reached TCP_CLOSE (its state callback has run), at most after
 // a second. Harmless where nothing watches.
 inline void prime_service(int ls, const sockaddr* sa, socklen_t len) {
-  int c = ::socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (c < 0) fail("socket");
-  if (::connect(c, sa, len)) {
-    int e = errno;
-    ::close(c);
-    errno = e;
-    fail("connect (prime)");
-  }
-  int s = ::accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
-  if (s < 0) {
-    int e = errno;
-    ::close(c);
-    errno = e;
-    fail("accept (prime)");
-  }
+  auto p = connect_accepted(ls, sa, len);
+  const int c = p.a, s = p.b;
   char x = 'p';
   bool ok = ::write(c, &x, 1) == 1 && ::read(s, &x, 1) == 1 && ::write(s, &x, 1) == 1 &&
             ::read(c, &x, 1) == 1;
@@ -80,6 +87,7 @@ inline void prime_service(int ls, const sockaddr* sa, socklen_t len) {
   while (ok && ::read(s, &x, 1) > 0) {
   }
   ::close(s);
+  p.b = -1;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   for (;;) {
     tcp_info ti{};
@@ -89,8 +97,7 @@ inline void prime_service(int ls, const sockaddr* sa, socklen_t len) {
       break;
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
-  ::close(c);
-  if (!ok) fail("prime exchange");
+  if (!ok) fail("prime exchange");  // p closes the client end
 }
 
 // A loopback TCP connection through a fresh listener on an ephemeral port,
@@ -191,24 +198,10 @@ class Listener {
   // A new connection to this service; the cgroup of the calling process
   // at this moment decides whether sock_ops sees the client end.
   SocketPair connect(bool nodelay) const {
-    int c = ::socket(v6_ ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (c < 0) fail("socket");
-    if (::connect(c, reinterpret_cast<const sockaddr*>(&addr_), len_)) {
-      int e = errno;
-      ::close(c);
-      errno = e;
-      fail("connect");
-    }
-    int s = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (s < 0) {
-      int e = errno;
-      ::close(c);
-      errno = e;
-      fail("accept");
-    }
-    set_nodelay(c, nodelay);
-    set_nodelay(s, nodelay);
-    return SocketPair(c, s);
+    auto p = connect_accepted(fd_, reinterpret_cast<const sockaddr*>(&addr_), len_);
+    set_nodelay(p.a, nodelay);
+    set_nodelay(p.b, nodelay);
+    return p;
   }
 
  private:

@@ -256,6 +256,22 @@ struct sockmsg_ctl {
 		__type(value, struct bypass_sock_info);        \
 	} sock_index SEC(".maps")
 
+/* Service *k's entry in `services_map`, created empty if it has none yet;
+ * NULL when the map is full. */
+static __always_inline struct bypass_service *
+bypass_service_get(void *services_map, const struct bypass_service_key *k)
+{
+	struct bypass_service *svc = bpf_map_lookup_elem(services_map, k);
+
+	if (!svc) {
+		struct bypass_service fresh = {};
+
+		bpf_map_update_elem(services_map, k, &fresh, BPF_NOEXIST);
+		svc = bpf_map_lookup_elem(services_map, k);
+	}
+	return svc;
+}
+
 /* A connection end of this service half-closed and then received data:
  * its blocking readers can be failed by the kernel (docs/sockops.md,
  * "Blocking readers"), so no later connection of the service is
@@ -268,13 +284,7 @@ struct sockmsg_ctl {
 			struct bypass_service_key __k = { .netns = (st)->netns, \
 							  .port = (st)->port };  \
 			struct bypass_service *__s =                           \
-				bpf_map_lookup_elem(services_map, &__k);       \
-			if (!__s) {                                            \
-				struct bypass_service __fresh = {};            \
-				bpf_map_update_elem(services_map, &__k, &__fresh, \
-						    BPF_NOEXIST);              \
-				__s = bpf_map_lookup_elem(services_map, &__k); \
-			}                                                      \
+				bypass_service_get(services_map, &__k);        \
 			if (__s) {                                             \
 				__sync_fetch_and_add(&__s->half_closes, 1);    \
 				(st)->flags |= BYPASS_SK_HC_NOTED;             \

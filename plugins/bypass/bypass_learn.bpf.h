@@ -33,14 +33,9 @@ static __always_inline int bypass_fold_sample(void *services_map,
 		return 0;
 	key.netns = st->netns;
 	key.port = st->port;
-	svc = bpf_map_lookup_elem(services_map, &key);
-	if (!svc) {
-		struct bypass_service fresh = {};
-		bpf_map_update_elem(services_map, &key, &fresh, BPF_NOEXIST);
-		svc = bpf_map_lookup_elem(services_map, &key);
-		if (!svc)
-			return 0;
-	}
+	svc = bypass_service_get(services_map, &key);
+	if (!svc)
+		return 0;
 	__u32 rr = bypass_sample_rr(st);
 	__u64 mean = st->bytes / msgs;
 	/* A server that answers each arrival looks the same whether its

@@ -182,16 +182,11 @@ static __always_inline int service_proven(const struct bypass_service_key *k)
 /* The decision for a new connection of service *k, from its samples. */
 static __always_inline int service_accelerates(const struct bypass_service_key *k)
 {
-	struct bypass_service *svc = bpf_map_lookup_elem(&services, k);
+	struct bypass_service *svc = bypass_service_get(&services, k);
 	__u32 decision, shape;
 
-	if (!svc) {
-		struct bypass_service fresh = {};
-		bpf_map_update_elem(&services, k, &fresh, BPF_NOEXIST);
-		svc = bpf_map_lookup_elem(&services, k);
-		if (!svc)
-			return 0;
-	}
+	if (!svc)
+		return 0;
 	if (svc->half_closes) {
 		decision = BYPASS_DECIDE_TCP;
 		shape = BYPASS_SHAPE_HALF_CLOSE;
@@ -496,14 +491,9 @@ static __always_inline void note_clean_close(struct bpf_sock_ops *skops)
 	if (skops->bytes_received <= 1 && skops->bytes_acked <= 2)
 		return;
 	struct bypass_service_key k = { .netns = st->netns, .port = st->port };
-	struct bypass_service *svc = bpf_map_lookup_elem(&services, &k);
-	if (!svc) {
-		struct bypass_service fresh = {};
-		bpf_map_update_elem(&services, &k, &fresh, BPF_NOEXIST);
-		svc = bpf_map_lookup_elem(&services, &k);
-		if (!svc)
-			return;
-	}
+	struct bypass_service *svc = bypass_service_get(&services, &k);
+	if (!svc)
+		return;
 	__sync_fetch_and_add(&svc->clean_closes, 1);
 	COUNT(clean_closes);
 }

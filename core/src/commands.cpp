@@ -37,23 +37,31 @@ void print_diagnostics(const Diagnostics& d, bool json) {
   }
 }
 
-// Parses and resolves a manifest; prints every problem on failure.
-// `registry` must outlive the result: it caches the loaded plugins.
+// Resolves a parsed manifest (`d`: parse's problems, reported with its
+// own); prints every problem on failure. `registry` must outlive the
+// result: it caches the loaded plugins.
+std::optional<ResolvedManifest> resolve(Manifest m, std::unique_ptr<PluginRegistry>& registry,
+                                        Diagnostics& d, bool json) {
+  registry = std::make_unique<PluginRegistry>(m.plugin_path);
+  auto r = resolve_manifest(std::move(m), *registry, d);
+  if (r && !d.empty()) r.reset();
+  if (!r) print_diagnostics(d, json);
+  return r;
+}
+
+// Both, in one pass: every problem is reported at once.
 std::optional<ResolvedManifest> prepare(const std::string& path,
                                         const std::string& pin_root_override,
                                         std::unique_ptr<PluginRegistry>& registry,
                                         bool json) {
   Diagnostics d;
   auto m = parse_manifest_file(path, d);
-  std::optional<ResolvedManifest> r;
-  if (m) {
-    if (!pin_root_override.empty()) m->pin_root = pin_root_override;
-    registry = std::make_unique<PluginRegistry>(m->plugin_path);
-    r = resolve_manifest(std::move(*m), *registry, d);
+  if (!m) {
+    print_diagnostics(d, json);
+    return std::nullopt;
   }
-  if (r && !d.empty()) r.reset();
-  if (!r) print_diagnostics(d, json);
-  return r;
+  if (!pin_root_override.empty()) m->pin_root = pin_root_override;
+  return resolve(std::move(*m), registry, d, json);
 }
 
 // A sample's value as /metrics prints it: integers without a fraction.
@@ -102,9 +110,14 @@ int cmd_validate(const std::string& manifest, bool json) {
 }
 
 int cmd_load(const LoadArgs& a) {
-  std::unique_ptr<PluginRegistry> registry;
-  auto r = prepare(a.manifest, a.pin_root_override, registry, a.json);
-  if (!r) return kExitInvalid;
+  Diagnostics d;
+  auto m = parse_manifest_file(a.manifest, d);
+  if (!m) {
+    print_diagnostics(d, a.json);
+    return kExitInvalid;
+  }
+  if (!a.pin_root_override.empty()) m->pin_root = a.pin_root_override;
+  const std::string pin_root = m->pin_root;
   auto fail = [&](const std::string& what, const std::string& then, int code) {
     if (a.json)
       std::cout << nlohmann::json{{"ok", false}, {"error", what}, {"then", then}}.dump(2)
@@ -112,13 +125,24 @@ int cmd_load(const LoadArgs& a) {
     std::cerr << "error: " << what << "\n" << then << "\n";
     return code;
   };
+  LoadOptions lo;
+  lo.dry_run = a.dry_run;
+  lo.reset_maps = a.reset_maps;
+  lo.lock_wait = a.no_wait ? LockWait::Fail : LockWait::Block;
+  std::unique_ptr<PluginRegistry> registry;
   LoadReport rep;
   try {
-    LoadOptions lo;
-    lo.dry_run = a.dry_run;
-    lo.reset_maps = a.reset_maps;
-    lo.lock_wait = a.no_wait ? LockWait::Fail : LockWait::Block;
-    rep = load_manifest(*r, lo);
+    // A reload with nothing to do is told from the records, without
+    // loading a plugin; anything else resolves and loads in full.
+    std::optional<LoadReport> unchanged;
+    if (d.empty()) unchanged = unchanged_by_records(*m, PluginRegistry(m->plugin_path), lo);
+    if (unchanged) {
+      rep = std::move(*unchanged);
+    } else {
+      auto r = resolve(std::move(*m), registry, d, a.json);
+      if (!r) return kExitInvalid;
+      rep = load_manifest(*r, lo);
+    }
   } catch (const PinRootRefused& e) {
     return fail(e.what(), "nothing was done", kExitInvalid);
   } catch (const LockBusy& e) {
@@ -148,7 +172,7 @@ int cmd_load(const LoadArgs& a) {
     std::cout << nlohmann::json{{"ok", true},
                                 {"recovered", rep.recovered},
                                 {"repaired", rep.repaired},
-                                {"pin_root", r->manifest.pin_root},
+                                {"pin_root", pin_root},
                                 {"dry_run", a.dry_run},
                                 {"loaded", rep.loaded},
                                 {"updated", rep.updated},
@@ -174,7 +198,7 @@ int cmd_load(const LoadArgs& a) {
   if (!rep.updated.empty()) std::cout << "updated: " << join(rep.updated) << "\n";
   if (!rep.unchanged.empty()) std::cout << "unchanged: " << join(rep.unchanged) << "\n";
   if (!rep.removed.empty()) std::cout << "removed: " << join(rep.removed) << "\n";
-  std::cout << "pinned under " << r->manifest.pin_root << "\n";
+  std::cout << "pinned under " << pin_root << "\n";
   return kExitOk;
 }
 

@@ -143,10 +143,12 @@ void InstanceTxn::stage() {
   new_.plugin_path = r_.plugin->path;
   new_.plugin_sha256 = r_.plugin->sha256;
   new_.api_version = to_string(r_.plugin->api);
+  new_.before_unpin = r_.plugin->plugin->api().before_unpin != nullptr;
   new_.manifest_path =
       manifest_.absolute_path.empty() ? manifest_.path : manifest_.absolute_path;
   new_.manifest_hash = fnv1a_hex(manifest_.text);
   new_.config_hash = config_hash_;
+  new_.input_fingerprint = r_.input_fingerprint;
   new_.loaded_at = utc_now_text();
   new_.options = options_to_json(r_.options);
   for (auto& d : r_.kernel.degraded) new_.degraded.push_back({d.what, d.because});

@@ -17,6 +17,7 @@
 #include "errno_text.hpp"
 #include "fingerprint.hpp"
 #include "mounts.hpp"
+#include "plugin_trust.hpp"
 #include "record_json.hpp"
 
 namespace bpfmgr {
@@ -144,6 +145,11 @@ void stage_changed(const ResolvedManifest& rm, const LoadOptions& lo, const PinL
     std::string drift = old ? kernel_drift(layout.instance(name), *old) : "";
     if (old && old->complete && !lo.reset_maps && !owner_restaged &&
         old->config_hash == hash && drift.empty()) {
+      // The next reload of this input can then skip resolving.
+      if (old->input_fingerprint != r.input_fingerprint) {
+        old->input_fingerprint = r.input_fingerprint;
+        write_state(layout.instance(name).state(), *old);
+      }
       report.unchanged.push_back(name);
       continue;
     }
@@ -210,6 +216,47 @@ void remove_dropped(const ResolvedManifest& rm, const PinLayout& layout,
 }
 
 }  // namespace
+
+std::optional<LoadReport> unchanged_by_records(const Manifest& m, const PluginRegistry& registry,
+                                               const LoadOptions& lo) {
+  if (lo.dry_run || lo.reset_maps || m.absolute_path.empty() || m.instances.empty() ||
+      !pin_root_problem(m.pin_root).empty())
+    return std::nullopt;
+  PinLayout layout(m.pin_root);
+  std::error_code ec;
+  if (!fs::is_directory(layout.root(), ec)) return std::nullopt;
+  // The plugin files' identities, read as load would find them; a file
+  // that cannot be found or trusted goes the whole way, to be reported.
+  std::map<std::string, std::string> fingerprints;
+  try {
+    for (auto& spec : m.instances) {
+      if (!spec.enabled) continue;
+      auto file = open_trusted_file(registry.locate(spec.plugin, m.dir), "load plugin");
+      fingerprints[spec.name] = input_fingerprint(spec, m, file.path, file.id);
+    }
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+  auto lock = PinRootLock::acquire(layout.root(), lo.lock_wait);
+  auto seen = observe_pin_root(layout);
+  if (seen.journal || !seen.staging.empty() || !seen.leftovers.empty()) return std::nullopt;
+  LoadReport report;
+  for (auto& [name, fingerprint] : fingerprints) {
+    auto it = seen.records.find(name);
+    if (fingerprint.empty() || it == seen.records.end() || !it->second.state) return std::nullopt;
+    auto& st = *it->second.state;
+    if (!st.complete || st.input_fingerprint != fingerprint ||
+        !kernel_drift(layout.instance(name), st).empty())
+      return std::nullopt;
+    report.unchanged.push_back(name);
+  }
+  // An instance this manifest loaded and no longer has is to be removed.
+  for (auto& [name, lookup] : seen.records)
+    if (!fingerprints.count(name) &&
+        (!lookup.state || lookup.state->manifest_path == m.absolute_path))
+      return std::nullopt;
+  return report;
+}
 
 Interrupted::Interrupted(int sig)
     : Error("interrupted by " + signal_name(sig) +

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,17 @@ struct LoadReport {
                                        // kernel or record disagreed
   int interrupted_by = 0;              // a signal received during the commit
 };
+
+// A reload with nothing to do, told without loading a plugin: every
+// enabled instance's record is complete, carries the input_fingerprint()
+// this manifest and its plugin files give now, and the kernel still runs
+// what it says; no instance of this manifest is to be removed and no
+// interrupted load is to be finished. nullopt when any of that does not
+// hold, or `options` asks for a dry run or new maps: load_manifest() then
+// decides. Takes the pin root's lock while it looks.
+std::optional<LoadReport> unchanged_by_records(const Manifest& manifest,
+                                               const PluginRegistry& registry,
+                                               const LoadOptions& options);
 
 // Takes the pin root's lock (options.lock_wait) for the whole load.
 // Throws bpfmgr::Error (after rolling back) on any failure.

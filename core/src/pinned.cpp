@@ -197,14 +197,16 @@ bool unpin_instance_locked(const PinLayout& layout, const std::string& instance,
   if (auto& st = rec.state) {
     // The plugin's hook is a courtesy: a plugin file that is missing,
     // untrusted or changed since the load is not run, and the pins and
-    // links go all the same.
-    try {
-      auto plugin = registry.load_file(st->plugin_path, st->plugin_sha256,
-                                       kRecordedHashOrigin);
-      auto ctx = open_pinned(layout, instance, *st, *plugin->plugin);
-      plugin->plugin->create(*ctx)->before_unpin();
-    } catch (const std::exception& e) {
-      spdlog::warn("{}: before_unpin skipped: {}", instance, e.what());
+    // links go all the same. A plugin without the hook is not loaded.
+    if (st->before_unpin) {
+      try {
+        auto plugin = registry.load_file(st->plugin_path, st->plugin_sha256,
+                                         kRecordedHashOrigin);
+        auto ctx = open_pinned(layout, instance, *st, *plugin->plugin);
+        plugin->plugin->create(*ctx)->before_unpin();
+      } catch (const std::exception& e) {
+        spdlog::warn("{}: before_unpin skipped: {}", instance, e.what());
+      }
     }
     for (auto& a : st->map_attachments)
       if (!detach_map_attachment(dir, a) && errno != ENOENT)

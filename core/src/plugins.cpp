@@ -553,30 +553,32 @@ std::map<std::string, std::string> PluginRegistry::discover() const {
   return found;
 }
 
-std::shared_ptr<LoadedPlugin> PluginRegistry::load(
-    const std::string& name_or_path, const std::string& base_dir,
-    const std::string& expected_sha256) {
+std::string PluginRegistry::locate(const std::string& name_or_path,
+                                   const std::string& base_dir) const {
   if (name_or_path.empty()) throw PluginLoadError("plugin name is empty");
-  const std::string why = "by the manifest's sha256";
   if (looks_like_path(name_or_path)) {
     fs::path p(name_or_path);
-    if (p.is_relative())
-      return load_file(resolve_relative_plugin(base_dir, name_or_path),
-                       expected_sha256, why);
-    return load_file(p.string(), expected_sha256, why);
+    if (p.is_relative()) return resolve_relative_plugin(base_dir, name_or_path);
+    return p.string();
   }
   for (auto& dir : dirs_) {
     auto candidate = fs::path(dir) / (kFilePrefix + name_or_path + kFileSuffix);
     std::error_code ec;
     if (fs::exists(candidate, ec)) {
-      check_env_shadowing(name_or_path, candidate.string(), env_dirs_,
-                          builtin_dirs_);
-      return load_file(candidate.string(), expected_sha256, why);
+      check_env_shadowing(name_or_path, candidate.string(), env_dirs_, builtin_dirs_);
+      return candidate.string();
     }
   }
   std::string msg = "plugin '" + name_or_path + "' not found; searched:";
   for (auto& d : dirs_) msg += " " + d;
   throw PluginLoadError(msg);
+}
+
+std::shared_ptr<LoadedPlugin> PluginRegistry::load(
+    const std::string& name_or_path, const std::string& base_dir,
+    const std::string& expected_sha256) {
+  return load_file(locate(name_or_path, base_dir), expected_sha256,
+                   "by the manifest's sha256");
 }
 
 namespace {
@@ -637,6 +639,7 @@ std::shared_ptr<LoadedPlugin> PluginRegistry::load_file(
   auto remember = [&](const std::shared_ptr<LoadedPlugin>& shared) {
     auto loaded = std::make_shared<LoadedPlugin>(*shared);
     loaded->path = key;
+    loaded->id = id;
     cache_[key] = {id, loaded};
     return loaded;
   };

@@ -190,14 +190,6 @@ class PluginModule : public std::enable_shared_from_this<PluginModule> {
   std::shared_ptr<const void> host_;
 };
 
-struct LoadedPlugin {
-  std::string path;  // canonical path of the .so
-  std::string sha256;  // of the file's content when it was loaded
-  ApiVersion api{};
-  PluginInfo info;
-  std::shared_ptr<PluginModule> plugin;
-};
-
 // Which file, and which version of it (plugin_trust.cpp fills it from
 // fstat): a file renamed over or rewritten in place differs in one field.
 struct FileIdentity {
@@ -206,6 +198,15 @@ struct FileIdentity {
   off_t size = 0;
   long long mtime_ns = 0, ctime_ns = 0;
   bool operator==(const FileIdentity&) const = default;
+};
+
+struct LoadedPlugin {
+  std::string path;  // canonical path of the .so
+  FileIdentity id;   // the version of that file it was read from
+  std::string sha256;  // of the file's content when it was loaded
+  ApiVersion api{};
+  PluginInfo info;
+  std::shared_ptr<PluginModule> plugin;
 };
 
 class PluginRegistry {
@@ -224,6 +225,11 @@ class PluginRegistry {
   std::shared_ptr<LoadedPlugin> load(const std::string& name_or_path,
                                      const std::string& base_dir = ".",
                                      const std::string& expected_sha256 = "");
+  // The file load() would load for `name_or_path`, found by the same
+  // search; nothing is opened or run. Throws PluginLoadError (not found)
+  // and PluginTrustError (a path that leaves `base_dir`, an environment
+  // directory shadowing an installed plugin).
+  std::string locate(const std::string& name_or_path, const std::string& base_dir = ".") const;
   // Loads one file directly, checking trust (its dependencies' too), ABI
   // version and function table. The file is re-checked on every call and
   // its library reused only while it is the same version; libraries are

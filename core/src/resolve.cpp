@@ -2,16 +2,18 @@
 
 
 #include <algorithm>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <set>
 
 #include <spdlog/spdlog.h>
 
+#include "fingerprint.hpp"
 #include "object_spec.hpp"
+#include "plugin_trust.hpp"
 #include "record_json.hpp"
 #include "shared_maps.hpp"
-#include "plugin_trust.hpp"
 
 namespace bpfmgr {
 
@@ -24,6 +26,44 @@ const char* option_type_name(OptionType t) {
     case OptionType::IntList: return "an array of integers";
   }
   return "?";
+}
+
+namespace {
+
+nlohmann::json raw_value_json(const RawValue& v) {
+  switch (v.kind) {
+    case RawValue::Kind::Bool: return v.boolean;
+    case RawValue::Kind::Int: return v.integer;
+    case RawValue::Kind::String: return v.string;
+    case RawValue::Kind::Array: {
+      auto a = nlohmann::json::array();
+      for (auto& i : v.items) a.push_back(raw_value_json(i));
+      return a;
+    }
+    case RawValue::Kind::Other: break;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+std::string input_fingerprint(const InstanceSpec& spec, const Manifest& m,
+                              const std::string& plugin_path, const FileIdentity& id) {
+  using namespace std::chrono;
+  auto now_ns = duration_cast<nanoseconds>(system_clock::now().time_since_epoch()).count();
+  if (id.ctime_ns > now_ns - 2'000'000'000LL) return "";
+  nlohmann::json j;
+  j["bpfmgr"] = BPFMGR_VERSION;
+  j["instance"] = spec.name;
+  j["plugin"] = spec.plugin;
+  j["sha256"] = spec.sha256;
+  auto& options = j["options"] = nlohmann::json::object();
+  for (auto& o : spec.options) options[o.key] = raw_value_json(o.value);
+  auto& shares = j["maps"] = nlohmann::json::array();
+  for (auto& s : spec.maps) shares.push_back({s.map, s.instance, s.remote_map});
+  j["pin_root"] = m.pin_root;
+  j["file"] = {plugin_path, id.dev, id.ino, id.size, id.mtime_ns, id.ctime_ns};
+  return fnv1a_hex(j.dump());
 }
 
 namespace {
@@ -327,6 +367,7 @@ std::optional<ResolvedInstance> resolve_instance(const InstanceSpec& spec, const
   r.spec = &spec;
   r.plugin = resolve_plugin(spec, m, registry, available, d);
   if (!r.plugin) return std::nullopt;
+  r.input_fingerprint = input_fingerprint(spec, m, r.plugin->path, r.plugin->id);
   std::vector<OptionSpec> schema;
   try {
     schema = r.plugin->plugin->option_schema();

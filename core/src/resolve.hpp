@@ -27,6 +27,8 @@ struct ResolvedInstance {
   // met, or resolve failed) and where it runs a simpler form; the latter
   // goes into the state record at load.
   KernelRequirements kernel;
+  // input_fingerprint() of this instance, recorded at load.
+  std::string input_fingerprint;
 };
 
 // Instances point into `manifest`: move it, never copy it.
@@ -52,6 +54,18 @@ inline constexpr std::size_t kMaxRecordedOptionsBytes = 32 * 1024;
 std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
                                                  PluginRegistry& registry,
                                                  Diagnostics& diags);
+
+// What an instance is loaded from, as far as it can be told without
+// loading its plugin: its manifest entry (options as written, map shares,
+// sha256 pin), the pin root, bpfmgr's version and which version of which
+// plugin file (`plugin_path` canonical, `id` from fstat). The plugin's
+// bytes decide everything else the record's config_hash covers (schema
+// defaults, BPF object), so an equal fingerprint means an equal
+// config_hash. "" when the file changed within the last two seconds: a
+// write in the same ctime tick would leave `id` as it was (git's "racily
+// clean" index entries), so such a file is hashed on the next load too.
+std::string input_fingerprint(const InstanceSpec& spec, const Manifest& m,
+                              const std::string& plugin_path, const FileIdentity& id);
 
 const char* option_type_name(OptionType t);
 

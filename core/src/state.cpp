@@ -34,9 +34,11 @@ nlohmann::json to_json(const InstanceState& s) {
   j["plugin_path"] = s.plugin_path;
   j["plugin_sha256"] = s.plugin_sha256;
   j["api_version"] = s.api_version;
+  j["before_unpin"] = s.before_unpin;
   j["manifest_path"] = s.manifest_path;
   j["manifest_hash"] = s.manifest_hash;
   j["config_hash"] = s.config_hash;
+  if (!s.input_fingerprint.empty()) j["input_fingerprint"] = s.input_fingerprint;
   j["loaded_at"] = s.loaded_at;
   j["options"] = s.options;
   j["maps"] = s.maps;
@@ -72,9 +74,11 @@ InstanceState state_from_json(const nlohmann::json& j) {
   s.plugin_path = j.value("plugin_path", "");
   s.plugin_sha256 = j.value("plugin_sha256", "");
   s.api_version = j.value("api_version", "");
+  s.before_unpin = j.value("before_unpin", true);
   s.manifest_path = j.value("manifest_path", "");
   s.manifest_hash = j.value("manifest_hash", "");
   s.config_hash = j.value("config_hash", "");
+  s.input_fingerprint = j.value("input_fingerprint", "");
   s.loaded_at = j.value("loaded_at", "");
   s.options = j.value("options", nlohmann::json::object());
   s.maps = j.value("maps", std::vector<std::string>{});

@@ -59,9 +59,17 @@ struct InstanceState {
   // written before the field existed.
   std::string plugin_sha256;
   std::string api_version;
+  // Whether the plugin has a before_unpin hook; unpin loads the plugin
+  // only to run it. True in records written before the field existed.
+  bool before_unpin = true;
   std::string manifest_path;
   std::string manifest_hash;
   std::string config_hash;
+  // What it was loaded from, told without loading the plugin
+  // (input_fingerprint() in resolve.hpp): a reload whose every record
+  // matches skips resolving. "" when the plugin file was too fresh to vouch
+  // for, and in older records.
+  std::string input_fingerprint;
   std::string loaded_at;
   nlohmann::json options = nlohmann::json::object();
   std::vector<std::string> maps;   // own maps, pinned under maps/

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 
@@ -250,6 +251,107 @@ TEST(PluginTrust, APluginChangedSinceLoadIsNotRunButUnpinStillRemovesEverything)
   EXPECT_FALSE(plugin_code_ran()) << "unpin ran the changed plugin";
   EXPECT_TRUE(pins_under(root.path()).empty());
   EXPECT_EQ(before.diff_settled({"count_getppid", "testmark.rodata"}), "");
+}
+
+// Seconds since the file's inode last changed.
+double ctime_age(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return -1;
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  return double(now.tv_sec - st.st_ctim.tv_sec) + (now.tv_nsec - st.st_ctim.tv_nsec) / 1e9;
+}
+
+// A reload of an unchanged manifest is told from the state records and the
+// plugin file's identity: no plugin code is loaded. A file changed within
+// the last 2 s cannot vouch for its bytes by its identity (a write in the
+// same ctime tick leaves it as it was), so it is loaded again until it is
+// older; anything changed goes the whole way.
+TEST(PluginTrust, AnUnchangedReloadLoadsNoPluginCode) {
+  PinRoot root;
+  TempDir dir;
+  auto so = install_marker(dir.path);
+  auto manifest_with = [&](int tgid) {
+    return write_temp_file("pin_root = \"" + root.path() + "\"\n" +
+                           marker_manifest(dir.path, "testmarker") +
+                           "[instance.options]\ntgid = " + std::to_string(tgid) + "\n");
+  };
+  auto manifest = manifest_with(::getpid());
+  auto load = [&](const std::string& m) {
+    reset_marker();
+    auto r = run_bpfmgr({"load", m});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r;
+  };
+  ASSERT_EQ(load(manifest).exit_code, 0);
+  EXPECT_TRUE(plugin_code_ran());
+
+  bool fresh = ctime_age(so) < 1.5;
+  auto r = load(manifest);
+  EXPECT_NE(r.out.find("nothing to do"), std::string::npos) << r.out;
+  if (fresh) {
+    EXPECT_TRUE(plugin_code_ran()) << "a file changed just now was trusted by its identity";
+  }
+
+  // Older than the window: the next reload resolves once more and records
+  // the fingerprint; from then on a reload runs no plugin code.
+  while (ctime_age(so) < 2.2) ::usleep(100'000);
+  r = load(manifest);
+  EXPECT_NE(r.out.find("nothing to do"), std::string::npos) << r.out;
+  r = load(manifest);
+  EXPECT_NE(r.out.find("nothing to do"), std::string::npos) << r.out;
+  EXPECT_FALSE(plugin_code_ran()) << "an unchanged reload loaded the plugin";
+
+  // Another option value: resolved and updated.
+  auto other = manifest_with(::getpid() + 1);
+  r = load(other);
+  EXPECT_NE(r.out.find("updated: m"), std::string::npos) << r.out;
+  EXPECT_TRUE(plugin_code_ran());
+  r = load(other);
+  EXPECT_FALSE(plugin_code_ran()) << r.out;
+
+  // The kernel no longer runs what the record says: repaired.
+  fs::remove(root.path() + "/m/links/count_getppid");
+  r = load(other);
+  EXPECT_NE(r.err.find("repaired: m:"), std::string::npos) << r.err;
+  EXPECT_TRUE(plugin_code_ran());
+  EXPECT_EQ(pins_under(root.path() + "/m/links").size(), 1u);
+
+  // The plugin's hook runs at unpin (testmarker has one).
+  reset_marker();
+  auto u = run_bpfmgr({"unpin", "--pin-root", root.path()});
+  EXPECT_EQ(u.exit_code, 0) << u.err;
+  EXPECT_TRUE(plugin_code_ran());
+  EXPECT_TRUE(pins_under(root.path()).empty());
+}
+
+// unpin loads a plugin only to run its before_unpin hook: a plugin without
+// one is not even opened, so its file's state does not matter.
+TEST(PluginTrust, UnpinLoadsAPluginOnlyForItsBeforeUnpinHook) {
+  PinRoot root;
+  TempDir dir;
+  auto hooked = install_marker(dir.path);
+  auto plain = dir.path + "/bpfmgr-testcount.so";
+  fs::copy_file(test_plugin_dir() + "/bpfmgr-testcount.so", plain);
+  ::chmod(plain.c_str(), 0755);
+  auto tgid = "[instance.options]\ntgid = " + std::to_string(::getpid()) + "\n";
+  auto manifest = write_temp_file(
+      "pin_root = \"" + root.path() + "\"\nplugin_path = [\"" + dir.path + "\"]\n" +
+      "[[instance]]\nname = \"hooked\"\nplugin = \"testmarker\"\n" + tgid +
+      "[[instance]]\nname = \"plain\"\nplugin = \"testcount\"\n" + tgid);
+  auto l = run_bpfmgr({"load", manifest});
+  ASSERT_EQ(l.exit_code, 0) << l.err;
+  // Both files become writable by others: neither may run now.
+  ASSERT_EQ(::chmod(hooked.c_str(), 0777), 0);
+  ASSERT_EQ(::chmod(plain.c_str(), 0777), 0);
+  reset_marker();
+  auto u = run_bpfmgr({"unpin", "--pin-root", root.path()});
+  EXPECT_EQ(u.exit_code, 0) << u.err;
+  EXPECT_NE(u.err.find("hooked: before_unpin skipped: refusing"), std::string::npos) << u.err;
+  EXPECT_EQ(u.err.find("plain:"), std::string::npos) << "tried to load a plugin without the hook:\n"
+                                                     << u.err;
+  EXPECT_FALSE(plugin_code_ran());
+  EXPECT_TRUE(pins_under(root.path()).empty());
 }
 
 // ------------------------------------------------- the dependency closure

@@ -32,6 +32,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <string_view>
 #include <utility>
 #include <variant>
@@ -839,7 +840,11 @@ struct Table {
       t.attach = &attach;
       t.after_attach = &after_attach;
       t.status = &status;
-      t.before_unpin = &before_unpin;
+      // Only a plugin that has the hook offers it: unpin then removes the
+      // instances of the others without loading their code at all.
+      if constexpr (!std::is_same_v<decltype(&P::before_unpin),
+                                    void (Plugin::*)(PinnedContext&)>)
+        t.before_unpin = &before_unpin;
       t.events_map = &events_map;
       t.event_header = &event_header;
       t.format_event = &format_event;

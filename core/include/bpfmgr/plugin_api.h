@@ -370,6 +370,8 @@ typedef struct bpfmgr_plugin_api {
                       bpfmgr_error *err);
   int (*status)(bpfmgr_instance *inst, bpfmgr_context *ctx,
                 bpfmgr_error *err);
+  /* NULL when there is nothing to do: unpin (recorded at load) then does
+   * not load the plugin at all. */
   int (*before_unpin)(bpfmgr_instance *inst, bpfmgr_context *ctx,
                       bpfmgr_error *err);
 

@@ -75,6 +75,11 @@ class TestCountPlugin final : public bpfmgr::Plugin {
                      " prog " + ctx.prog_pin_path("count_getppid") + " link " +
                      ctx.link_pin_path("count_getppid"));
   }
+#ifdef TESTCOUNT_BEFORE_UNPIN
+  void before_unpin(bpfmgr::PinnedContext& ctx) override {
+    bpfmgr::log_info(ctx.instance_name() + ": before_unpin");
+  }
+#endif
   bpfmgr::StatusReport status(bpfmgr::PinnedContext& ctx) const override {
     bpfmgr::StatusReport r;
     std::uint32_t key = 0;

@@ -36,7 +36,7 @@ nlohmann::json kernel_answer(const PluginModule& plugin, const Options& options)
     }
     out["usable"] = unmet.empty();
     out["needs"] = req.needs.size();
-    out["degraded"] = degraded_json(req);
+    out["degraded"] = degraded_json(req.degraded);
   } catch (const std::exception& e) {
     out["usable"] = false;
     out["error"] = e.what();

@@ -91,7 +91,7 @@ int cmd_validate(const std::string& manifest, bool json) {
       inst.push_back({{"name", i.spec->name}, {"plugin", i.plugin->info.name},
                       {"version", i.plugin->info.version},
                       {"options", options_to_json(i.options)},
-                      {"degraded", degraded_json(i.kernel)}});
+                      {"degraded", degraded_json(i.kernel.degraded)}});
     std::cout << nlohmann::json{{"ok", true},
                                 {"kernel", KernelFeatures::running().release()},
                                 {"instances", inst}}

@@ -151,7 +151,7 @@ void InstanceTxn::stage() {
   new_.input_fingerprint = r_.input_fingerprint;
   new_.loaded_at = utc_now_text();
   new_.options = options_to_json(r_.options);
-  for (auto& d : r_.kernel.degraded) new_.degraded.push_back({d.what, d.because});
+  new_.degraded = r_.kernel.degraded;
 
   prepare();
   bind_maps();

@@ -23,6 +23,8 @@
 
 #include <bpfmgr/plugin.hpp>
 
+#include "degradation.hpp"
+
 namespace bpfmgr {
 
 class KernelFeatures {
@@ -97,12 +99,6 @@ struct KernelNeed {
   std::string since;  // first Linux release that has it; may be ""
   std::string hint;   // what to change instead; may be ""
   bool met = false;   // the running kernel has it
-};
-
-// Where an instance runs a simpler form than its richest one on this kernel.
-struct Degradation {
-  std::string what;
-  std::string because;
 };
 
 // What kernel_requirements() said for one instance's options.

@@ -301,8 +301,7 @@ nlohmann::json instance_status(const PinLayout& layout, const std::string& insta
   j["loaded_at"] = st->loaded_at;
   j["complete"] = st->complete;
   j["options"] = st->options;
-  auto& degraded = j["degraded"] = nlohmann::json::array();
-  for (auto& d : st->degraded) degraded.push_back({{"what", d.what}, {"because", d.because}});
+  j["degraded"] = degraded_json(st->degraded);
 
   // Whether each hook really runs comes from the kernel, not the record:
   // a link pin removed by hand, or a cgroup deleted under a cgroup link,

@@ -61,12 +61,6 @@ Options options_from_json(const nlohmann::json& j,
   return Options(std::move(values));
 }
 
-nlohmann::json degraded_json(const KernelRequirements& k) {
-  auto out = nlohmann::json::array();
-  for (auto& d : k.degraded) out.push_back({{"what", d.what}, {"because", d.because}});
-  return out;
-}
-
 std::string utc_now_text() {
   auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
   std::tm tm{};

@@ -1,6 +1,6 @@
 // The JSON of what an instance's state record keeps and `--json` prints:
-// its options (typed by the plugin's schema when read back) and the simpler
-// forms it runs on this kernel.
+// its options (typed by the plugin's schema when read back); the simpler
+// forms it runs on this kernel are degradation.hpp's.
 #pragma once
 
 #include <string>
@@ -20,8 +20,6 @@ nlohmann::json options_to_json(const Options& options);
 // type of its own); keys it does not know are guessed from the JSON.
 Options options_from_json(const nlohmann::json& j,
                           const std::vector<OptionSpec>& schema = {});
-// [{"what": ..., "because": ...}] of `k.degraded`.
-nlohmann::json degraded_json(const KernelRequirements& k);
 // Now, as records write times: "2026-12-04T22:30:31Z".
 std::string utc_now_text();
 

@@ -60,8 +60,7 @@ nlohmann::json to_json(const InstanceState& s) {
   for (auto& h : s.hooks)
     hooks.push_back({{"prog", h.prog}, {"target", h.target}, {"live", h.live},
                      {"reason", h.reason}});
-  for (auto& d : s.degraded)
-    j["degraded"].push_back({{"what", d.what}, {"because", d.because}});
+  if (!s.degraded.empty()) j["degraded"] = degraded_json(s.degraded);
   return j;
 }
 
@@ -98,8 +97,7 @@ InstanceState state_from_json(const nlohmann::json& j) {
   for (auto& h : j.value("hooks", nlohmann::json::array()))
     s.hooks.push_back({h.value("prog", ""), h.value("target", ""),
                        h.value("live", false), h.value("reason", "")});
-  for (auto& d : j.value("degraded", nlohmann::json::array()))
-    s.degraded.push_back({d.value("what", ""), d.value("because", "")});
+  s.degraded = degraded_from_json(j.value("degraded", nlohmann::json::array()));
   return s;
 }
 

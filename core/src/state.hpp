@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "degradation.hpp"
+
 namespace bpfmgr {
 
 struct LinkRecord {
@@ -39,13 +41,6 @@ struct HookRecord {
   std::string target;
   bool live = false;
   std::string reason;  // why a dead optional hook is dead
-};
-
-// A simpler form the instance runs in on this kernel (plugin API 2.2's
-// degrade()), recorded at load for status and metrics.
-struct DegradedRecord {
-  std::string what;
-  std::string because;
 };
 
 struct InstanceState {
@@ -84,7 +79,7 @@ struct InstanceState {
   std::vector<MapAttachmentRecord> map_attachments;
   std::vector<HookRecord> hooks;
   // Absent from records of loads that ran in full (and from older records).
-  std::vector<DegradedRecord> degraded;
+  std::vector<Degradation> degraded;
   bool complete = false;
 };
 

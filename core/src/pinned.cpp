@@ -279,119 +279,81 @@ nlohmann::json metrics_to_json(const std::vector<Metric>& metrics) {
   return out;
 }
 
-nlohmann::json instance_status(const PinLayout& layout, const std::string& instance,
-                               const StateLookup& record, PluginRegistry& registry) {
-  nlohmann::json j;
-  j["instance"] = instance;
-  auto paths = layout.instance(instance);
-  auto dir = paths.dir;
-  if (!record.state) {
-    j["error"] = record.why + "; `bpfmgr unpin " + instance +
-                 "` removes what is pinned, the next `bpfmgr load` replaces it";
-    return j;
-  }
-  const auto* st = &*record.state;
-  if (auto drift = kernel_drift(paths, *st); !drift.empty())
-    j["drift"] = drift + "; the next `bpfmgr load` of its manifest repairs it";
-  j["plugin"] = st->plugin;
-  j["plugin_version"] = st->plugin_version;
-  j["plugin_path"] = st->plugin_path;
-  j["plugin_sha256"] = st->plugin_sha256;
-  j["manifest"] = st->manifest_path;
-  j["loaded_at"] = st->loaded_at;
-  j["complete"] = st->complete;
-  j["options"] = st->options;
-  j["degraded"] = degraded_json(st->degraded);
+namespace {
 
-  // Whether each hook really runs comes from the kernel, not the record:
-  // a link pin removed by hand, or a cgroup deleted under a cgroup link,
-  // leaves the record saying "live".
-  std::map<std::pair<std::string, std::string>, std::string> hook_problem;
-  auto links = nlohmann::json::array();
-  for (auto& l : st->links) {
-    nlohmann::json lj{{"name", l.name}, {"prog", l.prog}, {"target", l.target},
-                      {"pin", paths.link(l.name)}};
-    Fd fd(bpf_obj_get(paths.link(l.name).c_str()));
-    bpf_link_info info{};
-    std::uint32_t len = sizeof(info);
-    if (fd && bpf_obj_get_info_by_fd(fd.get(), &info, &len) == 0) {
-      lj["id"] = info.id;
-      lj["type"] = link_type_name(info.type);
-      lj["prog_id"] = info.prog_id;
-    }
-    std::string problem = link_problem(paths, l);
-    if (!problem.empty()) lj["error"] = problem;
-    hook_problem[{l.prog, l.target}] = problem;
-    links.push_back(lj);
+// A pinned link as the kernel has it; `problem`: why it does not run what
+// the record says ("" when it does).
+nlohmann::json link_json(const InstancePaths& paths, const LinkRecord& l, std::string& problem) {
+  nlohmann::json lj{{"name", l.name}, {"prog", l.prog}, {"target", l.target},
+                    {"pin", paths.link(l.name)}};
+  Fd fd(bpf_obj_get(paths.link(l.name).c_str()));
+  bpf_link_info info{};
+  std::uint32_t len = sizeof(info);
+  if (fd && bpf_obj_get_info_by_fd(fd.get(), &info, &len) == 0) {
+    lj["id"] = info.id;
+    lj["type"] = link_type_name(info.type);
+    lj["prog_id"] = info.prog_id;
   }
-  auto hooks = nlohmann::json::array();
-  for (auto& h : st->hooks) {
-    bool live = h.live;
-    std::string reason = h.reason;
-    if (auto it = hook_problem.find({h.prog, h.target});
-        live && it != hook_problem.end() && !it->second.empty()) {
-      live = false;
-      reason = it->second;
-    }
-    hooks.push_back({{"prog", h.prog}, {"target", h.target}, {"live", live},
-                     {"reason", reason}});
+  problem = link_problem(paths, l);
+  if (!problem.empty()) lj["error"] = problem;
+  return lj;
+}
+
+// A pinned program as the kernel has it, with the live hooks it runs on.
+nlohmann::json prog_json(const InstancePaths& paths, const InstanceState& st,
+                         const std::string& name, const nlohmann::json& hooks) {
+  nlohmann::json p{{"name", name}, {"pin", paths.prog(name)}};
+  Fd fd(bpf_obj_get(paths.prog(name).c_str()));
+  bpf_prog_info info{};
+  std::uint32_t len = sizeof(info);
+  if (fd && bpf_obj_get_info_by_fd(fd.get(), &info, &len) == 0) {
+    p["id"] = info.id;
+    if (auto it = st.prog_tags.find(name); it != st.prog_tags.end()) p["tag"] = it->second;
+    auto t = libbpf_bpf_prog_type_str(bpf_prog_type(info.type));
+    p["type"] = t ? t : "?";
+    // Accrue only while kernel.bpf_stats_enabled is on.
+    p["run_cnt"] = info.run_cnt;
+    p["run_time_ns"] = info.run_time_ns;
+  } else {
+    p["error"] = "pin missing";
   }
+  auto& at = p["attached_to"] = nlohmann::json::array();
+  for (auto& h : hooks)
+    if (h["prog"] == name && h["live"].get<bool>()) at.push_back(h["target"]);
+  return p;
+}
 
-  auto& progs = j["programs"] = nlohmann::json::array();
-  for (auto& name : st->progs) {
-    nlohmann::json p{{"name", name}, {"pin", paths.prog(name)}};
-    Fd fd(bpf_obj_get(paths.prog(name).c_str()));
-    bpf_prog_info info{};
-    std::uint32_t len = sizeof(info);
-    if (fd && bpf_obj_get_info_by_fd(fd.get(), &info, &len) == 0) {
-      p["id"] = info.id;
-      if (auto it = st->prog_tags.find(name); it != st->prog_tags.end()) p["tag"] = it->second;
-      auto t = libbpf_bpf_prog_type_str(bpf_prog_type(info.type));
-      p["type"] = t ? t : "?";
-      // Accrue only while kernel.bpf_stats_enabled is on.
-      p["run_cnt"] = info.run_cnt;
-      p["run_time_ns"] = info.run_time_ns;
-    } else {
-      p["error"] = "pin missing";
-    }
-    auto& at = p["attached_to"] = nlohmann::json::array();
-    for (auto& h : hooks)
-      if (h["prog"] == name && h["live"].get<bool>()) at.push_back(h["target"]);
-    progs.push_back(p);
+// A pinned map as the kernel has it; `owner`: the instance it is shared from.
+nlohmann::json map_json(const std::string& name, const std::string& pin,
+                        const std::string& owner) {
+  nlohmann::json mj{{"name", name}, {"pin", pin}};
+  if (!owner.empty()) mj["shared_from"] = owner;
+  Fd fd(bpf_obj_get(pin.c_str()));
+  bpf_map_info info{};
+  std::uint32_t len = sizeof(info);
+  if (fd && bpf_obj_get_info_by_fd(fd.get(), &info, &len) == 0) {
+    mj["id"] = info.id;
+    auto t = libbpf_bpf_map_type_str(bpf_map_type(info.type));
+    mj["type"] = t ? t : "?";
+    mj["max_entries"] = info.max_entries;
+    mj["key_size"] = info.key_size;
+    mj["value_size"] = info.value_size;
+    mj["btf"] = info.btf_id != 0;
+  } else {
+    mj["error"] = "pin missing";
   }
-  auto map_json = [&](const std::string& name, const std::string& pin,
-                      const std::string& owner) {
-    nlohmann::json mj{{"name", name}, {"pin", pin}};
-    if (!owner.empty()) mj["shared_from"] = owner;
-    Fd fd(bpf_obj_get(pin.c_str()));
-    bpf_map_info info{};
-    std::uint32_t len = sizeof(info);
-    if (fd && bpf_obj_get_info_by_fd(fd.get(), &info, &len) == 0) {
-      mj["id"] = info.id;
-      auto t = libbpf_bpf_map_type_str(bpf_map_type(info.type));
-      mj["type"] = t ? t : "?";
-      mj["max_entries"] = info.max_entries;
-      mj["key_size"] = info.key_size;
-      mj["value_size"] = info.value_size;
-      mj["btf"] = info.btf_id != 0;
-    } else {
-      mj["error"] = "pin missing";
-    }
-    return mj;
-  };
-  auto& maps = j["maps"] = nlohmann::json::array();
-  for (auto& name : st->maps) maps.push_back(map_json(name, paths.map(name), ""));
-  for (auto& s : st->shared_maps) maps.push_back(map_json(s.map, s.pin, s.instance));
+  return mj;
+}
 
-  j["links"] = std::move(links);
-  j["hooks"] = std::move(hooks);
-
+// The plugin's status() hook: counters, details, metrics; or why it was
+// not run (status_error, and plugin_refused for a file it may not run).
+void add_plugin_status(nlohmann::json& j, const PinLayout& layout, const std::string& instance,
+                       const InstanceState& st, PluginRegistry& registry) {
   j["counters"] = nlohmann::json::array();
   j["details"] = nlohmann::json::object();
   try {
-    auto plugin = registry.load_file(st->plugin_path, st->plugin_sha256,
-                                     kRecordedHashOrigin);
-    auto ctx = open_pinned(layout, instance, *st, *plugin->plugin);
+    auto plugin = registry.load_file(st.plugin_path, st.plugin_sha256, kRecordedHashOrigin);
+    auto ctx = open_pinned(layout, instance, st, *plugin->plugin);
     plugin->plugin->create(*ctx)->status();
     const auto& rep = ctx->report;
     for (auto& c : rep.counters) {
@@ -407,6 +369,59 @@ nlohmann::json instance_status(const PinLayout& layout, const std::string& insta
   } catch (const std::exception& e) {
     j["status_error"] = e.what();
   }
+}
+
+}  // namespace
+
+nlohmann::json instance_status(const PinLayout& layout, const std::string& instance,
+                               const StateLookup& record, PluginRegistry& registry) {
+  nlohmann::json j;
+  j["instance"] = instance;
+  auto paths = layout.instance(instance);
+  if (!record.state) {
+    j["error"] = record.why + "; `bpfmgr unpin " + instance +
+                 "` removes what is pinned, the next `bpfmgr load` replaces it";
+    return j;
+  }
+  const auto& st = *record.state;
+  if (auto drift = kernel_drift(paths, st); !drift.empty())
+    j["drift"] = drift + "; the next `bpfmgr load` of its manifest repairs it";
+  j["plugin"] = st.plugin;
+  j["plugin_version"] = st.plugin_version;
+  j["plugin_path"] = st.plugin_path;
+  j["plugin_sha256"] = st.plugin_sha256;
+  j["manifest"] = st.manifest_path;
+  j["loaded_at"] = st.loaded_at;
+  j["complete"] = st.complete;
+  j["options"] = st.options;
+  j["degraded"] = degraded_json(st.degraded);
+
+  // Whether each hook really runs comes from the kernel, not the record:
+  // a link pin removed by hand, or a cgroup deleted under a cgroup link,
+  // leaves the record saying "live".
+  std::map<std::pair<std::string, std::string>, std::string> hook_problem;
+  auto links = nlohmann::json::array();
+  for (auto& l : st.links) links.push_back(link_json(paths, l, hook_problem[{l.prog, l.target}]));
+  auto hooks = nlohmann::json::array();
+  for (auto& h : st.hooks) {
+    bool live = h.live;
+    std::string reason = h.reason;
+    if (auto it = hook_problem.find({h.prog, h.target});
+        live && it != hook_problem.end() && !it->second.empty()) {
+      live = false;
+      reason = it->second;
+    }
+    hooks.push_back({{"prog", h.prog}, {"target", h.target}, {"live", live},
+                     {"reason", reason}});
+  }
+  auto& progs = j["programs"] = nlohmann::json::array();
+  for (auto& name : st.progs) progs.push_back(prog_json(paths, st, name, hooks));
+  auto& maps = j["maps"] = nlohmann::json::array();
+  for (auto& name : st.maps) maps.push_back(map_json(name, paths.map(name), ""));
+  for (auto& s : st.shared_maps) maps.push_back(map_json(s.map, s.pin, s.instance));
+  j["links"] = std::move(links);
+  j["hooks"] = std::move(hooks);
+  add_plugin_status(j, layout, instance, st, registry);
   return j;
 }
 

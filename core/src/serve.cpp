@@ -430,6 +430,13 @@ class Server {
   bool healthy() const;
   HttpServer::Reply readyz() const;
   std::string status_line() const;
+  // The /metrics, /healthz and /readyz listener (nullptr: --metrics-address none).
+  std::unique_ptr<HttpServer> start_http();
+  // Waits until `next` or an event; what calls for a reconcile ("signal",
+  // "file", "drift", "interval"), nullptr when nothing did, and `stop` set
+  // on TERM or INT. `force`: SIGHUP asks to re-read an unchanged file.
+  const char* wait_for_trigger(int sigfd, FileWatch& watch, Clock::time_point next,
+                               bool& force, bool& stop);
 
   ServeArgs args_;
   std::string pin_root_;
@@ -932,6 +939,75 @@ std::string Server::status_line() const {
   return s;
 }
 
+std::unique_ptr<HttpServer> Server::start_http() {
+  if (args_.metrics_address == "none") return nullptr;
+  using Reply = HttpServer::Reply;
+  auto http = std::make_unique<HttpServer>(
+      args_.metrics_address,
+      std::map<std::string, HttpServer::Handler>{
+          {"/healthz",
+           [this]() -> Reply {
+             return healthy() ? Reply{200, "ok\n"} : Reply{503, "reconcile loop stalled\n"};
+           }},
+          {"/readyz", [this] { return readyz(); }},
+          {"/",
+           []() -> Reply {
+             return {200, "bpfmgr serve: /metrics (Prometheus), /healthz (liveness), "
+                          "/readyz (readiness)\n"};
+           }}},
+      std::map<std::string, HttpServer::Handler>{
+          {"/metrics", [this]() -> Reply {
+             return {200, render(), "text/plain; version=0.0.4; charset=utf-8"};
+           }}});
+  spdlog::info("metrics on http://{}/metrics, /healthz, /readyz", args_.metrics_address);
+  if (!http->loopback())
+    spdlog::warn("{} is reachable from other hosts: /metrics, /healthz and /readyz "
+                 "answer anyone without authentication (read-only); bind 127.0.0.1 "
+                 "or restrict the port unless Prometheus scrapes from elsewhere",
+                 args_.metrics_address);
+  return http;
+}
+
+const char* Server::wait_for_trigger(int sigfd, FileWatch& watch, Clock::time_point next,
+                                     bool& force, bool& stop) {
+  auto wait_ms = std::chrono::ceil<std::chrono::milliseconds>(next - Clock::now()).count();
+  pollfd fds[3] = {{sigfd, POLLIN, 0}, {watch.fd(), POLLIN, 0}, {pin_watch_->fd(), POLLIN, 0}};
+  int n = ::poll(fds, 3, static_cast<int>(std::clamp<long long>(wait_ms, 0, 60'000)));
+  if (n < 0 && errno != EINTR) throw Error("poll: " + errno_text(errno));
+  const char* trigger = nullptr;
+  if (n > 0 && (fds[0].revents & POLLIN)) {
+    signalfd_siginfo si{};
+    while (::read(sigfd, &si, sizeof si) == sizeof si) {
+      if (si.ssi_signo == SIGHUP) {
+        spdlog::info("SIGHUP: re-reading {}", args_.manifest);
+        trigger = "signal";
+        force = true;
+      } else {
+        spdlog::info("signal {}: stopping", si.ssi_signo == SIGTERM ? "TERM" : "INT");
+        stop = true;
+      }
+    }
+  }
+  if (stop) return nullptr;
+  if (!trigger && n > 0 && (fds[1].revents & POLLIN) && watch.drain()) {
+    // Editors and ConfigMap updates come as bursts: let one settle.
+    pollfd w{watch.fd(), POLLIN, 0};
+    while (::poll(&w, 1, 100) > 0) watch.drain();
+    auto now_text = read_file(args_.manifest);
+    if (now_text.value_or("") != last_seen_text_ || !now_text) trigger = "file";
+  }
+  if (!trigger && n > 0 && (fds[2].revents & POLLIN) && pin_watch_->drain()) {
+    // `rm -r` of an instance is a burst of events: let it finish (20 ms
+    // of quiet, at most 200 ms) and repair once.
+    auto until = Clock::now() + std::chrono::milliseconds(200);
+    pollfd w{pin_watch_->fd(), POLLIN, 0};
+    while (Clock::now() < until && ::poll(&w, 1, 20) > 0) pin_watch_->drain();
+    trigger = "drift";
+  }
+  if (!trigger && Clock::now() >= next) trigger = "interval";
+  return trigger;
+}
+
 int Server::run() {
   if (auto why = interval_problem(args_.interval_s)) {
     spdlog::error("--interval: {}", *why);
@@ -992,33 +1068,7 @@ int Server::run() {
   pin_watch_ = std::make_unique<DirWatch>();
   heartbeat_ns_ = Clock::now().time_since_epoch().count();
   // Bound before the first apply: a serve that cannot listen changes nothing.
-  std::unique_ptr<HttpServer> http;
-  if (args_.metrics_address != "none") {
-    using Reply = HttpServer::Reply;
-    http = std::make_unique<HttpServer>(
-        args_.metrics_address,
-        std::map<std::string, HttpServer::Handler>{
-            {"/healthz",
-             [this]() -> Reply {
-               return healthy() ? Reply{200, "ok\n"} : Reply{503, "reconcile loop stalled\n"};
-             }},
-            {"/readyz", [this] { return readyz(); }},
-            {"/",
-             []() -> Reply {
-               return {200, "bpfmgr serve: /metrics (Prometheus), /healthz (liveness), "
-                            "/readyz (readiness)\n"};
-             }}},
-        std::map<std::string, HttpServer::Handler>{
-            {"/metrics", [this]() -> Reply {
-               return {200, render(), "text/plain; version=0.0.4; charset=utf-8"};
-             }}});
-    spdlog::info("metrics on http://{}/metrics, /healthz, /readyz", args_.metrics_address);
-    if (!http->loopback())
-      spdlog::warn("{} is reachable from other hosts: /metrics, /healthz and /readyz "
-                   "answer anyone without authentication (read-only); bind 127.0.0.1 "
-                   "or restrict the port unless Prometheus scrapes from elsewhere",
-                   args_.metrics_address);
-  }
+  auto http = start_http();
 
   reconcile("start", false);
   if (!notify_service_manager("READY=1\nSTATUS=" + status_line()))
@@ -1038,44 +1088,9 @@ int Server::run() {
   auto next = next_pass();
   bool stop = false;
   while (!stop) {
-    auto wait_ms = std::chrono::ceil<std::chrono::milliseconds>(next - Clock::now()).count();
-    pollfd fds[3] = {{sigfd.get(), POLLIN, 0},
-                     {watch.fd(), POLLIN, 0},
-                     {pin_watch_->fd(), POLLIN, 0}};
-    int n = ::poll(fds, 3, static_cast<int>(std::clamp<long long>(wait_ms, 0, 60'000)));
-    if (n < 0 && errno != EINTR) throw Error("poll: " + errno_text(errno));
-    const char* trigger = nullptr;
     bool force = false;
-    if (n > 0 && (fds[0].revents & POLLIN)) {
-      signalfd_siginfo si{};
-      while (::read(sigfd.get(), &si, sizeof si) == sizeof si) {
-        if (si.ssi_signo == SIGHUP) {
-          spdlog::info("SIGHUP: re-reading {}", args_.manifest);
-          trigger = "signal";
-          force = true;
-        } else {
-          spdlog::info("signal {}: stopping", si.ssi_signo == SIGTERM ? "TERM" : "INT");
-          stop = true;
-        }
-      }
-    }
+    const char* trigger = wait_for_trigger(sigfd.get(), watch, next, force, stop);
     if (stop) break;
-    if (!trigger && n > 0 && (fds[1].revents & POLLIN) && watch.drain()) {
-      // Editors and ConfigMap updates come as bursts: let one settle.
-      pollfd w{watch.fd(), POLLIN, 0};
-      while (::poll(&w, 1, 100) > 0) watch.drain();
-      auto now_text = read_file(args_.manifest);
-      if (now_text.value_or("") != last_seen_text_ || !now_text) trigger = "file";
-    }
-    if (!trigger && n > 0 && (fds[2].revents & POLLIN) && pin_watch_->drain()) {
-      // `rm -r` of an instance is a burst of events: let it finish (20 ms
-      // of quiet, at most 200 ms) and repair once.
-      auto until = Clock::now() + std::chrono::milliseconds(200);
-      pollfd w{pin_watch_->fd(), POLLIN, 0};
-      while (Clock::now() < until && ::poll(&w, 1, 20) > 0) pin_watch_->drain();
-      trigger = "drift";
-    }
-    if (!trigger && Clock::now() >= next) trigger = "interval";
     if (!trigger) {
       heartbeat_ns_ = Clock::now().time_since_epoch().count();
       continue;

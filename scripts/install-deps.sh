@@ -10,13 +10,13 @@ packages=(
   clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
   libboost-dev
   libspdlog-dev libfmt-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
-  libcpp-httplib-dev  # serve: /metrics over HTTP
-  libssl-dev     # sha256 of plugin files (libcrypto)
+  nettle-dev     # sha256 of plugin files
   dpkg-dev file  # cpack's dependency list (dpkg-shlibdeps, file)
 )
 if [[ ${BPFMGR_DEPS:-all} != build ]]; then
   packages+=(
     libgtest-dev libgmock-dev googletest libbenchmark-dev
+    libcpp-httplib-dev  # the serve tests' HTTP client
     libc++-dev libc++abi-dev   # the SDK test builds a plugin against libc++
     prometheus     # promtool and a real server for the metrics tests
     lintian binutils   # the package tests: lintian, objcopy (the upgrade test rebuilds a .deb)

@@ -88,7 +88,7 @@ void check_env_shadowing(const std::string& name, const std::string& found,
                          const std::vector<std::string>& env_dirs,
                          const std::vector<std::string>& builtin_dirs);
 
-// Lowercase hex sha256 of a byte string (OpenSSL libcrypto).
+// Lowercase hex sha256 of a byte string (Nettle).
 std::string sha256_hex(std::string_view data);
 // True for 64 hex digits (what `sha256 = "..."` in a manifest must be).
 bool is_sha256_hex(std::string_view s);

@@ -126,7 +126,7 @@ void write_record(int fd, const std::string& text, const std::string& path) {
 
 // The record's JSON text, or why there is none.
 struct RawRecord {
-  StateLookup::Kind kind;
+  StateLookup::Kind kind = StateLookup::Absent;
   std::string text_or_why;
 };
 
@@ -230,10 +230,28 @@ std::string record_problem(const InstanceState& s, const std::string& state_path
 }
 
 StateLookup lookup_state(const std::string& path) {
-  auto raw = read_record(path);
+  // A load rewrites an unchanged instance's record in place (its input
+  // fingerprint) under the pin root's lock, and an array map's value is
+  // copied without one: a reader that takes no lock (status, metrics) can
+  // see half of each. Such a read does not parse; the next one, a moment
+  // later, does.
+  RawRecord raw;
+  nlohmann::json j;
+  for (int attempt = 0;; ++attempt) {
+    raw = read_record(path);
+    if (raw.kind != StateLookup::Valid && raw.kind != StateLookup::Corrupt)
+      return {raw.kind, std::nullopt, raw.text_or_why};
+    if (raw.kind == StateLookup::Valid) {
+      j = nlohmann::json::parse(raw.text_or_why, nullptr, /*allow_exceptions=*/false);
+      if (!j.is_discarded()) break;
+    }
+    if (attempt == 4) break;
+    ::usleep(1000);
+  }
   if (raw.kind != StateLookup::Valid) return {raw.kind, std::nullopt, raw.text_or_why};
+  if (j.is_discarded())
+    return {StateLookup::Corrupt, std::nullopt, "its state record is damaged: not JSON"};
   try {
-    auto j = nlohmann::json::parse(raw.text_or_why);
     if (!j.is_object() || !j.contains("instance"))
       return {StateLookup::Corrupt, std::nullopt, "its state record is not a bpfmgr record"};
     auto state = state_from_json(j);

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -906,6 +907,41 @@ TEST(RecordsAreInput, TamperedRecordIsReportedAndNeverFollowedOutside) {
   EXPECT_TRUE(pins_under(root).empty());
   ::unlink(victim.c_str());
   ::rmdir((outer.path() + "/other-tool").c_str());
+}
+
+// A load rewrites an unchanged instance's record in place (its input
+// fingerprint) while status and metrics read without a lock: a read that
+// lands in the middle of the copy is read again, never reported damaged.
+TEST(RecordsAreInput, ARecordRewrittenInPlaceIsNeverReadHalfWritten) {
+  PinRoot root;
+  auto manifest = write_temp_file(header(root.path()) + counter_instance("a"));
+  ASSERT_EQ(run_bpfmgr({"load", manifest}).exit_code, 0);
+  auto path = root.path() + "/a/state";
+  auto record = read_state(path);
+  ASSERT_TRUE(record);
+  // Two versions of different lengths, so that halves of each disagree.
+  auto shorter = *record, longer = *record;
+  shorter.input_fingerprint = "";
+  longer.input_fingerprint = std::string(16, 'f');
+  longer.options["padding"] = std::string(20000, 'x');
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    for (bool flip = false; !stop; flip = !flip) write_state(path, flip ? longer : shorter);
+  });
+  int damaged = 0;
+  std::string why;
+  for (int i = 0; i < 3000; ++i) {
+    auto l = lookup_state(path);
+    if (l.kind != StateLookup::Valid) {
+      ++damaged;
+      why = l.why;
+    }
+  }
+  stop = true;
+  writer.join();
+  EXPECT_EQ(damaged, 0) << why;
+  write_state(path, *record);
+  EXPECT_EQ(run_bpfmgr({"unpin", "--pin-root", root.path()}).exit_code, 0);
 }
 
 TEST(RecordsAreInput, ForeignContentInAStagingNameBlocksOnlyThatName) {

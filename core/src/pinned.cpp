@@ -281,12 +281,10 @@ nlohmann::json metrics_to_json(const std::vector<Metric>& metrics) {
 
 namespace {
 
-// A pinned link as the kernel has it; `problem`: why it does not run what
-// the record says ("" when it does).
-nlohmann::json link_json(const InstancePaths& paths, const LinkRecord& l, std::string& problem) {
-  nlohmann::json lj{{"name", l.name}, {"prog", l.prog}, {"target", l.target},
-                    {"pin", paths.link(l.name)}};
-  Fd fd(bpf_obj_get(paths.link(l.name).c_str()));
+// What the kernel says of the link pinned at `pin` (id, type, program),
+// added to `lj`; nothing when it cannot be read.
+void add_link_info(nlohmann::json& lj, const std::string& pin) {
+  Fd fd(bpf_obj_get(pin.c_str()));
   bpf_link_info info{};
   std::uint32_t len = sizeof(info);
   if (fd && bpf_obj_get_info_by_fd(fd.get(), &info, &len) == 0) {
@@ -294,6 +292,14 @@ nlohmann::json link_json(const InstancePaths& paths, const LinkRecord& l, std::s
     lj["type"] = link_type_name(info.type);
     lj["prog_id"] = info.prog_id;
   }
+}
+
+// A pinned link as the kernel has it; `problem`: why it does not run what
+// the record says ("" when it does).
+nlohmann::json link_json(const InstancePaths& paths, const LinkRecord& l, std::string& problem) {
+  nlohmann::json lj{{"name", l.name}, {"prog", l.prog}, {"target", l.target},
+                    {"pin", paths.link(l.name)}};
+  add_link_info(lj, paths.link(l.name));
   problem = link_problem(paths, l);
   if (!problem.empty()) lj["error"] = problem;
   return lj;
@@ -484,14 +490,7 @@ nlohmann::json pin_root_status(const std::string& pin_root,
         std::string ln = de->d_name;
         if (ln == "." || ln == "..") continue;
         nlohmann::json lj{{"name", ln}, {"pin", stg.link(ln)}};
-        Fd fd(bpf_obj_get(stg.link(ln).c_str()));
-        bpf_link_info info{};
-        std::uint32_t len = sizeof(info);
-        if (fd && bpf_obj_get_info_by_fd(fd.get(), &info, &len) == 0) {
-          lj["id"] = info.id;
-          lj["prog_id"] = info.prog_id;
-          lj["type"] = link_type_name(info.type);
-        }
+        add_link_info(lj, stg.link(ln));
         links.push_back(lj);
       }
       ::closedir(d);

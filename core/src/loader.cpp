@@ -204,11 +204,7 @@ void remove_dropped(const ResolvedManifest& rm, const PinLayout& layout,
   if (!errors.empty() || m.absolute_path.empty()) return;
   std::set<std::string> wanted;
   for (auto& r : rm.instances) wanted.insert(r.spec->name);
-  auto now = observe_pin_root(layout);
-  for (auto& name : now.instances) {
-    if (wanted.count(name)) continue;
-    auto& st = now.records.at(name).state;
-    if (!st || st->manifest_path != m.absolute_path) continue;
+  for (auto& name : observe_pin_root(layout).dropped_from(m.absolute_path, wanted)) {
     if (!rm.registry) throw Error("internal error: a manifest resolved without a registry");
     if (unpin_instance_locked(layout, name, *rm.registry, errors))
       report.removed.push_back(name);
@@ -251,10 +247,9 @@ std::optional<LoadReport> unchanged_by_records(const Manifest& m, const PluginRe
     report.unchanged.push_back(name);
   }
   // An instance this manifest loaded and no longer has is to be removed.
-  for (auto& [name, lookup] : seen.records)
-    if (!fingerprints.count(name) &&
-        (!lookup.state || lookup.state->manifest_path == m.absolute_path))
-      return std::nullopt;
+  std::set<std::string> wanted;
+  for (auto& [name, fingerprint] : fingerprints) wanted.insert(name);
+  if (!seen.dropped_from(m.absolute_path, wanted).empty()) return std::nullopt;
   return report;
 }
 

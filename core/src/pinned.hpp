@@ -5,6 +5,7 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,16 @@ struct ObservedPinRoot {
     for (auto& f : foreign)
       if (f.name == name) return &f;
     return nullptr;
+  }
+  // The instances a load of manifest `manifest_path` made (their records
+  // say so) that `wanted` no longer names: what loading it again removes.
+  std::vector<std::string> dropped_from(const std::string& manifest_path,
+                                        const std::set<std::string>& wanted) const {
+    std::vector<std::string> out;
+    for (auto& [name, lookup] : records)
+      if (!wanted.count(name) && lookup.state && lookup.state->manifest_path == manifest_path)
+        out.push_back(name);
+    return out;
   }
 };
 ObservedPinRoot observe_pin_root(const PinLayout& layout);

@@ -640,16 +640,10 @@ std::optional<std::string> Server::apply_one(const Desired& d, const ResolvedIns
 void Server::remove_dropped(const Desired& d) {
   // What a full load does after committing, for a partial apply: instances
   // this manifest made earlier and no longer names. Failing ones stay.
-  auto wanted = d.all_names();
-  std::vector<std::string> dropped;
-  PinLayout layout(pin_root_);
-  std::error_code ec;
-  for (auto& e : fs::directory_iterator(pin_root_, ec)) {
-    auto name = e.path().filename().string();
-    if (std::find(wanted.begin(), wanted.end(), name) != wanted.end()) continue;
-    auto st = read_state(layout.instance(name).state());
-    if (st && st->manifest_path == d.resolved->manifest.absolute_path) dropped.push_back(name);
-  }
+  auto names = d.all_names();
+  std::set<std::string> wanted(names.begin(), names.end());
+  auto dropped = observe_pin_root(PinLayout(pin_root_))
+                     .dropped_from(d.resolved->manifest.absolute_path, wanted);
   if (dropped.empty()) return;
   auto rep = unpin(pin_root_, dropped, *d.registry);
   for (auto& e : rep.errors) spdlog::error("removing an instance dropped from the manifest: {}", e);

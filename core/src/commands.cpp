@@ -38,12 +38,12 @@ void print_diagnostics(const Diagnostics& d, bool json) {
 }
 
 // Resolves a parsed manifest (`d`: parse's problems, reported with its
-// own); prints every problem on failure. `registry` must outlive the
-// result: it caches the loaded plugins.
-std::optional<ResolvedManifest> resolve(Manifest m, std::unique_ptr<PluginRegistry>& registry,
-                                        Diagnostics& d, bool json) {
-  registry = std::make_unique<PluginRegistry>(m.plugin_path);
-  auto r = resolve_manifest(std::move(m), *registry, d);
+// own); prints every problem on failure. `registry` (made for the
+// manifest's plugin_path) must outlive the result: it caches the loaded
+// plugins.
+std::optional<ResolvedManifest> resolve(Manifest m, PluginRegistry& registry, Diagnostics& d,
+                                        bool json) {
+  auto r = resolve_manifest(std::move(m), registry, d);
   if (r && !d.empty()) r.reset();
   if (!r) print_diagnostics(d, json);
   return r;
@@ -61,7 +61,8 @@ std::optional<ResolvedManifest> prepare(const std::string& path,
     return std::nullopt;
   }
   if (!pin_root_override.empty()) m->pin_root = pin_root_override;
-  return resolve(std::move(*m), registry, d, json);
+  registry = std::make_unique<PluginRegistry>(m->plugin_path);
+  return resolve(std::move(*m), *registry, d, json);
 }
 
 // A sample's value as /metrics prints it: integers without a fraction.
@@ -129,13 +130,13 @@ int cmd_load(const LoadArgs& a) {
   lo.dry_run = a.dry_run;
   lo.reset_maps = a.reset_maps;
   lo.lock_wait = a.no_wait ? LockWait::Fail : LockWait::Block;
-  std::unique_ptr<PluginRegistry> registry;
+  PluginRegistry registry(m->plugin_path);
   LoadReport rep;
   try {
     // A reload with nothing to do is told from the records, without
     // loading a plugin; anything else resolves and loads in full.
     std::optional<LoadReport> unchanged;
-    if (d.empty()) unchanged = unchanged_by_records(*m, PluginRegistry(m->plugin_path), lo);
+    if (d.empty()) unchanged = unchanged_by_records(*m, registry, lo);
     if (unchanged) {
       rep = std::move(*unchanged);
     } else {

@@ -224,11 +224,15 @@ std::optional<LoadReport> unchanged_by_records(const Manifest& m, const PluginRe
   // The plugin files' identities, read as load would find them; a file
   // that cannot be found or trusted goes the whole way, to be reported.
   std::map<std::string, std::string> fingerprints;
+  std::map<std::string, TrustedFile> files;  // by located path: one walk per file
   try {
     for (auto& spec : m.instances) {
       if (!spec.enabled) continue;
-      auto file = open_trusted_file(registry.locate(spec.plugin, m.dir), "load plugin");
-      fingerprints[spec.name] = input_fingerprint(spec, m, file.path, file.id);
+      auto where = registry.locate(spec.plugin, m.dir);
+      auto it = files.find(where);
+      if (it == files.end())
+        it = files.emplace(where, open_trusted_file(where, "load plugin")).first;
+      fingerprints[spec.name] = input_fingerprint(spec, m, it->second.path, it->second.id);
     }
   } catch (const Error&) {
     return std::nullopt;

@@ -9,7 +9,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -28,18 +27,31 @@ constexpr int kInstances = 4;
 // The test plugin as a package ships it: stripped (CPACK_STRIP_FILES), in
 // a root-owned directory of its own. The build tree's copy carries debug
 // info (1.75 MB), which every load hashes and copies.
-const std::string& stripped_plugin_dir() {
-  static const std::string dir = [] {
+// Removed at exit (a static's destructor: an atexit handler registered
+// while the static is made would run after it is gone).
+struct StrippedPluginDir {
+  std::string path;  // "" when the copy could not be made
+  StrippedPluginDir() {
     char tmpl[] = "/tmp/bpfmgr-bench-plugins-XXXXXX";
-    std::string d = ::mkdtemp(tmpl);
-    ::chmod(d.c_str(), 0755);
-    auto so = d + "/bpfmgr-testcount.so";
-    fs::copy_file(test_plugin_dir() + "/bpfmgr-testcount.so", so);
-    if (run({"strip", "--strip-unneeded", so}).exit_code != 0) d.clear();
-    std::atexit([] { fs::remove_all(stripped_plugin_dir()); });
-    return d;
-  }();
-  return dir;
+    if (!::mkdtemp(tmpl)) return;
+    path = tmpl;
+    ::chmod(path.c_str(), 0755);
+    auto so = path + "/bpfmgr-testcount.so";
+    std::error_code ec;
+    fs::copy_file(test_plugin_dir() + "/bpfmgr-testcount.so", so, ec);
+    if (ec || run({"strip", "--strip-unneeded", so}).exit_code != 0) {
+      fs::remove_all(path, ec);
+      path.clear();
+    }
+  }
+  ~StrippedPluginDir() {
+    std::error_code ec;
+    if (!path.empty()) fs::remove_all(path, ec);
+  }
+};
+const std::string& stripped_plugin_dir() {
+  static const StrippedPluginDir dir;
+  return dir.path;
 }
 
 std::string manifest(const std::string& root, const std::string& plugin_dir = test_plugin_dir()) {

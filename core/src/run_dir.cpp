@@ -95,7 +95,8 @@ std::string busy_message(LockRole role, std::string_view key, pid_t holder) {
 
 // Opens (creating) the lock file `name` of `dir`: never through a symlink,
 // and only a plain file of root's with one link (a hard link to a file
-// elsewhere would lock, and let us write, that file).
+// elsewhere would lock, and let us write, that file). An empty Fd when the
+// file was removed by its releasing holder in between: try again.
 Fd open_lock_file(int dir, const std::string& name, const std::string& path, LockRole role) {
   Fd fd(::openat(dir, name.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!fd) {
@@ -104,11 +105,22 @@ Fd open_lock_file(int dir, const std::string& name, const std::string& path, Loc
                 (err == ELOOP ? "it is a symlink (" + errno_text(err) + ")" : errno_text(err)));
   }
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
-      (st.st_uid != 0 && st.st_uid != ::geteuid()))
+  if (::fstat(fd.get(), &st) != 0)
+    throw Error("cannot inspect " + path + ": " + errno_text(errno));
+  if (S_ISREG(st.st_mode) && st.st_nlink == 0) return Fd();
+  if (!S_ISREG(st.st_mode) || st.st_nlink != 1 || (st.st_uid != 0 && st.st_uid != ::geteuid()))
     throw Error(std::string("refusing ") + role_noun(role) + " " + path +
                 ": not a plain file of root's with one link");
   return fd;
+}
+
+// Whether `name` in `dir` is still the file `fd` has open. A lock taken on
+// a file its holder has since removed locks nothing anyone else will find.
+bool still_named(int dir, const std::string& name, int fd) {
+  struct stat mine {}, named {};
+  return ::fstat(fd, &mine) == 0 &&
+         ::fstatat(dir, name.c_str(), &named, AT_SYMLINK_NOFOLLOW) == 0 &&
+         mine.st_dev == named.st_dev && mine.st_ino == named.st_ino;
 }
 
 // Who holds a record lock on `fd`; 0 when nobody does any more.
@@ -216,25 +228,32 @@ RunLock RunLock::acquire(LockRole role, std::string_view key, LockWait wait) {
   }
   try {
     Fd dir = open_run_dir();
-    Fd fd = open_lock_file(dir.get(), fs::path(path).filename().string(), path, role);
+    auto name = fs::path(path).filename().string();
     for (;;) {
+      Fd fd = open_lock_file(dir.get(), name, path, role);
+      if (!fd) continue;
       struct flock fl {};
       fl.l_type = F_WRLCK;
       fl.l_whence = SEEK_SET;
-      if (::fcntl(fd.get(), F_SETLK, &fl) == 0) break;
-      if (errno != EAGAIN && errno != EACCES)
-        throw Error("cannot lock " + path + ": " + errno_text(errno));
-      pid_t holder = lock_holder(fd.get(), path);
-      if (holder == 0) continue;  // released in between
-      if (wait == LockWait::Fail) throw LockBusy(busy_message(role, key, holder), holder);
-      if (!logged)
-        spdlog::warn("{}; waiting for PID {} to finish", busy_message(role, key, holder), holder);
-      logged = true;
-      if (::fcntl(fd.get(), F_SETLKW, &fl) == 0) break;
-      if (errno != EINTR) throw Error("cannot lock " + path + ": " + errno_text(errno));
+      for (;;) {
+        if (::fcntl(fd.get(), F_SETLK, &fl) == 0) break;
+        if (errno != EAGAIN && errno != EACCES)
+          throw Error("cannot lock " + path + ": " + errno_text(errno));
+        pid_t holder = lock_holder(fd.get(), path);
+        if (holder == 0) continue;  // released in between
+        if (wait == LockWait::Fail) throw LockBusy(busy_message(role, key, holder), holder);
+        if (!logged)
+          spdlog::warn("{}; waiting for PID {} to finish", busy_message(role, key, holder), holder);
+        logged = true;
+        if (::fcntl(fd.get(), F_SETLKW, &fl) == 0) break;
+        if (errno != EINTR) throw Error("cannot lock " + path + ": " + errno_text(errno));
+      }
+      // The holder we waited for removed the file as it let go: lock the
+      // file that now has the name (or a new one).
+      if (!still_named(dir.get(), name, fd.get())) continue;
+      spdlog::debug("locked {} ({})", path, key);
+      return RunLock(std::move(dir), std::move(fd), path);
     }
-    spdlog::debug("locked {} ({})", path, key);
-    return RunLock(std::move(fd), path);
   } catch (...) {
     std::lock_guard lk(g_mutex);
     g_held.erase(path);
@@ -244,11 +263,12 @@ RunLock RunLock::acquire(LockRole role, std::string_view key, LockWait wait) {
 }
 
 RunLock::RunLock(RunLock&& other) noexcept
-    : fd_(std::move(other.fd_)), path_(std::move(other.path_)) {}
+    : dir_(std::move(other.dir_)), fd_(std::move(other.fd_)), path_(std::move(other.path_)) {}
 
 RunLock& RunLock::operator=(RunLock&& other) noexcept {
   if (this != &other) {
     release();
+    dir_ = std::move(other.dir_);
     fd_ = std::move(other.fd_);
     path_ = std::move(other.path_);
   }
@@ -259,7 +279,14 @@ RunLock::~RunLock() { release(); }
 
 void RunLock::release() noexcept {
   if (!fd_) return;
+  // Removed while still held, so the run directory keeps only the lock
+  // files of live holders (and of holders that died: the next one removes
+  // those). Only a holder removes its file, and a process that opened the
+  // old file meanwhile sees, once it has the lock, that the name is gone.
+  auto name = fs::path(path_).filename().string();
+  if (still_named(dir_.get(), name, fd_.get())) ::unlinkat(dir_.get(), name.c_str(), 0);
   fd_.reset();  // closing drops the record lock
+  dir_.reset();
   std::lock_guard lk(g_mutex);
   g_held.erase(path_);
   g_released.notify_all();

@@ -5,8 +5,10 @@
 // Locks are POSIX record locks (fcntl F_SETLK) on empty files in
 // /run/bpfmgr. The kernel drops a lock when its holder exits, however it
 // exits (also kill -9), so a crash never leaves anything locked; F_GETLK
-// names the holder's PID for messages. Lock files are never removed:
-// removing one while another process waits on it would let two holders in.
+// names the holder's PID for messages. A holder removes its lock file as it
+// lets go; a process that took the lock checks that the file still has its
+// name, and tries again when not, so the directory holds only the files of
+// live holders (and of dead ones, until their next holder lets go).
 #pragma once
 
 #include <sys/types.h>
@@ -89,8 +91,10 @@ class RunLock {
   const std::string& path() const { return path_; }
 
  private:
-  RunLock(Fd fd, std::string path) : fd_(std::move(fd)), path_(std::move(path)) {}
+  RunLock(Fd dir, Fd fd, std::string path)
+      : dir_(std::move(dir)), fd_(std::move(fd)), path_(std::move(path)) {}
   void release() noexcept;
+  Fd dir_;  // the run directory the lock file was opened in
   Fd fd_;
   std::string path_;
 };

@@ -136,6 +136,47 @@ TEST(PinRootLock, SecondHolderOfARoleFailsAtOnceNamingTheFirst) {
   for (int fd : {ready[0], ready[1], done[0], done[1]}) ::close(fd);
 }
 
+TEST(PinRootLock, HoldersRemoveTheirLockFileAndStillExcludeEachOther) {
+  // Each holder removes the lock file as it lets go. A process that opened
+  // the removed file, or waited on it, must notice and lock the new one:
+  // otherwise two processes hold "the" lock at once. Four processes take
+  // it in turn, each making a marker directory only one may have.
+  auto root = "/sys/fs/bpf/" + unique_name("lockchurn");
+  auto marker = fs::temp_directory_path() / unique_name("bpfmgr-lock-holder");
+  constexpr int kProcesses = 4, kRounds = 400;
+  std::vector<pid_t> children;
+  for (int p = 0; p < kProcesses; ++p) {
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      int overlaps = 0;
+      for (int i = 0; i < kRounds; ++i) {
+        auto lock = PinRootLock::acquire(root, LockWait::Block);
+        if (::mkdir(marker.c_str(), 0700) != 0) ++overlaps;
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+        ::rmdir(marker.c_str());
+      }
+      ::_exit(overlaps == 0 ? 0 : 1);
+    }
+    children.push_back(pid);
+  }
+  for (pid_t pid : children) {
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "two processes held the pin-root lock at once (status " << status << ")";
+  }
+  EXPECT_FALSE(fs::exists(pin_root_lock_path(root, "state")));
+
+  // A load and an unpin leave no lock file behind either.
+  PinRoot pinned;
+  auto manifest = write_temp_file(header(pinned.path()) + counter_instance("a"));
+  ASSERT_EQ(run_bpfmgr({"load", manifest}).exit_code, 0);
+  EXPECT_FALSE(fs::exists(pin_root_lock_path(pinned.path(), "state")));
+  ASSERT_EQ(run_bpfmgr({"unpin", "--pin-root", pinned.path(), "--quiet"}).exit_code, 0);
+  EXPECT_FALSE(fs::exists(pin_root_lock_path(pinned.path(), "state")));
+}
+
 TEST(PinRootLock, RefusesUnsafeLockDirectoryAndSymlinks) {
   auto root = "/sys/fs/bpf/" + unique_name("lockdir");
   { PinRootLock::acquire(root, LockWait::Fail); }  // creates /run/bpfmgr

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <vector>
@@ -141,6 +142,12 @@ struct Closure {
   std::string plugin;  // canonical path, for messages
   std::set<std::pair<dev_t, ino_t>> seen;
   std::set<std::string> dirs_ok;
+  std::optional<std::vector<std::string>> ld_so_conf;  // read once per closure
+
+  const std::vector<std::string>& conf_dirs() {
+    if (!ld_so_conf) read_ld_so_conf("/etc/ld.so.conf", ld_so_conf.emplace(), 0);
+    return *ld_so_conf;
+  }
 
   void check_dir(const std::string& dir, const std::string& needed, const std::string& by) {
     if (dirs_ok.count(dir)) return;
@@ -178,9 +185,7 @@ struct Closure {
       if (const char* env = std::getenv("LD_LIBRARY_PATH"))
         for (auto& d : split_path_list(env)) search.push_back(d);
     search.insert(search.end(), runpath.begin(), runpath.end());
-    std::vector<std::string> conf;
-    read_ld_so_conf("/etc/ld.so.conf", conf, 0);
-    search.insert(search.end(), conf.begin(), conf.end());
+    search.insert(search.end(), conf_dirs().begin(), conf_dirs().end());
     if (auto t = multiarch_triplet(dyn.machine); !t.empty())
       for (auto* base : {"/lib/", "/usr/lib/"}) search.push_back(base + t);
     for (auto* d : {"/lib64", "/usr/lib64", "/lib", "/usr/lib"}) search.push_back(d);

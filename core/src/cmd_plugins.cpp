@@ -20,10 +20,10 @@ namespace {
 
 // What kernel_requirements() says for `options` on this kernel: usable, the
 // needs it lacks (worded as validate words them) and the simpler forms.
-nlohmann::json kernel_answer(const PluginModule& plugin, const Options& options) {
+nlohmann::json kernel_answer(const LoadedPlugin& plugin, const Options& options) {
   nlohmann::json out;
   try {
-    auto req = plugin.kernel_requirements(options, KernelFeatures::running());
+    auto req = kernel_requirements_of(plugin, options, KernelFeatures::running());
     auto& unmet = out["unmet"] = nlohmann::json::array();
     for (auto& n : req.needs) {
       if (n.met) continue;
@@ -71,11 +71,12 @@ std::string verdict(const nlohmann::json& answer) {
 
 // The plugin on this kernel: with its defaults, and with each value of each
 // option that has a fixed set (choices, booleans), the others at default.
-nlohmann::json kernel_usability(const PluginModule& plugin,
+nlohmann::json kernel_usability(const LoadedPlugin& plugin,
                                 const std::vector<OptionSpec>& schema) {
   nlohmann::json k{{"release", KernelFeatures::running().release()}};
-  k["declared"] = BPFMGR_HAS_FIELD(&plugin.api(), bpfmgr_plugin_api, kernel_requirements) &&
-                  plugin.api().kernel_requirements;
+  const auto& api = plugin.plugin->api();
+  k["declared"] = BPFMGR_HAS_FIELD(&api, bpfmgr_plugin_api, kernel_requirements) &&
+                  api.kernel_requirements;
   std::map<std::string, OptionValue> defaults;
   std::vector<std::string> required;
   for (auto& o : schema) {
@@ -153,7 +154,7 @@ int cmd_plugins(const std::vector<std::string>& extra_dirs, bool json) {
         if (o.max) oj["max"] = *o.max;
         opts.push_back(std::move(oj));
       }
-      p["kernel"] = kernel_usability(*lp->plugin, schema);
+      p["kernel"] = kernel_usability(*lp, schema);
     } catch (const PluginTrustError& e) {
       p["error"] = e.what();
       p["refused"] = true;

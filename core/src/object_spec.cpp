@@ -26,6 +26,11 @@ std::string ObjectSpec::map_names() const {
   return s.empty() ? std::string(" (none)") : s;
 }
 
+bool ProgramSpec::attaches_through_perf_event() const {
+  return type == BPF_PROG_TYPE_TRACEPOINT || type == BPF_PROG_TYPE_KPROBE ||
+         type == BPF_PROG_TYPE_PERF_EVENT;
+}
+
 MapSpec map_spec(const bpf_map* m) {
   return {bpf_map__name(m),         bpf_map__type(m),        bpf_map__key_size(m),
           bpf_map__value_size(m),   bpf_map__max_entries(m), bpf_map__map_flags(m)};
@@ -36,6 +41,11 @@ ObjectSpec object_spec(const bpf_object* obj) {
   bpf_map* m;
   bpf_object__for_each_map(m, obj) {
     if (!bpf_map__is_internal(m)) out.maps.push_back(map_spec(m));
+  }
+  bpf_program* p;
+  bpf_object__for_each_program(p, obj) {
+    out.programs.push_back(
+        {bpf_program__name(p), bpf_program__type(p), bpf_program__autoload(p)});
   }
   std::sort(out.maps.begin(), out.maps.end(),
             [](auto& a, auto& b) { return a.name < b.name; });

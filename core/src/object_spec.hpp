@@ -23,10 +23,23 @@ struct MapSpec {
   std::uint32_t key_size = 0, value_size = 0, max_entries = 0, flags = 0;
 };
 
+struct ProgramSpec {
+  std::string name;
+  std::uint32_t type = 0;  // bpf_prog_type
+  bool autoload = true;    // as built (SEC("?...") is not)
+
+  // Tracepoint, kprobe/uprobe and perf_event programs attach through a
+  // perf event; their link outlives bpfmgr only as a pinned BPF perf_event
+  // link (Linux 5.15+). Before, libbpf attaches them with an ioctl that
+  // has no link to pin.
+  bool attaches_through_perf_event() const;
+};
+
 struct ObjectSpec {
   // Sorted by name; libbpf's internal .data/.rodata/.bss maps left out
   // (they are never pinned or shared).
   std::vector<MapSpec> maps;
+  std::vector<ProgramSpec> programs;  // in the object's order
 
   const MapSpec* map(std::string_view name) const;
   // " a b" (or " (none)"): for hints.

@@ -207,6 +207,24 @@ std::string option_value_text(const OptionValue& v) {
   return shorten(out + "]", 2 * kMaxQuotedBytes);
 }
 
+KernelRequirements kernel_requirements_of(const LoadedPlugin& plugin, const Options& options,
+                                          KernelFeatures& kernel) {
+  auto req = plugin.plugin->kernel_requirements(options, kernel);
+  const auto& object = plugin_object_spec(plugin);
+  if (!object) return req;
+  std::string programs;
+  for (auto& p : object->programs)
+    if (p.autoload && p.attaches_through_perf_event())
+      programs += (programs.empty() ? "" : ", ") + p.name;
+  if (!programs.empty())
+    req.needs.push_back({BPFMGR_FEATURE_LINK_TYPE, "perf_event", "", "5.15",
+                         "its programs " + programs + " attach through perf events; before "
+                         "5.15 their attachment has no BPF link to pin and would end with "
+                         "the bpfmgr process",
+                         kernel.has(Feature::LinkType, "perf_event")});
+  return req;
+}
+
 KernelRequirements check_kernel_requirements(
     const ResolvedInstance& r, const std::map<std::string, SourcePos>& key_pos,
     KernelFeatures& kernel, Diagnostics& d) {
@@ -214,7 +232,7 @@ KernelRequirements check_kernel_requirements(
   auto who = "instance '" + spec.name + "' (plugin " + r.plugin->info.name + "): ";
   KernelRequirements req;
   try {
-    req = r.plugin->plugin->kernel_requirements(r.options, kernel);
+    req = kernel_requirements_of(*r.plugin, r.options, kernel);
   } catch (const std::exception& e) {
     d.error(spec.plugin_pos, who + e.what());
     return req;

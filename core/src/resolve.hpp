@@ -72,6 +72,14 @@ const char* option_type_name(OptionType t);
 // A value as the manifest would write it: "auto", true, 3, ["a", "b"].
 std::string option_value_text(const OptionValue& v);
 
+// What an instance of `plugin` with `options` needs from `kernel`: what the
+// plugin's kernel_requirements() declares, and the core's own need of its
+// BPF object (programs that attach through a perf event stay attached after
+// bpfmgr exits only as pinned perf_event links). validate, load and
+// `bpfmgr plugins` all ask here. Throws Error when the plugin's hook fails.
+KernelRequirements kernel_requirements_of(const LoadedPlugin& plugin, const Options& options,
+                                          KernelFeatures& kernel);
+
 // Asks the instance's plugin what its options need from `kernel`; each
 // unmet need becomes an error in `d` at the asking option's line (`key_pos`,
 // else the options table), worded with the option's value, the feature, the

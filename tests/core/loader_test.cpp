@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <chrono>
 #include <fstream>
@@ -343,6 +345,40 @@ TEST(Loader, WrongApiVersionTouchesNothing) {
             std::string::npos)
       << r.err;
   EXPECT_NE(r.err.find(" (major versions differ); upgrade bpfmgr"), std::string::npos) << r.err;
+  EXPECT_EQ(leftovers(before), "");
+  EXPECT_FALSE(fs::exists(root.path()));
+}
+
+// uname -r's major.minor at least `major`.`minor`: an answer that does not
+// come from bpfmgr's own feature probe.
+bool kernel_at_least(int major, int minor) {
+  utsname u{};
+  int ma = 0, mi = 0;
+  return ::uname(&u) == 0 && std::sscanf(u.release, "%d.%d", &ma, &mi) == 2 &&
+         (ma > major || (ma == major && mi >= minor));
+}
+
+TEST(Loader, PerfEventProgramsNeedPinnablePerfEventLinks) {
+  // testcount's tracepoint program attaches through a perf event: only
+  // 5.15+ makes that a BPF link bpfmgr can pin. Before, validate refuses
+  // it naming the program and the kernel that has it, and load touches
+  // nothing (it used to fail at the pin: "cannot pin link ...: Invalid
+  // argument").
+  PinRoot root;
+  auto manifest = write_temp_file(test_manifest_header(root) + counter_instance("c", 1));
+  auto v = run_bpfmgr({"validate", manifest});
+  auto before = settled();
+  auto l = run_bpfmgr({"load", manifest});
+  if (kernel_at_least(5, 15)) {
+    EXPECT_EQ(v.exit_code, 0) << v.err;
+    EXPECT_EQ(l.exit_code, 0) << l.err;
+    return;
+  }
+  EXPECT_EQ(v.exit_code, 2) << v.err;
+  for (auto* words : {"needs link type perf_event (Linux 5.15+)", "count_getppid"})
+    EXPECT_NE(v.err.find(words), std::string::npos) << v.err;
+  EXPECT_EQ(l.exit_code, 2) << l.err;
+  EXPECT_NE(l.err.find("needs link type perf_event"), std::string::npos) << l.err;
   EXPECT_EQ(leftovers(before), "");
   EXPECT_FALSE(fs::exists(root.path()));
 }

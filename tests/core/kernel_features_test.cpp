@@ -122,9 +122,12 @@ TEST(KernelFeatures, BtfTracefsAndLinkTypeAnswers) {
   EXPECT_FALSE(k.has(Feature::Tracepoint, "../events/sock"));
   EXPECT_FALSE(k.has(Feature::Tracepoint, "sock/inet_sock_set_state/enable"));
   EXPECT_FALSE(k.has(Feature::Tracepoint, "sock"));
-  // Link types, from enum bpf_link_type.
+  // Link types, from enum bpf_link_type; perf_event from BPF_LINK_CREATE
+  // itself, which must agree with the kernel's BTF.
   EXPECT_TRUE(k.has(Feature::LinkType, "cgroup"));
   EXPECT_TRUE(k.has(Feature::LinkType, "perf_event"));
+  EXPECT_EQ(k.has(Feature::LinkType, "perf_event"),
+            k.has(Feature::BtfEnumValue, "BPF_LINK_TYPE_PERF_EVENT"));
   EXPECT_FALSE(k.has(Feature::LinkType, "bpfmgr_no_such_link"));
   // A kind this core does not know.
   EXPECT_FALSE(k.has(999u, "anything"));

@@ -12,6 +12,7 @@ enum ExitCode : int {
   kExitOk = 0,
   kExitFailed = 1,   // the operation failed; anything it did was undone
   kExitInvalid = 2,  // bad command line, manifest or plugin; nothing touched
+  kExitNotAsLoaded = 3,  // status --check: something is not as its load left it
 };
 
 struct LoadArgs {
@@ -33,8 +34,13 @@ struct UnpinArgs {
   bool no_wait = false;
 };
 int cmd_unpin(const UnpinArgs& a);
-int cmd_status(const std::string& pin_root, const std::vector<std::string>& instances,
-               bool json);
+struct StatusArgs {
+  std::string pin_root;
+  std::vector<std::string> instances;  // none: all
+  bool json = false;
+  bool check = false;  // exit kExitNotAsLoaded when there is a problem
+};
+int cmd_status(const StatusArgs& a);
 int cmd_plugins(const std::vector<std::string>& extra_dirs, bool json);
 
 struct EventsArgs {

@@ -72,6 +72,7 @@ struct Cli {
   UnpinArgs unpin;
   std::vector<std::string> status_instances;
   bool status_json = false;
+  bool status_check = false;
   std::vector<std::string> plugin_dirs;
   bool plugins_json = false;
   EventsArgs events;
@@ -99,7 +100,8 @@ void add_global_options(CLI::App& app, Cli& cli) {
   app.fallthrough();
   app.footer(
       "Exit codes: 0 ok, 1 operation failed (the message says what is left),\n"
-      "2 invalid input, 130/143 load interrupted by SIGINT/SIGTERM (rolled back).\n"
+      "2 invalid input, 3 status --check found a problem,\n"
+      "130/143 load interrupted by SIGINT/SIGTERM (rolled back).\n"
       "Environment: BPFMGR_LOG_LEVEL (trace|debug|info|warn|error|off),\n"
       "BPFMGR_PLUGIN_PATH (colon-separated plugin directories).\n"
       "Run `bpfmgr COMMAND --help` for a command's options.");
@@ -159,6 +161,9 @@ void add_pin_commands(CLI::App& app, Cli& cli, Commands& c) {
   c_status->add_option("instances", cli.status_instances, "instance names (default: all)");
   add_pin_root(c_status, cli);
   c_status->add_flag("--json", cli.status_json, "machine-readable output");
+  c_status->add_flag("--check", cli.status_check,
+                     "exit 3 when an instance is not as loaded (drift, an unfinished "
+                     "load), a load was interrupted or serve is degraded");
 
   auto* c_plugins = c.plugins = app.add_subcommand(
       "plugins", "List plugins on the search path with versions and options");
@@ -259,7 +264,8 @@ int run_command(Cli& cli, const Commands& c) {
       cli.unpin.pin_root = cli.pin_root;
       return cmd_unpin(cli.unpin);
     }
-    if (*c.status) return cmd_status(cli.pin_root, cli.status_instances, cli.status_json);
+    if (*c.status)
+      return cmd_status({cli.pin_root, cli.status_instances, cli.status_json, cli.status_check});
     if (*c.plugins) return cmd_plugins(cli.plugin_dirs, cli.plugins_json);
     if (*c.serve) return cmd_serve(cli.serve);
     if (*c.events) {

@@ -526,6 +526,14 @@ TEST(Serve, InstanceWhoseCgroupIsMissingIsReportedRetriedAndTheOthersRun) {
   auto text = run_bpfmgr({"status", "--pin-root", root.path()});
   EXPECT_NE(text.out.find("degraded, 1 of 2 instance(s) up"), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("  egress: cannot be applied"), std::string::npos) << text.out;
+  // A health check fails on it (and only with --check).
+  EXPECT_EQ(text.exit_code, 0) << text.err;
+  auto check = run_bpfmgr({"status", "--pin-root", root.path(), "--check"});
+  EXPECT_EQ(check.exit_code, 3) << check.err;
+  EXPECT_NE(check.err.find("not as loaded: serve PID " + std::to_string(serve.pid()) +
+                           ": degraded, 1 of 2 instance(s) up"),
+            std::string::npos)
+      << check.err;
   // Retried every 5 s (each failure counted) but logged once, not per retry.
   std::this_thread::sleep_for(11s);
   auto occurrences = [](const std::string& hay, const std::string& needle) {
@@ -554,6 +562,8 @@ TEST(Serve, InstanceWhoseCgroupIsMissingIsReportedRetriedAndTheOthersRun) {
                    false);
   EXPECT_EQ(sj["serve"].value("ready", false), true) << sj;
   EXPECT_EQ(sj["serve"].value("problems", json::array()).size(), 0u) << sj;
+  check = run_bpfmgr({"status", "--pin-root", root.path(), "--check"});
+  EXPECT_EQ(check.exit_code, 0) << check.err;
   m = metrics();
   EXPECT_EQ(metric(m, "bpfmgr_instance_up{instance_name=\"egress\"}"), 1) << m;
   EXPECT_EQ(metric(m, "bpfmgr_instance_failing{instance_name=\"egress\"}"), 0);

@@ -5,12 +5,16 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
+#include <string_view>
+#include <tuple>
 
 #include <toml++/toml.h>
 
@@ -18,6 +22,97 @@ namespace bpfmgr {
 namespace fs = std::filesystem;
 
 namespace {
+
+// toml++ 3.3 (Debian 12) asks is_non_ascii_horizontal_whitespace() of a
+// character wherever whitespace may stand, and for 3,019 code points its
+// generated table reaches TOML_UNREACHABLE: undefined behaviour, found by
+// scripts/fuzz.sh's UBSan. It asks outside strings and comments (where TOML
+// allows no non-ASCII character at all) and, in a multi-line basic string,
+// of the character after a backslash or after a line-ending backslash's
+// whitespace. Such a character there is refused before toml++ reads it.
+bool toml_misreads(char32_t c) {
+  return (c >= 0xA1 && c <= 0x499) || (c >= 0x2C5E && c <= 0x2FFF) ||
+         (c >= 0x3001 && c <= 0x3057) || (c >= 0xFB26 && c <= 0xFEFE);
+}
+
+struct UnsafeCharacter {
+  int line = 0, column = 0;  // 1-based; columns count code points, as toml++'s do
+  char32_t c = 0;
+  bool in_string = false;  // after a backslash in a multi-line string
+};
+
+std::optional<UnsafeCharacter> toml_unsafe_character(std::string_view text) {
+  enum class In { Toml, Comment, Basic, Literal, MultiBasic, MultiLiteral } in = In::Toml;
+  std::size_t i = 0;
+  int line = 1, column = 0;
+  // The next code point; nullopt at the end and at bytes no UTF-8 decoder
+  // accepts: toml++ stops there with an error of its own, reading no further.
+  auto next = [&]() -> std::optional<char32_t> {
+    if (i >= text.size()) return std::nullopt;
+    auto b = static_cast<unsigned char>(text[i]);
+    int extra = b < 0x80 ? 0 : (b & 0xE0) == 0xC0 ? 1 : (b & 0xF0) == 0xE0 ? 2
+              : (b & 0xF8) == 0xF0 ? 3 : -1;
+    if (extra < 0 || i + extra >= text.size()) return std::nullopt;
+    char32_t c = extra ? b & (0x3F >> extra) : b;
+    for (int k = 1; k <= extra; ++k) {
+      auto cont = static_cast<unsigned char>(text[i + k]);
+      if ((cont & 0xC0) != 0x80) return std::nullopt;
+      c = (c << 6) | (cont & 0x3F);
+    }
+    i += extra + 1;
+    if (c == '\n') ++line, column = 0;
+    else ++column;
+    return c;
+  };
+  // Consumes `s` (ASCII) when the text continues with it.
+  auto take = [&](std::string_view s) {
+    if (text.substr(i, s.size()) != s) return false;
+    i += s.size();
+    column += static_cast<int>(s.size());
+    return true;
+  };
+  auto space = [&] { return i < text.size() && std::strchr(" \t\r\n", text[i]) && text[i]; };
+  while (auto c = next()) {
+    switch (in) {
+      case In::Toml:
+        if (*c == '#') in = In::Comment;
+        else if (*c == '"') in = take("\"\"") ? In::MultiBasic : In::Basic;
+        else if (*c == '\'') in = take("''") ? In::MultiLiteral : In::Literal;
+        else if (toml_misreads(*c)) return UnsafeCharacter{line, column, *c, false};
+        break;
+      case In::Comment:
+        if (*c == '\n') in = In::Toml;
+        break;
+      case In::Basic:
+        if (*c == '\\') next();  // the escaped character never ends the string
+        else if (*c == '"' || *c == '\n') in = In::Toml;
+        break;
+      case In::Literal:
+        if (*c == '\'' || *c == '\n') in = In::Toml;
+        break;
+      case In::MultiBasic:
+      case In::MultiLiteral: {
+        const char quote = in == In::MultiBasic ? '"' : '\'';
+        if (*c == static_cast<char32_t>(quote)) {
+          int run = 1;  // up to two quotes before the closing three are content
+          while (take(std::string_view(&quote, 1))) ++run;
+          if (run >= 3) in = In::Toml;
+        } else if (in == In::MultiBasic && *c == '\\') {
+          bool skipped = false;
+          while (space()) next(), skipped = true;
+          auto at = std::tuple(i, line, column);
+          auto after = next();
+          if (after && toml_misreads(*after)) return UnsafeCharacter{line, column, *after, true};
+          // Directly after the backslash it is the escaped character; after
+          // whitespace it is content again (or a backslash, or the end).
+          if (skipped) std::tie(i, line, column) = at;
+        }
+        break;
+      }
+    }
+  }
+  return std::nullopt;
+}
 
 const std::vector<std::string> kTopKeys = {"pin_root", "plugin_path",
                                            "instance"};
@@ -294,6 +389,21 @@ std::optional<Manifest> parse_manifest_text(const std::string& text,
                                             const std::string& display_path,
                                             const std::string& base_dir,
                                             Diagnostics& diags) {
+  if (auto u = toml_unsafe_character(text)) {
+    char code[16];
+    std::snprintf(code, sizeof code, "U+%04X", static_cast<unsigned>(u->c));
+    if (u->in_string)
+      diags.error({display_path, u->line, u->column},
+                  std::string(code) + " right after a backslash in a multi-line string "
+                  "(or after its line-ending whitespace) cannot be read there by this "
+                  "toml++ (3.3)", std::string("write it as \\u") + (code + 2));
+    else
+      diags.error({display_path, u->line, u->column},
+                  std::string("non-ASCII character ") + code +
+                      " outside a string or comment; TOML allows it only inside them",
+                  "quote the value or key");
+    return std::nullopt;
+  }
   toml::table root;
   try {
     root = toml::parse(text, display_path);

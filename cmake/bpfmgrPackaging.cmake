@@ -74,7 +74,7 @@ set(CPACK_COMPONENTS_ALL runtime dev)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION admin)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
-# Runtime libraries found by dpkg-shlibdeps (libbpf1, libnettle8, ...).
+# Runtime libraries found by dpkg-shlibdeps (libbpf1, libelf1, ...).
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_NAME bpfmgr)
 # CPack takes a component's description from CPACK_COMPONENT_<C>_DESCRIPTION:

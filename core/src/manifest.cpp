@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -14,7 +13,8 @@
 #include <set>
 #include <sstream>
 #include <string_view>
-#include <tuple>
+#include <utility>
+#include <vector>
 
 #include <toml++/toml.h>
 
@@ -23,97 +23,118 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// toml++ 3.3 (Debian 12) asks is_non_ascii_horizontal_whitespace() of a
-// character wherever whitespace may stand, and for 3,019 code points its
-// generated table reaches TOML_UNREACHABLE: undefined behaviour, found by
-// scripts/fuzz.sh's UBSan. It asks outside strings and comments (where TOML
-// allows no non-ASCII character at all) and, in a multi-line basic string,
-// of the character after a backslash or after a line-ending backslash's
-// whitespace. Such a character there is refused before toml++ reads it.
-bool toml_misreads(char32_t c) {
-  return (c >= 0xA1 && c <= 0x499) || (c >= 0x2C5E && c <= 0x2FFF) ||
-         (c >= 0x3001 && c <= 0x3057) || (c >= 0xFB26 && c <= 0xFEFE);
-}
+// toml++ 3.3 (Debian 12) asks is_non_ascii_horizontal_whitespace() of
+// characters all over the parser (of a value's characters while it scans
+// ahead, before it finds the value malformed; after a backslash in a
+// multi-line string; ...), and for 3,019 code points its generated table
+// reaches TOML_UNREACHABLE: undefined behaviour, found by scripts/fuzz.sh's
+// UBSan. Rather than guess where it asks, toml++ never sees them: each is
+// swapped for a stand-in of Unicode's private-use plane 16, which toml++
+// answers correctly (not whitespace, as for the original, and no different
+// in any other test it makes), and swapped back in every key, string and
+// message toml++ returns. Columns count code points, so positions hold.
+constexpr char32_t kMisreadRanges[][2] = {
+    {0xA1, 0x499}, {0x2C5E, 0x2FFF}, {0x3001, 0x3057}, {0xFB26, 0xFEFE}};
+constexpr char32_t kStandInBase = 0x100000;
+constexpr char32_t kStandInCount = 3019;
 
-struct UnsafeCharacter {
-  int line = 0, column = 0;  // 1-based; columns count code points, as toml++'s do
-  char32_t c = 0;
-  bool in_string = false;  // after a backslash in a multi-line string
-};
-
-std::optional<UnsafeCharacter> toml_unsafe_character(std::string_view text) {
-  enum class In { Toml, Comment, Basic, Literal, MultiBasic, MultiLiteral } in = In::Toml;
-  std::size_t i = 0;
-  int line = 1, column = 0;
-  // The next code point; nullopt at the end and at bytes no UTF-8 decoder
-  // accepts: toml++ stops there with an error of its own, reading no further.
-  auto next = [&]() -> std::optional<char32_t> {
-    if (i >= text.size()) return std::nullopt;
-    auto b = static_cast<unsigned char>(text[i]);
-    int extra = b < 0x80 ? 0 : (b & 0xE0) == 0xC0 ? 1 : (b & 0xF0) == 0xE0 ? 2
-              : (b & 0xF8) == 0xF0 ? 3 : -1;
-    if (extra < 0 || i + extra >= text.size()) return std::nullopt;
-    char32_t c = extra ? b & (0x3F >> extra) : b;
-    for (int k = 1; k <= extra; ++k) {
-      auto cont = static_cast<unsigned char>(text[i + k]);
-      if ((cont & 0xC0) != 0x80) return std::nullopt;
-      c = (c << 6) | (cont & 0x3F);
-    }
-    i += extra + 1;
-    if (c == '\n') ++line, column = 0;
-    else ++column;
-    return c;
-  };
-  // Consumes `s` (ASCII) when the text continues with it.
-  auto take = [&](std::string_view s) {
-    if (text.substr(i, s.size()) != s) return false;
-    i += s.size();
-    column += static_cast<int>(s.size());
-    return true;
-  };
-  auto space = [&] { return i < text.size() && std::strchr(" \t\r\n", text[i]) && text[i]; };
-  while (auto c = next()) {
-    switch (in) {
-      case In::Toml:
-        if (*c == '#') in = In::Comment;
-        else if (*c == '"') in = take("\"\"") ? In::MultiBasic : In::Basic;
-        else if (*c == '\'') in = take("''") ? In::MultiLiteral : In::Literal;
-        else if (toml_misreads(*c)) return UnsafeCharacter{line, column, *c, false};
-        break;
-      case In::Comment:
-        if (*c == '\n') in = In::Toml;
-        break;
-      case In::Basic:
-        if (*c == '\\') next();  // the escaped character never ends the string
-        else if (*c == '"' || *c == '\n') in = In::Toml;
-        break;
-      case In::Literal:
-        if (*c == '\'' || *c == '\n') in = In::Toml;
-        break;
-      case In::MultiBasic:
-      case In::MultiLiteral: {
-        const char quote = in == In::MultiBasic ? '"' : '\'';
-        if (*c == static_cast<char32_t>(quote)) {
-          int run = 1;  // up to two quotes before the closing three are content
-          while (take(std::string_view(&quote, 1))) ++run;
-          if (run >= 3) in = In::Toml;
-        } else if (in == In::MultiBasic && *c == '\\') {
-          bool skipped = false;
-          while (space()) next(), skipped = true;
-          auto at = std::tuple(i, line, column);
-          auto after = next();
-          if (after && toml_misreads(*after)) return UnsafeCharacter{line, column, *after, true};
-          // Directly after the backslash it is the escaped character; after
-          // whitespace it is content again (or a backslash, or the end).
-          if (skipped) std::tie(i, line, column) = at;
-        }
-        break;
-      }
-    }
+std::optional<char32_t> stand_in(char32_t c) {
+  char32_t offset = 0;
+  for (auto& r : kMisreadRanges) {
+    if (c >= r[0] && c <= r[1]) return kStandInBase + offset + (c - r[0]);
+    offset += r[1] - r[0] + 1;
   }
   return std::nullopt;
 }
 
+std::optional<char32_t> original_of(char32_t c) {
+  if (c < kStandInBase || c >= kStandInBase + kStandInCount) return std::nullopt;
+  char32_t offset = c - kStandInBase;
+  for (auto& r : kMisreadRanges) {
+    if (offset <= r[1] - r[0]) return r[0] + offset;
+    offset -= r[1] - r[0] + 1;
+  }
+  return std::nullopt;
+}
+
+void append_utf8(std::string& out, char32_t c) {
+  if (c < 0x80) {
+    out += static_cast<char>(c);
+  } else if (c < 0x800) {
+    out += static_cast<char>(0xC0 | (c >> 6));
+    out += static_cast<char>(0x80 | (c & 0x3F));
+  } else if (c < 0x10000) {
+    out += static_cast<char>(0xE0 | (c >> 12));
+    out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (c & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (c >> 18));
+    out += static_cast<char>(0x80 | ((c >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (c & 0x3F));
+  }
+}
+
+// The code point at text[i] and its length in bytes; nullopt for bytes
+// that are not UTF-8 (toml++ stops there with an error of its own).
+std::optional<std::pair<char32_t, std::size_t>> utf8_at(std::string_view text, std::size_t i) {
+  auto b = static_cast<unsigned char>(text[i]);
+  std::size_t extra = b < 0x80 ? 0 : (b & 0xE0) == 0xC0 ? 1 : (b & 0xF0) == 0xE0 ? 2
+                    : (b & 0xF8) == 0xF0 ? 3 : 4;
+  if (extra == 4 || i + extra >= text.size()) return std::nullopt;
+  char32_t c = extra ? b & (0x3F >> extra) : b;
+  for (std::size_t k = 1; k <= extra; ++k) {
+    auto cont = static_cast<unsigned char>(text[i + k]);
+    if ((cont & 0xC0) != 0x80) return std::nullopt;
+    c = (c << 6) | (cont & 0x3F);
+  }
+  return std::pair{c, extra + 1};
+}
+
+// Maps each code point of `text` through `f` (nullopt: kept), up to the
+// first byte that is not UTF-8; the rest is copied as it is.
+template <class F>
+std::string map_code_points(std::string_view text, F&& f) {
+  std::string out;
+  out.reserve(text.size());
+  std::size_t i = 0;
+  while (i < text.size()) {
+    auto cp = utf8_at(text, i);
+    if (!cp) break;
+    if (auto to = f(cp->first, i)) append_utf8(out, *to);
+    else out.append(text.substr(i, cp->second));
+    i += cp->second;
+  }
+  out.append(text.substr(i));
+  return out;
+}
+
+std::string swap_back(std::string_view s) {
+  if (s.find('\xF4') == std::string_view::npos) return std::string(s);  // no plane 16
+  return map_code_points(s, [](char32_t c, std::size_t) { return original_of(c); });
+}
+
+// Every key and string of `t` (tables of arrays included) swapped back,
+// keeping each key's and node's source position.
+void swap_back(toml::table& t);
+void swap_back(toml::node& n) {
+  if (auto* s = n.as_string()) s->get() = swap_back(s->get());
+  if (auto* a = n.as_array())
+    for (auto& e : *a) swap_back(e);
+  if (auto* sub = n.as_table()) swap_back(*sub);
+}
+void swap_back(toml::table& t) {
+  std::vector<toml::key> renamed;
+  for (auto&& [k, v] : t) {
+    swap_back(v);
+    if (k.str().find('\xF4') != std::string_view::npos) renamed.push_back(k);
+  }
+  // No clash: the text held no stand-in, so no other key is a swapped-back one.
+  for (auto& k : renamed) {
+    t.insert(toml::key(swap_back(k.str()), k.source()), std::move(*t.get(k.str())));
+    t.erase(k.str());
+  }
+}
 const std::vector<std::string> kTopKeys = {"pin_root", "plugin_path",
                                            "instance"};
 const std::vector<std::string> kInstanceKeys = {"name",    "plugin", "sha256",
@@ -389,30 +410,30 @@ std::optional<Manifest> parse_manifest_text(const std::string& text,
                                             const std::string& display_path,
                                             const std::string& base_dir,
                                             Diagnostics& diags) {
-  if (auto u = toml_unsafe_character(text)) {
-    char code[16];
-    std::snprintf(code, sizeof code, "U+%04X", static_cast<unsigned>(u->c));
-    if (u->in_string)
-      diags.error({display_path, u->line, u->column},
-                  std::string(code) + " right after a backslash in a multi-line string "
-                  "(or after its line-ending whitespace) cannot be read there by this "
-                  "toml++ (3.3)", std::string("write it as \\u") + (code + 2));
-    else
-      diags.error({display_path, u->line, u->column},
-                  std::string("non-ASCII character ") + code +
-                      " outside a string or comment; TOML allows it only inside them",
-                  "quote the value or key");
+  // A stand-in already in the text could not be told from a swapped
+  // character: refused (private-use characters have no place in a manifest).
+  std::optional<SourcePos> collision;
+  int line = 1, column = 0;
+  auto swapped = map_code_points(text, [&](char32_t c, std::size_t) -> std::optional<char32_t> {
+    if (c == '\n') ++line, column = 0;
+    else ++column;
+    if (original_of(c) && !collision) collision = SourcePos{display_path, line, column};
+    return stand_in(c);
+  });
+  if (collision) {
+    diags.error(*collision, "private-use character (plane 16) in the manifest",
+                "bpfmgr reserves U+100000-U+100BCA; remove it");
     return std::nullopt;
   }
   toml::table root;
   try {
-    root = toml::parse(text, display_path);
+    root = toml::parse(swapped, display_path);
   } catch (const toml::parse_error& e) {
     auto& b = e.source().begin;
-    diags.error({display_path, int(b.line), int(b.column)},
-                std::string(e.description()));
+    diags.error({display_path, int(b.line), int(b.column)}, swap_back(e.description()));
     return std::nullopt;
   }
+  swap_back(root);
 
   Checker c(display_path, diags);
   Manifest m;

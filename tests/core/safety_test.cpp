@@ -130,6 +130,11 @@ TEST(PinRootLock, SecondHolderOfARoleFailsAtOnceNamingTheFirst) {
   EXPECT_NO_THROW(PinRootLock::acquire(root, LockWait::Fail, "state"));
   ::write(done[1], &c, 1);
   ::waitpid(child, nullptr, 0);
+  // The child left without letting go (_exit): its file stays until the
+  // next holder of the lock lets go.
+  EXPECT_TRUE(fs::exists(pin_root_lock_path(root, "serve")));
+  { auto next = PinRootLock::acquire(root, LockWait::Fail, "serve"); }
+  EXPECT_FALSE(fs::exists(pin_root_lock_path(root, "serve")));
   // Threads of one process exclude each other too.
   auto first = PinRootLock::acquire(root, LockWait::Fail);
   EXPECT_THROW(PinRootLock::acquire(root, LockWait::Fail), LockBusy);

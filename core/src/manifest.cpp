@@ -36,7 +36,13 @@ namespace {
 constexpr char32_t kMisreadRanges[][2] = {
     {0xA1, 0x499}, {0x2C5E, 0x2FFF}, {0x3001, 0x3057}, {0xFB26, 0xFEFE}};
 constexpr char32_t kStandInBase = 0x100000;
-constexpr char32_t kStandInCount = 3019;
+constexpr char32_t kStandInCount = [] {
+  char32_t n = 0;
+  for (auto& r : kMisreadRanges) n += r[1] - r[0] + 1;
+  return n;
+}();
+static_assert(kStandInCount == 3019 && kStandInBase + kStandInCount - 1 == 0x100BCA,
+              "the comment above and the collision hint name these");
 
 std::optional<char32_t> stand_in(char32_t c) {
   char32_t offset = 0;
@@ -101,7 +107,7 @@ std::string map_code_points(std::string_view text, F&& f) {
   while (i < text.size()) {
     auto cp = utf8_at(text, i);
     if (!cp) break;
-    if (auto to = f(cp->first, i)) append_utf8(out, *to);
+    if (auto to = f(cp->first)) append_utf8(out, *to);
     else out.append(text.substr(i, cp->second));
     i += cp->second;
   }
@@ -111,7 +117,7 @@ std::string map_code_points(std::string_view text, F&& f) {
 
 std::string swap_back(std::string_view s) {
   if (s.find('\xF4') == std::string_view::npos) return std::string(s);  // no plane 16
-  return map_code_points(s, [](char32_t c, std::size_t) { return original_of(c); });
+  return map_code_points(s, original_of);
 }
 
 // Every key and string of `t` (tables of arrays included) swapped back,
@@ -135,6 +141,7 @@ void swap_back(toml::table& t) {
     t.erase(k.str());
   }
 }
+
 const std::vector<std::string> kTopKeys = {"pin_root", "plugin_path",
                                            "instance"};
 const std::vector<std::string> kInstanceKeys = {"name",    "plugin", "sha256",
@@ -414,7 +421,7 @@ std::optional<Manifest> parse_manifest_text(const std::string& text,
   // character: refused (private-use characters have no place in a manifest).
   std::optional<SourcePos> collision;
   int line = 1, column = 0;
-  auto swapped = map_code_points(text, [&](char32_t c, std::size_t) -> std::optional<char32_t> {
+  auto swapped = map_code_points(text, [&](char32_t c) -> std::optional<char32_t> {
     if (c == '\n') ++line, column = 0;
     else ++column;
     if (original_of(c) && !collision) collision = SourcePos{display_path, line, column};

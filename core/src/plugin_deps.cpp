@@ -11,6 +11,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -138,10 +140,18 @@ void read_ld_so_conf(const std::string& file, std::vector<std::string>& dirs, in
   }
 }
 
+// A search directory, opened once per closure: each library is then
+// looked up and opened through it (open_trusted_file_at).
+struct SearchDir {
+  Fd fd;                  // empty: the directory does not exist
+  std::string canonical;  // realpath, for the found library's path
+};
+
 struct Closure {
   std::string plugin;  // canonical path, for messages
   std::set<std::pair<dev_t, ino_t>> seen;
   std::set<std::string> dirs_ok;
+  std::map<std::string, SearchDir> search_dirs;
   std::optional<std::vector<std::string>> ld_so_conf;  // read once per closure
 
   const std::vector<std::string>& conf_dirs() {
@@ -157,6 +167,19 @@ struct Closure {
                              ") and " + why + "; bpfmgr runs only code that root alone "
                              "can change (see docs/safety.md)");
     dirs_ok.insert(dir);
+  }
+
+  // `dir`, judged by check_dir() first: its path holds no link or
+  // directory others could change between that check and this open.
+  const SearchDir& search_dir(const std::string& dir) {
+    auto [it, fresh] = search_dirs.try_emplace(dir);
+    if (!fresh) return it->second;
+    std::unique_ptr<char, decltype(&std::free)> real(::realpath(dir.c_str(), nullptr),
+                                                    &std::free);
+    if (!real) return it->second;
+    it->second.fd.reset(::open(real.get(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    it->second.canonical = real.get();
+    return it->second;
   }
 
   void walk(int fd, const std::string& path, const std::string& origin, bool is_plugin,
@@ -191,26 +214,28 @@ struct Closure {
     for (auto* d : {"/lib64", "/usr/lib64", "/lib", "/usr/lib"}) search.push_back(d);
 
     for (auto& needed : dyn.needed) {
-      std::string found;
+      const std::string action = "load plugin " + plugin + ", whose dependency is";
+      std::optional<TrustedFile> dep;
       if (needed.find('/') != std::string::npos) {
         if (needed[0] != '/')
           throw PluginTrustError("refusing to load plugin " + plugin + ": " + path +
                                  " needs '" + needed + "', a path relative to the current "
                                  "directory");
-        found = needed;
+        dep = open_trusted_file(needed, action);
       } else {
         for (auto& dir : search) {
           if (dir.empty() || dir[0] != '/') continue;  // the loader's cwd: never trusted
           check_dir(dir, needed, path);
+          auto& sd = search_dir(dir);
           struct stat st {};
-          auto candidate = dir + "/" + needed;
-          if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
-            found = candidate;
+          if (sd.fd && ::fstatat(sd.fd.get(), needed.c_str(), &st, 0) == 0 &&
+              S_ISREG(st.st_mode)) {
+            dep = open_trusted_file_at(sd.fd.get(), sd.canonical, needed, action);
             break;
           }
         }
       }
-      if (found.empty()) {
+      if (!dep) {
         for (auto& dir : origin_only) {
           struct stat st {};
           if (::stat((dir + "/" + needed).c_str(), &st) == 0)
@@ -226,9 +251,8 @@ struct Closure {
         throw PluginLoadError("plugin " + plugin + " needs " + needed + " (a dependency of " +
                               path + "), which is not found; searched: " + where);
       }
-      auto dep = open_trusted_file(found, "load plugin " + plugin + ", whose dependency is");
-      if (!seen.insert({dep.id.dev, dep.id.ino}).second) continue;
-      walk(dep.fd.get(), dep.path, fs::path(dep.path).parent_path().string(), false, rpath);
+      if (!seen.insert({dep->id.dev, dep->id.ino}).second) continue;
+      walk(dep->fd.get(), dep->path, fs::path(dep->path).parent_path().string(), false, rpath);
     }
   }
 };

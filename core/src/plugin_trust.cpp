@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -128,6 +129,21 @@ std::string walk_distrust(const std::string& dir) {
   return "";
 }
 
+// O_NONBLOCK: a FIFO put in a plugin's place must not hang the open.
+int open_leaf(int dirfd, const std::string& leaf) {
+  return ::openat(dirfd, leaf.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+}
+
+// The opened file itself: a regular file only root (or the effective
+// user) can change.
+void check_leaf(TrustedFile& file, const std::string& action) {
+  struct stat st {};
+  if (::fstat(file.fd.get(), &st) != 0) refuse(action, file.path, std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) refuse(action, file.path, "it is not a regular file");
+  if (auto why = distrust(st, "the file"); !why.empty()) refuse(action, file.path, why);
+  file.id = identity_of(st);
+}
+
 }  // namespace
 
 std::string directory_distrust(const std::string& dir) {
@@ -211,18 +227,38 @@ TrustedFile open_trusted_file(const std::string& path, const std::string& action
   }
 
   TrustedFile out;
-  // O_NONBLOCK: a FIFO put in the plugin's place must not hang the open.
-  out.fd.reset(::openat(dir.get(), leaf.c_str(),
-                        O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  out.fd.reset(open_leaf(dir.get(), leaf));
   if (!out.fd)
     refuse(action, canonical, std::string("cannot open it without following links: ") +
                           std::strerror(errno));
-  if (::fstat(out.fd.get(), &st) != 0) refuse(action, canonical, std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) refuse(action, canonical, "it is not a regular file");
-  if (auto why = distrust(st, "the file"); !why.empty()) refuse(action, canonical, why);
   out.path = canonical;
-  out.id = identity_of(st);
+  check_leaf(out, action);
   return out;
+}
+
+TrustedFile open_trusted_file_at(int dirfd, const std::string& dir, const std::string& name,
+                                 const std::string& action) {
+  std::string leaf = name;
+  for (int links = 0;; ++links) {
+    TrustedFile out;
+    out.fd.reset(open_leaf(dirfd, leaf));
+    if (out.fd) {
+      out.path = dir + "/" + leaf;
+      check_leaf(out, action);
+      return out;
+    }
+    if (errno != ELOOP || links == 8)
+      refuse(action, dir + "/" + leaf,
+             std::string("cannot open it without following links: ") + std::strerror(errno));
+    char target[PATH_MAX];
+    ssize_t n = ::readlinkat(dirfd, leaf.c_str(), target, sizeof target);
+    if (n <= 0 || n == ssize_t(sizeof target))
+      return open_trusted_file(dir + "/" + leaf, action);
+    std::string next(target, std::size_t(n));
+    if (next.find('/') != std::string::npos || next == "." || next == "..")
+      return open_trusted_file(dir + "/" + leaf, action);
+    leaf = std::move(next);
+  }
 }
 
 void check_plugin_hash(const std::string& path, const std::string& actual_sha256,

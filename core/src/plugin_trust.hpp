@@ -39,6 +39,15 @@ struct TrustedFile {
 };
 TrustedFile open_trusted_file(const std::string& path, const std::string& action);
 
+// File `name` of a directory already judged by directory_distrust() and
+// opened as `dirfd`, whose canonical path is `dir`: the dependency walk's
+// library lookup, without walking from / again for every library. A
+// symlink is followed here only to another name in the same directory
+// (libbpf.so.1 -> libbpf.so.1.1.2); any other goes through
+// open_trusted_file().
+TrustedFile open_trusted_file_at(int dirfd, const std::string& dir, const std::string& name,
+                                 const std::string& action);
+
 // Why directory `dir` (and every directory above it, the targets of
 // symlinks on the way included) cannot be trusted to hold code, "" when it
 // can. A directory that does not exist is judged by its nearest existing

@@ -415,6 +415,58 @@ TEST(PluginTrust, MissingDependencyIsNamedWithWhereItWasSearched) {
   EXPECT_EQ(r.err.find("Bad file descriptor"), std::string::npos) << r.err;
 }
 
+// The walk opens each library through its search directory and follows a
+// link only to a name in that directory (libfoo.so.1 -> libfoo.so.1.2):
+// the file reached is judged like the plugin, and a link elsewhere takes
+// the full walk of its target's directories.
+TEST(PluginTrust, DependencyLinksLeadOnlyToFilesAndDirectoriesRootAloneCanChange) {
+  DepDir dep;
+  ASSERT_EQ(::chmod(dep.dir.c_str(), 0755), 0);
+  const auto real = dep.lib + ".1.0";
+  TempDir elsewhere;
+  struct Restore {
+    const DepDir& dep;
+    std::string real;
+    ~Restore() {
+      ::unlink(dep.lib.c_str());
+      ::chmod(real.c_str(), 0755);
+      ::rename(real.c_str(), dep.lib.c_str());
+    }
+  } restore{dep, real};
+  ASSERT_EQ(::rename(dep.lib.c_str(), real.c_str()), 0);
+  ASSERT_EQ(::symlink(fs::path(real).filename().c_str(), dep.lib.c_str()), 0);
+
+  // Control: through a link in the same directory, it loads and runs.
+  auto ok = validate(testdep_manifest());
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  ASSERT_TRUE(dep.dep_ran()) << "the control must load the dependency";
+  ::unlink(dep.marker.c_str());
+
+  // The file the link names, writable by everyone.
+  ASSERT_EQ(::chmod(real.c_str(), 0777), 0);
+  auto r = validate(testdep_manifest());
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find(real + ": the file is writable by everyone"), std::string::npos)
+      << r.err;
+  EXPECT_FALSE(dep.dep_ran()) << "a world-writable dependency ran";
+  ASSERT_EQ(::chmod(real.c_str(), 0755), 0);
+
+  // A link out of the directory, into one everyone may write to.
+  ASSERT_EQ(::chmod(elsewhere.path.c_str(), 0777), 0);
+  auto moved = elsewhere.path + "/libbpfmgr-testdep.so";
+  fs::copy_file(real, moved);
+  ASSERT_EQ(::unlink(dep.lib.c_str()), 0);
+  ASSERT_EQ(::symlink(moved.c_str(), dep.lib.c_str()), 0);
+  r = validate(testdep_manifest());
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("directory " + elsewhere.path + " is writable by everyone"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(dep.dep_ran()) << "a dependency in a world-writable directory ran";
+  ::unlink(dep.lib.c_str());
+  ASSERT_EQ(::symlink(fs::path(real).filename().c_str(), dep.lib.c_str()), 0);
+}
+
 TEST(PluginTrust, LoaderEnvironmentIsRefusedWhenRunningAsRoot) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root";
   TempDir dir;

@@ -23,6 +23,13 @@
 # libstdc++ marks visible (std::map<std::string, ...>::find and the like), so
 # two plugins never bind to each other's copies. The sources may be C++
 # (any standard library) or plain C (a C-only project works).
+#
+# With BPFMGR_PLUGIN_STATIC_RUNTIME=ON (bpfmgr's own build sets it), the
+# plugin carries its C++ runtime (-static-libstdc++ -static-libgcc) instead
+# of bringing the shared libstdc++.so, whose mapping and relocation were
+# 0.75 ms of every `bpfmgr load` (docs/benchmarks.md). Safe because nothing
+# C++ crosses the plugin ABI and the version script keeps the copy local;
+# the cost is that a libstdc++ fix reaches the plugin only by a rebuild.
 
 find_program(BPFMGR_CLANG NAMES clang clang-19 clang-16 clang-14 REQUIRED)
 find_program(BPFMGR_BPFTOOL NAMES bpftool PATHS /usr/sbin /sbin REQUIRED)
@@ -37,6 +44,8 @@ else()
 endif()
 set(BPFMGR_BPF_ARCH ${_bpfmgr_default_arch} CACHE STRING
     "__TARGET_ARCH_ of BPF objects (x86, arm64)")
+option(BPFMGR_PLUGIN_STATIC_RUNTIME
+       "Link the C++ runtime into each plugin rather than load libstdc++.so" OFF)
 
 # Warnings of every BPF compile (here and in the arm64 check): static
 # inline helpers in shared headers are unused by some objects; a call to an
@@ -145,6 +154,9 @@ function(bpfmgr_add_plugin)
   file(CONFIGURE OUTPUT "${gen}/exports.map"
        CONTENT "/* dynamic symbols of bpfmgr-${P_NAME}.so */\n{\n  global: ${exports};\n  local: *;\n};\n")
   target_link_options(${target} PRIVATE "LINKER:--version-script=${gen}/exports.map")
+  if(BPFMGR_PLUGIN_STATIC_RUNTIME)
+    target_link_options(${target} PRIVATE -static-libstdc++ -static-libgcc)
+  endif()
   set_property(TARGET ${target} APPEND PROPERTY LINK_DEPENDS "${gen}/exports.map")
   set_property(GLOBAL APPEND PROPERTY BPFMGR_PLUGIN_TARGETS ${target})
   if(NOT P_OUTPUT_DIRECTORY AND BPFMGR_PLUGIN_OUTPUT_DIR)

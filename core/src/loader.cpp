@@ -197,16 +197,18 @@ void commit_all(const Manifest& m, const PinLayout& layout, Staging& s,
 
 // Step 4: instances an earlier load of this manifest made that it no longer
 // has; instances of other manifests are left alone. Their plugins come
-// from the registry that resolved the manifest.
+// from the registry that resolved the manifest. `seen` is the root as
+// step 1 observed it: the lock held since, only wanted instances changed.
 void remove_dropped(const ResolvedManifest& rm, const PinLayout& layout,
-                    std::vector<std::string>& errors, LoadReport& report) {
+                    const ObservedPinRoot& seen, std::vector<std::string>& errors,
+                    LoadReport& report) {
   const auto& m = rm.manifest;
   if (!errors.empty() || m.absolute_path.empty()) return;
   std::set<std::string> wanted;
   for (auto& r : rm.instances) wanted.insert(r.spec->name);
-  for (auto& name : observe_pin_root(layout).dropped_from(m.absolute_path, wanted)) {
+  for (auto& name : seen.dropped_from(m.absolute_path, wanted)) {
     if (!rm.registry) throw Error("internal error: a manifest resolved without a registry");
-    if (unpin_instance_locked(layout, name, *rm.registry, errors))
+    if (unpin_instance_locked(layout, name, seen.records.at(name), *rm.registry, errors))
       report.removed.push_back(name);
   }
 }
@@ -302,7 +304,7 @@ LoadReport load_manifest(const ResolvedManifest& rm, const LoadOptions& lo) {
   // From here on the load goes forward.
   std::vector<std::string> errors;
   commit_all(rm.manifest, layout, staging, errors);
-  remove_dropped(rm, layout, errors, report);
+  remove_dropped(rm, layout, root.seen, errors, report);
   report.interrupted_by = LoadSignals::received();
   if (!errors.empty()) {
     std::string msg = "the load did not complete:";

@@ -187,9 +187,9 @@ std::unique_ptr<PinnedInstance> open_pinned(const PinLayout& layout,
 }
 
 bool unpin_instance_locked(const PinLayout& layout, const std::string& instance,
-                           PluginRegistry& registry, std::vector<std::string>& errors) {
+                           const StateLookup& rec, PluginRegistry& registry,
+                           std::vector<std::string>& errors) {
   auto dir = layout.instance(instance);
-  auto rec = lookup_state(dir.state());
   if (!rec.ours()) {
     errors.push_back(dir.dir + " is not bpfmgr's (" + rec.why + "); left alone");
     return false;
@@ -242,7 +242,7 @@ UnpinReport unpin(const std::string& pin_root,
                                 (hint.empty() ? "" : "; " + hint));
         continue;
       }
-      if (unpin_instance_locked(layout, i, registry, report.errors))
+      if (unpin_instance_locked(layout, i, seen.records.at(i), registry, report.errors))
         report.removed.push_back(i);
     }
     return report;
@@ -256,7 +256,7 @@ UnpinReport unpin(const std::string& pin_root,
   std::stable_partition(names.begin(), names.end(),
                         [&](auto& n) { return !owners.count(n); });
   for (auto& n : names)
-    if (unpin_instance_locked(layout, n, registry, report.errors))
+    if (unpin_instance_locked(layout, n, seen.records.at(n), registry, report.errors))
       report.removed.push_back(n);
   // The pin root goes when nothing is left in it (never /sys/fs/bpf).
   if (seen.exists && layout.root() != "/sys/fs/bpf" && ::rmdir(layout.root().c_str()) != 0 &&

@@ -84,10 +84,12 @@ UnpinReport unpin(const std::string& pin_root,
                   PluginRegistry& registry, LockWait wait = LockWait::Block);
 
 // One instance, for callers that hold the pin root's lock (load removing
-// instances dropped from its manifest). Appends failures to `errors`;
-// true when the instance is gone.
+// instances dropped from its manifest); `rec` is its record as observed
+// under that lock. Appends failures to `errors`; true when the instance is
+// gone.
 bool unpin_instance_locked(const PinLayout& layout, const std::string& instance,
-                           PluginRegistry& registry, std::vector<std::string>& errors);
+                           const StateLookup& rec, PluginRegistry& registry,
+                           std::vector<std::string>& errors);
 
 // A plugin's typed samples (API 2.2) as `status --json` shows them:
 // [{name, kind: counter|gauge, help, labels: {..}, value}].

@@ -11,7 +11,6 @@
 #include "errno_text.hpp"
 #include "handles.hpp"
 #include "pin_layout.hpp"
-#include "pinned.hpp"
 
 namespace bpfmgr {
 
@@ -30,12 +29,14 @@ std::string pin_root_unreadable(const std::string& pin_root) {
 
 // Reading a pinned object needs privileges even where the directory is
 // world-readable: a denied bpf() says so instead of "no state record".
+// The first record that opens shows the privileges suffice.
 std::string bpf_access_denied(const std::string& pin_root,
                               const std::vector<std::string>& names) {
   PinLayout layout(pin_root);
   for (auto& n : names) {
     Fd fd(bpf_obj_get(layout.instance(n).state().c_str()));
-    if (!fd && (errno == EPERM || errno == EACCES))
+    if (fd) return "";
+    if (errno == EPERM || errno == EACCES)
       return "permission denied: cannot open the pins under " + pin_root + ": " +
              errno_text(errno) + " (bpfmgr needs root, or CAP_BPF and CAP_SYS_ADMIN)";
   }
@@ -43,11 +44,12 @@ std::string bpf_access_denied(const std::string& pin_root,
 }
 
 // Every directory entry of a pin root: without privileges, bpfmgr's own
-// instances cannot be told from foreign ones, so all are checked.
+// instances cannot be told from foreign ones, so all are tried.
 std::vector<std::string> entries_of(const std::string& pin_root) {
-  auto seen = observe_pin_root(PinLayout(pin_root));
-  auto out = seen.instances;
-  for (auto& f : seen.foreign) out.push_back(f.name);
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator(pin_root, ec))
+    out.push_back(e.path().filename().string());
   return out;
 }
 

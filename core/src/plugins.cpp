@@ -507,33 +507,30 @@ std::unique_ptr<PluginInstance> PluginModule::create(HostContext& host) const {
 
 // --------------------------------------------------------- PluginRegistry
 
-PluginRegistry::PluginRegistry(std::vector<std::string> extra_dirs)
-    : dirs_(std::move(extra_dirs)) {
+PluginRegistry::PluginRegistry(std::vector<std::string> extra_dirs) {
   auto normal = [](const std::string& d) {
     std::error_code ec;
     auto norm = fs::weakly_canonical(d, ec).string();
     return ec ? d : norm;
   };
+  // Search order: the manifest's, the environment's, the built-in
+  // directories; each normalised once, duplicates dropped (first kept).
+  auto add = [&](const std::string& norm) {
+    if (std::find(dirs_.begin(), dirs_.end(), norm) == dirs_.end()) dirs_.push_back(norm);
+  };
+  for (auto& d : extra_dirs) add(normal(d));
   if (const char* env = std::getenv("BPFMGR_PLUGIN_PATH")) {
     std::stringstream ss(env);
     for (std::string d; std::getline(ss, d, ':');)
       if (!d.empty()) {
-        dirs_.push_back(d);
         env_dirs_.push_back(normal(d));
+        add(env_dirs_.back());
       }
   }
   auto exe_dir = boost::dll::program_location().parent_path();
   builtin_dirs_.push_back(normal((exe_dir.parent_path() / "lib/bpfmgr/plugins").string()));
   builtin_dirs_.push_back(normal(BPFMGR_INSTALL_PLUGIN_DIR_FULL));
-  dirs_.insert(dirs_.end(), builtin_dirs_.begin(), builtin_dirs_.end());
-  // Drop duplicates (after normalising), keeping the first occurrence.
-  std::vector<std::string> unique;
-  for (auto& d : dirs_) {
-    auto norm = normal(d);
-    if (std::find(unique.begin(), unique.end(), norm) == unique.end())
-      unique.push_back(norm);
-  }
-  dirs_ = std::move(unique);
+  for (auto& d : builtin_dirs_) add(d);
 }
 
 std::map<std::string, std::string> PluginRegistry::discover() const {

@@ -355,6 +355,21 @@ TEST_F(Sdk, OutOfTreePluginWithClangAndLibcxxLoads) {
   expect_counts(root);
 }
 
+// BPFMGR_PLUGIN_STATIC_RUNTIME=ON, as bpfmgr's own plugins are built: the
+// C++ runtime is linked in and kept local; dlopen brings no libstdc++.so.
+TEST_F(Sdk, StaticRuntimePluginNeedsNoSharedCxxRuntime) {
+  auto build = build_example("build-static-runtime",
+                             {"-DBPFMGR_PLUGIN_STATIC_RUNTIME=ON", "-DEXECCOUNT_BENCH=OFF"});
+  auto so = build + "/bpfmgr-execcount.so";
+  EXPECT_FALSE(needs("libstdc++", so));
+  EXPECT_FALSE(needs("libgcc_s", so));
+  EXPECT_EQ(exported(so), kEntryOnly);
+  PinRoot root;
+  auto r = load(manifest(root, "plugin_path = [\"" + build + "\"]\n"));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  expect_counts(root);
+}
+
 // examples/sigcount-c, a plugin in C99 with a C-only CMake project: no C++
 // runtime in the library, one export, options that reach its globals
 // (a signal filter, delivered only), status counters per signal with

@@ -428,6 +428,7 @@ TEST(PluginTrust, DependencyLinksLeadOnlyToFilesAndDirectoriesRootAloneCanChange
     const DepDir& dep;
     std::string real;
     ~Restore() {
+      if (!fs::exists(real)) return;  // never moved: nothing to undo
       ::unlink(dep.lib.c_str());
       ::chmod(real.c_str(), 0755);
       ::rename(real.c_str(), dep.lib.c_str());

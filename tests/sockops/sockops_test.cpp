@@ -25,8 +25,8 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
-#include <string>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 

@@ -37,9 +37,15 @@ struct TempDir {
   }
 };
 
-std::string marker_path() {
-  static std::string p = "/tmp/bpfmgr-tests-marker-" + std::to_string(::getpid());
-  return p;
+// The file a loaded testmarker writes; removed when the test process ends,
+// whatever its last load left.
+struct MarkerFile {
+  std::string path = "/tmp/bpfmgr-tests-marker-" + std::to_string(::getpid());
+  ~MarkerFile() { ::unlink(path.c_str()); }
+};
+const std::string& marker_path() {
+  static const MarkerFile marker;
+  return marker.path;
 }
 
 // True when a testmarker library was loaded since the last reset.

@@ -150,7 +150,6 @@ struct SearchDir {
 struct Closure {
   std::string plugin;  // canonical path, for messages
   std::set<std::pair<dev_t, ino_t>> seen;
-  std::set<std::string> dirs_ok;
   std::map<std::string, SearchDir> search_dirs;
   std::optional<std::vector<std::string>> ld_so_conf;  // read once per closure
 
@@ -159,27 +158,24 @@ struct Closure {
     return *ld_so_conf;
   }
 
-  void check_dir(const std::string& dir, const std::string& needed, const std::string& by) {
-    if (dirs_ok.count(dir)) return;
+  // `dir`, judged once per closure (every directory on its path, link
+  // targets included), then opened by its real path: nothing on that path
+  // can change but by root. `needed` and `by` word the refusal.
+  const SearchDir& search_dir(const std::string& dir, const std::string& needed,
+                              const std::string& by) {
+    if (auto it = search_dirs.find(dir); it != search_dirs.end()) return it->second;
     if (auto why = directory_distrust(dir); !why.empty())
       throw PluginTrustError("refusing to load plugin " + plugin + ": the dynamic loader "
                              "would search " + dir + " for " + needed + " (needed by " + by +
                              ") and " + why + "; bpfmgr runs only code that root alone "
                              "can change (see docs/safety.md)");
-    dirs_ok.insert(dir);
-  }
-
-  // `dir`, judged by check_dir() first: its path holds no link or
-  // directory others could change between that check and this open.
-  const SearchDir& search_dir(const std::string& dir) {
-    auto [it, fresh] = search_dirs.try_emplace(dir);
-    if (!fresh) return it->second;
+    auto& sd = search_dirs[dir];
     std::unique_ptr<char, decltype(&std::free)> real(::realpath(dir.c_str(), nullptr),
                                                     &std::free);
-    if (!real) return it->second;
-    it->second.fd.reset(::open(real.get(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-    it->second.canonical = real.get();
-    return it->second;
+    if (!real) return sd;
+    sd.fd.reset(::open(real.get(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    sd.canonical = real.get();
+    return sd;
   }
 
   void walk(int fd, const std::string& path, const std::string& origin, bool is_plugin,
@@ -213,8 +209,8 @@ struct Closure {
       for (auto* base : {"/lib/", "/usr/lib/"}) search.push_back(base + t);
     for (auto* d : {"/lib64", "/usr/lib64", "/lib", "/usr/lib"}) search.push_back(d);
 
+    const std::string action = "load plugin " + plugin + ", whose dependency is";
     for (auto& needed : dyn.needed) {
-      const std::string action = "load plugin " + plugin + ", whose dependency is";
       std::optional<TrustedFile> dep;
       if (needed.find('/') != std::string::npos) {
         if (needed[0] != '/')
@@ -225,8 +221,7 @@ struct Closure {
       } else {
         for (auto& dir : search) {
           if (dir.empty() || dir[0] != '/') continue;  // the loader's cwd: never trusted
-          check_dir(dir, needed, path);
-          auto& sd = search_dir(dir);
+          auto& sd = search_dir(dir, needed, path);
           struct stat st {};
           if (sd.fd && ::fstatat(sd.fd.get(), needed.c_str(), &st, 0) == 0 &&
               S_ISREG(st.st_mode)) {

@@ -89,6 +89,14 @@ class Sdk : public ::testing::Test {
     ::unsetenv("BPFMGR_PLUGIN_PATH");
     return run({bpfmgr(), "load", manifest_path});
   }
+  // Loads the execcount plugin built in `build` into a pin root of its own
+  // and checks that it counts.
+  static void expect_build_loads_and_counts(const std::string& build) {
+    PinRoot root;
+    auto r = load(manifest(root, "plugin_path = [\"" + build + "\"]\n"));
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    expect_counts(root);
+  }
 
   // Runs /bin/true five times, then checks the map (bpftool) and the
   // plugin's status counters (bpfmgr status --json).
@@ -349,10 +357,7 @@ TEST_F(Sdk, OutOfTreePluginWithClangAndLibcxxLoads) {
   EXPECT_TRUE(needs("libc++", so));
   EXPECT_FALSE(needs("libstdc++", so));
   EXPECT_EQ(exported(so), kEntryOnly);
-  PinRoot root;
-  auto r = load(manifest(root, "plugin_path = [\"" + build + "\"]\n"));
-  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  expect_counts(root);
+  expect_build_loads_and_counts(build);
 }
 
 // BPFMGR_PLUGIN_STATIC_RUNTIME=ON, as bpfmgr's own plugins are built: the
@@ -364,10 +369,7 @@ TEST_F(Sdk, StaticRuntimePluginNeedsNoSharedCxxRuntime) {
   EXPECT_FALSE(needs("libstdc++", so));
   EXPECT_FALSE(needs("libgcc_s", so));
   EXPECT_EQ(exported(so), kEntryOnly);
-  PinRoot root;
-  auto r = load(manifest(root, "plugin_path = [\"" + build + "\"]\n"));
-  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  expect_counts(root);
+  expect_build_loads_and_counts(build);
 }
 
 // examples/sigcount-c, a plugin in C99 with a C-only CMake project: no C++

@@ -100,7 +100,8 @@ ObservedPinRoot observe_pin_root(const PinLayout& layout) {
   return out;
 }
 
-std::string link_problem(const InstancePaths& dir, const LinkRecord& l) {
+std::string link_problem(const InstancePaths& dir, const LinkRecord& l,
+                         std::optional<std::uint32_t> pinned_prog_id) {
   Fd fd(bpf_obj_get(dir.link(l.name).c_str()));
   bpf_link_info info{};
   std::uint32_t len = sizeof(info);
@@ -110,14 +111,17 @@ std::string link_problem(const InstancePaths& dir, const LinkRecord& l) {
     return "the link is detached (its cgroup was removed, or `bpftool link detach`)";
   if (info.type == kLinkTypeSockmap && sockmap_link_map_id(info) == 0)
     return "the link is detached from its map (`bpftool link detach`?)";
-  Fd prog(bpf_obj_get(dir.prog(l.prog).c_str()));
-  bpf_prog_info pinfo{};
-  std::uint32_t plen = sizeof(pinfo);
-  if (!prog || bpf_obj_get_info_by_fd(prog.get(), &pinfo, &plen) != 0)
-    return "its program's pin is missing";
-  if (pinfo.id != info.prog_id)
+  if (!pinned_prog_id) {
+    Fd prog(bpf_obj_get(dir.prog(l.prog).c_str()));
+    bpf_prog_info pinfo{};
+    std::uint32_t plen = sizeof(pinfo);
+    if (!prog || bpf_obj_get_info_by_fd(prog.get(), &pinfo, &plen) != 0)
+      return "its program's pin is missing";
+    pinned_prog_id = pinfo.id;
+  }
+  if (*pinned_prog_id != info.prog_id)
     return "the link runs program id " + std::to_string(info.prog_id) +
-           ", not the pinned '" + l.prog + "' (id " + std::to_string(pinfo.id) + ")";
+           ", not the pinned '" + l.prog + "' (id " + std::to_string(*pinned_prog_id) + ")";
   return "";
 }
 
@@ -125,6 +129,7 @@ std::string kernel_drift(const InstancePaths& dir, const InstanceState& s) {
   struct stat st {};
   for (auto& m : s.maps)
     if (::lstat(dir.map(m).c_str(), &st) != 0) return "map pin " + dir.map(m) + " is missing";
+  std::map<std::string, std::uint32_t> pinned_ids;  // read once, for the links too
   for (auto& p : s.progs) {
     Fd fd(bpf_obj_get(dir.prog(p).c_str()));
     bpf_prog_info info{};
@@ -134,11 +139,15 @@ std::string kernel_drift(const InstancePaths& dir, const InstanceState& s) {
     if (auto it = s.prog_ids.find(p); it != s.prog_ids.end() && it->second != info.id)
       return "program pin " + dir.prog(p) + " holds program id " + std::to_string(info.id) +
              ", not the one loaded (id " + std::to_string(it->second) + ")";
+    pinned_ids[p] = info.id;
   }
   for (auto& sm : s.shared_maps)
     if (::lstat(sm.pin.c_str(), &st) != 0) return "shared map " + sm.pin + " is missing";
-  for (auto& l : s.links)
-    if (auto why = link_problem(dir, l); !why.empty()) return "link " + l.name + ": " + why;
+  for (auto& l : s.links) {
+    std::optional<std::uint32_t> prog_id;
+    if (auto it = pinned_ids.find(l.prog); it != pinned_ids.end()) prog_id = it->second;
+    if (auto why = link_problem(dir, l, prog_id); !why.empty()) return "link " + l.name + ": " + why;
+  }
   for (auto& a : s.map_attachments) {
     Fd map(bpf_obj_get(a.map_pin.c_str()));
     Fd prog(bpf_obj_get(dir.prog(a.prog).c_str()));

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <memory>
 #include <set>
 #include <string>
@@ -59,8 +60,10 @@ ObservedPinRoot observe_pin_root(const PinLayout& layout);
 
 // Why one recorded link does not run what the record says, "" when it
 // does: pin missing, detached by hand (cgroup or sockmap link with no
-// target), or running another program than the pinned one.
-std::string link_problem(const InstancePaths& dir, const LinkRecord& link);
+// target), or running another program than the pinned one, whose id is
+// read from its pin unless the caller just did.
+std::string link_problem(const InstancePaths& dir, const LinkRecord& link,
+                         std::optional<std::uint32_t> pinned_prog_id = std::nullopt);
 // The first difference between a record and the kernel ("" when none):
 // pins missing, a link's problem, a map attachment gone.
 std::string kernel_drift(const InstancePaths& dir, const InstanceState& state);

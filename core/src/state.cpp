@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <filesystem>
 #include <vector>
 
@@ -142,15 +143,16 @@ RawRecord read_record(const std::string& path) {
       info.type != BPF_MAP_TYPE_ARRAY || std::string(info.name) != kRecordMapName ||
       info.key_size != 4 || info.value_size < 4)
     return {StateLookup::Foreign, "its 'state' is not a bpfmgr state record"};
-  std::vector<char> value(info.value_size);
+  // Not zeroed: the lookup fills all of it.
+  auto value = std::make_unique_for_overwrite<char[]>(info.value_size);
   std::uint32_t key = 0;
-  if (bpf_map_lookup_elem(fd.get(), &key, value.data()) != 0)
+  if (bpf_map_lookup_elem(fd.get(), &key, value.get()) != 0)
     return {StateLookup::Corrupt, "its state record cannot be read: " + errno_text(errno)};
   std::uint32_t len;
-  std::memcpy(&len, value.data(), 4);
+  std::memcpy(&len, value.get(), 4);
   if (len == 0 || len > info.value_size - 4)
     return {StateLookup::Corrupt, "its state record is empty or damaged"};
-  return {StateLookup::Valid, std::string(value.data() + 4, len)};
+  return {StateLookup::Valid, std::string(value.get() + 4, len)};
 }
 }  // namespace
 

@@ -781,6 +781,27 @@ TEST(KernelDrift, ProgramPinSwappedByHandIsSeenAndRepaired) {
   EXPECT_EQ(st["instances"][0]["programs"][0]["tag"].get<std::string>().size(), 16u);
 }
 
+TEST(KernelDrift, LinkPinSwappedByHandIsSeenAndRepaired) {
+  PinRoot root;
+  auto manifest = write_temp_file(header(root.path()) + counter_instance("a", 1) +
+                                  counter_instance("b", 2));
+  ASSERT_EQ(run_bpfmgr({"load", manifest}).exit_code, 0);
+  // b's link now sits where a's was: a live link, running b's program.
+  ASSERT_EQ(::rename((root.path() + "/b/links/count_getppid").c_str(),
+                     (root.path() + "/a/links/count_getppid").c_str()), 0);
+  auto st = status_of(root.path());
+  ASSERT_EQ(st["instances"].size(), 2u);
+  EXPECT_TRUE(contains(st["instances"][0].value("drift", ""), "the link runs program id"))
+      << st["instances"][0].dump(2);
+  EXPECT_TRUE(contains(st["instances"][1].value("drift", ""), "link pin is missing"))
+      << st["instances"][1].dump(2);
+  auto r = run_bpfmgr({"load", manifest});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "repaired: a")) << r.err;
+  EXPECT_TRUE(contains(r.err, "repaired: b")) << r.err;
+  EXPECT_EQ(Kernel::disagreement(root.path()), "");
+}
+
 // ------------------------------------------------------------------ signals
 
 TEST(Signals, InterruptBeforeTheCommitRollsBack) {

@@ -25,7 +25,20 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string config_hash(const ResolvedInstance& r, const Manifest& m) {
+// The hash of a plugin's BPF object, computed once per plugin and load:
+// instances of one plugin share it.
+using ObjectHashes = std::map<const LoadedPlugin*, std::string>;
+const std::string& object_hash(const LoadedPlugin& plugin, ObjectHashes& known) {
+  auto [it, added] = known.try_emplace(&plugin);
+  if (added) {
+    auto bytes = plugin.plugin->bpf_object();
+    it->second = fnv1a_hex(
+        std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  }
+  return it->second;
+}
+
+std::string config_hash(const ResolvedInstance& r, const Manifest& m, ObjectHashes& known) {
   nlohmann::json j;
   j["plugin"] = r.plugin->info.name;
   j["version"] = r.plugin->info.version;
@@ -33,9 +46,7 @@ std::string config_hash(const ResolvedInstance& r, const Manifest& m) {
   // The plugin file's own bytes: a rebuilt plugin (new user-space code, the
   // same BPF object) is a new plugin, and the record names its sha256.
   j["sha256"] = r.plugin->sha256;
-  auto bytes = r.plugin->plugin->bpf_object();
-  j["object"] = fnv1a_hex(std::string_view(
-      reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  j["object"] = object_hash(*r.plugin, known);
   j["options"] = options_to_json(r.options);
   auto& shares = j["maps"] = nlohmann::json::array();
   for (auto& s : r.spec->maps)
@@ -128,6 +139,7 @@ void stage_changed(const ResolvedManifest& rm, const LoadOptions& lo, const PinL
   auto lookup = [&](const std::string& inst, const std::string& map) {
     return s.lookup(layout, inst, map);
   };
+  ObjectHashes object_hashes;
   for (auto& r : rm.instances) {
     check_cancel();
     const auto& name = r.spec->name;
@@ -138,8 +150,7 @@ void stage_changed(const ResolvedManifest& rm, const LoadOptions& lo, const PinL
       if (auto it = s.staged.find(share.instance);
           it != s.staged.end() && it->second->recreated_map(share.remote_map))
         owner_restaged = true;
-    // Hashes the plugin's whole BPF object: once per instance.
-    auto hash = config_hash(r, m);
+    auto hash = config_hash(r, m, object_hashes);
     // "Unchanged" means the kernel runs what the record says, not only
     // that the input hashes the same.
     std::string drift = old ? kernel_drift(layout.instance(name), *old) : "";

@@ -270,9 +270,7 @@ namespace {
 
 // Step 1: the instance's plugin, found on the search path and trusted.
 std::shared_ptr<LoadedPlugin> resolve_plugin(const InstanceSpec& spec, const Manifest& m,
-                                             PluginRegistry& registry,
-                                             const std::vector<std::string>& available,
-                                             Diagnostics& d) {
+                                             PluginRegistry& registry, Diagnostics& d) {
   std::shared_ptr<LoadedPlugin> plugin;
   try {
     plugin = registry.load(spec.plugin, m.dir, spec.sha256);
@@ -280,6 +278,10 @@ std::shared_ptr<LoadedPlugin> resolve_plugin(const InstanceSpec& spec, const Man
     d.error(spec.plugin_pos, e.what());  // found, but refused: no "did you mean"
     return nullptr;
   } catch (const PluginLoadError& e) {
+    // The plugins on the search path, for the hint only: a scan of every
+    // directory, made when a plugin is not found.
+    std::vector<std::string> available;
+    for (auto& [name, path] : registry.discover()) available.push_back(name);
     auto hint = did_you_mean(spec.plugin, available);
     if (hint.empty() && !available.empty()) {
       hint = "available plugins:";
@@ -379,11 +381,10 @@ void check_with_plugin(ResolvedInstance& r, const TypedOptions& typed, Diagnosti
 // One enabled instance: its plugin, typed options, the plugin's checks.
 std::optional<ResolvedInstance> resolve_instance(const InstanceSpec& spec, const Manifest& m,
                                                  PluginRegistry& registry,
-                                                 const std::vector<std::string>& available,
                                                  Diagnostics& d) {
   ResolvedInstance r;
   r.spec = &spec;
-  r.plugin = resolve_plugin(spec, m, registry, available, d);
+  r.plugin = resolve_plugin(spec, m, registry, d);
   if (!r.plugin) return std::nullopt;
   r.input_fingerprint = input_fingerprint(spec, m, r.plugin->path, r.plugin->id);
   std::vector<OptionSpec> schema;
@@ -471,8 +472,6 @@ std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
   ResolvedManifest out;
   out.manifest = std::move(manifest);
   const auto& m = out.manifest;
-  std::vector<std::string> available;
-  for (auto& [name, path] : registry.discover()) available.push_back(name);
 
   out.registry = &registry;
   std::map<std::string, ResolvedInstance> by_name;
@@ -481,7 +480,7 @@ std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
     if (!spec.enabled || spec.name.empty() || spec.plugin.empty() ||
         by_name.count(spec.name))
       continue;
-    if (auto r = resolve_instance(spec, m, registry, available, d))
+    if (auto r = resolve_instance(spec, m, registry, d))
       by_name[spec.name] = std::move(*r);
   }
   check_shared_map_names(by_name, d);

@@ -26,7 +26,7 @@ bool has_effective_cap(int cap) {
 }  // namespace
 
 BpfObject open_plugin_object(const LoadedPlugin& plugin, std::string* log) {
-  auto bytes = plugin.plugin->bpf_object();
+  auto bytes = plugin.bpf_object;
   LibbpfLogCapture capture;
   bpf_object_open_opts opts{};
   opts.sz = sizeof(opts);

@@ -31,7 +31,7 @@ using ObjectHashes = std::map<const LoadedPlugin*, std::string>;
 const std::string& object_hash(const LoadedPlugin& plugin, ObjectHashes& known) {
   auto [it, added] = known.try_emplace(&plugin);
   if (added) {
-    auto bytes = plugin.plugin->bpf_object();
+    auto bytes = plugin.bpf_object;
     it->second = fnv1a_hex(
         std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
   }
@@ -277,8 +277,7 @@ Interrupted::Interrupted(int sig)
 
 LoadReport load_manifest(const ResolvedManifest& rm, const LoadOptions& lo) {
   LoadReport report;
-  ensure_bpffs();
-  ensure_tracefs();
+  ensure_load_filesystems();
   if (auto why = pin_root_problem(rm.manifest.pin_root); !why.empty())
     throw PinRootRefused(why);
   PinLayout layout(rm.manifest.pin_root);

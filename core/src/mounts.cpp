@@ -45,6 +45,11 @@ void ensure_tracefs() {
   spdlog::debug("mounted tracefs at /sys/kernel/tracing");
 }
 
+void ensure_load_filesystems() {
+  ensure_bpffs();
+  ensure_tracefs();
+}
+
 bool is_on_bpffs(const std::string& path) { return on_filesystem(path.c_str(), BPF_FS_MAGIC); }
 
 }  // namespace bpfmgr

@@ -12,6 +12,8 @@ void ensure_bpffs();
 // Mounts tracefs at /sys/kernel/tracing if absent; libbpf resolves
 // tracepoint ids through it. Failure is logged, not fatal.
 void ensure_tracefs();
+// Both, as a load needs them.
+void ensure_load_filesystems();
 // True when `path` is on a bpf filesystem.
 bool is_on_bpffs(const std::string& path);
 

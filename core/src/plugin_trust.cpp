@@ -272,43 +272,6 @@ void check_plugin_hash(const std::string& path, const std::string& actual_sha256
                          ", expected " + want + " " + why + ")");
 }
 
-std::string resolve_relative_plugin(const std::string& manifest_dir,
-                                    const std::string& relative) {
-  std::error_code ec;
-  auto base = fs::weakly_canonical(manifest_dir, ec);
-  if (ec) base = fs::path(manifest_dir).lexically_normal();
-  auto joined = fs::weakly_canonical(base / relative, ec);
-  if (ec) joined = (base / relative).lexically_normal();
-  auto rel = joined.lexically_relative(base);
-  if (rel.empty() || *rel.begin() == ".." || rel.is_absolute())
-    throw PluginTrustError(
-        "plugin path '" + relative + "' leaves the manifest's directory " +
-        base.string() + " (it resolves to " + joined.string() +
-        "); give an absolute path, or a plugin name found on plugin_path");
-  return joined.string();
-}
-
-void check_env_shadowing(const std::string& name, const std::string& found,
-                         const std::vector<std::string>& env_dirs,
-                         const std::vector<std::string>& builtin_dirs) {
-  auto found_dir = fs::path(found).parent_path().string();
-  bool from_env = false;
-  for (auto& d : env_dirs) from_env |= (d == found_dir);
-  for (auto& d : builtin_dirs) from_env &= (d != found_dir);
-  if (!from_env) return;
-  for (auto& d : builtin_dirs) {
-    auto builtin = fs::path(d) / ("bpfmgr-" + name + ".so");
-    std::error_code ec;
-    if (fs::exists(builtin, ec))
-      throw PluginTrustError(
-          "plugin '" + name + "' in BPFMGR_PLUGIN_PATH (" + found +
-          ") would replace the installed " + builtin.string() +
-          "; bpfmgr does not let an environment variable swap an installed "
-          "plugin silently. Name the file by path (plugin = \"" + found +
-          "\") or list its directory in the manifest's plugin_path");
-  }
-}
-
 std::string sha256_hex(std::string_view data) {
   sha256_ctx ctx;
   sha256_init(&ctx);

@@ -83,20 +83,6 @@ inline constexpr const char* kRecordedHashOrigin =
 void check_plugin_hash(const std::string& path, const std::string& actual_sha256,
                        const std::string& expected_sha256, const std::string& why);
 
-// A relative `plugin = "..."` resolved against the manifest's directory;
-// throws PluginTrustError when the result lies outside that directory
-// (after resolving symlinks).
-std::string resolve_relative_plugin(const std::string& manifest_dir,
-                                    const std::string& relative);
-
-// BPFMGR_PLUGIN_PATH must not silently replace a plugin of the same name
-// from a built-in directory (beside the binary, the install prefix): throws
-// PluginTrustError naming both files when `found` (in `env_dirs`) shadows
-// one in `builtin_dirs`.
-void check_env_shadowing(const std::string& name, const std::string& found,
-                         const std::vector<std::string>& env_dirs,
-                         const std::vector<std::string>& builtin_dirs);
-
 // Lowercase hex sha256 of a byte string (Nettle).
 std::string sha256_hex(std::string_view data);
 // True for 64 hex digits (what `sha256 = "..."` in a manifest must be).

@@ -42,6 +42,52 @@ bool looks_like_path(const std::string& s) {
          (s.size() > 3 && s.compare(s.size() - 3, 3, ".so") == 0);
 }
 
+// The search path's rules, applied by locate().
+
+// A relative `plugin = "..."` resolved against the manifest's directory;
+// throws PluginTrustError when the result lies outside that directory
+// (after resolving symlinks).
+std::string resolve_relative_plugin(const std::string& manifest_dir,
+                                    const std::string& relative) {
+  std::error_code ec;
+  auto base = fs::weakly_canonical(manifest_dir, ec);
+  if (ec) base = fs::path(manifest_dir).lexically_normal();
+  auto joined = fs::weakly_canonical(base / relative, ec);
+  if (ec) joined = (base / relative).lexically_normal();
+  auto rel = joined.lexically_relative(base);
+  if (rel.empty() || *rel.begin() == ".." || rel.is_absolute())
+    throw PluginTrustError(
+        "plugin path '" + relative + "' leaves the manifest's directory " +
+        base.string() + " (it resolves to " + joined.string() +
+        "); give an absolute path, or a plugin name found on plugin_path");
+  return joined.string();
+}
+
+// BPFMGR_PLUGIN_PATH must not silently replace a plugin of the same name
+// from a built-in directory (beside the binary, the install prefix): throws
+// PluginTrustError naming both files when `found` (in `env_dirs`) shadows
+// one in `builtin_dirs`.
+void check_env_shadowing(const std::string& name, const std::string& found,
+                         const std::vector<std::string>& env_dirs,
+                         const std::vector<std::string>& builtin_dirs) {
+  auto found_dir = fs::path(found).parent_path().string();
+  bool from_env = false;
+  for (auto& d : env_dirs) from_env |= (d == found_dir);
+  for (auto& d : builtin_dirs) from_env &= (d != found_dir);
+  if (!from_env) return;
+  for (auto& d : builtin_dirs) {
+    auto builtin = fs::path(d) / ("bpfmgr-" + name + ".so");
+    std::error_code ec;
+    if (fs::exists(builtin, ec))
+      throw PluginTrustError(
+          "plugin '" + name + "' in BPFMGR_PLUGIN_PATH (" + found +
+          ") would replace the installed " + builtin.string() +
+          "; bpfmgr does not let an environment variable swap an installed "
+          "plugin silently. Name the file by path (plugin = \"" + found +
+          "\") or list its directory in the manifest's plugin_path");
+  }
+}
+
 const char* str_or_empty(const char* s) { return s ? s : ""; }
 
 // The core's error sink for calls into the plugin.
@@ -764,6 +810,7 @@ std::shared_ptr<LoadedPlugin> PluginRegistry::open_plugin_table(
   loaded->plugin = module;
   try {
     loaded->info = module->info();
+    loaded->bpf_object = module->bpf_object();
   } catch (const std::exception& e) {
     throw PluginLoadError(key + ": " + e.what());
   }

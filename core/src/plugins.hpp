@@ -207,6 +207,9 @@ struct LoadedPlugin {
   ApiVersion api{};
   PluginInfo info;
   std::shared_ptr<PluginModule> plugin;
+  // The plugin's BPF object, asked for once: it lives in the plugin's
+  // mapping, which stays (RTLD_NODELETE) for the life of the process.
+  std::span<const std::byte> bpf_object;
 };
 
 class PluginRegistry {

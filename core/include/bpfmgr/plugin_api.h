@@ -344,7 +344,9 @@ typedef struct bpfmgr_plugin_api {
 
   /* ---- required */
   int (*get_info)(bpfmgr_plugin_info *info, bpfmgr_error *err);
-  /* The embedded BPF ELF object (e.g. NAME_bpf__elf_bytes()). */
+  /* The embedded BPF ELF object (e.g. NAME_bpf__elf_bytes()). The core
+   * asks once, when it loads the plugin, and keeps the pointer: the bytes
+   * must stay valid and unchanged while the plugin is loaded. */
   int (*get_bpf_object)(const void **data, size_t *size, bpfmgr_error *err);
 
   /* ---- optional: NULL means "nothing to do" / "none" */

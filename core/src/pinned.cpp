@@ -146,7 +146,8 @@ std::string kernel_drift(const InstancePaths& dir, const InstanceState& s) {
   for (auto& l : s.links) {
     std::optional<std::uint32_t> prog_id;
     if (auto it = pinned_ids.find(l.prog); it != pinned_ids.end()) prog_id = it->second;
-    if (auto why = link_problem(dir, l, prog_id); !why.empty()) return "link " + l.name + ": " + why;
+    if (auto why = link_problem(dir, l, prog_id); !why.empty())
+      return "link " + l.name + ": " + why;
   }
   for (auto& a : s.map_attachments) {
     Fd map(bpf_obj_get(a.map_pin.c_str()));

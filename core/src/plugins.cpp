@@ -76,7 +76,7 @@ void check_env_shadowing(const std::string& name, const std::string& found,
   for (auto& d : builtin_dirs) from_env &= (d != found_dir);
   if (!from_env) return;
   for (auto& d : builtin_dirs) {
-    auto builtin = fs::path(d) / ("bpfmgr-" + name + ".so");
+    auto builtin = fs::path(d) / (kFilePrefix + name + kFileSuffix);
     std::error_code ec;
     if (fs::exists(builtin, ec))
       throw PluginTrustError(

@@ -6,8 +6,8 @@
 
 #include <cerrno>
 #include <cstring>
-#include <memory>
 #include <filesystem>
+#include <memory>
 #include <vector>
 
 #include <bpfmgr/plugin.hpp>

@@ -758,48 +758,45 @@ TEST(KernelDrift, LinksDetachedByHandAreSeenAndRepaired) {
   EXPECT_TRUE(contains(r.out, "nothing to do")) << r.out;
 }
 
-TEST(KernelDrift, ProgramPinSwappedByHandIsSeenAndRepaired) {
-  PinRoot root;
+// Loads instances a and b of the counter plugin, moves b's pin `pin` (a
+// path under the instance directory) over a's, and checks that status
+// reports each instance's drift and that the next load repairs both.
+void expect_swapped_pin_is_drift_and_repaired(const PinRoot& root, const std::string& pin,
+                                              const std::string& drift_of_a,
+                                              const std::string& drift_of_b) {
   auto manifest = write_temp_file(header(root.path()) + counter_instance("a", 1) +
                                   counter_instance("b", 2));
   ASSERT_EQ(run_bpfmgr({"load", manifest}).exit_code, 0);
-  // b's program now sits where a's was: same name, another program.
-  ASSERT_EQ(::rename((root.path() + "/b/progs/count_getppid").c_str(),
-                     (root.path() + "/a/progs/count_getppid").c_str()), 0);
+  ASSERT_EQ(::rename((root.path() + "/b/" + pin).c_str(), (root.path() + "/a/" + pin).c_str()),
+            0);
   auto st = status_of(root.path());
   ASSERT_EQ(st["instances"].size(), 2u);
-  EXPECT_TRUE(contains(st["instances"][0].value("drift", ""), "not the one loaded"))
+  EXPECT_TRUE(contains(st["instances"][0].value("drift", ""), drift_of_a))
       << st["instances"][0].dump(2);
-  EXPECT_TRUE(contains(st["instances"][1].value("drift", ""), "missing"))
+  EXPECT_TRUE(contains(st["instances"][1].value("drift", ""), drift_of_b))
       << st["instances"][1].dump(2);
   auto r = run_bpfmgr({"load", manifest});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.err, "repaired: a")) << r.err;
   EXPECT_TRUE(contains(r.err, "repaired: b")) << r.err;
   EXPECT_EQ(Kernel::disagreement(root.path()), "");
-  st = status_of(root.path());
+}
+
+TEST(KernelDrift, ProgramPinSwappedByHandIsSeenAndRepaired) {
+  PinRoot root;
+  // b's program sits where a's was: same name, another program.
+  expect_swapped_pin_is_drift_and_repaired(root, "progs/count_getppid", "not the one loaded",
+                                           "missing");
+  if (HasFatalFailure()) return;
+  auto st = status_of(root.path());
   EXPECT_EQ(st["instances"][0]["programs"][0]["tag"].get<std::string>().size(), 16u);
 }
 
 TEST(KernelDrift, LinkPinSwappedByHandIsSeenAndRepaired) {
   PinRoot root;
-  auto manifest = write_temp_file(header(root.path()) + counter_instance("a", 1) +
-                                  counter_instance("b", 2));
-  ASSERT_EQ(run_bpfmgr({"load", manifest}).exit_code, 0);
-  // b's link now sits where a's was: a live link, running b's program.
-  ASSERT_EQ(::rename((root.path() + "/b/links/count_getppid").c_str(),
-                     (root.path() + "/a/links/count_getppid").c_str()), 0);
-  auto st = status_of(root.path());
-  ASSERT_EQ(st["instances"].size(), 2u);
-  EXPECT_TRUE(contains(st["instances"][0].value("drift", ""), "the link runs program id"))
-      << st["instances"][0].dump(2);
-  EXPECT_TRUE(contains(st["instances"][1].value("drift", ""), "link pin is missing"))
-      << st["instances"][1].dump(2);
-  auto r = run_bpfmgr({"load", manifest});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_TRUE(contains(r.err, "repaired: a")) << r.err;
-  EXPECT_TRUE(contains(r.err, "repaired: b")) << r.err;
-  EXPECT_EQ(Kernel::disagreement(root.path()), "");
+  // b's link sits where a's was: a live link, running b's program.
+  expect_swapped_pin_is_drift_and_repaired(root, "links/count_getppid",
+                                           "the link runs program id", "link pin is missing");
 }
 
 // ------------------------------------------------------------------ signals

@@ -269,8 +269,11 @@ KernelRequirements check_kernel_requirements(
 namespace {
 
 // Step 1: the instance's plugin, found on the search path and trusted.
-std::shared_ptr<LoadedPlugin> resolve_plugin(const InstanceSpec& spec, const Manifest& m,
-                                             PluginRegistry& registry, Diagnostics& d) {
+// `available`: the plugins on the search path, listed (a scan of every
+// directory) the first time a plugin is not found, for the hint.
+std::shared_ptr<LoadedPlugin> resolve_plugin(
+    const InstanceSpec& spec, const Manifest& m, PluginRegistry& registry,
+    std::optional<std::vector<std::string>>& available, Diagnostics& d) {
   std::shared_ptr<LoadedPlugin> plugin;
   try {
     plugin = registry.load(spec.plugin, m.dir, spec.sha256);
@@ -278,14 +281,14 @@ std::shared_ptr<LoadedPlugin> resolve_plugin(const InstanceSpec& spec, const Man
     d.error(spec.plugin_pos, e.what());  // found, but refused: no "did you mean"
     return nullptr;
   } catch (const PluginLoadError& e) {
-    // The plugins on the search path, for the hint only: a scan of every
-    // directory, made when a plugin is not found.
-    std::vector<std::string> available;
-    for (auto& [name, path] : registry.discover()) available.push_back(name);
-    auto hint = did_you_mean(spec.plugin, available);
-    if (hint.empty() && !available.empty()) {
+    if (!available) {
+      available.emplace();
+      for (auto& [name, path] : registry.discover()) available->push_back(name);
+    }
+    auto hint = did_you_mean(spec.plugin, *available);
+    if (hint.empty() && !available->empty()) {
       hint = "available plugins:";
-      for (auto& a : available) hint += " " + a;
+      for (auto& a : *available) hint += " " + a;
     }
     d.error(spec.plugin_pos, e.what(), hint);
     return nullptr;
@@ -381,10 +384,11 @@ void check_with_plugin(ResolvedInstance& r, const TypedOptions& typed, Diagnosti
 // One enabled instance: its plugin, typed options, the plugin's checks.
 std::optional<ResolvedInstance> resolve_instance(const InstanceSpec& spec, const Manifest& m,
                                                  PluginRegistry& registry,
+                                                 std::optional<std::vector<std::string>>& available,
                                                  Diagnostics& d) {
   ResolvedInstance r;
   r.spec = &spec;
-  r.plugin = resolve_plugin(spec, m, registry, d);
+  r.plugin = resolve_plugin(spec, m, registry, available, d);
   if (!r.plugin) return std::nullopt;
   r.input_fingerprint = input_fingerprint(spec, m, r.plugin->path, r.plugin->id);
   std::vector<OptionSpec> schema;
@@ -475,12 +479,13 @@ std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
 
   out.registry = &registry;
   std::map<std::string, ResolvedInstance> by_name;
+  std::optional<std::vector<std::string>> available;  // listed on the first miss
   for (auto& spec : m.instances) {
     // Instances already reported as malformed or duplicate are skipped.
     if (!spec.enabled || spec.name.empty() || spec.plugin.empty() ||
         by_name.count(spec.name))
       continue;
-    if (auto r = resolve_instance(spec, m, registry, d))
+    if (auto r = resolve_instance(spec, m, registry, available, d))
       by_name[spec.name] = std::move(*r);
   }
   check_shared_map_names(by_name, d);

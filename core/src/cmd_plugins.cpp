@@ -9,6 +9,7 @@
 
 #include "commands.hpp"
 #include "kernel_features.hpp"
+#include "object_spec.hpp"
 #include "plugin_trust.hpp"
 #include "plugins.hpp"
 #include "record_json.hpp"
@@ -20,10 +21,12 @@ namespace {
 
 // What kernel_requirements() says for `options` on this kernel: usable, the
 // needs it lacks (worded as validate words them) and the simpler forms.
-nlohmann::json kernel_answer(const LoadedPlugin& plugin, const Options& options) {
+nlohmann::json kernel_answer(const LoadedPlugin& plugin, const Options& options,
+                             const std::optional<ObjectSpec>& object) {
   nlohmann::json out;
   try {
-    auto req = kernel_requirements_of(plugin, options, KernelFeatures::running());
+    auto req = kernel_requirements_of(plugin, options, object ? &*object : nullptr,
+                                      KernelFeatures::running());
     auto& unmet = out["unmet"] = nlohmann::json::array();
     for (auto& n : req.needs) {
       if (n.met) continue;
@@ -90,7 +93,8 @@ nlohmann::json kernel_usability(const LoadedPlugin& plugin,
     k["needs_options"] = required;
     return k;
   }
-  k["defaults"] = kernel_answer(plugin, Options(defaults));
+  auto object = plugin_object_spec(plugin);
+  k["defaults"] = kernel_answer(plugin, Options(defaults), object);
   auto& per_option = k["options"] = nlohmann::json::object();
   for (auto& o : schema) {
     std::vector<OptionValue> values;
@@ -104,7 +108,7 @@ nlohmann::json kernel_usability(const LoadedPlugin& plugin,
     for (auto& v : values) {
       auto with = defaults;
       with[o.name] = v;
-      auto answer = kernel_answer(plugin, Options(with));
+      auto answer = kernel_answer(plugin, Options(with), object);
       answer["value"] = option_value_json(v);
       list.push_back(std::move(answer));
     }

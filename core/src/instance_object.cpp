@@ -49,19 +49,22 @@ BpfObject open_plugin_object(const LoadedPlugin& plugin, std::string* log) {
   return obj;
 }
 
-void InstanceObject::prepare() {
+void InstanceObject::open() {
   std::string log;
-  obj_ = open_plugin_object(*r_.plugin, &log);
+  obj_ = open_plugin_object(*plugin_file_, &log);
   if (!obj_)
     fail("libbpf cannot open the BPF object: " + errno_text(errno) + "\n" +
          verifier_log_tail(log, "", 10));
+}
+
+void InstanceObject::prepare() {
   try {
-    plugin_ = r_.plugin->plugin->create(*this);
+    plugin_ = plugin_file_->plugin->create(*this);
   } catch (const std::exception& e) {
     fail(e.what());
   }
   phase_ = Phase::BeforeLoad;
-  hook("before_load", &PluginInstance::before_load);
+  run_hook("before_load", &PluginInstance::before_load);
 }
 
 void InstanceObject::set_global(std::string_view var, const void* data,

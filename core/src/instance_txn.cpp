@@ -46,7 +46,7 @@ std::string failing_program(const std::string& captured) {
 void InstanceTxn::bind_maps() {
   std::set<std::string> shared;
   for (auto& share : r_.spec->maps) {
-    auto* map = find_map(share.map);
+    auto* map = object_->find_map(share.map);
     int fd = lookup_(share.instance, share.remote_map);
     auto def = loaded_map_spec(fd);
     if (!def) fail("cannot inspect map '" + share.remote_map + "' of instance '" +
@@ -61,7 +61,7 @@ void InstanceTxn::bind_maps() {
                                 layout_.instance(share.instance).map(share.remote_map)});
   }
   bpf_map* map;
-  bpf_object__for_each_map(map, obj_.get()) {
+  bpf_object__for_each_map(map, object_->object()) {
     if (bpf_map__is_internal(map)) continue;
     std::string name = bpf_map__name(map);
     if (shared.count(name)) continue;
@@ -84,7 +84,7 @@ void InstanceTxn::bind_maps() {
 
 void InstanceTxn::load_object() {
   LibbpfLogCapture capture;
-  if (bpf_object__load(obj_.get()) == 0) {
+  if (bpf_object__load(object_->object()) == 0) {
     if (!capture.text().empty())
       spdlog::debug("libbpf while loading {}:\n{}", r_.spec->name, capture.text());
     return;
@@ -113,11 +113,11 @@ void InstanceTxn::pin_objects() {
   for (auto& name : new_.maps) {
     if (reused_maps_.count(name)) continue;
     auto path = staging_.map(name);
-    if (bpf_obj_pin(bpf_map__fd(find_map(name)), path.c_str()) != 0)
+    if (bpf_obj_pin(bpf_map__fd(object_->find_map(name)), path.c_str()) != 0)
       fail("cannot pin map '" + name + "': " + errno_text(errno));
   }
   bpf_program* p;
-  bpf_object__for_each_program(p, obj_.get()) {
+  bpf_object__for_each_program(p, object_->object()) {
     if (!bpf_program__autoload(p)) continue;
     std::string name = bpf_program__name(p);
     auto path = staging_.prog(name);
@@ -153,26 +153,25 @@ void InstanceTxn::stage() {
   new_.options = options_to_json(r_.options);
   new_.degraded = r_.kernel.degraded;
 
-  prepare();
   bind_maps();
   check_cancel_();
   load_object();
   check_cancel_();
-  phase_ = Phase::Loaded;
-  hook("after_load", &PluginInstance::after_load);
+  object_->set_phase(InstanceObject::Phase::Loaded);
+  object_->run_hook("after_load", &PluginInstance::after_load);
   if (lo_.dry_run) return;
 
   pin_objects();
   check_cancel_();
-  phase_ = Phase::Attach;
-  hook("attach", &PluginInstance::attach);
+  object_->set_phase(InstanceObject::Phase::Attach);
+  object_->run_hook("attach", &PluginInstance::attach);
   bpf_program* p;
-  bpf_object__for_each_program(p, obj_.get()) {
+  bpf_object__for_each_program(p, object_->object()) {
     if (bpf_program__autoload(p) && !attached_.count(bpf_program__name(p)))
       attach_auto(bpf_program__name(p), false);
   }
-  phase_ = Phase::AfterAttach;
-  hook("after_attach", &PluginInstance::after_attach);
+  object_->set_phase(InstanceObject::Phase::AfterAttach);
+  object_->run_hook("after_attach", &PluginInstance::after_attach);
   new_.complete = true;
   write_state(staging_.state(), new_);
 }
@@ -211,14 +210,13 @@ void InstanceTxn::pin_link_fd(int fd, const std::string& name) {
 
 void InstanceTxn::attach_cgroup(std::string_view prog_name,
                                 const std::string& cgroup_path) {
-  require(Phase::Attach, "attach_cgroup");
   std::string prog(prog_name);
-  auto* p = find_prog(prog);
+  auto* p = object_->find_prog(prog);
   // The rule validate checked the option by (<bpfmgr/cgroup.hpp>), and the
   // directory it checked is the one attached to.
   Cgroup cgroup;
   int cg_fd = -1;
-  if (auto why = resolve_cgroup(cgroup_path, cgroup, &cg_fd, cgroup2_root()); !why.empty())
+  if (auto why = resolve_cgroup(cgroup_path, cgroup, &cg_fd, object_->cgroup2_root()); !why.empty())
     fail(why);
   Fd cg(cg_fd);
   const std::string& path = cgroup.path;
@@ -244,10 +242,9 @@ void InstanceTxn::attach_cgroup(std::string_view prog_name,
 void InstanceTxn::attach_map(std::string_view prog_name, std::string_view map,
                              std::uint32_t attach_type_raw) {
   auto attach_type = static_cast<bpf_attach_type>(attach_type_raw);
-  require(Phase::Attach, "attach_map");
   std::string prog(prog_name);
-  auto* p = find_prog(prog);
-  int map_fd = bpf_map__fd(find_map(map));
+  auto* p = object_->find_prog(prog);
+  int map_fd = bpf_map__fd(object_->find_map(map));
   auto type_str = libbpf_bpf_attach_type_str(attach_type);
   std::string target =
       "map:" + std::string(map) + " (" + (type_str ? type_str : "?") + ")";
@@ -287,9 +284,8 @@ void InstanceTxn::attach_map(std::string_view prog_name, std::string_view map,
 }
 
 bool InstanceTxn::attach_auto(std::string_view prog_name, bool optional) {
-  require(Phase::Attach, "attach_auto");
   std::string prog(prog_name);
-  auto* p = find_prog(prog);
+  auto* p = object_->find_prog(prog);
   if (!bpf_program__autoload(p)) return false;
   std::string target = bpf_program__section_name(p);
   auto name = link_name(prog);
@@ -346,7 +342,7 @@ void InstanceTxn::rollback(std::vector<std::string>& errors) noexcept {
   if (staging_created_) remove_owned_dir(staging_, errors);
   links_.clear();  // unpinned links detach as their last fd closes
   link_fds_.clear();
-  obj_.reset();
+  object_->close();
 }
 
 }  // namespace bpfmgr

@@ -1,8 +1,7 @@
-// One instance's part of a load transaction (loader.hpp): open the BPF
-// object, run the plugin's hooks, bind shared and kept maps, load, pin into
-// the staging directory, attach; then commit it into place or roll it back.
-// It is the instance's prepared object (instance_object.hpp) going on, and
-// the HostContext the plugin's later hooks see.
+// One instance's part of a load transaction (loader.hpp): on the object
+// resolve prepared (instance_object.hpp), bind shared and kept maps, load,
+// run the plugin's hooks, pin into the staging directory, attach; then
+// commit it into place or roll it back.
 #pragma once
 
 #include <bpf/libbpf.h>
@@ -30,25 +29,33 @@ namespace bpfmgr {
 using SharedMapLookup =
     std::function<int(const std::string& instance, const std::string& map)>;
 
-// One instance's part of a load transaction; also the context its plugin's
-// hooks see (through the C ABI's context table).
-class InstanceTxn final : public InstanceObject {
+// One instance's part of a load transaction, on the instance's prepared
+// object (which it closes when it ends); the attachments its plugin's
+// attach() asks the object for are made here.
+class InstanceTxn final : public InstanceAttacher {
  public:
-  InstanceTxn(const ResolvedInstance& r, const Manifest& m, const PinLayout& layout,
-              std::optional<InstanceState> old, const LoadOptions& lo,
-              SharedMapLookup lookup, std::string config_hash,
+  InstanceTxn(const ResolvedInstance& r, std::shared_ptr<InstanceObject> object,
+              const Manifest& m, const PinLayout& layout, std::optional<InstanceState> old,
+              const LoadOptions& lo, SharedMapLookup lookup, std::string config_hash,
               std::function<void()> check_cancel)
-      : InstanceObject(r, layout),
+      : r_(r),
+        object_(std::move(object)),
         config_hash_(std::move(config_hash)),
         manifest_(m),
+        layout_(layout),
+        final_(layout.instance(r.spec->name)),
         old_(std::move(old)),
         lo_(lo),
         lookup_(std::move(lookup)),
         check_cancel_(std::move(check_cancel)),
-        staging_(layout.staging(r.spec->name)) {}
+        staging_(layout.staging(r.spec->name)) {
+    object_->begin_load(*this);
+  }
+  ~InstanceTxn() { object_->close(); }
+  InstanceTxn(const InstanceTxn&) = delete;
+  InstanceTxn& operator=(const InstanceTxn&) = delete;
 
-  ~InstanceTxn() override = default;
-
+  const std::string& instance_name() const { return r_.spec->name; }
   void stage();
   void commit();
   // Appends what it could not undo to `errors`.
@@ -56,24 +63,15 @@ class InstanceTxn final : public InstanceObject {
 
   // Map fd of this (staged) instance, for instances sharing its maps.
   int own_map_fd(const std::string& map) const {
-    auto* m = bpf_object__find_map_by_name(obj_.get(), map.c_str());
+    auto* m = bpf_object__find_map_by_name(object_->object(), map.c_str());
     return m ? bpf_map__fd(m) : -1;
   }
   bool recreated_map(const std::string& map) const {
     return old_ && !reused_maps_.count(map);
   }
 
-  // ---- HostContext, once loaded
-  int map_fd(std::string_view map) const override {
-    require_loaded("map_fd");
-    return bpf_map__fd(find_map(map));
-  }
-  int prog_fd(std::string_view prog) const override {
-    require_loaded("prog_fd");
-    return bpf_program__fd(find_prog(prog));
-  }
-  void attach_cgroup(std::string_view prog,
-                     const std::string& cgroup_path) override;
+  // ---- InstanceAttacher (phase checked by the object)
+  void attach_cgroup(std::string_view prog, const std::string& cgroup_path) override;
   void attach_map(std::string_view prog, std::string_view map,
                   std::uint32_t attach_type) override;
   bool attach_auto(std::string_view prog, bool optional) override;
@@ -96,8 +94,14 @@ class InstanceTxn final : public InstanceObject {
   void load_object();
   void pin_objects();
 
+  [[noreturn]] void fail(const std::string& what) const { object_->fail(what); }
+
+  const ResolvedInstance& r_;
+  std::shared_ptr<InstanceObject> object_;
   std::string config_hash_;
   const Manifest& manifest_;
+  const PinLayout& layout_;
+  InstancePaths final_;
   std::optional<InstanceState> old_;
   const LoadOptions& lo_;
   SharedMapLookup lookup_;

@@ -130,8 +130,30 @@ std::optional<InstanceState> previous_state(const std::string& name, const PinLa
   return std::nullopt;
 }
 
-// Step 2: every changed instance staged (opened, loaded, pinned in its
-// staging directory, attached); unchanged ones are left alone.
+// The instance's object as resolve prepared it, or, when an earlier load
+// of the same resolve (serve applies one many times) closed it, prepared
+// again: before_load sees the kernel of this load.
+std::shared_ptr<InstanceObject> object_for_load(const ResolvedInstance& r, const Manifest& m) {
+  if (r.object && r.object->ready_for_load()) return r.object;
+  auto object = std::make_shared<InstanceObject>(*r.spec, r.plugin, r.options, m.pin_root);
+  object->open();
+  object->prepare();
+  return object;
+}
+
+// Every prepared object of the resolve closed when the load ends, those of
+// unchanged instances too: none outlives its load (a later load prepares
+// its own), and what a load took holds no kernel object after it.
+struct ClosePreparedObjects {
+  const ResolvedManifest& rm;
+  ~ClosePreparedObjects() {
+    for (auto& r : rm.instances)
+      if (r.object) r.object->close();
+  }
+};
+
+// Step 2: every changed instance staged (loaded, pinned in its staging
+// directory, attached); unchanged ones are left alone.
 void stage_changed(const ResolvedManifest& rm, const LoadOptions& lo, const PinLayout& layout,
                    const ObservedPinRoot& seen, Staging& s,
                    const std::function<void()>& check_cancel, LoadReport& report) {
@@ -170,8 +192,8 @@ void stage_changed(const ResolvedManifest& rm, const LoadOptions& lo, const PinL
     }
     if (old && !old->complete) old.reset();
     bool is_update = old.has_value();
-    auto txn = std::make_unique<InstanceTxn>(r, m, layout, std::move(old), lo, lookup,
-                                             std::move(hash), check_cancel);
+    auto txn = std::make_unique<InstanceTxn>(r, object_for_load(r, m), m, layout, std::move(old),
+                                             lo, lookup, std::move(hash), check_cancel);
     s.staged[name] = txn.get();
     s.txns.push_back(std::move(txn));
     s.txns.back()->stage();
@@ -276,6 +298,7 @@ Interrupted::Interrupted(int sig)
       signal(sig) {}
 
 LoadReport load_manifest(const ResolvedManifest& rm, const LoadOptions& lo) {
+  ClosePreparedObjects close_prepared{rm};
   LoadReport report;
   ensure_load_filesystems();
   if (auto why = pin_root_problem(rm.manifest.pin_root); !why.empty())

@@ -5,8 +5,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <map>
-#include <mutex>
 
 #include "handles.hpp"
 #include "plugins.hpp"
@@ -83,27 +81,10 @@ std::string map_mismatch(const MapSpec& mine, const MapSpec& theirs) {
   return {};
 }
 
-namespace {
-
-std::optional<ObjectSpec> read_plugin_object_spec(const LoadedPlugin& p) {
+std::optional<ObjectSpec> plugin_object_spec(const LoadedPlugin& p) {
   auto obj = open_plugin_object(p);
   if (!obj) return std::nullopt;
   return object_spec(obj.get());
-}
-
-}  // namespace
-
-// The same bytes for as long as the plugin file has the same content: not
-// opened once per instance (nor once per input when the fuzzer resolves
-// manifests in a loop).
-const std::optional<ObjectSpec>& plugin_object_spec(const LoadedPlugin& p) {
-  static std::mutex mu;
-  static std::map<std::string, std::optional<ObjectSpec>> cache;
-  std::lock_guard lock(mu);
-  auto key = p.path + "\n" + p.sha256;
-  auto it = cache.find(key);
-  if (it == cache.end()) it = cache.emplace(key, read_plugin_object_spec(p)).first;
-  return it->second;
 }
 
 }  // namespace bpfmgr

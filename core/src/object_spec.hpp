@@ -1,7 +1,6 @@
-// What a plugin's BPF object declares, as pure data (like cilium/ebpf's
-// CollectionSpec): read from an opened, never loaded, object. validate and
-// load check the same facts with the same rules on it, and no libbpf handle
-// travels between the stages that read it.
+// What a BPF object declares, as pure data: its maps and programs, read
+// from an opened, never loaded, object (an instance's, instance_object.hpp,
+// or a plugin's as built), and the one rule for a map that must be another.
 #pragma once
 
 #include <cstdint>
@@ -58,8 +57,9 @@ std::optional<MapSpec> loaded_map_spec(int fd);
 // entries, map flags), "mine vs theirs".
 std::string map_mismatch(const MapSpec& mine, const MapSpec& theirs);
 
-// A plugin's object as built, before any before_load: read once per plugin
-// file content (std::nullopt when libbpf cannot open it).
-const std::optional<ObjectSpec>& plugin_object_spec(const LoadedPlugin& plugin);
+// A plugin's object as built, before any before_load, for questions asked
+// without an instance (`bpfmgr plugins`); std::nullopt when libbpf cannot
+// open it. An instance's spec is its InstanceObject's (instance_object.hpp).
+std::optional<ObjectSpec> plugin_object_spec(const LoadedPlugin& plugin);
 
 }  // namespace bpfmgr

@@ -13,7 +13,7 @@
 #include "object_spec.hpp"
 #include "plugin_trust.hpp"
 #include "record_json.hpp"
-#include "shared_maps.hpp"
+#include "instance_object.hpp"
 
 namespace bpfmgr {
 
@@ -208,9 +208,8 @@ std::string option_value_text(const OptionValue& v) {
 }
 
 KernelRequirements kernel_requirements_of(const LoadedPlugin& plugin, const Options& options,
-                                          KernelFeatures& kernel) {
+                                          const ObjectSpec* object, KernelFeatures& kernel) {
   auto req = plugin.plugin->kernel_requirements(options, kernel);
-  const auto& object = plugin_object_spec(plugin);
   if (!object) return req;
   std::string programs;
   for (auto& p : object->programs)
@@ -226,13 +225,13 @@ KernelRequirements kernel_requirements_of(const LoadedPlugin& plugin, const Opti
 }
 
 KernelRequirements check_kernel_requirements(
-    const ResolvedInstance& r, const std::map<std::string, SourcePos>& key_pos,
-    KernelFeatures& kernel, Diagnostics& d) {
+    const ResolvedInstance& r, const ObjectSpec* object,
+    const std::map<std::string, SourcePos>& key_pos, KernelFeatures& kernel, Diagnostics& d) {
   const auto& spec = *r.spec;
   auto who = "instance '" + spec.name + "' (plugin " + r.plugin->info.name + "): ";
   KernelRequirements req;
   try {
-    req = kernel_requirements_of(*r.plugin, r.options, kernel);
+    req = kernel_requirements_of(*r.plugin, r.options, object, kernel);
   } catch (const std::exception& e) {
     d.error(spec.plugin_pos, who + e.what());
     return req;
@@ -358,8 +357,10 @@ TypedOptions type_options(const InstanceSpec& spec, const std::vector<OptionSpec
 
 // Step 3: the plugin's own validate() on the typed options, reported in the
 // same pass as the schema's errors (but not again for a key the schema
-// refused), then what the options need from this kernel.
-void check_with_plugin(ResolvedInstance& r, const TypedOptions& typed, Diagnostics& d) {
+// refused), then what the options and the object as built (`object`) need
+// from this kernel.
+void check_with_plugin(ResolvedInstance& r, const TypedOptions& typed, const ObjectSpec* object,
+                       Diagnostics& d) {
   const auto& spec = *r.spec;
   std::vector<OptionProblem> problems;
   try {
@@ -378,14 +379,40 @@ void check_with_plugin(ResolvedInstance& r, const TypedOptions& typed, Diagnosti
   // Checked before anything loads: what this kernel cannot run is an error
   // here, not a verifier or CO-RE failure at load.
   if (typed.refused.empty() && typed.recordable)
-    r.kernel = check_kernel_requirements(r, typed.key_pos, KernelFeatures::running(), d);
+    r.kernel =
+        check_kernel_requirements(r, object, typed.key_pos, KernelFeatures::running(), d);
 }
 
-// One enabled instance: its plugin, typed options, the plugin's checks.
+// Step 4: the instance's object opened once (step 3 reads it as built),
+// then, when nothing above found a problem with the instance, prepared by
+// its plugin's before_load: the spec validate checks and load takes. An
+// object left unprepared is kept for the shared maps' names.
+std::shared_ptr<InstanceObject> open_object(const ResolvedInstance& r, const Manifest& m,
+                                            Diagnostics& d) {
+  auto object = std::make_shared<InstanceObject>(*r.spec, r.plugin, r.options, m.pin_root);
+  try {
+    object->open();
+  } catch (const InstanceError& e) {
+    d.error(r.spec->plugin_pos, e.what());
+    return nullptr;
+  }
+  return object;
+}
+void prepare_object(const ResolvedInstance& r, InstanceObject& object, Diagnostics& d) {
+  try {
+    object.prepare();
+  } catch (const InstanceError& e) {
+    d.error(r.spec->plugin_pos, e.what());
+  }
+}
+
+// One enabled instance: its plugin, typed options, the plugin's checks,
+// its prepared object.
 std::optional<ResolvedInstance> resolve_instance(const InstanceSpec& spec, const Manifest& m,
                                                  PluginRegistry& registry,
                                                  std::optional<std::vector<std::string>>& available,
                                                  Diagnostics& d) {
+  auto errors_before = d.items().size();
   ResolvedInstance r;
   r.spec = &spec;
   r.plugin = resolve_plugin(spec, m, registry, available, d);
@@ -412,34 +439,51 @@ std::optional<ResolvedInstance> resolve_instance(const InstanceSpec& spec, const
             "shorten the long lists (e.g. ports, cidrs)");
     typed.recordable = false;
   }
-  if (typed.complete) check_with_plugin(r, typed, d);
-  if (!plugin_object_spec(*r.plugin))
-    d.error(spec.plugin_pos,
-            "plugin '" + spec.plugin + "' carries a BPF object libbpf cannot open");
+  r.object = open_object(r, m, d);
+  std::optional<ObjectSpec> as_built;
+  if (r.object) as_built = r.object->spec();
+  if (typed.complete) check_with_plugin(r, typed, as_built ? &*as_built : nullptr, d);
+  if (r.object && d.items().size() == errors_before) prepare_object(r, *r.object, d);
   return r;
 }
 
-// Shared maps: both sides must have the map. Their definitions are
-// compared once, after both plugins' before_load (shared_maps.hpp), by the
-// rule load applies to the kernel's map (object_spec.hpp).
-void check_shared_map_names(const std::map<std::string, ResolvedInstance>& by_name,
-                            Diagnostics& d) {
+// Shared maps: both sides must have the map, and once both plugins'
+// before_load ran, the sharer's must be the owner's by the rule load
+// applies to the kernel's map (map_mismatch, object_spec.hpp). validate,
+// load and serve all check here: a manifest that resolves cannot fail load
+// on a map mismatch.
+void check_shared_maps(const std::map<std::string, ResolvedInstance>& by_name,
+                       Diagnostics& d) {
+  std::map<std::string, ObjectSpec> specs;
+  auto spec_of = [&](const ResolvedInstance& r) -> const ObjectSpec* {
+    if (!r.object) return nullptr;  // it cannot be opened: reported
+    auto it = specs.find(r.spec->name);
+    if (it == specs.end()) it = specs.emplace(r.spec->name, r.object->spec()).first;
+    return &it->second;
+  };
   for (auto& [name, r] : by_name) {
-    auto& mine = plugin_object_spec(*r.plugin);
     for (auto& share : r.spec->maps) {
       auto owner = by_name.find(share.instance);
-      if (!mine || owner == by_name.end()) continue;
-      auto& theirs = plugin_object_spec(*owner->second.plugin);
-      if (!theirs) continue;
-      if (!mine->map(share.map)) {
+      if (owner == by_name.end()) continue;
+      auto* mine = spec_of(r);
+      auto* theirs = spec_of(owner->second);
+      if (!mine || !theirs) continue;
+      auto* a = mine->map(share.map);
+      auto* b = theirs->map(share.remote_map);
+      if (!a)
         d.error(share.pos, "instance '" + name + "' has no map '" + share.map + "' to share",
                 "its maps:" + mine->map_names());
-        continue;
-      }
-      if (!theirs->map(share.remote_map))
+      else if (!b)
         d.error(share.pos,
                 "instance '" + share.instance + "' has no map '" + share.remote_map + "'",
                 "its maps:" + theirs->map_names());
+      else if (!r.object->ready_for_load() || !owner->second.object->ready_for_load())
+        continue;  // not prepared: a problem of theirs is reported
+      else if (auto why = map_mismatch(*a, *b); !why.empty())
+        d.error(share.pos, "map '" + share.map + "' of instance '" + name +
+                               "' cannot be instance '" + share.instance + "''s map '" +
+                               share.remote_map + "': " + why +
+                               " (after both plugins' before_load)");
     }
   }
 }
@@ -488,17 +532,12 @@ std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
     if (auto r = resolve_instance(spec, m, registry, available, d))
       by_name[spec.name] = std::move(*r);
   }
-  check_shared_map_names(by_name, d);
+  check_shared_maps(by_name, d);
   if (auto& k = KernelFeatures::running(); k.answers_computed())
     spdlog::debug("kernel {}: {} feature(s) probed in {:.1f} ms", k.release(),
                   k.answers_computed(), k.probe_seconds() * 1e3);
   if (!d.empty()) return std::nullopt;
   if (!order_by_sharing(m, by_name, out.instances, d)) return std::nullopt;
-  // Shared maps compared with their final definitions (after both plugins'
-  // before_load), here for validate, load and serve alike: a manifest that
-  // resolves cannot fail load on a map mismatch.
-  for (auto& p : shared_map_problems(out)) d.error(p.pos, p.message);
-  if (!d.empty()) return std::nullopt;
   return out;
 }
 

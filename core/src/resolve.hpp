@@ -1,8 +1,9 @@
 // Second validation stage: each enabled instance's plugin is found and
 // loaded, its options are checked against the plugin's schema (and its own
-// validate()), and shared maps are checked to exist on both sides and, after
-// both plugins' before_load, to be the same map (shared_maps.hpp). Still
-// nothing touches the kernel.
+// validate()) and against the running kernel, its BPF object is opened and
+// prepared by the plugin's before_load (instance_object.hpp), and shared
+// maps are checked to exist on both sides and, after both plugins'
+// before_load, to be the same map. Nothing is loaded into the kernel.
 #pragma once
 
 #include <map>
@@ -15,9 +16,12 @@
 
 #include "diagnostics.hpp"
 #include "manifest.hpp"
+#include "object_spec.hpp"
 #include "plugins.hpp"
 
 namespace bpfmgr {
+
+class InstanceObject;
 
 struct ResolvedInstance {
   const InstanceSpec* spec = nullptr;
@@ -29,6 +33,10 @@ struct ResolvedInstance {
   KernelRequirements kernel;
   // input_fingerprint() of this instance, recorded at load.
   std::string input_fingerprint;
+  // The instance's object, opened once and prepared (its spec): the load
+  // that follows the resolve takes it; every load closes it when it ends,
+  // and a later load prepares a new one.
+  std::shared_ptr<InstanceObject> object;
 };
 
 // Instances point into `manifest`: move it, never copy it.
@@ -74,18 +82,19 @@ std::string option_value_text(const OptionValue& v);
 
 // What an instance of `plugin` with `options` needs from `kernel`: what the
 // plugin's kernel_requirements() declares, and the core's own need of its
-// BPF object (programs that attach through a perf event stay attached after
-// bpfmgr exits only as pinned perf_event links). validate, load and
-// `bpfmgr plugins` all ask here. Throws Error when the plugin's hook fails.
+// BPF object as built, `object` (programs that attach through a perf event
+// stay attached after bpfmgr exits only as pinned perf_event links; none
+// when the object cannot be read). validate, load and `bpfmgr plugins` all
+// ask here. Throws Error when the plugin's hook fails.
 KernelRequirements kernel_requirements_of(const LoadedPlugin& plugin, const Options& options,
-                                          KernelFeatures& kernel);
+                                          const ObjectSpec* object, KernelFeatures& kernel);
 
 // Asks the instance's plugin what its options need from `kernel`; each
 // unmet need becomes an error in `d` at the asking option's line (`key_pos`,
 // else the options table), worded with the option's value, the feature, the
 // kernel that has it, this kernel's release and the plugin's hint.
 KernelRequirements check_kernel_requirements(
-    const ResolvedInstance& r, const std::map<std::string, SourcePos>& key_pos,
-    KernelFeatures& kernel, Diagnostics& d);
+    const ResolvedInstance& r, const ObjectSpec* object,
+    const std::map<std::string, SourcePos>& key_pos, KernelFeatures& kernel, Diagnostics& d);
 
 }  // namespace bpfmgr

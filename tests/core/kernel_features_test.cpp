@@ -347,15 +347,21 @@ TEST(KernelRequirements, AMetricWithACoreLabelIsRefused) {
   EXPECT_EQ(before.diff_settled(kOurs), "");
 }
 
+// before_load runs while the manifest is resolved (the instance's spec is
+// built once, for validate and load alike): its failure is reported at the
+// instance's plugin line, by validate too, and nothing is loaded.
 TEST(KernelRequirements, RequireOutsideKernelRequirementsFailsTheHook) {
   auto before = KernelObjects::settled(kOurs);
   PinRoot root;
-  auto r = run_bpfmgr({"load", write_temp_file(test_manifest_header(root) +
-                                               instance("x", "misuse = true\n"))});
-  EXPECT_EQ(r.exit_code, 1) << r.err;
-  EXPECT_NE(r.err.find("before_load: require() is only allowed in kernel_requirements"),
-            std::string::npos)
-      << r.err;
+  auto file = write_temp_file(test_manifest_header(root) + instance("x", "misuse = true\n"));
+  for (const char* command : {"validate", "load"}) {
+    auto r = run_bpfmgr({command, file});
+    EXPECT_EQ(r.exit_code, 2) << command << ": " << r.err;
+    EXPECT_NE(r.err.find(":6:10: error: instance 'x' (plugin testkernel): before_load: "
+                         "require() is only allowed in kernel_requirements"),
+              std::string::npos)
+        << command << ": " << r.err;
+  }
   EXPECT_TRUE(pins_under(root.path()).empty());
   EXPECT_EQ(before.diff_settled(kOurs), "");
 }

@@ -519,6 +519,48 @@ TEST_F(Loader, SharedMapTypeMismatchIsOneCheckForValidateAndLoad) {
   EXPECT_FALSE(fs::exists(root.path()));
 }
 
+// An instance's object is opened and prepared once per load: the spec
+// resolve builds (before_load run, shared maps compared on it) is the
+// object the load turns into kernel objects, for an owner and a sharer
+// alike; validate prepares each once too, and a reload with nothing to do
+// none. The sharer gets the owner's map as before_load sized it.
+TEST_F(Loader, EachInstanceIsPreparedOncePerLoad) {
+  PinRoot root;
+  auto instance = [](const std::string& name) {
+    return "\n[[instance]]\nname = \"" + name +
+           "\"\nplugin = \"testmarker\"\n[instance.options]\ntgid = 1\nmax_entries = 7\n";
+  };
+  auto file = write_temp_file(test_manifest_header(root) + instance("owner") + instance("user") +
+                              "[instance.maps]\nstats = { instance = \"owner\", map = \"stats\" }\n");
+  auto count = [](const std::string& text, const std::string& part) {
+    std::size_t n = 0;
+    for (auto at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++n;
+    return n;
+  };
+  auto v = run_bpfmgr({"validate", "--log-level", "info", file});
+  ASSERT_EQ(v.exit_code, 0) << v.err;
+  EXPECT_EQ(count(v.err, "owner: before_load"), 1u) << v.err;
+  EXPECT_EQ(count(v.err, "user: before_load"), 1u) << v.err;
+
+  auto r = run_bpfmgr({"load", "--log-level", "info", file});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(count(r.err, "owner: before_load"), 1u) << r.err;
+  EXPECT_EQ(count(r.err, "user: before_load"), 1u) << r.err;
+  auto owner_map = root.path() + "/owner/maps/stats";
+  auto map = bpftool_json({"map", "show", "pinned", owner_map});
+  EXPECT_EQ(map["max_entries"], 7) << map.dump();
+  auto user = bpftool_json({"prog", "show", "pinned", root.path() + "/user/progs/count_getppid"});
+  auto ids = user["map_ids"].get<std::vector<std::uint32_t>>();
+  EXPECT_NE(std::find(ids.begin(), ids.end(), map["id"].get<std::uint32_t>()), ids.end())
+      << user.dump();
+
+  auto again = run_bpfmgr({"load", "--log-level", "info", file});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(count(again.err, "before_load"), 0u) << again.err;
+  EXPECT_NE(again.out.find("all 2 instance(s) are loaded and unchanged"), std::string::npos)
+      << again.out;
+}
+
 TEST_F(Loader, InstancesDroppedFromTheManifestAreUnpinned) {
   PinRoot root;
   auto path = write_temp_file(test_manifest_header(root) + counter_instance("a", 1) +

@@ -48,6 +48,9 @@ class TestCountPlugin final : public bpfmgr::Plugin {
 #ifdef TESTCOUNT_DEP
     if (bpfmgr_testdep_value() != 42) throw std::runtime_error("testdep is not itself");
 #endif
+#ifdef TESTCOUNT_BEFORE_UNPIN
+    bpfmgr::log_info(ctx.instance_name() + ": before_load");  // counted by the loader tests
+#endif
     ctx.set_global("target_tgid", static_cast<std::uint32_t>(ctx.options().get_int("tgid")));
     ctx.set_max_entries("stats", static_cast<std::uint32_t>(ctx.options().get_int("max_entries")));
   }

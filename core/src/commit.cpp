@@ -33,6 +33,26 @@ std::uint32_t prog_id_of_fd(int fd) {
 
 }  // namespace
 
+void commit_instances(const PinLayout& layout, const std::string& manifest_path,
+                      const std::vector<StagedInstance>& staged,
+                      std::vector<std::string>& errors) {
+  if (staged.empty()) return;
+  Journal journal;
+  for (auto& s : staged) journal.committing.push_back(s.name);
+  journal.manifest_path = manifest_path;
+  journal.pid = ::getpid();
+  write_journal(layout.journal(), journal);
+  for (auto& s : staged) {
+    try {
+      commit_staged(layout, s.name, s.staged, s.old);
+    } catch (const std::exception& e) {
+      errors.push_back(e.what());
+    }
+  }
+  if (errors.empty() && ::unlink(layout.journal().c_str()) != 0)
+    errors.push_back("cannot remove the journal " + layout.journal() + ": " + errno_text(errno));
+}
+
 void commit_staged(const PinLayout& layout, const std::string& name,
                    const InstanceState& staged, const std::optional<InstanceState>& old) {
   auto fin = layout.instance(name), stg = layout.staging(name);

@@ -16,6 +16,23 @@
 
 namespace bpfmgr {
 
+// One staged instance to commit: its name, the record staged with it and
+// the record of the version it replaces (none for a new instance).
+struct StagedInstance {
+  const std::string& name;
+  const InstanceState& staged;
+  const std::optional<InstanceState>& old;
+};
+
+// The commit of a load: the journal naming every instance in `staged`
+// (with the manifest's path) is written first, then each is moved into
+// place (commit_staged), then the journal is removed. What fails is
+// appended to `errors`, and the journal then stays for the next load or
+// unpin to finish.
+void commit_instances(const PinLayout& layout, const std::string& manifest_path,
+                      const std::vector<StagedInstance>& staged,
+                      std::vector<std::string>& errors);
+
 // Moves instance `name` from staging into place. A new instance is one
 // rename of the whole directory; an update renames maps, programs, links
 // (replacing a link pin detaches the old link), removes what `old` had and

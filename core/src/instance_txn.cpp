@@ -321,15 +321,6 @@ bool InstanceTxn::attach_auto(std::string_view prog_name, bool optional) {
   return true;
 }
 
-void InstanceTxn::commit() {
-  commit_staged(layout_, r_.spec->name, new_, old_);
-  // Committed: the pins hold every reference now.
-  links_.clear();
-  link_fds_.clear();
-  updated_links_.clear();
-  attachments_.clear();
-}
-
 void InstanceTxn::rollback(std::vector<std::string>& errors) noexcept {
   for (auto& u : updated_links_)
     if (bpf_link_update(u.link.get(), u.old_prog.get(), nullptr) != 0)

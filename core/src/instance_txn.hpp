@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "handles.hpp"
+#include "commit.hpp"
 #include "instance_object.hpp"
 #include "load_options.hpp"
 #include "object_spec.hpp"
@@ -57,7 +58,9 @@ class InstanceTxn final : public InstanceAttacher {
 
   const std::string& instance_name() const { return r_.spec->name; }
   void stage();
-  void commit();
+  // What the commit moves into place (commit.hpp). The fds this holds are
+  // released when it ends; once committed, the pins hold every reference.
+  StagedInstance staged() const { return {r_.spec->name, new_, old_}; }
   // Appends what it could not undo to `errors`.
   void rollback(std::vector<std::string>& errors) noexcept;
 

@@ -205,27 +205,16 @@ void stage_changed(const ResolvedManifest& rm, const LoadOptions& lo, const PinL
   check_cancel();
 }
 
-// Step 3: the staged instances committed together. The journal names every
-// instance about to be committed, so a crash at any rename is finished by
-// the next load or unpin; a signal only makes us say so.
-void commit_all(const Manifest& m, const PinLayout& layout, Staging& s,
+// Step 3: the staged instances committed together (commit.hpp): a crash at
+// any rename is finished by the next load or unpin; a signal only makes us
+// say so.
+void commit_all(const Manifest& m, const PinLayout& layout, const Staging& s,
                 std::vector<std::string>& errors) {
   if (s.txns.empty()) return;
-  Journal journal;
-  for (auto& t : s.txns) journal.committing.push_back(t->instance_name());
-  journal.manifest_path = m.absolute_path.empty() ? m.path : m.absolute_path;
-  journal.pid = ::getpid();
+  std::vector<StagedInstance> staged;
+  for (auto& t : s.txns) staged.push_back(t->staged());
   LoadSignals::begin_commit();
-  write_journal(layout.journal(), journal);
-  for (auto& t : s.txns) {
-    try {
-      t->commit();
-    } catch (const std::exception& e) {
-      errors.push_back(e.what());
-    }
-  }
-  if (errors.empty() && ::unlink(layout.journal().c_str()) != 0)
-    errors.push_back("cannot remove the journal " + layout.journal() + ": " + errno_text(errno));
+  commit_instances(layout, m.absolute_path.empty() ? m.path : m.absolute_path, staged, errors);
 }
 
 // Step 4: instances an earlier load of this manifest made that it no longer

@@ -63,8 +63,7 @@ void InstanceObject::prepare() {
   } catch (const std::exception& e) {
     fail(e.what());
   }
-  phase_ = Phase::BeforeLoad;
-  run_hook("before_load", &PluginInstance::before_load);
+  run_hook(Phase::BeforeLoad, "before_load", &PluginInstance::before_load);
 }
 
 void InstanceObject::set_global(std::string_view var, const void* data,

@@ -87,9 +87,10 @@ class InstanceObject final : public HostContext {
     phase_ = Phase::Closed;
   }
   bpf_object* object() const { return obj_.get(); }
-  void set_phase(Phase p) { phase_ = p; }
-  // Runs one of the plugin's hooks; its failure becomes an InstanceError.
-  void run_hook(const char* name, void (PluginInstance::*f)()) {
+  // Enters phase `p` and runs the plugin's hook of that phase; its failure
+  // becomes an InstanceError. The context's calls check the phase.
+  void run_hook(Phase p, const char* name, void (PluginInstance::*f)()) {
+    phase_ = p;
     try {
       (plugin_.get()->*f)();
     } catch (const PluginHookError& e) {

@@ -61,7 +61,7 @@ void InstanceTxn::bind_maps() {
                                 layout_.instance(share.instance).map(share.remote_map)});
   }
   bpf_map* map;
-  bpf_object__for_each_map(map, object_->object()) {
+  bpf_object__for_each_map(map, obj_) {
     if (bpf_map__is_internal(map)) continue;
     std::string name = bpf_map__name(map);
     if (shared.count(name)) continue;
@@ -84,7 +84,7 @@ void InstanceTxn::bind_maps() {
 
 void InstanceTxn::load_object() {
   LibbpfLogCapture capture;
-  if (bpf_object__load(object_->object()) == 0) {
+  if (bpf_object__load(obj_) == 0) {
     if (!capture.text().empty())
       spdlog::debug("libbpf while loading {}:\n{}", r_.spec->name, capture.text());
     return;
@@ -117,7 +117,7 @@ void InstanceTxn::pin_objects() {
       fail("cannot pin map '" + name + "': " + errno_text(errno));
   }
   bpf_program* p;
-  bpf_object__for_each_program(p, object_->object()) {
+  bpf_object__for_each_program(p, obj_) {
     if (!bpf_program__autoload(p)) continue;
     std::string name = bpf_program__name(p);
     auto path = staging_.prog(name);
@@ -157,21 +157,19 @@ void InstanceTxn::stage() {
   check_cancel_();
   load_object();
   check_cancel_();
-  object_->set_phase(InstanceObject::Phase::Loaded);
-  object_->run_hook("after_load", &PluginInstance::after_load);
+  object_->run_hook(InstanceObject::Phase::Loaded, "after_load", &PluginInstance::after_load);
   if (lo_.dry_run) return;
 
   pin_objects();
   check_cancel_();
-  object_->set_phase(InstanceObject::Phase::Attach);
-  object_->run_hook("attach", &PluginInstance::attach);
+  object_->run_hook(InstanceObject::Phase::Attach, "attach", &PluginInstance::attach);
   bpf_program* p;
-  bpf_object__for_each_program(p, object_->object()) {
+  bpf_object__for_each_program(p, obj_) {
     if (bpf_program__autoload(p) && !attached_.count(bpf_program__name(p)))
       attach_auto(bpf_program__name(p), false);
   }
-  object_->set_phase(InstanceObject::Phase::AfterAttach);
-  object_->run_hook("after_attach", &PluginInstance::after_attach);
+  object_->run_hook(InstanceObject::Phase::AfterAttach, "after_attach",
+                    &PluginInstance::after_attach);
   new_.complete = true;
   write_state(staging_.state(), new_);
 }

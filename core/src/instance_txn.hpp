@@ -51,6 +51,7 @@ class InstanceTxn final : public InstanceAttacher {
         check_cancel_(std::move(check_cancel)),
         staging_(layout.staging(r.spec->name)) {
     object_->begin_load(*this);
+    obj_ = object_->object();
   }
   ~InstanceTxn() { object_->close(); }
   InstanceTxn(const InstanceTxn&) = delete;
@@ -66,7 +67,7 @@ class InstanceTxn final : public InstanceAttacher {
 
   // Map fd of this (staged) instance, for instances sharing its maps.
   int own_map_fd(const std::string& map) const {
-    auto* m = bpf_object__find_map_by_name(object_->object(), map.c_str());
+    auto* m = bpf_object__find_map_by_name(obj_, map.c_str());
     return m ? bpf_map__fd(m) : -1;
   }
   bool recreated_map(const std::string& map) const {
@@ -101,6 +102,7 @@ class InstanceTxn final : public InstanceAttacher {
 
   const ResolvedInstance& r_;
   std::shared_ptr<InstanceObject> object_;
+  bpf_object* obj_ = nullptr;  // object_'s, until rollback() or the end closes it
   std::string config_hash_;
   const Manifest& manifest_;
   const PinLayout& layout_;

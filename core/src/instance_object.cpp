@@ -63,7 +63,12 @@ void InstanceObject::prepare() {
   } catch (const std::exception& e) {
     fail(e.what());
   }
-  run_hook(Phase::BeforeLoad, "before_load", &PluginInstance::before_load);
+  try {
+    run_hook(Phase::BeforeLoad, "before_load", &PluginInstance::before_load);
+  } catch (...) {
+    phase_ = Phase::Open;  // not prepared: no load takes it, no map is compared
+    throw;
+  }
 }
 
 void InstanceObject::set_global(std::string_view var, const void* data,

@@ -214,7 +214,8 @@ void InstanceTxn::attach_cgroup(std::string_view prog_name,
   // directory it checked is the one attached to.
   Cgroup cgroup;
   int cg_fd = -1;
-  if (auto why = resolve_cgroup(cgroup_path, cgroup, &cg_fd, object_->cgroup2_root()); !why.empty())
+  if (auto why = resolve_cgroup(cgroup_path, cgroup, &cg_fd, object_->cgroup2_root());
+      !why.empty())
     fail(why);
   Fd cg(cg_fd);
   const std::string& path = cgroup.path;

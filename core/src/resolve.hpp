@@ -33,9 +33,9 @@ struct ResolvedInstance {
   KernelRequirements kernel;
   // input_fingerprint() of this instance, recorded at load.
   std::string input_fingerprint;
-  // The instance's object, opened once and prepared (its spec): the load
-  // that follows the resolve takes it; every load closes it when it ends,
-  // and a later load prepares a new one.
+  // The instance's object, opened once and, in a manifest that resolves,
+  // prepared (its spec): the load that follows the resolve takes it; every
+  // load closes it when it ends, and a later load prepares a new one.
   std::shared_ptr<InstanceObject> object;
 };
 

@@ -530,8 +530,9 @@ TEST_F(Loader, EachInstanceIsPreparedOncePerLoad) {
     return "\n[[instance]]\nname = \"" + name +
            "\"\nplugin = \"testmarker\"\n[instance.options]\ntgid = 1\nmax_entries = 7\n";
   };
-  auto file = write_temp_file(test_manifest_header(root) + instance("owner") + instance("user") +
-                              "[instance.maps]\nstats = { instance = \"owner\", map = \"stats\" }\n");
+  auto share = "[instance.maps]\nstats = { instance = \"owner\", map = \"stats\" }\n";
+  auto file = write_temp_file(test_manifest_header(root) + instance("owner") +
+                              instance("user") + share);
   auto count = [](const std::string& text, const std::string& part) {
     std::size_t n = 0;
     for (auto at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++n;

@@ -89,13 +89,14 @@ PluginCallScope::~PluginCallScope() { t_active = outer_; }
 
 std::string crash_consequence(const std::string& hook, const std::string& instance) {
   std::string inst = instance.empty() ? "it" : "'" + instance + "'";
-  if (hook == "create" || hook == "destroy")
+  // create and before_load run while a manifest is resolved (validate
+  // too), and again inside a load when serve applies a resolve once more.
+  if (hook == "create" || hook == "before_load" || hook == "destroy")
     return "if a load was running, it had not committed: whatever it had staged (pins, and "
            "links that may already run) is left in the pin root's _staging- directory, "
            "which `bpfmgr status` shows, and the next `bpfmgr load` or `bpfmgr unpin` "
            "reverts it; otherwise nothing was changed";
-  if (hook == "before_load" || hook == "after_load" || hook == "attach" ||
-      hook == "after_attach")
+  if (hook == "after_load" || hook == "attach" || hook == "after_attach")
     return "the load had not committed: whatever it had staged for " + inst +
            " (pins, and links that may already run) is left in the pin root's "
            "_staging- directory, which `bpfmgr status` shows; the next `bpfmgr load` of "

@@ -22,6 +22,7 @@
 #include "object_spec.hpp"
 #include "pin_layout.hpp"
 #include "plugins.hpp"
+#include "resolve.hpp"
 
 namespace bpfmgr {
 
@@ -179,5 +180,15 @@ class InstanceObject final : public HostContext {
   // The plugin's state for this instance; made after the object is open.
   std::unique_ptr<PluginInstance> plugin_;
 };
+
+// A new object for resolved instance `r` under `pin_root`, opened (the one
+// place one is made: resolve's, and a later load's when the resolve's is
+// spent). Throws InstanceError; prepare() follows.
+inline std::shared_ptr<InstanceObject> open_instance_object(const ResolvedInstance& r,
+                                                            const std::string& pin_root) {
+  auto object = std::make_shared<InstanceObject>(*r.spec, r.plugin, r.options, pin_root);
+  object->open();
+  return object;
+}
 
 }  // namespace bpfmgr

@@ -57,7 +57,6 @@ class InstanceTxn final : public InstanceAttacher {
   InstanceTxn(const InstanceTxn&) = delete;
   InstanceTxn& operator=(const InstanceTxn&) = delete;
 
-  const std::string& instance_name() const { return r_.spec->name; }
   void stage();
   // What the commit moves into place (commit.hpp). The fds this holds are
   // released when it ends; once committed, the pins hold every reference.

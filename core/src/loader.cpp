@@ -135,8 +135,7 @@ std::optional<InstanceState> previous_state(const std::string& name, const PinLa
 // again: before_load sees the kernel of this load.
 std::shared_ptr<InstanceObject> object_for_load(const ResolvedInstance& r, const Manifest& m) {
   if (r.object && r.object->ready_for_load()) return r.object;
-  auto object = std::make_shared<InstanceObject>(*r.spec, r.plugin, r.options, m.pin_root);
-  object->open();
+  auto object = open_instance_object(r, m.pin_root);
   object->prepare();
   return object;
 }

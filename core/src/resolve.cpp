@@ -389,14 +389,12 @@ void check_with_plugin(ResolvedInstance& r, const TypedOptions& typed, const Obj
 // object left unprepared is kept for the shared maps' names.
 std::shared_ptr<InstanceObject> open_object(const ResolvedInstance& r, const Manifest& m,
                                             Diagnostics& d) {
-  auto object = std::make_shared<InstanceObject>(*r.spec, r.plugin, r.options, m.pin_root);
   try {
-    object->open();
+    return open_instance_object(r, m.pin_root);
   } catch (const InstanceError& e) {
     d.error(r.spec->plugin_pos, e.what());
     return nullptr;
   }
-  return object;
 }
 void prepare_object(const ResolvedInstance& r, InstanceObject& object, Diagnostics& d) {
   try {

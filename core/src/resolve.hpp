@@ -16,12 +16,12 @@
 
 #include "diagnostics.hpp"
 #include "manifest.hpp"
-#include "object_spec.hpp"
 #include "plugins.hpp"
 
 namespace bpfmgr {
 
 class InstanceObject;
+struct ObjectSpec;
 
 struct ResolvedInstance {
   const InstanceSpec* spec = nullptr;

@@ -231,26 +231,12 @@ std::string record_problem(const InstanceState& s, const std::string& state_path
   return "";
 }
 
-StateLookup lookup_state(const std::string& path) {
-  // A load rewrites an unchanged instance's record in place (its input
-  // fingerprint) under the pin root's lock, and an array map's value is
-  // copied without one: a reader that takes no lock (status, metrics) can
-  // see half of each. Such a read does not parse; the next one, a moment
-  // later, does.
-  RawRecord raw;
-  nlohmann::json j;
-  for (int attempt = 0;; ++attempt) {
-    raw = read_record(path);
-    if (raw.kind != StateLookup::Valid && raw.kind != StateLookup::Corrupt)
-      return {raw.kind, std::nullopt, raw.text_or_why};
-    if (raw.kind == StateLookup::Valid) {
-      j = nlohmann::json::parse(raw.text_or_why, nullptr, /*allow_exceptions=*/false);
-      if (!j.is_discarded()) break;
-    }
-    if (attempt == 4) break;
-    ::usleep(1000);
-  }
-  if (raw.kind != StateLookup::Valid) return {raw.kind, std::nullopt, raw.text_or_why};
+namespace {
+
+// What one read of the record says: its state when the text is a record
+// that can be trusted, else why not.
+StateLookup record_from_text(const std::string& text, const std::string& path) {
+  auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded())
     return {StateLookup::Corrupt, std::nullopt, "its state record is damaged: not JSON"};
   try {
@@ -267,6 +253,28 @@ StateLookup lookup_state(const std::string& path) {
   } catch (const std::exception& e) {
     return {StateLookup::Corrupt, std::nullopt,
             std::string("its state record is damaged: ") + e.what()};
+  }
+}
+
+}  // namespace
+
+StateLookup lookup_state(const std::string& path) {
+  // A load rewrites an unchanged instance's record in place (its input
+  // fingerprint) under the pin root's lock, and an array map's value is
+  // copied without one: a reader that takes no lock (status, metrics) can
+  // see half of each. Such a read usually does not parse, but it can: the
+  // head of one version and the tail of the other may be JSON that is not
+  // a record (a key cut out). So any read that is not a good record is
+  // read again, a moment later; only one that stays bad is reported.
+  StateLookup result;
+  for (int attempt = 0;; ++attempt) {
+    auto raw = read_record(path);
+    if (raw.kind != StateLookup::Valid && raw.kind != StateLookup::Corrupt)
+      return {raw.kind, std::nullopt, raw.text_or_why};
+    result = raw.kind == StateLookup::Valid ? record_from_text(raw.text_or_why, path)
+                                            : StateLookup{raw.kind, std::nullopt, raw.text_or_why};
+    if (result.kind == StateLookup::Valid || attempt == 4) return result;
+    ::usleep(1000);
   }
 }
 

@@ -99,13 +99,15 @@ void InstanceTxn::load_object() {
        verifier_log_tail(capture.text(), "", 12));
 }
 
-void InstanceTxn::pin_objects() {
+void InstanceTxn::make_staging_dir() {
   // Under the lock, after recovery: a staging directory here now is not
   // ours to remove.
   if (::mkdir(staging_.dir.c_str(), 0700) != 0)
     fail("cannot create " + staging_.dir + ": " + errno_text(errno));
   staging_created_ = true;
-  write_state(staging_.state(), new_);  // incomplete: marks the directory ours
+}
+
+void InstanceTxn::pin_objects() {
   for (auto& sub : {staging_.maps_dir(), staging_.progs_dir(), staging_.links_dir()})
     if (::mkdir(sub.c_str(), 0700) != 0)
       fail("cannot create " + sub + ": " + errno_text(errno));
@@ -160,6 +162,10 @@ void InstanceTxn::stage() {
   object_->run_hook(InstanceObject::Phase::Loaded, "after_load", &PluginInstance::after_load);
   if (lo_.dry_run) return;
 
+  // The staged record is written twice, here: incomplete before anything
+  // is pinned (it marks the directory ours for recovery), complete last.
+  make_staging_dir();
+  write_state(staging_.state(), new_);
   pin_objects();
   check_cancel_();
   object_->run_hook(InstanceObject::Phase::Attach, "attach", &PluginInstance::attach);

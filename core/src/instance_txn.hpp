@@ -95,6 +95,7 @@ class InstanceTxn final : public InstanceAttacher {
   }
   void bind_maps();
   void load_object();
+  void make_staging_dir();
   void pin_objects();
 
   [[noreturn]] void fail(const std::string& what) const { object_->fail(what); }

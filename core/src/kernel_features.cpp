@@ -115,6 +115,10 @@ KernelFeatures::KernelFeatures() {
 
 KernelFeatures::~KernelFeatures() = default;
 
+bool KernelFeatures::has(Feature kind, const std::string& name) {
+  return has(static_cast<std::uint32_t>(kind), name);
+}
+
 bool KernelFeatures::has(std::uint32_t kind, const std::string& name) {
   std::lock_guard lock(mu_);
   auto key = std::make_pair(kind, name);

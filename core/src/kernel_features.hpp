@@ -40,9 +40,7 @@ class KernelFeatures {
   // Whether the kernel has `name` of `kind` (a bpfmgr_feature_kind); false
   // for a kind this core does not know, and for a malformed name.
   bool has(std::uint32_t kind, const std::string& name);
-  bool has(Feature kind, const std::string& name) {
-    return has(static_cast<std::uint32_t>(kind), name);
-  }
+  bool has(Feature kind, const std::string& name);
   // uname -r.
   const std::string& release() const { return release_; }
   // Whether this process may load BPF objects, which the probes of program

@@ -7,7 +7,6 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -153,9 +152,10 @@ void add_plugin_samples(MetricsText& m, PluginFamilies& families, const nlohmann
 std::string format_value(double v) {
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
   if (std::isnan(v)) return "NaN";
-  char buf[64];
-  auto r = std::to_chars(buf, buf + sizeof buf, v);  // shortest round trip
-  return std::string(buf, r.ptr);
+  // Shortest round trip, as std::to_chars writes it; fmt's, because
+  // libstdc++'s floating to_chars makes the executable need libm.so, one
+  // more library for every command to map.
+  return fmt::format("{}", v);
 }
 
 void process_metrics(MetricsText& m) {

@@ -7,6 +7,8 @@
 
 #include <csignal>
 #include <filesystem>
+#include <set>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -250,6 +252,25 @@ TEST(Abi, CrashInsideAttachIsClearedByTheNextLoad) {
 
 // `bpfmgr bench PLUGIN` runs the harness executable bench_PLUGIN (plugins
 // carry no benchmark code) and passes its arguments and exit code through.
+// What every command maps before main: libbpf (shared: plugins use the
+// core's libbpf objects) with libelf, libc and the loader; the C++ runtime
+// is linked in and not exported, so a plugin's C++ never binds to it.
+TEST(Abi, ExecutableNeedsOnlyLibbpfLibelfAndLibc) {
+  auto r = run({"readelf", "-d", "-W", bpfmgr_binary()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::set<std::string> needed;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);)
+    if (auto b = line.find("Shared library: ["); b != std::string::npos) {
+      auto lib = line.substr(b + 17, line.find(']', b) - b - 17);
+      if (lib.rfind("ld-linux", 0) != 0) needed.insert(lib);  // the loader, per arch
+    }
+  EXPECT_EQ(needed, (std::set<std::string>{"libbpf.so.1", "libelf.so.1", "libc.so.6"}));
+  r = run({"nm", "-D", "--defined-only", "-C", bpfmgr_binary()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find("std::"), std::string::npos) << r.out;
+}
+
 TEST(Abi, BenchLaunchesTheHarnessExecutable) {
   auto r = run_bpfmgr({"bench", "nosuchplugin"});
   EXPECT_EQ(r.exit_code, 2);

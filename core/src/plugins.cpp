@@ -553,35 +553,52 @@ std::unique_ptr<PluginInstance> PluginModule::create(HostContext& host) const {
 
 // --------------------------------------------------------- PluginRegistry
 
+namespace {
+std::string normalised_dir(const std::string& d) {
+  std::error_code ec;
+  auto norm = fs::weakly_canonical(d, ec).string();
+  return ec ? d : norm;
+}
+// Appends `dir` unless it is there already (the first place is kept).
+void add_dir(std::vector<std::string>& dirs, const std::string& dir) {
+  if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(dir);
+}
+}  // namespace
+
 PluginRegistry::PluginRegistry(std::vector<std::string> extra_dirs) {
-  auto normal = [](const std::string& d) {
-    std::error_code ec;
-    auto norm = fs::weakly_canonical(d, ec).string();
-    return ec ? d : norm;
-  };
   // Search order: the manifest's, the environment's, the built-in
   // directories; each normalised once, duplicates dropped (first kept).
-  auto add = [&](const std::string& norm) {
-    if (std::find(dirs_.begin(), dirs_.end(), norm) == dirs_.end()) dirs_.push_back(norm);
-  };
-  for (auto& d : extra_dirs) add(normal(d));
+  for (auto& d : extra_dirs) add_dir(head_dirs_, normalised_dir(d));
   if (const char* env = std::getenv("BPFMGR_PLUGIN_PATH")) {
     std::stringstream ss(env);
     for (std::string d; std::getline(ss, d, ':');)
       if (!d.empty()) {
-        env_dirs_.push_back(normal(d));
-        add(env_dirs_.back());
+        env_dirs_.push_back(normalised_dir(d));
+        add_dir(head_dirs_, env_dirs_.back());
       }
   }
-  auto exe_dir = boost::dll::program_location().parent_path();
-  builtin_dirs_.push_back(normal((exe_dir.parent_path() / "lib/bpfmgr/plugins").string()));
-  builtin_dirs_.push_back(normal(BPFMGR_INSTALL_PLUGIN_DIR_FULL));
-  for (auto& d : builtin_dirs_) add(d);
+}
+
+const std::vector<std::string>& PluginRegistry::builtin_dirs() const {
+  std::call_once(builtin_once_, [this] {
+    auto exe_dir = boost::dll::program_location().parent_path();
+    builtin_dirs_.push_back(normalised_dir((exe_dir.parent_path() / "lib/bpfmgr/plugins").string()));
+    builtin_dirs_.push_back(normalised_dir(BPFMGR_INSTALL_PLUGIN_DIR_FULL));
+  });
+  return builtin_dirs_;
+}
+
+const std::vector<std::string>& PluginRegistry::search_dirs() const {
+  std::call_once(search_once_, [this] {
+    search_dirs_ = head_dirs_;
+    for (auto& d : builtin_dirs()) add_dir(search_dirs_, d);
+  });
+  return search_dirs_;
 }
 
 std::map<std::string, std::string> PluginRegistry::discover() const {
   std::map<std::string, std::string> found;
-  for (auto& dir : dirs_) {
+  for (auto& dir : search_dirs()) {
     std::error_code ec;
     for (auto& e : fs::directory_iterator(dir, ec)) {
       auto f = e.path().filename().string();
@@ -604,16 +621,21 @@ std::string PluginRegistry::locate(const std::string& name_or_path,
     if (p.is_relative()) return resolve_relative_plugin(base_dir, name_or_path);
     return p.string();
   }
-  for (auto& dir : dirs_) {
-    auto candidate = fs::path(dir) / (kFilePrefix + name_or_path + kFileSuffix);
-    std::error_code ec;
-    if (fs::exists(candidate, ec)) {
-      check_env_shadowing(name_or_path, candidate.string(), env_dirs_, builtin_dirs_);
-      return candidate.string();
-    }
+  auto file = kFilePrefix + name_or_path + kFileSuffix;
+  std::error_code ec;
+  for (auto& dir : head_dirs_) {
+    auto candidate = (fs::path(dir) / file).string();
+    if (!fs::exists(candidate, ec)) continue;
+    if (std::find(env_dirs_.begin(), env_dirs_.end(), dir) != env_dirs_.end())
+      check_env_shadowing(name_or_path, candidate, env_dirs_, builtin_dirs());
+    return candidate;
+  }
+  for (auto& dir : builtin_dirs()) {
+    auto candidate = (fs::path(dir) / file).string();
+    if (fs::exists(candidate, ec)) return candidate;
   }
   std::string msg = "plugin '" + name_or_path + "' not found; searched:";
-  for (auto& d : dirs_) msg += " " + d;
+  for (auto& d : search_dirs()) msg += " " + d;
   throw PluginLoadError(msg);
 }
 

@@ -10,6 +10,7 @@
 
 #include <functional>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <span>
@@ -219,7 +220,9 @@ class PluginRegistry {
   // (<exe>/../lib/bpfmgr/plugins), then the install prefix.
   explicit PluginRegistry(std::vector<std::string> extra_dirs = {});
 
-  const std::vector<std::string>& search_dirs() const { return dirs_; }
+  // The whole search path, normalised (the built-in directories only when
+  // first needed: a plugin found in the manifest's directory never asks).
+  const std::vector<std::string>& search_dirs() const;
 
   // `name_or_path`: a plugin name (found as bpfmgr-NAME.so on the search
   // path) or a path to a .so (relative to `base_dir`, and inside it).
@@ -251,7 +254,8 @@ class PluginRegistry {
   static std::shared_ptr<LoadedPlugin> open_plugin_table(
       std::shared_ptr<boost::dll::shared_library> lib, const std::string& key,
       const std::string& sha256);
-  std::vector<std::string> dirs_;
+  const std::vector<std::string>& builtin_dirs() const;
+  std::vector<std::string> head_dirs_;  // the manifest's, then the environment's
   // By canonical path; reused only while the file is the same version.
   struct Cached {
     FileIdentity id;
@@ -259,7 +263,10 @@ class PluginRegistry {
   };
   std::map<std::string, Cached> cache_;
   std::vector<std::string> env_dirs_;      // from $BPFMGR_PLUGIN_PATH
-  std::vector<std::string> builtin_dirs_;  // beside the binary, install prefix
+  // Beside the binary, the install prefix; then the whole path. Made on
+  // first use (normalising is a readlink per path component).
+  mutable std::once_flag builtin_once_, search_once_;
+  mutable std::vector<std::string> builtin_dirs_, search_dirs_;
 };
 
 }  // namespace bpfmgr

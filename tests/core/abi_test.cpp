@@ -250,8 +250,6 @@ TEST(Abi, CrashInsideAttachIsClearedByTheNextLoad) {
   EXPECT_EQ(before.diff_settled(kOurs), "");
 }
 
-// `bpfmgr bench PLUGIN` runs the harness executable bench_PLUGIN (plugins
-// carry no benchmark code) and passes its arguments and exit code through.
 // What every command maps before main: libbpf (shared: plugins use the
 // core's libbpf objects) with libelf, libc and the loader; the C++ runtime
 // is linked in and not exported, so a plugin's C++ never binds to it.
@@ -271,6 +269,8 @@ TEST(Abi, ExecutableNeedsOnlyLibbpfLibelfAndLibc) {
   EXPECT_EQ(r.out.find("std::"), std::string::npos) << r.out;
 }
 
+// `bpfmgr bench PLUGIN` runs the harness executable bench_PLUGIN (plugins
+// carry no benchmark code) and passes its arguments and exit code through.
 TEST(Abi, BenchLaunchesTheHarnessExecutable) {
   auto r = run_bpfmgr({"bench", "nosuchplugin"});
   EXPECT_EQ(r.exit_code, 2);

@@ -582,7 +582,8 @@ PluginRegistry::PluginRegistry(std::vector<std::string> extra_dirs) {
 const std::vector<std::string>& PluginRegistry::builtin_dirs() const {
   std::call_once(builtin_once_, [this] {
     auto exe_dir = boost::dll::program_location().parent_path();
-    builtin_dirs_.push_back(normalised_dir((exe_dir.parent_path() / "lib/bpfmgr/plugins").string()));
+    auto beside = exe_dir.parent_path() / "lib/bpfmgr/plugins";
+    builtin_dirs_.push_back(normalised_dir(beside.string()));
     builtin_dirs_.push_back(normalised_dir(BPFMGR_INSTALL_PLUGIN_DIR_FULL));
   });
   return builtin_dirs_;
@@ -622,18 +623,22 @@ std::string PluginRegistry::locate(const std::string& name_or_path,
     return p.string();
   }
   auto file = kFilePrefix + name_or_path + kFileSuffix;
-  std::error_code ec;
-  for (auto& dir : head_dirs_) {
+  auto in = [&](const std::string& dir) {
+    std::error_code ec;
     auto candidate = (fs::path(dir) / file).string();
-    if (!fs::exists(candidate, ec)) continue;
-    if (std::find(env_dirs_.begin(), env_dirs_.end(), dir) != env_dirs_.end())
-      check_env_shadowing(name_or_path, candidate, env_dirs_, builtin_dirs());
-    return candidate;
-  }
-  for (auto& dir : builtin_dirs()) {
-    auto candidate = (fs::path(dir) / file).string();
-    if (fs::exists(candidate, ec)) return candidate;
-  }
+    return fs::exists(candidate, ec) ? candidate : std::string();
+  };
+  for (auto& dir : head_dirs_)
+    if (auto found = in(dir); !found.empty()) {
+      if (std::find(env_dirs_.begin(), env_dirs_.end(), dir) != env_dirs_.end())
+        check_env_shadowing(name_or_path, found, env_dirs_, builtin_dirs());
+      return found;
+    }
+  // The built-in directories not searched already: search_dirs() is
+  // head_dirs_ followed by them.
+  const auto& all = search_dirs();
+  for (auto it = all.begin() + head_dirs_.size(); it != all.end(); ++it)
+    if (auto found = in(*it); !found.empty()) return found;
   std::string msg = "plugin '" + name_or_path + "' not found; searched:";
   for (auto& d : search_dirs()) msg += " " + d;
   throw PluginLoadError(msg);

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <gelf.h>
 #include <glob.h>
+#include <link.h>
 #include <libelf.h>
 #include <sys/auxv.h>
 #include <sys/stat.h>
@@ -17,6 +18,7 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <string_view>
 #include <vector>
 
 #include "plugin_trust.hpp"
@@ -140,6 +142,27 @@ void read_ld_so_conf(const std::string& file, std::vector<std::string>& dirs, in
   }
 }
 
+// The libraries this process started with, by the name each was loaded
+// under. The dynamic loader names a library it found by searching
+// "<directory>/<name>", and before searching for a DT_NEEDED name it
+// matches the name against the libraries already loaded: a dependency on
+// one of these maps no new file and runs no new code, whatever the plugin's
+// RPATH or RUNPATH say. Taken before main() runs, so that nothing loaded
+// later by path (a plugin is mapped from /proc/self/fd/N) counts.
+std::set<std::string> startup_library_names() {
+  std::set<std::string> names;
+  ::dl_iterate_phdr(
+      [](dl_phdr_info* info, std::size_t, void* out) {
+        std::string_view path = info->dlpi_name ? info->dlpi_name : "";
+        if (auto slash = path.rfind('/'); slash != std::string_view::npos)
+          static_cast<std::set<std::string>*>(out)->emplace(path.substr(slash + 1));
+        return 0;
+      },
+      &names);
+  return names;
+}
+const std::set<std::string> g_startup_libraries = startup_library_names();
+
 // A search directory, opened once per closure: each library is then
 // looked up and opened through it (open_trusted_file_at).
 struct SearchDir {
@@ -181,6 +204,8 @@ struct Closure {
   void walk(int fd, const std::string& path, const std::string& origin, bool is_plugin,
             const std::vector<std::string>& inherited_rpath) {
     auto dyn = read_dynamic(fd, path);
+    std::erase_if(dyn.needed, [](const std::string& n) { return g_startup_libraries.count(n); });
+    if (dyn.needed.empty()) return;
     std::vector<std::string> rpath, runpath, origin_only;
     auto add = [&](const std::vector<std::string>& entries, std::vector<std::string>& to) {
       for (auto& e : entries) {

@@ -4,7 +4,9 @@
 // directories of /etc/ld.so.conf, the system directories), and every
 // directory searched up to the one it is found in, and the file itself,
 // must pass the plugin's own owner and mode rules (plugin_trust.hpp). Then
-// the same for the dependency's dependencies. See docs/safety.md.
+// the same for the dependency's dependencies. A library this process
+// started with is not looked up: the loader reuses the loaded one. See
+// docs/safety.md.
 #pragma once
 
 #include <string>

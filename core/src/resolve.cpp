@@ -267,30 +267,42 @@ KernelRequirements check_kernel_requirements(
 
 namespace {
 
+// What one resolution has learnt of the plugin search path.
+struct PluginLookups {
+  // The plugins on the search path, listed (a scan of every directory) the
+  // first time a plugin is not found, for the hint.
+  std::optional<std::vector<std::string>> available;
+  // Plugins found and trusted, by the manifest's name (or path) and
+  // expected sha256: instances of one plugin check its file once per
+  // manifest, not once each.
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<LoadedPlugin>> trusted;
+};
+
 // Step 1: the instance's plugin, found on the search path and trusted.
-// `available`: the plugins on the search path, listed (a scan of every
-// directory) the first time a plugin is not found, for the hint.
-std::shared_ptr<LoadedPlugin> resolve_plugin(
-    const InstanceSpec& spec, const Manifest& m, PluginRegistry& registry,
-    std::optional<std::vector<std::string>>& available, Diagnostics& d) {
-  std::shared_ptr<LoadedPlugin> plugin;
-  try {
-    plugin = registry.load(spec.plugin, m.dir, spec.sha256);
-  } catch (const PluginTrustError& e) {
-    d.error(spec.plugin_pos, e.what());  // found, but refused: no "did you mean"
-    return nullptr;
-  } catch (const PluginLoadError& e) {
-    if (!available) {
-      available.emplace();
-      for (auto& [name, path] : registry.discover()) available->push_back(name);
+std::shared_ptr<LoadedPlugin> resolve_plugin(const InstanceSpec& spec, const Manifest& m,
+                                             PluginRegistry& registry, PluginLookups& seen,
+                                             Diagnostics& d) {
+  auto& available = seen.available;
+  auto& plugin = seen.trusted[{spec.plugin, spec.sha256}];
+  if (!plugin) {
+    try {
+      plugin = registry.load(spec.plugin, m.dir, spec.sha256);
+    } catch (const PluginTrustError& e) {
+      d.error(spec.plugin_pos, e.what());  // found, but refused: no "did you mean"
+      return nullptr;
+    } catch (const PluginLoadError& e) {
+      if (!available) {
+        available.emplace();
+        for (auto& [name, path] : registry.discover()) available->push_back(name);
+      }
+      auto hint = did_you_mean(spec.plugin, *available);
+      if (hint.empty() && !available->empty()) {
+        hint = "available plugins:";
+        for (auto& a : *available) hint += " " + a;
+      }
+      d.error(spec.plugin_pos, e.what(), hint);
+      return nullptr;
     }
-    auto hint = did_you_mean(spec.plugin, *available);
-    if (hint.empty() && !available->empty()) {
-      hint = "available plugins:";
-      for (auto& a : *available) hint += " " + a;
-    }
-    d.error(spec.plugin_pos, e.what(), hint);
-    return nullptr;
   }
   if (plugin->info.name != spec.plugin && spec.plugin.find('/') == std::string::npos &&
       spec.plugin.find(".so") == std::string::npos)
@@ -407,13 +419,12 @@ void prepare_object(const ResolvedInstance& r, InstanceObject& object, Diagnosti
 // One enabled instance: its plugin, typed options, the plugin's checks,
 // its prepared object.
 std::optional<ResolvedInstance> resolve_instance(const InstanceSpec& spec, const Manifest& m,
-                                                 PluginRegistry& registry,
-                                                 std::optional<std::vector<std::string>>& available,
+                                                 PluginRegistry& registry, PluginLookups& seen,
                                                  Diagnostics& d) {
   auto errors_before = d.items().size();
   ResolvedInstance r;
   r.spec = &spec;
-  r.plugin = resolve_plugin(spec, m, registry, available, d);
+  r.plugin = resolve_plugin(spec, m, registry, seen, d);
   if (!r.plugin) return std::nullopt;
   r.input_fingerprint = input_fingerprint(spec, m, r.plugin->path, r.plugin->id);
   std::vector<OptionSpec> schema;
@@ -521,13 +532,13 @@ std::optional<ResolvedManifest> resolve_manifest(Manifest manifest,
 
   out.registry = &registry;
   std::map<std::string, ResolvedInstance> by_name;
-  std::optional<std::vector<std::string>> available;  // listed on the first miss
+  PluginLookups plugins_seen;
   for (auto& spec : m.instances) {
     // Instances already reported as malformed or duplicate are skipped.
     if (!spec.enabled || spec.name.empty() || spec.plugin.empty() ||
         by_name.count(spec.name))
       continue;
-    if (auto r = resolve_instance(spec, m, registry, available, d))
+    if (auto r = resolve_instance(spec, m, registry, plugins_seen, d))
       by_name[spec.name] = std::move(*r);
   }
   check_shared_maps(by_name, d);

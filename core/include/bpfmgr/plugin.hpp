@@ -460,11 +460,14 @@ class ContextBase {
 // hook that allows it throws.
 class InstanceContext : public ContextBase {
  public:
-  InstanceContext(bpfmgr_context* ctx, const Options& options)
-      : ContextBase(ctx, options), cgroup2_root_(ctx->ops->cgroup2_root(ctx)) {}
+  InstanceContext(bpfmgr_context* ctx, const Options& options) : ContextBase(ctx, options) {}
 
-  // Mount point of cgroup v2, found in /proc/self/mounts.
-  const std::string& cgroup2_root() const { return cgroup2_root_; }
+  // Mount point of cgroup v2, found in /proc/self/mounts (read when first
+  // asked: most plugins never do).
+  const std::string& cgroup2_root() const {
+    if (!cgroup2_root_) cgroup2_root_ = ctx_->ops->cgroup2_root(ctx_);
+    return *cgroup2_root_;
+  }
 
   // --- before_load only
   // Sets a global variable (`const volatile` in .rodata, or .data/.bss) by
@@ -533,7 +536,7 @@ class InstanceContext : public ContextBase {
   }
 
  private:
-  std::string cgroup2_root_;
+  mutable std::optional<std::string> cgroup2_root_;
 };
 
 // What status / before_unpin / event formatting see: the pinned maps of an

@@ -409,6 +409,29 @@ TEST(PluginTrust, DependencyThroughRunpathIntoAWorldWritableDirIsRefused) {
                               << p.err;
 }
 
+TEST(PluginTrust, ALibraryBpfmgrRunsIsNeverSearchedFor) {
+  // testrunpath's RUNPATH is testdep's directory, made writable by everyone
+  // and holding a planted libbpf.so.1 (testdep's library: it leaves the
+  // marker when loaded). The loader takes libbpf.so.1 from what bpfmgr
+  // already runs and never searches there, so the plugin is not refused
+  // and the planted file never runs.
+  DepDir dep;
+  auto planted = dep.dir + "/libbpf.so.1";
+  struct Unplant {
+    std::string path;
+    ~Unplant() { ::unlink(path.c_str()); }
+  } unplant{planted};
+  fs::copy_file(dep.lib, planted, fs::copy_options::overwrite_existing);
+  ASSERT_EQ(::chmod(dep.dir.c_str(), 0777), 0);
+  auto r = validate(marker_manifest(test_plugin_dir(), "testrunpath"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(dep.dep_ran()) << "the planted libbpf.so.1 ran";
+  // Control: a plugin that needs a library from there is still refused.
+  auto refused = validate(testdep_manifest());
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  EXPECT_FALSE(dep.dep_ran());
+}
+
 TEST(PluginTrust, MissingDependencyIsNamedWithWhereItWasSearched) {
   DepDir dep;
   ASSERT_EQ(::chmod(dep.dir.c_str(), 0755), 0);

@@ -29,6 +29,13 @@ int g_verifier_log_fd = -1;
 constexpr std::string_view kLogBegin = "-- BEGIN PROG LOAD LOG --";
 
 int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list ap) {
+  // Formatting is what a message costs, and libbpf says some 30 things per
+  // object at DEBUG that only trace logging shows. Warnings carry the
+  // verifier log (captured, or written to --verifier-log's file).
+  bool wanted = level == LIBBPF_WARN || (level == LIBBPF_INFO && g_capture) ||
+                spdlog::should_log(level == LIBBPF_INFO ? spdlog::level::debug
+                                                        : spdlog::level::trace);
+  if (!wanted) return 0;
   // Sized to the message: a verifier log runs to megabytes, and its end
   // (the reason) is what matters most.
   va_list copy;
@@ -55,9 +62,10 @@ int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list ap) {
   }
   while (!msg.empty() && msg.back() == '\n') msg.pop_back();
   switch (level) {
-    case LIBBPF_WARN: spdlog::warn("libbpf: {}", msg); break;
-    case LIBBPF_INFO: spdlog::debug("libbpf: {}", msg); break;
-    case LIBBPF_DEBUG: spdlog::trace("libbpf: {}", msg); break;
+    // libbpf starts every message with "libbpf: " itself.
+    case LIBBPF_WARN: spdlog::warn("{}", msg); break;
+    case LIBBPF_INFO: spdlog::debug("{}", msg); break;
+    case LIBBPF_DEBUG: spdlog::trace("{}", msg); break;
   }
   return n;
 }

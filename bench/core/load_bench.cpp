@@ -9,8 +9,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include <bpfmgr/bench/ratio_reporter.hpp>
 #include <bpfmgr/pin_paths.hpp>
@@ -112,15 +115,35 @@ void BM_BpftoolLoadallUnpin(benchmark::State& state) {
   state.counters["instances"] = kInstances;
 }
 
-BENCHMARK(BM_BpfmgrLoadUnpin)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
-BENCHMARK(BM_BpfmgrLoadUnpin_StrippedPlugin)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
-BENCHMARK(BM_BpfmgrLoadOnly_Unchanged)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(1.0);
-BENCHMARK(BM_BpftoolLoadallUnpin)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+BENCHMARK(BM_BpfmgrLoadUnpin)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.3);
+BENCHMARK(BM_BpfmgrLoadUnpin_StrippedPlugin)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.3);
+BENCHMARK(BM_BpfmgrLoadOnly_Unchanged)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.3);
+BENCHMARK(BM_BpftoolLoadallUnpin)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.3);
+
+// On a shared machine the load drifts over seconds, more than the
+// differences measured here: unless told otherwise, each benchmark runs in
+// short repetitions shuffled among the others', and the ratios pair them.
+std::vector<char*> with_default_repetitions(int argc, char** argv) {
+  static std::string reps = "--benchmark_repetitions=15";
+  static std::string interleave = "--benchmark_enable_random_interleaving=true";
+  std::vector<char*> args(argv, argv + argc);
+  bool chosen = std::any_of(args.begin(), args.end(), [](const char* a) {
+    return std::string_view(a).starts_with("--benchmark_repetitions");
+  });
+  if (!chosen) {
+    args.push_back(reps.data());
+    args.push_back(interleave.data());
+  }
+  args.push_back(nullptr);
+  return args;
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
+  auto args = with_default_repetitions(argc, argv);
+  int count = int(args.size()) - 1;
+  benchmark::Initialize(&count, args.data());
   bpfmgr::bench::RatioReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
   reporter.print_ratios({
@@ -131,5 +154,9 @@ int main(int argc, char** argv) {
       {"bpfmgr no-op reload / bpftool loadall+rm", "BM_BpfmgrLoadOnly_Unchanged",
        "BM_BpftoolLoadallUnpin"},
   });
+  reporter.print_paired("bpfmgr load+unpin, stripped plugin / bpftool loadall+rm",
+                        "BM_BpfmgrLoadUnpin_StrippedPlugin", "BM_BpftoolLoadallUnpin");
+  reporter.print_paired("bpfmgr no-op reload / bpftool loadall+rm",
+                        "BM_BpfmgrLoadOnly_Unchanged", "BM_BpftoolLoadallUnpin");
   benchmark::Shutdown();
 }

@@ -165,7 +165,7 @@ void InstanceTxn::stage() {
   // The staged record is written twice, here: incomplete before anything
   // is pinned (it marks the directory ours for recovery), complete last.
   make_staging_dir();
-  write_state(staging_.state(), new_);
+  write_state(staging_, new_);
   pin_objects();
   check_cancel_();
   object_->run_hook(InstanceObject::Phase::Attach, "attach", &PluginInstance::attach);
@@ -177,7 +177,7 @@ void InstanceTxn::stage() {
   object_->run_hook(InstanceObject::Phase::AfterAttach, "after_attach",
                     &PluginInstance::after_attach);
   new_.complete = true;
-  write_state(staging_.state(), new_);
+  write_state(staging_, new_);
 }
 
 bool InstanceTxn::update_in_place(const std::string& name,

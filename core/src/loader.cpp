@@ -180,7 +180,7 @@ void stage_changed(const ResolvedManifest& rm, const LoadOptions& lo, const PinL
       // The next reload of this input can then skip resolving.
       if (old->input_fingerprint != r.input_fingerprint) {
         old->input_fingerprint = r.input_fingerprint;
-        write_state(layout.instance(name).state(), *old);
+        write_state(layout.instance(name), *old);
       }
       report.unchanged.push_back(name);
       continue;

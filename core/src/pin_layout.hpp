@@ -1,6 +1,7 @@
 // Every path under a pin root, in one place: nobody else concatenates them.
 //
 //   <root>/<instance>/state           state record (one-entry array map)
+//   <root>/<instance>/state-new       its next version, until renamed over it
 //   <root>/<instance>/maps/<map>      the instance's own maps
 //   <root>/<instance>/progs/<prog>    loaded programs
 //   <root>/<instance>/links/<link>    links; removing the pin detaches
@@ -24,6 +25,10 @@ struct InstancePaths {
   std::string dir;
 
   std::string state() const { return pin_paths::state(dir); }
+  // A record's next version, pinned here and then renamed over state():
+  // present only when a crash came between the two.
+  std::string state_replacement() const { return dir + "/" + std::string(kStateReplacement); }
+  static constexpr std::string_view kStateReplacement = "state-new";
   std::string maps_dir() const { return pin_paths::kind_dir(dir, PinKind::Map); }
   std::string progs_dir() const { return pin_paths::kind_dir(dir, PinKind::Prog); }
   std::string links_dir() const { return pin_paths::kind_dir(dir, PinKind::Link); }

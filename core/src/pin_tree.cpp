@@ -68,6 +68,12 @@ bool remove_owned_dir(const InstancePaths& p, std::vector<std::string>& errors) 
   // The record goes only once its pins are gone: a directory with pins
   // left and no record would no longer be recognisably bpfmgr's.
   if (errors.size() != before) return false;
+  // A record's replacement a crash left unrenamed: ours only when it is a
+  // record map (anything else there makes the rmdir below fail, reported).
+  if (is_record_pin(p.state_replacement()) &&
+      ::unlinkat(dir.get(), std::string(InstancePaths::kStateReplacement).c_str(), 0) != 0 &&
+      errno != ENOENT)
+    errors.push_back("cannot remove " + p.state_replacement() + ": " + errno_text(errno));
   if (::unlinkat(dir.get(), "state", 0) != 0 && errno != ENOENT)
     errors.push_back("cannot remove " + p.state() + ": " + errno_text(errno));
   if (::rmdir(p.dir.c_str()) == 0 || errno == ENOENT) return true;

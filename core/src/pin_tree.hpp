@@ -14,9 +14,10 @@
 namespace bpfmgr {
 
 // Removes an instance or staging directory: links/ first (programs stop
-// running before their maps lose a pin), then progs/, maps/, the state
-// record last (so a crash half-way leaves a directory that is still
-// recognisably bpfmgr's), then the directory. What cannot be removed is
+// running before their maps lose a pin), then progs/, maps/, a record
+// replacement a crash left, the state record last (so a crash half-way
+// leaves a directory that is still recognisably bpfmgr's), then the
+// directory. What cannot be removed is
 // appended to `errors`. Returns true when the directory is gone.
 bool remove_owned_dir(const InstancePaths& dir, std::vector<std::string>& errors);
 

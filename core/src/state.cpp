@@ -21,9 +21,12 @@ namespace bpfmgr {
 namespace fs = std::filesystem;
 
 namespace {
-// Big enough for any realistic record (option lists of CIDRs included);
-// the write fails loudly if a record ever outgrows it.
-constexpr std::uint32_t kStateValueSize = 64 * 1024;
+// The largest record map value: any realistic record (option lists of
+// CIDRs included) fits; a write fails loudly if one ever outgrows it.
+constexpr std::size_t kMaxRecordValueSize = 64 * 1024;
+// Room a record map keeps past its text: a no-op reload adds the input
+// fingerprint (about 40 bytes) in place (loader.cpp).
+constexpr std::size_t kRecordSlack = 128;
 }  // namespace
 
 nlohmann::json to_json(const InstanceState& s) {
@@ -105,24 +108,53 @@ InstanceState state_from_json(const nlohmann::json& j) {
 namespace {
 constexpr const char* kRecordMapName = "bpfmgr_state";
 
-Fd create_record_map() {
-  LIBBPF_OPTS(bpf_map_create_opts, opts);
-  Fd fd(bpf_map_create(BPF_MAP_TYPE_ARRAY, kRecordMapName, 4, kStateValueSize, 1, &opts));
-  if (!fd) throw Error("cannot create state map: " + errno_text(errno));
-  return fd;
-}
+// A record map's value: the text's length (4 bytes), the text, zeroes.
+// Sized to the text (copying 64 KiB in and out for a 2 KiB record was
+// most of a record's cost), in steps of 256 bytes.
+struct RecordMap {
+  Fd fd;
+  std::uint32_t value_size = 0;
+};
 
-void write_record(int fd, const std::string& text, const std::string& path) {
-  if (text.size() + 4 > kStateValueSize)
+RecordMap create_record_map(const std::string& text, const std::string& path) {
+  auto size = (4 + text.size() + kRecordSlack + 255) / 256 * 256;
+  if (size > kMaxRecordValueSize)
     throw Error("record " + path + " is too large (" + std::to_string(text.size()) +
                 " bytes)");
-  std::vector<char> value(kStateValueSize, 0);
+  LIBBPF_OPTS(bpf_map_create_opts, opts);
+  RecordMap map{Fd(bpf_map_create(BPF_MAP_TYPE_ARRAY, kRecordMapName, 4, size, 1, &opts)),
+                std::uint32_t(size)};
+  if (!map.fd) throw Error("cannot create state map: " + errno_text(errno));
+  return map;
+}
+
+// The value size of `fd` when it is a record map, else 0.
+std::uint32_t record_value_size(int fd) {
+  bpf_map_info info{};
+  std::uint32_t info_len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &info_len) != 0 || info.type != BPF_MAP_TYPE_ARRAY ||
+      std::string_view(info.name) != kRecordMapName || info.key_size != 4 ||
+      info.value_size < 4)
+    return 0;
+  return info.value_size;
+}
+
+void write_record(const RecordMap& map, const std::string& text, const std::string& path) {
+  std::vector<char> value(map.value_size, 0);
   std::uint32_t len = text.size();
   std::memcpy(value.data(), &len, 4);
   std::memcpy(value.data() + 4, text.data(), text.size());
   std::uint32_t key = 0;
-  if (bpf_map_update_elem(fd, &key, value.data(), BPF_ANY) != 0)
+  if (bpf_map_update_elem(map.fd.get(), &key, value.data(), BPF_ANY) != 0)
     throw Error("cannot write record " + path + ": " + errno_text(errno));
+}
+
+// A new record map holding `text`, pinned at `path` (which must be free).
+void pin_new_record(const std::string& text, const std::string& path) {
+  auto map = create_record_map(text, path);
+  write_record(map, text, path);
+  if (bpf_obj_pin(map.fd.get(), path.c_str()) != 0)
+    throw Error("cannot pin state map at " + path + ": " + errno_text(errno));
 }
 
 // The record's JSON text, or why there is none.
@@ -137,37 +169,49 @@ RawRecord read_record(const std::string& path) {
   if (S_ISLNK(st.st_mode)) return {StateLookup::Foreign, "its state record is a symlink"};
   Fd fd(bpf_obj_get(path.c_str()));
   if (!fd) return {StateLookup::Foreign, "its 'state' is not a BPF map"};
-  bpf_map_info info{};
-  std::uint32_t info_len = sizeof(info);
-  if (bpf_obj_get_info_by_fd(fd.get(), &info, &info_len) != 0 ||
-      info.type != BPF_MAP_TYPE_ARRAY || std::string(info.name) != kRecordMapName ||
-      info.key_size != 4 || info.value_size < 4)
-    return {StateLookup::Foreign, "its 'state' is not a bpfmgr state record"};
+  auto value_size = record_value_size(fd.get());
+  if (!value_size) return {StateLookup::Foreign, "its 'state' is not a bpfmgr state record"};
   // Not zeroed: the lookup fills all of it.
-  auto value = std::make_unique_for_overwrite<char[]>(info.value_size);
+  auto value = std::make_unique_for_overwrite<char[]>(value_size);
   std::uint32_t key = 0;
   if (bpf_map_lookup_elem(fd.get(), &key, value.get()) != 0)
     return {StateLookup::Corrupt, "its state record cannot be read: " + errno_text(errno)};
   std::uint32_t len;
   std::memcpy(&len, value.get(), 4);
-  if (len == 0 || len > info.value_size - 4)
+  if (len == 0 || len > value_size - 4)
     return {StateLookup::Corrupt, "its state record is empty or damaged"};
   return {StateLookup::Valid, std::string(value.get() + 4, len)};
 }
 }  // namespace
 
-void write_state(const std::string& path, const InstanceState& state) {
-  std::string text = to_json(state).dump();
+bool is_record_pin(const std::string& path) {
   Fd fd(bpf_obj_get(path.c_str()));
-  if (fd) {
-    write_record(fd.get(), text, path);
+  return fd && record_value_size(fd.get()) != 0;
+}
+
+void write_state(const InstancePaths& at, const InstanceState& state) {
+  std::string text = to_json(state).dump();
+  auto path = at.state();
+  RecordMap current{Fd(bpf_obj_get(path.c_str()))};
+  if (!current.fd) {
+    // Written in full before it is pinned: a reader never sees a half record.
+    pin_new_record(text, path);
     return;
   }
-  // Written in full before it is pinned: a reader never sees a half record.
-  fd = create_record_map();
-  write_record(fd.get(), text, path);
-  if (bpf_obj_pin(fd.get(), path.c_str()) != 0)
-    throw Error("cannot pin state map at " + path + ": " + errno_text(errno));
+  current.value_size = record_value_size(current.fd.get());
+  if (!current.value_size) throw Error(path + " is not a bpfmgr state record; left alone");
+  if (4 + text.size() <= current.value_size) {
+    write_record(current, text, path);
+    return;
+  }
+  // Outgrown: the next version is pinned beside it and renamed over it,
+  // so a crash leaves the one record or the other (and maybe the
+  // replacement, which remove_owned_dir and the next write remove).
+  auto next = at.state_replacement();
+  if (is_record_pin(next)) ::unlink(next.c_str());
+  pin_new_record(text, next);
+  if (::rename(next.c_str(), path.c_str()) != 0)
+    throw Error("cannot replace record " + path + ": " + errno_text(errno));
 }
 
 std::string record_problem(const InstanceState& s, const std::string& state_path) {
@@ -290,10 +334,10 @@ void write_journal(const std::string& path, const Journal& j) {
                   .dump();
   // A fresh map each time, pinned only once written: the journal appears
   // whole or not at all.
-  auto fd = create_record_map();
-  write_record(fd.get(), text, path);
+  auto map = create_record_map(text, path);
+  write_record(map, text, path);
   ::unlink(path.c_str());
-  if (bpf_obj_pin(fd.get(), path.c_str()) != 0)
+  if (bpf_obj_pin(map.fd.get(), path.c_str()) != 0)
     throw Error("cannot pin the commit journal at " + path + ": " + errno_text(errno));
 }
 

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "degradation.hpp"
+#include "pin_layout.hpp"
 
 namespace bpfmgr {
 
@@ -86,9 +87,14 @@ struct InstanceState {
 nlohmann::json to_json(const InstanceState& s);
 InstanceState state_from_json(const nlohmann::json& j);
 
-// Writes the record at `path` (InstancePaths::state()), creating and
-// pinning the map if needed. Throws bpfmgr::Error.
-void write_state(const std::string& path, const InstanceState& state);
+// Writes the record of directory `at` (its state()): a map sized to the
+// record, pinned once written. A record already there is rewritten in
+// place when the new text fits it, else replaced whole (a new map pinned
+// at state_replacement(), then renamed over it). Throws bpfmgr::Error.
+void write_state(const InstancePaths& at, const InstanceState& state);
+// Whether `path` pins a map bpfmgr made for a record (a state record, its
+// replacement, the journal): an array map named bpfmgr_state.
+bool is_record_pin(const std::string& path);
 
 // What is pinned at a state path. Only a map bpfmgr made (an array map named
 // bpfmgr_state) makes a directory bpfmgr's: Valid or Corrupt. Absent and

@@ -385,6 +385,39 @@ TEST(Ownership, CorruptRecordIsShownThenCleanedOrReplaced) {
   EXPECT_TRUE(pins_under(root.path()).empty());
 }
 
+// A record outgrown by its next version is replaced by a rename; a crash
+// between the replacement's pin and the rename leaves state-new beside the
+// record. Unpin removes it when it is a record map, and leaves anything
+// else there (and so the directory) alone, saying so.
+TEST(Ownership, ARecordReplacementACrashLeftIsRemovedOnlyWhenItIsOne) {
+  PinRoot root;
+  auto manifest = write_temp_file(header(root.path()) + counter_instance("a"));
+  ASSERT_EQ(run_bpfmgr({"load", manifest}).exit_code, 0);
+  InstancePaths a{root.path() + "/a"}, scratch{root.path() + "/scratch"};
+  auto rec = read_state(a.state());
+  ASSERT_TRUE(rec);
+  ASSERT_EQ(::mkdir(scratch.dir.c_str(), 0700), 0);
+  write_state(scratch, *rec);  // a record map, moved into place by hand
+  ASSERT_EQ(::rename(scratch.state().c_str(), a.state_replacement().c_str()), 0);
+  ASSERT_EQ(::rmdir(scratch.dir.c_str()), 0);
+  EXPECT_EQ(status_of(root.path())["instances"][0].value("error", ""), "");
+  auto r = run_bpfmgr({"unpin", "--pin-root", root.path()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(pins_under(root.path()).empty());
+
+  ASSERT_EQ(run_bpfmgr({"load", manifest}).exit_code, 0);
+  int foreign = bpf_map_create(BPF_MAP_TYPE_ARRAY, "not_a_record", 4, 8, 1, nullptr);
+  ASSERT_GE(foreign, 0);
+  ASSERT_EQ(bpf_obj_pin(foreign, a.state_replacement().c_str()), 0);
+  ::close(foreign);
+  r = run_bpfmgr({"unpin", "--pin-root", root.path()});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "did not make")) << r.err;
+  EXPECT_TRUE(fs::exists(a.state_replacement()));
+  ::unlink(a.state_replacement().c_str());
+  EXPECT_EQ(run_bpfmgr({"unpin", "--pin-root", root.path()}).exit_code, 0);
+}
+
 // ---------------------------------------------------------- pin root checks
 
 TEST(PinRootCheck, NonBpffsAndRelativePinRootsAreRefusedUpFront) {
@@ -946,7 +979,7 @@ TEST(RecordsAreInput, TamperedRecordIsReportedAndNeverFollowedOutside) {
   auto rec = read_state(root + "/a/state");
   ASSERT_TRUE(rec);
   rec->maps.push_back("../../../other-tool/victim");
-  write_state(root + "/a/state", *rec);
+  write_state(InstancePaths{root + "/a"}, *rec);
 
   auto st = status_of(root);
   ASSERT_EQ(st["instances"].size(), 1u) << st.dump(2);
@@ -969,7 +1002,7 @@ TEST(RecordsAreInput, TamperedRecordIsReportedAndNeverFollowedOutside) {
   rec = read_state(root + "/a/state");
   ASSERT_TRUE(rec);
   rec->shared_maps.push_back({"stats", "a", victim});
-  write_state(root + "/a/state", *rec);
+  write_state(InstancePaths{root + "/a"}, *rec);
   r = run_bpfmgr({"unpin", "--pin-root", root});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(fs::exists(victim));
@@ -985,7 +1018,8 @@ TEST(RecordsAreInput, ARecordRewrittenInPlaceIsNeverReadHalfWritten) {
   PinRoot root;
   auto manifest = write_temp_file(header(root.path()) + counter_instance("a"));
   ASSERT_EQ(run_bpfmgr({"load", manifest}).exit_code, 0);
-  auto path = root.path() + "/a/state";
+  InstancePaths dir{root.path() + "/a"};
+  auto path = dir.state();
   auto record = read_state(path);
   ASSERT_TRUE(record);
   // Two versions of different lengths, so that halves of each disagree.
@@ -995,7 +1029,7 @@ TEST(RecordsAreInput, ARecordRewrittenInPlaceIsNeverReadHalfWritten) {
   longer.options["padding"] = std::string(20000, 'x');
   std::atomic<bool> stop{false};
   std::thread writer([&] {
-    for (bool flip = false; !stop; flip = !flip) write_state(path, flip ? longer : shorter);
+    for (bool flip = false; !stop; flip = !flip) write_state(dir, flip ? longer : shorter);
   });
   int damaged = 0;
   std::string why;
@@ -1009,7 +1043,7 @@ TEST(RecordsAreInput, ARecordRewrittenInPlaceIsNeverReadHalfWritten) {
   stop = true;
   writer.join();
   EXPECT_EQ(damaged, 0) << why;
-  write_state(path, *record);
+  write_state(dir, *record);
   EXPECT_EQ(run_bpfmgr({"unpin", "--pin-root", root.path()}).exit_code, 0);
 }
 

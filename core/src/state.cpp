@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -24,8 +25,7 @@ namespace {
 // The largest record map value: any realistic record (option lists of
 // CIDRs included) fits; a write fails loudly if one ever outgrows it.
 constexpr std::size_t kMaxRecordValueSize = 64 * 1024;
-// Room a record map keeps past its text: a no-op reload adds the input
-// fingerprint (about 40 bytes) in place (loader.cpp).
+// Room for the input fingerprint a no-op reload adds in place (loader.cpp).
 constexpr std::size_t kRecordSlack = 128;
 }  // namespace
 
@@ -110,17 +110,20 @@ constexpr const char* kRecordMapName = "bpfmgr_state";
 
 // A record map's value: the text's length (4 bytes), the text, zeroes.
 // Sized to the text (copying 64 KiB in and out for a 2 KiB record was
-// most of a record's cost), in steps of 256 bytes.
+// most of a record's cost), in steps of 256 bytes, capped at 64 KiB:
+// twice the text, so that a staged record, written before anything is
+// pinned, takes its complete version (programs, links, hooks) in place.
 struct RecordMap {
   Fd fd;
   std::uint32_t value_size = 0;
 };
 
 RecordMap create_record_map(const std::string& text, const std::string& path) {
-  auto size = (4 + text.size() + kRecordSlack + 255) / 256 * 256;
-  if (size > kMaxRecordValueSize)
+  if (4 + text.size() > kMaxRecordValueSize)
     throw Error("record " + path + " is too large (" + std::to_string(text.size()) +
                 " bytes)");
+  auto size = std::min((4 + 2 * text.size() + kRecordSlack + 255) / 256 * 256,
+                       kMaxRecordValueSize);
   LIBBPF_OPTS(bpf_map_create_opts, opts);
   RecordMap map{Fd(bpf_map_create(BPF_MAP_TYPE_ARRAY, kRecordMapName, 4, size, 1, &opts)),
                 std::uint32_t(size)};
@@ -128,15 +131,17 @@ RecordMap create_record_map(const std::string& text, const std::string& path) {
   return map;
 }
 
-// The value size of `fd` when it is a record map, else 0.
-std::uint32_t record_value_size(int fd) {
+// What is pinned at `path`: no fd when nothing (or no BPF object) is; a
+// value size of 0 when it is not a record map.
+RecordMap open_record(const std::string& path) {
+  RecordMap map{Fd(bpf_obj_get(path.c_str()))};
   bpf_map_info info{};
   std::uint32_t info_len = sizeof(info);
-  if (bpf_obj_get_info_by_fd(fd, &info, &info_len) != 0 || info.type != BPF_MAP_TYPE_ARRAY ||
-      std::string_view(info.name) != kRecordMapName || info.key_size != 4 ||
-      info.value_size < 4)
-    return 0;
-  return info.value_size;
+  if (map.fd && bpf_obj_get_info_by_fd(map.fd.get(), &info, &info_len) == 0 &&
+      info.type == BPF_MAP_TYPE_ARRAY && std::string_view(info.name) == kRecordMapName &&
+      info.key_size == 4 && info.value_size >= 4)
+    map.value_size = info.value_size;
+  return map;
 }
 
 void write_record(const RecordMap& map, const std::string& text, const std::string& path) {
@@ -149,14 +154,6 @@ void write_record(const RecordMap& map, const std::string& text, const std::stri
     throw Error("cannot write record " + path + ": " + errno_text(errno));
 }
 
-// A new record map holding `text`, pinned at `path` (which must be free).
-void pin_new_record(const std::string& text, const std::string& path) {
-  auto map = create_record_map(text, path);
-  write_record(map, text, path);
-  if (bpf_obj_pin(map.fd.get(), path.c_str()) != 0)
-    throw Error("cannot pin state map at " + path + ": " + errno_text(errno));
-}
-
 // The record's JSON text, or why there is none.
 struct RawRecord {
   StateLookup::Kind kind = StateLookup::Absent;
@@ -167,14 +164,14 @@ RawRecord read_record(const std::string& path) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) return {StateLookup::Absent, "no state record"};
   if (S_ISLNK(st.st_mode)) return {StateLookup::Foreign, "its state record is a symlink"};
-  Fd fd(bpf_obj_get(path.c_str()));
-  if (!fd) return {StateLookup::Foreign, "its 'state' is not a BPF map"};
-  auto value_size = record_value_size(fd.get());
+  auto map = open_record(path);
+  if (!map.fd) return {StateLookup::Foreign, "its 'state' is not a BPF map"};
+  auto value_size = map.value_size;
   if (!value_size) return {StateLookup::Foreign, "its 'state' is not a bpfmgr state record"};
   // Not zeroed: the lookup fills all of it.
   auto value = std::make_unique_for_overwrite<char[]>(value_size);
   std::uint32_t key = 0;
-  if (bpf_map_lookup_elem(fd.get(), &key, value.get()) != 0)
+  if (bpf_map_lookup_elem(map.fd.get(), &key, value.get()) != 0)
     return {StateLookup::Corrupt, "its state record cannot be read: " + errno_text(errno)};
   std::uint32_t len;
   std::memcpy(&len, value.get(), 4);
@@ -184,33 +181,30 @@ RawRecord read_record(const std::string& path) {
 }
 }  // namespace
 
-bool is_record_pin(const std::string& path) {
-  Fd fd(bpf_obj_get(path.c_str()));
-  return fd && record_value_size(fd.get()) != 0;
-}
+bool is_record_pin(const std::string& path) { return open_record(path).value_size != 0; }
 
 void write_state(const InstancePaths& at, const InstanceState& state) {
   std::string text = to_json(state).dump();
   auto path = at.state();
-  RecordMap current{Fd(bpf_obj_get(path.c_str()))};
-  if (!current.fd) {
-    // Written in full before it is pinned: a reader never sees a half record.
-    pin_new_record(text, path);
-    return;
-  }
-  current.value_size = record_value_size(current.fd.get());
-  if (!current.value_size) throw Error(path + " is not a bpfmgr state record; left alone");
-  if (4 + text.size() <= current.value_size) {
+  auto current = open_record(path);
+  if (current.fd && !current.value_size)
+    throw Error(path + " is not a bpfmgr state record; left alone");
+  if (current.fd && 4 + text.size() <= current.value_size) {
     write_record(current, text, path);
     return;
   }
-  // Outgrown: the next version is pinned beside it and renamed over it,
-  // so a crash leaves the one record or the other (and maybe the
-  // replacement, which remove_owned_dir and the next write remove).
-  auto next = at.state_replacement();
-  if (is_record_pin(next)) ::unlink(next.c_str());
-  pin_new_record(text, next);
-  if (::rename(next.c_str(), path.c_str()) != 0)
+  // A new map, written in full before it is pinned: a reader never sees
+  // half a record. One that outgrew its map is replaced whole: pinned
+  // beside it, then renamed over it, so a crash leaves the one record or
+  // the other (and maybe the replacement, which remove_owned_dir and the
+  // next write remove).
+  auto pin = current.fd ? at.state_replacement() : path;
+  if (current.fd && open_record(pin).value_size) ::unlink(pin.c_str());
+  auto map = create_record_map(text, path);
+  write_record(map, text, path);
+  if (bpf_obj_pin(map.fd.get(), pin.c_str()) != 0)
+    throw Error("cannot pin state map at " + pin + ": " + errno_text(errno));
+  if (pin != path && ::rename(pin.c_str(), path.c_str()) != 0)
     throw Error("cannot replace record " + path + ": " + errno_text(errno));
 }
 

@@ -2,9 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
-#include <ctime>
 #include <cstdint>
 #include <map>
+
+#include <fmt/format.h>
 
 namespace bpfmgr {
 
@@ -62,12 +63,17 @@ Options options_from_json(const nlohmann::json& j,
 }
 
 std::string utc_now_text() {
-  auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
+  // Calendar arithmetic, not gmtime_r or strftime: their first call runs
+  // tzset(), which reads /etc/localtime (seven system calls) for a time
+  // zone this text does not use.
+  using namespace std::chrono;
+  auto now = floor<seconds>(system_clock::now());
+  auto day = floor<days>(now);
+  year_month_day date{day};
+  hh_mm_ss time{now - day};
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", int(date.year()),
+                     unsigned(date.month()), unsigned(date.day()), time.hours().count(),
+                     time.minutes().count(), time.seconds().count());
 }
 
 }  // namespace bpfmgr

@@ -115,16 +115,16 @@ void BM_BpftoolLoadallUnpin(benchmark::State& state) {
   state.counters["instances"] = kInstances;
 }
 
-BENCHMARK(BM_BpfmgrLoadUnpin)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.3);
-BENCHMARK(BM_BpfmgrLoadUnpin_StrippedPlugin)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.3);
-BENCHMARK(BM_BpfmgrLoadOnly_Unchanged)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.3);
-BENCHMARK(BM_BpftoolLoadallUnpin)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.3);
+BENCHMARK(BM_BpfmgrLoadUnpin)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.15);
+BENCHMARK(BM_BpfmgrLoadUnpin_StrippedPlugin)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.15);
+BENCHMARK(BM_BpfmgrLoadOnly_Unchanged)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.15);
+BENCHMARK(BM_BpftoolLoadallUnpin)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.15);
 
 // On a shared machine the load drifts over seconds, more than the
 // differences measured here: unless told otherwise, each benchmark runs in
 // short repetitions shuffled among the others', and the ratios pair them.
 std::vector<char*> with_default_repetitions(int argc, char** argv) {
-  static std::string reps = "--benchmark_repetitions=15";
+  static std::string reps = "--benchmark_repetitions=31";
   static std::string interleave = "--benchmark_enable_random_interleaving=true";
   std::vector<char*> args(argv, argv + argc);
   bool chosen = std::any_of(args.begin(), args.end(), [](const char* a) {

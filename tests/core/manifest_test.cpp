@@ -3,7 +3,10 @@
 // objects but never loads anything into the kernel.
 #include <gtest/gtest.h>
 
+#include <ctime>
+
 #include "manifest.hpp"
+#include "record_json.hpp"
 #include "object_spec.hpp"
 #include "resolve.hpp"
 #include "test_support.hpp"
@@ -360,6 +363,22 @@ TEST(Diagnostics, DidYouMeanOnlySuggestsCloseWords) {
   EXPECT_EQ(did_you_mean("sockpos", {"sockops", "sockmsg", "probes"}),
             "did you mean 'sockops'?");
   EXPECT_EQ(did_you_mean("zzzzzz", {"sockops", "sockmsg"}), "");
+}
+
+// A record's load time: the UTC time of day, as strftime would write it
+// (the record computes it without tzset()).
+TEST(RecordJson, UtcNowTextIsTheCurrentUtcTime) {
+  auto text_of = [](std::time_t t) {
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return std::string(buf);
+  };
+  auto before = std::time(nullptr);
+  auto text = utc_now_text();
+  auto after = std::time(nullptr);
+  EXPECT_TRUE(text == text_of(before) || text == text_of(after)) << text;
 }
 
 }  // namespace

@@ -275,15 +275,19 @@ void InstanceTxn::attach_map(std::string_view prog_name, std::string_view map,
   if (errno != EINVAL && errno != EOPNOTSUPP)
     fail("cannot attach program '" + prog + "' to map '" + std::string(map) +
          "': " + errno_text(errno));
-  if (bpf_prog_attach(bpf_program__fd(p), map_fd, attach_type, 0) != 0)
-    fail("cannot attach program '" + prog + "' to map '" + std::string(map) +
-         "': " + errno_text(errno));
-  attachments_.push_back({Fd(dup(bpf_program__fd(p))), Fd(dup(map_fd)), attach_type});
+  // No fd holds this attachment and a shared map outlives the process: the
+  // staged record names it before it is made, so that a crash from here on
+  // leaves it for the next command to undo (revert_staged).
   std::string map_pin;
   for (auto& s : new_.shared_maps)
     if (s.map == map) map_pin = s.pin;
   if (map_pin.empty()) map_pin = final_.map(map);
   new_.map_attachments.push_back({prog, map_pin, int(attach_type)});
+  write_state(staging_, new_);
+  if (bpf_prog_attach(bpf_program__fd(p), map_fd, attach_type, 0) != 0)
+    fail("cannot attach program '" + prog + "' to map '" + std::string(map) +
+         "': " + errno_text(errno));
+  attachments_.push_back({Fd(dup(bpf_program__fd(p))), Fd(dup(map_fd)), attach_type});
   new_.hooks.push_back({prog, target, true, ""});
   attached_.insert(prog);
 }

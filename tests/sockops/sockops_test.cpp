@@ -199,14 +199,17 @@ T sum_percpu(int fd) {
 class Bypass : public ::testing::Test {
  protected:
   // Loads sockops (attached to cg_) and sockmsg sharing its sockhash.
+  std::string manifest_text(const std::string& extra_options = "", bool with_msg = true) const {
+    return "pin_root = \"" + pins_.path() + "\"\n"
+           "[[instance]]\nname = \"ops\"\nplugin = \"sockops\"\n"
+           "[instance.options]\ncgroup = \"" + cg_.path() + "\"\n" + extra_options +
+           (with_msg ? "[[instance]]\nname = \"msg\"\nplugin = \"sockmsg\"\n"
+                       "[instance.maps]\nsock_hash = \"ops\"\nservices = \"ops\"\n"
+                       "sock_state = \"ops\"\nsock_index = \"ops\"\n"
+                     : "");
+  }
   void load(const std::string& extra_options = "") {
-    manifest_ = bt::write_temp_file(
-        "pin_root = \"" + pins_.path() + "\"\n"
-        "[[instance]]\nname = \"ops\"\nplugin = \"sockops\"\n"
-        "[instance.options]\ncgroup = \"" + cg_.path() + "\"\n" + extra_options +
-        "[[instance]]\nname = \"msg\"\nplugin = \"sockmsg\"\n"
-        "[instance.maps]\nsock_hash = \"ops\"\nservices = \"ops\"\n"
-        "sock_state = \"ops\"\nsock_index = \"ops\"\n");
+    manifest_ = bt::write_temp_file(manifest_text(extra_options));
     auto r = bt::run_bpfmgr({"load", manifest_});
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
     hash_fd_ = bpf_obj_get((pins_.path() + "/ops/maps/sock_hash").c_str());
@@ -1027,6 +1030,59 @@ std::uint32_t obj_id(int fd, bool prog) {
   bpf_map_info info{};
   std::uint32_t len = sizeof info;
   return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
+}
+
+// Before Linux 6.10 sockmsg's verdict is a plain attachment to the
+// sockhash sockops owns: no fd holds it, so it outlives a killed load. The
+// staged record must name it before it is made, for the next command to
+// undo it (a sockmap link, on newer kernels, dies with the process).
+TEST_F(Bypass, ALoadKilledRightAfterTheVerdictAttachmentLeavesNothingAttached) {
+  auto path = bt::write_temp_file(manifest_text("", false));
+  auto write = [&](bool with_msg) { std::ofstream(path, std::ios::trunc) << manifest_text("", with_msg); };
+  ASSERT_EQ(bt::run_bpfmgr({"load", path}).exit_code, 0);
+  int hash = bpf_obj_get((pins_.path() + "/ops/maps/sock_hash").c_str());
+  ASSERT_GE(hash, 0);
+  std::shared_ptr<void> close_hash(nullptr, [hash](void*) { ::close(hash); });
+  auto verdicts = [&] {
+    std::uint32_t ids[4], count = 4, flags = 0;
+    EXPECT_EQ(bpf_prog_query(hash, BPF_SK_MSG_VERDICT, 0, &flags, ids, &count), 0)
+        << std::strerror(errno);
+    return count;
+  };
+  // The kill point: the bpf() call after the one that attaches the verdict,
+  // in a load that adds msg.
+  write(true);
+  auto log = bt::write_temp_file("", ".strace");
+  auto traced = bt::run({"strace", "-f", "-qq", "-o", log, "-e", "trace=bpf", "-e", "signal=none",
+                         bt::bpfmgr_binary(), "--log-level", "off", "load", path});
+  ASSERT_EQ(traced.exit_code, 0) << traced.err;
+  ASSERT_EQ(verdicts(), 1u);
+  int calls = 0, after_attach = 0;
+  std::ifstream in(log);
+  for (std::string line; std::getline(in, line);) {
+    if (line.find("bpf(") == std::string::npos) continue;
+    ++calls;
+    if (line.find("BPF_SK_MSG_VERDICT") != std::string::npos &&
+        (line.find("BPF_PROG_ATTACH") != std::string::npos ||
+         line.find("BPF_LINK_CREATE") != std::string::npos))
+      after_attach = calls + 1;
+  }
+  ASSERT_GT(after_attach, 0) << "no sk_msg attachment in the traced load";
+  ASSERT_LE(after_attach, calls);
+  write(false);
+  ASSERT_EQ(bt::run_bpfmgr({"load", path}).exit_code, 0);
+  ASSERT_EQ(verdicts(), 0u);
+
+  write(true);
+  auto killed = bt::run({"strace", "-f", "-qq", "-o", "/dev/null", "-e",
+                         "inject=bpf:signal=SIGKILL:when=" + std::to_string(after_attach),
+                         bt::bpfmgr_binary(), "--log-level", "off", "load", path});
+  ASSERT_NE(killed.exit_code, 0) << "the load was not killed";
+  write(false);
+  auto next = bt::run_bpfmgr({"load", path});
+  EXPECT_EQ(next.exit_code, 0) << next.err;
+  EXPECT_EQ(verdicts(), 0u) << "the killed load's verdict is still attached to the sockhash";
+  EXPECT_EQ(bt::run_bpfmgr({"unpin", "--pin-root", pins_.path()}).exit_code, 0);
 }
 
 TEST_F(Bypass, UnpinMidTrafficLosesNothing) {

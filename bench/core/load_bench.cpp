@@ -3,7 +3,8 @@
 //
 // bpftool 7.1 cannot attach tracepoints (no autoattach), so its column is
 // open + load + pin only; bpfmgr's adds attaching, a state record and the
-// staging/commit transaction. Both run as processes, as an operator would.
+// staging/commit transaction. Every step of both is a process, as an
+// operator runs it: bpfmgr load and unpin; mkdir -p, bpftool, rm -r.
 #include <benchmark/benchmark.h>
 
 #include <sys/stat.h>
@@ -94,31 +95,50 @@ void BM_BpfmgrLoadOnly_Unchanged(benchmark::State& state) {
   run_bpfmgr({"unpin", "--pin-root", root, "--quiet"});
 }
 
-void BM_BpftoolLoadallUnpin(benchmark::State& state) {
+// The peer as a script runs it: `mkdir -p` for the pin directories
+// (bpftool pins under existing directories only; bpfmgr's layout, so both
+// leave the same tree), one `bpftool prog loadall` per instance, `rm -r`.
+// Every step is a process, as bpfmgr's load and unpin are.
+void bpftool_loadall_unpin(benchmark::State& state, bool fs_in_process) {
   auto object = build_dir() + "/tests/core/plugins/testcount.gen/testcount.bpf.o";
   auto root = "/sys/fs/bpf/" + unique_name("bpftool-bench");
+  std::vector<std::string> dirs;
+  for (int i = 0; i < kInstances; ++i) {
+    auto dir = bpfmgr::pin_paths::instance_dir(root, "c" + std::to_string(i));
+    dirs.push_back(bpfmgr::pin_paths::kind_dir(dir, bpfmgr::PinKind::Prog));
+    dirs.push_back(bpfmgr::pin_paths::kind_dir(dir, bpfmgr::PinKind::Map));
+  }
+  std::vector<std::string> mkdir{"mkdir", "-p"};
+  mkdir.insert(mkdir.end(), dirs.begin(), dirs.end());
   for (auto _ : state) {
     bool ok = true;
-    for (int i = 0; i < kInstances; ++i) {
-      // bpftool pins under existing directories only; bpfmgr's layout, so
-      // both leave the same tree.
-      auto dir = bpfmgr::pin_paths::instance_dir(root, "c" + std::to_string(i));
-      fs::create_directories(dir);
-      auto r = run({"bpftool", "prog", "loadall", object,
-                    bpfmgr::pin_paths::kind_dir(dir, bpfmgr::PinKind::Prog), "pinmaps",
-                    bpfmgr::pin_paths::kind_dir(dir, bpfmgr::PinKind::Map)});
-      ok &= r.exit_code == 0;
-    }
-    fs::remove_all(root);
-    if (!ok) state.SkipWithError("bpftool prog loadall failed");
+    if (fs_in_process)
+      for (auto& d : dirs) fs::create_directories(d);
+    else
+      ok &= run(mkdir).exit_code == 0;
+    for (int i = 0; i < kInstances; ++i)
+      ok &= run({"bpftool", "prog", "loadall", object, dirs[2 * i], "pinmaps", dirs[2 * i + 1]})
+                .exit_code == 0;
+    if (fs_in_process)
+      fs::remove_all(root);
+    else
+      ok &= run({"rm", "-r", root}).exit_code == 0;
+    if (!ok) state.SkipWithError("bpftool prog loadall, mkdir or rm failed");
   }
   state.counters["instances"] = kInstances;
+}
+
+void BM_BpftoolLoadallUnpin(benchmark::State& state) { bpftool_loadall_unpin(state, false); }
+// Before stop 30 the peer: mkdir and rm by this process, no process each.
+void BM_BpftoolLoadallUnpin_InProcessFs(benchmark::State& state) {
+  bpftool_loadall_unpin(state, true);
 }
 
 BENCHMARK(BM_BpfmgrLoadUnpin)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.15);
 BENCHMARK(BM_BpfmgrLoadUnpin_StrippedPlugin)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.15);
 BENCHMARK(BM_BpfmgrLoadOnly_Unchanged)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.15);
 BENCHMARK(BM_BpftoolLoadallUnpin)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.15);
+BENCHMARK(BM_BpftoolLoadallUnpin_InProcessFs)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.15);
 
 // On a shared machine the load drifts over seconds, more than the
 // differences measured here: unless told otherwise, each benchmark runs in
@@ -153,6 +173,8 @@ int main(int argc, char** argv) {
        "BM_BpfmgrLoadUnpin_StrippedPlugin", "BM_BpftoolLoadallUnpin"},
       {"bpfmgr no-op reload / bpftool loadall+rm", "BM_BpfmgrLoadOnly_Unchanged",
        "BM_BpftoolLoadallUnpin"},
+      {"bpfmgr load+unpin, stripped plugin / bpftool loadall, mkdir+rm in process",
+       "BM_BpfmgrLoadUnpin_StrippedPlugin", "BM_BpftoolLoadallUnpin_InProcessFs"},
   });
   reporter.print_paired("bpfmgr load+unpin, stripped plugin / bpftool loadall+rm",
                         "BM_BpfmgrLoadUnpin_StrippedPlugin", "BM_BpftoolLoadallUnpin");

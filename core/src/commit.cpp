@@ -33,6 +33,33 @@ std::uint32_t prog_id_of_fd(int fd) {
 
 }  // namespace
 
+void write_staged(const InstancePaths& dir, const InstanceState& record,
+                  StagedObjects& objects, bool& created) {
+  // Under the lock, after recovery: a staging directory here now is not
+  // ours to remove.
+  if (::mkdir(dir.dir.c_str(), 0700) != 0)
+    throw Error("cannot create " + dir.dir + ": " + errno_text(errno));
+  created = true;
+  write_state(dir, record);
+  for (auto& sub : {dir.maps_dir(), dir.progs_dir(), dir.links_dir()})
+    if (::mkdir(sub.c_str(), 0700) != 0)
+      throw Error("cannot create " + sub + ": " + errno_text(errno));
+  auto pin_all = [&](PinKind kind, const char* what, const std::vector<StagedObjects::Pin>& pins) {
+    for (auto& p : pins)
+      if (bpf_obj_pin(p.fd, dir.pin(kind, p.name).c_str()) != 0)
+        throw Error(std::string("cannot pin ") + what + " '" + p.name + "': " + errno_text(errno));
+  };
+  pin_all(PinKind::Map, "map", objects.maps);
+  pin_all(PinKind::Prog, "program", objects.progs);
+  pin_all(PinKind::Link, "link", objects.links);
+  for (auto& a : objects.attachments) {
+    if (bpf_prog_attach(a.prog.get(), a.map.get(), a.type, 0) != 0)
+      throw Error("cannot attach program '" + a.prog_name + "' to map '" + a.map_name +
+                  "': " + errno_text(errno));
+    a.made = true;
+  }
+}
+
 void commit_instances(const PinLayout& layout, const std::string& manifest_path,
                       const std::vector<StagedInstance>& staged,
                       std::vector<std::string>& errors) {

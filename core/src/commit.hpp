@@ -7,14 +7,43 @@
 // to the programs still pinned in the instance directory).
 #pragma once
 
+#include <bpf/bpf.h>
+
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "handles.hpp"
 #include "pin_layout.hpp"
 #include "state.hpp"
 
 namespace bpfmgr {
+
+
+// What a staged instance makes outlive the load: its pins, by name (fds the
+// caller keeps open), and the attachments no fd holds (a program on a
+// sockmap before Linux 6.10's sockmap links), which only write_staged makes.
+struct StagedObjects {
+  struct Pin {
+    std::string name;
+    int fd;
+  };
+  std::vector<Pin> maps, progs, links;
+  struct MapAttachment {
+    Fd prog, map;
+    bpf_attach_type type;
+    std::string prog_name, map_name;
+    bool made = false;  // set once attached: a rollback detaches it
+  };
+  std::vector<MapAttachment> attachments;
+};
+
+// Writes the staging directory `dir`: created (`created` is set once it is,
+// for a rollback to remove it), the record first (it makes the directory
+// bpfmgr's for recovery), then the pins, then the attachments, each made
+// only once the record names it. Throws Error naming what failed.
+void write_staged(const InstancePaths& dir, const InstanceState& record,
+                  StagedObjects& objects, bool& created);
 
 // One staged instance to commit: its name, the record staged with it and
 // the record of the version it replaces (none for a new instance).

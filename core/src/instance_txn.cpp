@@ -99,32 +99,17 @@ void InstanceTxn::load_object() {
        verifier_log_tail(capture.text(), "", 12));
 }
 
-void InstanceTxn::make_staging_dir() {
-  // Under the lock, after recovery: a staging directory here now is not
-  // ours to remove.
-  if (::mkdir(staging_.dir.c_str(), 0700) != 0)
-    fail("cannot create " + staging_.dir + ": " + errno_text(errno));
-  staging_created_ = true;
-}
-
-void InstanceTxn::pin_objects() {
-  for (auto& sub : {staging_.maps_dir(), staging_.progs_dir(), staging_.links_dir()})
-    if (::mkdir(sub.c_str(), 0700) != 0)
-      fail("cannot create " + sub + ": " + errno_text(errno));
-
-  for (auto& name : new_.maps) {
-    if (reused_maps_.count(name)) continue;
-    auto path = staging_.map(name);
-    if (bpf_obj_pin(bpf_map__fd(object_->find_map(name)), path.c_str()) != 0)
-      fail("cannot pin map '" + name + "': " + errno_text(errno));
-  }
+// What the staging directory will pin, and the ids and tags the record
+// keeps of each program.
+void InstanceTxn::collect_pins() {
+  for (auto& name : new_.maps)
+    if (!reused_maps_.count(name))
+      staged_.maps.push_back({name, bpf_map__fd(object_->find_map(name))});
   bpf_program* p;
   bpf_object__for_each_program(p, obj_) {
     if (!bpf_program__autoload(p)) continue;
     std::string name = bpf_program__name(p);
-    auto path = staging_.prog(name);
-    if (bpf_obj_pin(bpf_program__fd(p), path.c_str()) != 0)
-      fail("cannot pin program '" + name + "': " + errno_text(errno));
+    staged_.progs.push_back({name, bpf_program__fd(p)});
     new_.progs.push_back(name);
     bpf_prog_info info{};
     std::uint32_t len = sizeof(info);
@@ -161,12 +146,14 @@ void InstanceTxn::stage() {
   check_cancel_();
   object_->run_hook(InstanceObject::Phase::Loaded, "after_load", &PluginInstance::after_load);
   if (lo_.dry_run) return;
+  collect_pins();
 
-  // The staged record is written twice, here: incomplete before anything
-  // is pinned (it marks the directory ours for recovery), complete last.
-  make_staging_dir();
-  write_state(staging_, new_);
-  pin_objects();
+  // Attached before anything is pinned: until write_staged pins them, the
+  // links live only as this process's fds, and a crash detaches them. A
+  // link switched in place runs the new program at once (a crash before
+  // the commit leaves drift that status shows and the next load repairs;
+  // a failure switches it back). What outlives the process is made by
+  // write_staged, after the record that names it.
   check_cancel_();
   object_->run_hook(InstanceObject::Phase::Attach, "attach", &PluginInstance::attach);
   bpf_program* p;
@@ -174,10 +161,17 @@ void InstanceTxn::stage() {
     if (bpf_program__autoload(p) && !attached_.count(bpf_program__name(p)))
       attach_auto(bpf_program__name(p), false);
   }
+  check_cancel_();
+  new_.complete = true;
+  try {
+    write_staged(staging_, new_, staged_, staging_created_);
+  } catch (const InstanceError&) {
+    throw;
+  } catch (const Error& e) {
+    fail(e.what());
+  }
   object_->run_hook(InstanceObject::Phase::AfterAttach, "after_attach",
                     &PluginInstance::after_attach);
-  new_.complete = true;
-  write_state(staging_, new_);
 }
 
 bool InstanceTxn::update_in_place(const std::string& name,
@@ -204,12 +198,6 @@ bool InstanceTxn::update_in_place(const std::string& name,
   updated_links_.push_back({std::move(link), std::move(old_prog)});
   record_link(name, prog, target);
   return true;
-}
-
-void InstanceTxn::pin_link_fd(int fd, const std::string& name) {
-  auto path = staging_.link(name);
-  if (bpf_obj_pin(fd, path.c_str()) != 0)
-    fail("cannot pin link '" + name + "': " + errno_text(errno));
 }
 
 void InstanceTxn::attach_cgroup(std::string_view prog_name,
@@ -239,7 +227,7 @@ void InstanceTxn::attach_cgroup(std::string_view prog_name,
                          "not attach)"
                        : ""));
   }
-  pin_link_fd(bpf_link__fd(link.get()), name);
+  staged_.links.push_back({name, bpf_link__fd(link.get())});
   links_.push_back(std::move(link));
   record_link(name, prog, target);
 }
@@ -267,7 +255,7 @@ void InstanceTxn::attach_map(std::string_view prog_name, std::string_view map,
   // attachment that unpin undoes with bpf_prog_detach2.
   Fd link(bpf_link_create(bpf_program__fd(p), map_fd, attach_type, nullptr));
   if (link) {
-    pin_link_fd(link.get(), name);
+    staged_.links.push_back({name, link.get()});
     link_fds_.push_back(std::move(link));
     record_link(name, prog, target);
     return;
@@ -275,19 +263,17 @@ void InstanceTxn::attach_map(std::string_view prog_name, std::string_view map,
   if (errno != EINVAL && errno != EOPNOTSUPP)
     fail("cannot attach program '" + prog + "' to map '" + std::string(map) +
          "': " + errno_text(errno));
-  // No fd holds this attachment and a shared map outlives the process: the
-  // staged record names it before it is made, so that a crash from here on
-  // leaves it for the next command to undo (revert_staged).
+  // No fd would hold this attachment, and a shared map outlives the
+  // process: write_staged makes it once the staged record names it, so
+  // that a crash from then on leaves it for the next command to undo
+  // (revert_staged).
   std::string map_pin;
   for (auto& s : new_.shared_maps)
     if (s.map == map) map_pin = s.pin;
   if (map_pin.empty()) map_pin = final_.map(map);
   new_.map_attachments.push_back({prog, map_pin, int(attach_type)});
-  write_state(staging_, new_);
-  if (bpf_prog_attach(bpf_program__fd(p), map_fd, attach_type, 0) != 0)
-    fail("cannot attach program '" + prog + "' to map '" + std::string(map) +
-         "': " + errno_text(errno));
-  attachments_.push_back({Fd(dup(bpf_program__fd(p))), Fd(dup(map_fd)), attach_type});
+  staged_.attachments.push_back(
+      {Fd(dup(bpf_program__fd(p))), Fd(dup(map_fd)), attach_type, prog, std::string(map)});
   new_.hooks.push_back({prog, target, true, ""});
   attached_.insert(prog);
 }
@@ -324,7 +310,7 @@ bool InstanceTxn::attach_auto(std::string_view prog_name, bool optional) {
     attached_.insert(prog);
     return false;
   }
-  pin_link_fd(bpf_link__fd(link.get()), name);
+  staged_.links.push_back({name, bpf_link__fd(link.get())});
   links_.push_back(std::move(link));
   record_link(name, prog, target);
   return true;
@@ -336,9 +322,9 @@ void InstanceTxn::rollback(std::vector<std::string>& errors) noexcept {
       errors.push_back(r_.spec->name + ": cannot restore the previous program of a link: " +
                        errno_text(errno));
   updated_links_.clear();
-  for (auto& a : attachments_)
-    bpf_prog_detach2(a.prog.get(), a.map.get(), a.type);
-  attachments_.clear();
+  for (auto& a : staged_.attachments)
+    if (a.made) bpf_prog_detach2(a.prog.get(), a.map.get(), a.type);
+  staged_.attachments.clear();
   if (staging_created_) remove_owned_dir(staging_, errors);
   links_.clear();  // unpinned links detach as their last fd closes
   link_fds_.clear();

@@ -1,7 +1,8 @@
 // One instance's part of a load transaction (loader.hpp): on the object
 // resolve prepared (instance_object.hpp), bind shared and kept maps, load,
-// run the plugin's hooks, pin into the staging directory, attach; then
-// commit it into place or roll it back.
+// run the plugin's hooks, attach, then have the staging directory written
+// (commit.hpp: record, pins, attachments no fd holds); then commit it into
+// place or roll it back.
 #pragma once
 
 #include <bpf/libbpf.h>
@@ -86,7 +87,6 @@ class InstanceTxn final : public InstanceAttacher {
   }
   bool update_in_place(const std::string& name, const std::string& target,
                        const std::string& prog, int prog_fd);
-  void pin_link_fd(int fd, const std::string& name);
   void record_link(const std::string& name, const std::string& prog,
                    const std::string& target) {
     new_.links.push_back({name, prog, target});
@@ -95,8 +95,7 @@ class InstanceTxn final : public InstanceAttacher {
   }
   void bind_maps();
   void load_object();
-  void make_staging_dir();
-  void pin_objects();
+  void collect_pins();
 
   [[noreturn]] void fail(const std::string& what) const { object_->fail(what); }
 
@@ -114,18 +113,14 @@ class InstanceTxn final : public InstanceAttacher {
   InstancePaths staging_;
 
   InstanceState new_;
-  std::vector<BpfLink> links_;  // created by libbpf; pinned in staging
-  std::vector<Fd> link_fds_;    // created by bpf_link_create; pinned too
+  StagedObjects staged_;        // what write_staged pins and attaches
+  std::vector<BpfLink> links_;  // created by libbpf; held until pinned
+  std::vector<Fd> link_fds_;    // created by bpf_link_create; held too
   struct UpdatedLink {
     Fd link;
     Fd old_prog;
   };
   std::vector<UpdatedLink> updated_links_;
-  struct Attachment {
-    Fd prog, map;
-    bpf_attach_type type;
-  };
-  std::vector<Attachment> attachments_;  // non-link fallbacks
   std::set<std::string> attached_;
   std::set<std::string> reused_maps_;
   std::map<std::string, int> link_names_;

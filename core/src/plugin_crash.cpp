@@ -96,7 +96,19 @@ std::string crash_consequence(const std::string& hook, const std::string& instan
            "links that may already run) is left in the pin root's _staging- directory, "
            "which `bpfmgr status` shows, and the next `bpfmgr load` or `bpfmgr unpin` "
            "reverts it; otherwise nothing was changed";
-  if (hook == "after_load" || hook == "attach" || hook == "after_attach")
+  // Its attach hook runs before anything of the instance is pinned
+  // (instance_txn.cpp, stage): new links die with the process.
+  if (hook == "after_load")
+    return "the load had not committed, and nothing of " + inst +
+           " was pinned or attached yet; other instances it had staged are left in the pin "
+           "root's _staging- directories, which `bpfmgr status` shows, and the next "
+           "`bpfmgr load` of the manifest or `bpfmgr unpin` reverts them";
+  if (hook == "attach")
+    return "the load had not committed, and nothing of " + inst +
+           " was pinned yet: its new links died with the process; a link it had switched to "
+           "a new program in place keeps running it, which `bpfmgr status` shows as drift, "
+           "until the next `bpfmgr load` of the manifest (or `bpfmgr unpin`) repairs it";
+  if (hook == "after_attach")
     return "the load had not committed: whatever it had staged for " + inst +
            " (pins, and links that may already run) is left in the pin root's "
            "_staging- directory, which `bpfmgr status` shows; the next `bpfmgr load` of "

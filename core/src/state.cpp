@@ -110,9 +110,9 @@ constexpr const char* kRecordMapName = "bpfmgr_state";
 
 // A record map's value: the text's length (4 bytes), the text, zeroes.
 // Sized to the text (copying 64 KiB in and out for a 2 KiB record was
-// most of a record's cost), in steps of 256 bytes, capped at 64 KiB:
-// twice the text, so that a staged record, written before anything is
-// pinned, takes its complete version (programs, links, hooks) in place.
+// most of a record's cost) plus room for the fingerprint a no-op reload
+// adds in place, in steps of 256 bytes, capped at 64 KiB. A staged record
+// is written once, complete (commit.hpp, write_staged).
 struct RecordMap {
   Fd fd;
   std::uint32_t value_size = 0;
@@ -122,7 +122,7 @@ RecordMap create_record_map(const std::string& text, const std::string& path) {
   if (4 + text.size() > kMaxRecordValueSize)
     throw Error("record " + path + " is too large (" + std::to_string(text.size()) +
                 " bytes)");
-  auto size = std::min((4 + 2 * text.size() + kRecordSlack + 255) / 256 * 256,
+  auto size = std::min((4 + text.size() + kRecordSlack + 255) / 256 * 256,
                        kMaxRecordValueSize);
   LIBBPF_OPTS(bpf_map_create_opts, opts);
   RecordMap map{Fd(bpf_map_create(BPF_MAP_TYPE_ARRAY, kRecordMapName, 4, size, 1, &opts)),

@@ -154,7 +154,7 @@ TEST(Abi, NonStdExceptionInAHookRollsTheLoadBack) {
   EXPECT_FALSE(fs::exists(root.path()));
 }
 
-TEST(Abi, CrashInsideAttachLeavesWhatTheNextUnpinRemoves) {
+TEST(Abi, CrashInAfterAttachLeavesWhatTheNextUnpinRemoves) {
   auto before = KernelObjects::settled(kOurs);
   {
     PinRoot root;
@@ -223,7 +223,7 @@ TEST(Abi, CrashInsideAttachLeavesWhatTheNextUnpinRemoves) {
   EXPECT_EQ(before.diff_settled(kOurs), "");
 }
 
-TEST(Abi, CrashInsideAttachIsClearedByTheNextLoad) {
+TEST(Abi, CrashInAfterAttachIsClearedByTheNextLoad) {
   auto before = KernelObjects::settled(kOurs);
   {
     PinRoot root;

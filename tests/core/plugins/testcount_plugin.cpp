@@ -64,11 +64,11 @@ class TestCountPlugin final : public bpfmgr::Plugin {
     ctx.attach_auto("count_getppid", false);
     throw 42;  // not a std::exception
 #endif
-#ifdef TESTCOUNT_CRASH
-    // The process dies with its staged maps, programs and a live link
-    // pinned: what a bug in a plugin (or SIGKILL) leaves behind.
+#if defined(TESTCOUNT_CRASH) || defined(TESTCOUNT_CRASH_ATTACH)
     ctx.attach_auto("count_getppid", false);
-    std::raise(SIGSEGV);
+#endif
+#ifdef TESTCOUNT_CRASH_ATTACH
+    std::raise(SIGSEGV);  // with a link nothing pinned yet: it dies with the process
 #endif
   }
   // The load-time context names the same pins as the status one (tests
@@ -77,6 +77,11 @@ class TestCountPlugin final : public bpfmgr::Plugin {
     bpfmgr::log_info(ctx.instance_name() + " pins: map " + ctx.map_pin_path("stats") +
                      " prog " + ctx.prog_pin_path("count_getppid") + " link " +
                      ctx.link_pin_path("count_getppid"));
+#ifdef TESTCOUNT_CRASH
+    // The process dies with its staged maps, programs and a live link
+    // pinned: what a bug in a plugin (or SIGKILL) leaves behind.
+    std::raise(SIGSEGV);
+#endif
   }
 #ifdef TESTCOUNT_BEFORE_UNPIN
   void before_unpin(bpfmgr::PinnedContext& ctx) override {

@@ -17,7 +17,7 @@
 
 #include <bpfmgr/cgroup.hpp>
 
-#include "commit.hpp"
+#include "pin_txn.hpp"
 #include "pin_tree.hpp"
 #include "errno_text.hpp"
 #include "fingerprint.hpp"

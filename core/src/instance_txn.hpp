@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "handles.hpp"
-#include "commit.hpp"
+#include "pin_txn.hpp"
 #include "instance_object.hpp"
 #include "load_options.hpp"
 #include "object_spec.hpp"

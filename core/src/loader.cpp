@@ -9,7 +9,7 @@
 #include <map>
 #include <set>
 
-#include "commit.hpp"
+#include "pin_txn.hpp"
 #include "handles.hpp"
 #include "instance_txn.hpp"
 #include "load_signals.hpp"

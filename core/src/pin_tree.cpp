@@ -11,6 +11,7 @@
 
 #include "handles.hpp"
 #include "errno_text.hpp"
+#include "pin_txn.hpp"
 
 namespace bpfmgr {
 

@@ -17,7 +17,7 @@
 
 #include <cstring>
 
-#include "commit.hpp"
+#include "pin_txn.hpp"
 #include "diagnostics.hpp"
 #include "pin_tree.hpp"
 #include "plugin_trust.hpp"

@@ -1,33 +1,16 @@
 #include "state.hpp"
 
-#include <bpf/bpf.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
-#include <memory>
 #include <vector>
 
-#include <bpfmgr/plugin.hpp>
-
-#include "handles.hpp"
 #include "manifest.hpp"
 #include "pin_layout.hpp"
-#include "errno_text.hpp"
+#include "pin_txn.hpp"
 
 namespace bpfmgr {
 namespace fs = std::filesystem;
-
-namespace {
-// The largest record map value: any realistic record (option lists of
-// CIDRs included) fits; a write fails loudly if one ever outgrows it.
-constexpr std::size_t kMaxRecordValueSize = 64 * 1024;
-// Room for the input fingerprint a no-op reload adds in place (loader.cpp).
-constexpr std::size_t kRecordSlack = 128;
-}  // namespace
 
 nlohmann::json to_json(const InstanceState& s) {
   nlohmann::json j;
@@ -103,109 +86,6 @@ InstanceState state_from_json(const nlohmann::json& j) {
                        h.value("live", false), h.value("reason", "")});
   s.degraded = degraded_from_json(j.value("degraded", nlohmann::json::array()));
   return s;
-}
-
-namespace {
-constexpr const char* kRecordMapName = "bpfmgr_state";
-
-// A record map's value: the text's length (4 bytes), the text, zeroes.
-// Sized to the text (copying 64 KiB in and out for a 2 KiB record was
-// most of a record's cost) plus room for the fingerprint a no-op reload
-// adds in place, in steps of 256 bytes, capped at 64 KiB. A staged record
-// is written once, complete (commit.hpp, write_staged).
-struct RecordMap {
-  Fd fd;
-  std::uint32_t value_size = 0;
-};
-
-RecordMap create_record_map(const std::string& text, const std::string& path) {
-  if (4 + text.size() > kMaxRecordValueSize)
-    throw Error("record " + path + " is too large (" + std::to_string(text.size()) +
-                " bytes)");
-  auto size = std::min((4 + text.size() + kRecordSlack + 255) / 256 * 256,
-                       kMaxRecordValueSize);
-  LIBBPF_OPTS(bpf_map_create_opts, opts);
-  RecordMap map{Fd(bpf_map_create(BPF_MAP_TYPE_ARRAY, kRecordMapName, 4, size, 1, &opts)),
-                std::uint32_t(size)};
-  if (!map.fd) throw Error("cannot create state map: " + errno_text(errno));
-  return map;
-}
-
-// What is pinned at `path`: no fd when nothing (or no BPF object) is; a
-// value size of 0 when it is not a record map.
-RecordMap open_record(const std::string& path) {
-  RecordMap map{Fd(bpf_obj_get(path.c_str()))};
-  bpf_map_info info{};
-  std::uint32_t info_len = sizeof(info);
-  if (map.fd && bpf_obj_get_info_by_fd(map.fd.get(), &info, &info_len) == 0 &&
-      info.type == BPF_MAP_TYPE_ARRAY && std::string_view(info.name) == kRecordMapName &&
-      info.key_size == 4 && info.value_size >= 4)
-    map.value_size = info.value_size;
-  return map;
-}
-
-void write_record(const RecordMap& map, const std::string& text, const std::string& path) {
-  std::vector<char> value(map.value_size, 0);
-  std::uint32_t len = text.size();
-  std::memcpy(value.data(), &len, 4);
-  std::memcpy(value.data() + 4, text.data(), text.size());
-  std::uint32_t key = 0;
-  if (bpf_map_update_elem(map.fd.get(), &key, value.data(), BPF_ANY) != 0)
-    throw Error("cannot write record " + path + ": " + errno_text(errno));
-}
-
-// The record's JSON text, or why there is none.
-struct RawRecord {
-  StateLookup::Kind kind = StateLookup::Absent;
-  std::string text_or_why;
-};
-
-RawRecord read_record(const std::string& path) {
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) return {StateLookup::Absent, "no state record"};
-  if (S_ISLNK(st.st_mode)) return {StateLookup::Foreign, "its state record is a symlink"};
-  auto map = open_record(path);
-  if (!map.fd) return {StateLookup::Foreign, "its 'state' is not a BPF map"};
-  auto value_size = map.value_size;
-  if (!value_size) return {StateLookup::Foreign, "its 'state' is not a bpfmgr state record"};
-  // Not zeroed: the lookup fills all of it.
-  auto value = std::make_unique_for_overwrite<char[]>(value_size);
-  std::uint32_t key = 0;
-  if (bpf_map_lookup_elem(map.fd.get(), &key, value.get()) != 0)
-    return {StateLookup::Corrupt, "its state record cannot be read: " + errno_text(errno)};
-  std::uint32_t len;
-  std::memcpy(&len, value.get(), 4);
-  if (len == 0 || len > value_size - 4)
-    return {StateLookup::Corrupt, "its state record is empty or damaged"};
-  return {StateLookup::Valid, std::string(value.get() + 4, len)};
-}
-}  // namespace
-
-bool is_record_pin(const std::string& path) { return open_record(path).value_size != 0; }
-
-void write_state(const InstancePaths& at, const InstanceState& state) {
-  std::string text = to_json(state).dump();
-  auto path = at.state();
-  auto current = open_record(path);
-  if (current.fd && !current.value_size)
-    throw Error(path + " is not a bpfmgr state record; left alone");
-  if (current.fd && 4 + text.size() <= current.value_size) {
-    write_record(current, text, path);
-    return;
-  }
-  // A new map, written in full before it is pinned: a reader never sees
-  // half a record. One that outgrew its map is replaced whole: pinned
-  // beside it, then renamed over it, so a crash leaves the one record or
-  // the other (and maybe the replacement, which remove_owned_dir and the
-  // next write remove).
-  auto pin = current.fd ? at.state_replacement() : path;
-  if (current.fd && open_record(pin).value_size) ::unlink(pin.c_str());
-  auto map = create_record_map(text, path);
-  write_record(map, text, path);
-  if (bpf_obj_pin(map.fd.get(), pin.c_str()) != 0)
-    throw Error("cannot pin state map at " + pin + ": " + errno_text(errno));
-  if (pin != path && ::rename(pin.c_str(), path.c_str()) != 0)
-    throw Error("cannot replace record " + path + ": " + errno_text(errno));
 }
 
 std::string record_problem(const InstanceState& s, const std::string& state_path) {
@@ -318,36 +198,6 @@ StateLookup lookup_state(const std::string& path) {
 
 std::optional<InstanceState> read_state(const std::string& path) {
   return lookup_state(path).state;
-}
-
-void write_journal(const std::string& path, const Journal& j) {
-  auto text = nlohmann::json{{"journal", 1},
-                             {"committing", j.committing},
-                             {"manifest_path", j.manifest_path},
-                             {"pid", j.pid}}
-                  .dump();
-  // A fresh map each time, pinned only once written: the journal appears
-  // whole or not at all.
-  auto map = create_record_map(text, path);
-  write_record(map, text, path);
-  ::unlink(path.c_str());
-  if (bpf_obj_pin(map.fd.get(), path.c_str()) != 0)
-    throw Error("cannot pin the commit journal at " + path + ": " + errno_text(errno));
-}
-
-std::optional<Journal> read_journal(const std::string& path) {
-  auto raw = read_record(path);
-  if (raw.kind != StateLookup::Valid) return std::nullopt;
-  try {
-    auto j = nlohmann::json::parse(raw.text_or_why);
-    Journal out;
-    out.committing = j.at("committing").get<std::vector<std::string>>();
-    out.manifest_path = j.value("manifest_path", "");
-    out.pid = j.value("pid", 0);
-    return out;
-  } catch (const std::exception&) {
-    return std::nullopt;
-  }
 }
 
 }  // namespace bpfmgr

@@ -1,7 +1,9 @@
 // The per-instance state record: what was loaded, from which plugin and
 // manifest, and every pin it made. It lives beside the pins, in a one-entry
 // array map pinned at <pin_root>/<instance>/state, so it exists exactly as
-// long as the pins it describes (bpffs holds no regular files).
+// long as the pins it describes (bpffs holds no regular files). This says
+// what a record holds and when one can be trusted; pin_txn.hpp reads and
+// writes the maps.
 #pragma once
 
 #include <cstdint>
@@ -87,15 +89,6 @@ struct InstanceState {
 nlohmann::json to_json(const InstanceState& s);
 InstanceState state_from_json(const nlohmann::json& j);
 
-// Writes the record of directory `at` (its state()): a map sized to the
-// record, pinned once written. A record already there is rewritten in
-// place when the new text fits it, else replaced whole (a new map pinned
-// at state_replacement(), then renamed over it). Throws bpfmgr::Error.
-void write_state(const InstancePaths& at, const InstanceState& state);
-// Whether `path` pins a map bpfmgr made for a record (a state record, its
-// replacement, the journal): an array map named bpfmgr_state.
-bool is_record_pin(const std::string& path);
-
 // What is pinned at a state path. Only a map bpfmgr made (an array map named
 // bpfmgr_state) makes a directory bpfmgr's: Valid or Corrupt. Absent and
 // Foreign directories belong to someone else and are never touched.
@@ -115,15 +108,5 @@ StateLookup lookup_state(const std::string& path);
 std::string record_problem(const InstanceState& s, const std::string& state_path);
 // The record at `path` when Valid; nullopt otherwise.
 std::optional<InstanceState> read_state(const std::string& path);
-
-// The commit journal (PinLayout::journal()): which staged instances a load
-// had started to commit. Same kind of map as the state record.
-struct Journal {
-  std::vector<std::string> committing;
-  std::string manifest_path;
-  int pid = 0;
-};
-void write_journal(const std::string& path, const Journal& j);
-std::optional<Journal> read_journal(const std::string& path);
 
 }  // namespace bpfmgr

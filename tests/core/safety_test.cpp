@@ -26,6 +26,7 @@
 #include <sstream>
 
 #include "pin_root_lock.hpp"
+#include "pin_txn.hpp"
 #include "state.hpp"
 #include "test_support.hpp"
 

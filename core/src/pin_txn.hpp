@@ -1,10 +1,12 @@
-// The commit of a staged instance and the recovery of one a crash
-// interrupted. A load writes the journal (PinLayout::journal) naming every
-// instance it is about to commit, before the first rename; the pins still
-// in staging are then exactly what remains to do. The next load or unpin,
-// under the pin root's lock, finishes every commit the journal names and
-// reverts every other staging directory (links switched in place go back
-// to the programs still pinned in the instance directory).
+// Everything a load makes durable under the pin root, in the order it
+// happens: the records (one-entry array maps bpfmgr pins: an instance's
+// state, the journal), a staged instance's directory (its record first,
+// then its pins, then the attachments no fd holds), the journal naming
+// every instance about to be committed, the renames into place; and the
+// recovery of what a crash interrupted. The next load or unpin, under the
+// pin root's lock, finishes every commit the journal names and reverts
+// every other staging directory (links switched in place go back to the
+// programs still pinned in the instance directory).
 #pragma once
 
 #include <bpf/bpf.h>
@@ -19,6 +21,35 @@
 
 namespace bpfmgr {
 
+// ---- Record maps: where records live (state.hpp says what they hold)
+
+// Writes the record of directory `at` (its state()): a map sized to the
+// record, pinned once written. A record already there is rewritten in
+// place when the new text fits it, else replaced whole (a new map pinned
+// at state_replacement(), then renamed over it). Throws bpfmgr::Error.
+void write_state(const InstancePaths& at, const InstanceState& state);
+// Whether `path` pins a map bpfmgr made for a record (a state record, its
+// replacement, the journal): an array map named bpfmgr_state.
+bool is_record_pin(const std::string& path);
+// The JSON text of the record map pinned at `path` (kind Valid), or why
+// there is none: Absent, Foreign (not a record map), Corrupt (unreadable).
+struct RawRecord {
+  StateLookup::Kind kind = StateLookup::Absent;
+  std::string text_or_why;
+};
+RawRecord read_record(const std::string& path);
+
+// The commit journal (PinLayout::journal()): which staged instances a load
+// had started to commit. Same kind of map as the state record.
+struct Journal {
+  std::vector<std::string> committing;
+  std::string manifest_path;
+  int pid = 0;
+};
+void write_journal(const std::string& path, const Journal& j);
+std::optional<Journal> read_journal(const std::string& path);
+
+// ---- The load's transaction on the pin root
 
 // What a staged instance makes outlive the load: its pins, by name (fds the
 // caller keeps open), and the attachments no fd holds (a program on a

@@ -1,7 +1,7 @@
 // One instance's part of a load transaction (loader.hpp): on the object
 // resolve prepared (instance_object.hpp), bind shared and kept maps, load,
 // run the plugin's hooks, attach, then have the staging directory written
-// (commit.hpp: record, pins, attachments no fd holds); then commit it into
+// (pin_txn.hpp: record, pins, attachments no fd holds); then commit it into
 // place or roll it back.
 #pragma once
 
@@ -59,7 +59,7 @@ class InstanceTxn final : public InstanceAttacher {
   InstanceTxn& operator=(const InstanceTxn&) = delete;
 
   void stage();
-  // What the commit moves into place (commit.hpp). The fds this holds are
+  // What the commit moves into place (pin_txn.hpp). The fds this holds are
   // released when it ends; once committed, the pins hold every reference.
   StagedInstance staged() const { return {r_.spec->name, new_, old_}; }
   // Appends what it could not undo to `errors`.

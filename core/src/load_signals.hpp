@@ -1,7 +1,7 @@
 // Ctrl-C (or a service manager's TERM) during a load: before the commit
 // the load stops at the next step and rolls back; during the commit it
 // says "committing, please wait" and finishes. SIGKILL cannot be caught;
-// the next load or unpin finishes or reverts what it leaves (commit.hpp).
+// the next load or unpin finishes or reverts what it leaves (pin_txn.hpp).
 #pragma once
 
 #include <array>

@@ -204,7 +204,7 @@ void stage_changed(const ResolvedManifest& rm, const LoadOptions& lo, const PinL
   check_cancel();
 }
 
-// Step 3: the staged instances committed together (commit.hpp): a crash at
+// Step 3: the staged instances committed together (pin_txn.hpp): a crash at
 // any rename is finished by the next load or unpin; a signal only makes us
 // say so.
 void commit_all(const Manifest& m, const PinLayout& layout, const Staging& s,

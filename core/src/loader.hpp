@@ -1,6 +1,6 @@
 // Load a manifest's instances under a pin root: a transaction that stages
-// every changed instance (opened, loaded, pinned into its staging
-// directory, attached), then commits them all (commit.hpp). Any failure
+// every changed instance (opened, loaded, attached, then written into its
+// staging directory), then commits them all (pin_txn.hpp). Any failure
 // before the commit removes everything staged and reverts links updated in
 // place. Pin layout: pin_layout.hpp and docs/pin-layout.md.
 #pragma once

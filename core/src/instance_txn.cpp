@@ -266,7 +266,11 @@ void InstanceTxn::attach_map(std::string_view prog_name, std::string_view map,
   // No fd would hold this attachment, and a shared map outlives the
   // process: write_staged makes it once the staged record names it, so
   // that a crash from then on leaves it for the next command to undo
-  // (revert_staged).
+  // (revert_staged). The kernel's query cannot see one still to be made.
+  for (auto& a : staged_.attachments)
+    if (a.map_name == map && a.type == attach_type)
+      fail("map '" + std::string(map) + "' already has a " + (type_str ? type_str : "?") +
+           " program of this instance ('" + a.prog_name + "')");
   std::string map_pin;
   for (auto& s : new_.shared_maps)
     if (s.map == map) map_pin = s.pin;

@@ -175,10 +175,16 @@ int main(int argc, char** argv) {
        "BM_BpftoolLoadallUnpin"},
       {"bpfmgr load+unpin, stripped plugin / bpftool loadall, mkdir+rm in process",
        "BM_BpfmgrLoadUnpin_StrippedPlugin", "BM_BpftoolLoadallUnpin_InProcessFs"},
+      {"bpfmgr no-op reload / bpftool loadall, mkdir+rm in process",
+       "BM_BpfmgrLoadOnly_Unchanged", "BM_BpftoolLoadallUnpin_InProcessFs"},
   });
   reporter.print_paired("bpfmgr load+unpin, stripped plugin / bpftool loadall+rm",
                         "BM_BpfmgrLoadUnpin_StrippedPlugin", "BM_BpftoolLoadallUnpin");
   reporter.print_paired("bpfmgr no-op reload / bpftool loadall+rm",
                         "BM_BpfmgrLoadOnly_Unchanged", "BM_BpftoolLoadallUnpin");
+  reporter.print_paired("bpfmgr load+unpin, stripped plugin / bpftool loadall, mkdir+rm in process",
+                        "BM_BpfmgrLoadUnpin_StrippedPlugin", "BM_BpftoolLoadallUnpin_InProcessFs");
+  reporter.print_paired("bpfmgr no-op reload / bpftool loadall, mkdir+rm in process",
+                        "BM_BpfmgrLoadOnly_Unchanged", "BM_BpftoolLoadallUnpin_InProcessFs");
   benchmark::Shutdown();
 }

@@ -244,12 +244,26 @@ void InstanceTxn::attach_map(std::string_view prog_name, std::string_view map,
   auto name = link_name(prog);
   if (update_in_place(name, target, prog, bpf_program__fd(p))) return;
 
+  std::string map_pin;
+  for (auto& s : new_.shared_maps)
+    if (s.map == map) map_pin = s.pin;
+  if (map_pin.empty()) map_pin = final_.map(map);
+  // A plain attachment (before Linux 6.10) that the version being
+  // replaced made is this instance's own: the new program takes its
+  // place. Anything else there is someone else's.
+  Fd replaced;
   std::uint32_t ids[8], count = 8, flags = 0;
-  if (bpf_prog_query(map_fd, attach_type, 0, &flags, ids, &count) == 0 &&
-      count > 0)
-    fail("map '" + std::string(map) + "' already has a " +
-         (type_str ? type_str : "?") + " program (id " + std::to_string(ids[0]) +
-         "); bpfmgr never replaces programs it did not attach");
+  if (bpf_prog_query(map_fd, attach_type, 0, &flags, ids, &count) == 0 && count > 0) {
+    if (old_)
+      for (auto& a : old_->map_attachments)
+        if (a.map_pin == map_pin && a.attach_type == int(attach_type) &&
+            old_->prog_ids.count(a.prog) && old_->prog_ids.at(a.prog) == ids[0])
+          replaced = Fd(bpf_prog_get_fd_by_id(ids[0]));
+    if (!replaced)
+      fail("map '" + std::string(map) + "' already has a " + (type_str ? type_str : "?") +
+           " program (id " + std::to_string(ids[0]) +
+           "); bpfmgr never replaces programs it did not attach");
+  }
 
   // sockmap links exist since Linux 6.10; older kernels get a plain
   // attachment that unpin undoes with bpf_prog_detach2.
@@ -271,13 +285,9 @@ void InstanceTxn::attach_map(std::string_view prog_name, std::string_view map,
     if (a.map_name == map && a.type == attach_type)
       fail("map '" + std::string(map) + "' already has a " + (type_str ? type_str : "?") +
            " program of this instance ('" + a.prog_name + "')");
-  std::string map_pin;
-  for (auto& s : new_.shared_maps)
-    if (s.map == map) map_pin = s.pin;
-  if (map_pin.empty()) map_pin = final_.map(map);
   new_.map_attachments.push_back({prog, map_pin, int(attach_type)});
-  staged_.attachments.push_back(
-      {Fd(dup(bpf_program__fd(p))), Fd(dup(map_fd)), attach_type, prog, std::string(map)});
+  staged_.attachments.push_back({Fd(dup(bpf_program__fd(p))), Fd(dup(map_fd)), attach_type,
+                                 prog, std::string(map), std::move(replaced)});
   new_.hooks.push_back({prog, target, true, ""});
   attached_.insert(prog);
 }
@@ -326,8 +336,14 @@ void InstanceTxn::rollback(std::vector<std::string>& errors) noexcept {
       errors.push_back(r_.spec->name + ": cannot restore the previous program of a link: " +
                        errno_text(errno));
   updated_links_.clear();
+  // An attachment that replaced the previous version's program gives the
+  // place back to it (attaching swaps the program a sockmap runs).
   for (auto& a : staged_.attachments)
-    if (a.made) bpf_prog_detach2(a.prog.get(), a.map.get(), a.type);
+    if (a.made && a.replaced && bpf_prog_attach(a.replaced.get(), a.map.get(), a.type, 0) != 0)
+      errors.push_back(r_.spec->name + ": cannot give map '" + a.map_name +
+                       "' its previous program back: " + errno_text(errno));
+    else if (a.made && !a.replaced)
+      bpf_prog_detach2(a.prog.get(), a.map.get(), a.type);
   staged_.attachments.clear();
   if (staging_created_) remove_owned_dir(staging_, errors);
   links_.clear();  // unpinned links detach as their last fd closes

@@ -286,7 +286,8 @@ void revert_staged(const PinLayout& layout, const std::string& name,
       errors.push_back(stg.dir + " has no bpfmgr state record and is not empty; left alone");
     return;
   }
-  if (auto old = read_state(fin.state())) {
+  auto old = read_state(fin.state());
+  if (old) {
     for (auto& l : old->links) {
       Fd link(bpf_obj_get(fin.link(l.name).c_str()));
       Fd prog(bpf_obj_get(fin.prog(l.prog).c_str()));
@@ -304,6 +305,24 @@ void revert_staged(const PinLayout& layout, const std::string& name,
   }
   if (staged.state)
     for (auto& a : staged.state->map_attachments) detach_map_attachment(stg, a);
+  // A plain sockmap attachment (before Linux 6.10) the staged program had
+  // taken over, now detached, goes back to the committed program, as a
+  // link does: a map left with no program of that type gets it again.
+  if (old)
+    for (auto& a : old->map_attachments) {
+      Fd map(bpf_obj_get(a.map_pin.c_str()));
+      Fd prog(bpf_obj_get(fin.prog(a.prog).c_str()));
+      std::uint32_t ids[1], count = 1, flags = 0;
+      if (!map || !prog ||
+          bpf_prog_query(map.get(), bpf_attach_type(a.attach_type), 0, &flags, ids, &count) != 0 ||
+          count > 0)
+        continue;
+      if (bpf_prog_attach(prog.get(), map.get(), bpf_attach_type(a.attach_type), 0) != 0)
+        errors.push_back(name + ": cannot attach " + a.prog + " to " + a.map_pin +
+                         " again: " + errno_text(errno));
+      else
+        spdlog::info("{}: {} attached to {} again", name, a.prog, a.map_pin);
+    }
   remove_owned_dir(stg, errors);
 }
 

@@ -64,7 +64,10 @@ struct StagedObjects {
     Fd prog, map;
     bpf_attach_type type;
     std::string prog_name, map_name;
-    bool made = false;  // set once attached: a rollback detaches it
+    // The previous version's program there, which this one replaces (a
+    // sockmap runs one program per type; attaching swaps it).
+    Fd replaced;
+    bool made = false;  // set once attached: a rollback undoes it
   };
   std::vector<MapAttachment> attachments;
 };

@@ -199,13 +199,16 @@ T sum_percpu(int fd) {
 class Bypass : public ::testing::Test {
  protected:
   // Loads sockops (attached to cg_) and sockmsg sharing its sockhash.
-  std::string manifest_text(const std::string& extra_options = "", bool with_msg = true) const {
+  // msg shares ops' maps (`msg_shares`, TOML lines), or is left out.
+  static constexpr const char* kAllShares =
+      "sock_hash = \"ops\"\nservices = \"ops\"\nsock_state = \"ops\"\nsock_index = \"ops\"\n";
+  std::string manifest_text(const std::string& extra_options = "", bool with_msg = true,
+                            const std::string& msg_shares = kAllShares) const {
     return "pin_root = \"" + pins_.path() + "\"\n"
            "[[instance]]\nname = \"ops\"\nplugin = \"sockops\"\n"
            "[instance.options]\ncgroup = \"" + cg_.path() + "\"\n" + extra_options +
            (with_msg ? "[[instance]]\nname = \"msg\"\nplugin = \"sockmsg\"\n"
-                       "[instance.maps]\nsock_hash = \"ops\"\nservices = \"ops\"\n"
-                       "sock_state = \"ops\"\nsock_index = \"ops\"\n"
+                       "[instance.maps]\n" + msg_shares
                      : "");
   }
   void load(const std::string& extra_options = "") {
@@ -1032,6 +1035,50 @@ std::uint32_t obj_id(int fd, bool prog) {
   return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
 }
 
+// The programs running as the sockhash's sk_msg verdict.
+std::vector<std::uint32_t> verdict_ids(int hash) {
+  std::uint32_t ids[4], count = 4, flags = 0;
+  EXPECT_EQ(bpf_prog_query(hash, BPF_SK_MSG_VERDICT, 0, &flags, ids, &count), 0)
+      << std::strerror(errno);
+  return {ids, ids + count};
+}
+
+// Where a load of `manifest` makes or switches sockmsg's verdict: the
+// number of the bpf() call after it, to kill the load at, and whether it
+// was a plain attachment (before Linux 6.10) rather than a link.
+struct VerdictStep {
+  int kill_at = 0;
+  bool plain = false;
+};
+VerdictStep trace_verdict_step(const std::string& manifest) {
+  auto log = bt::write_temp_file("", ".strace");
+  auto traced = bt::run({"strace", "-f", "-qq", "-o", log, "-e", "trace=bpf", "-e", "signal=none",
+                         bt::bpfmgr_binary(), "--log-level", "off", "load", manifest});
+  EXPECT_EQ(traced.exit_code, 0) << traced.err;
+  VerdictStep step;
+  int calls = 0;
+  std::ifstream in(log);
+  for (std::string line; std::getline(in, line);) {
+    if (line.find("bpf(") == std::string::npos) continue;
+    ++calls;
+    bool verdict = line.find("BPF_SK_MSG_VERDICT") != std::string::npos;
+    bool attach = verdict && line.find("BPF_PROG_ATTACH") != std::string::npos;
+    if (attach || line.find("BPF_LINK_UPDATE") != std::string::npos ||
+        (verdict && line.find("BPF_LINK_CREATE") != std::string::npos)) {
+      step.kill_at = calls + 1;
+      step.plain = attach;
+    }
+  }
+  if (step.kill_at > calls) step.kill_at = 0;  // nothing after it to kill at
+  return step;
+}
+
+bpfmgr::bench::CommandResult load_killed_at(const std::string& manifest, int bpf_call) {
+  return bt::run({"strace", "-f", "-qq", "-o", "/dev/null", "-e",
+                  "inject=bpf:signal=SIGKILL:when=" + std::to_string(bpf_call),
+                  bt::bpfmgr_binary(), "--log-level", "off", "load", manifest});
+}
+
 // Before Linux 6.10 sockmsg's verdict is a plain attachment to the
 // sockhash sockops owns: no fd holds it, so it outlives a killed load. The
 // staged record must name it before it is made, for the next command to
@@ -1043,46 +1090,70 @@ TEST_F(Bypass, ALoadKilledRightAfterTheVerdictAttachmentLeavesNothingAttached) {
   int hash = bpf_obj_get((pins_.path() + "/ops/maps/sock_hash").c_str());
   ASSERT_GE(hash, 0);
   std::shared_ptr<void> close_hash(nullptr, [hash](void*) { ::close(hash); });
-  auto verdicts = [&] {
-    std::uint32_t ids[4], count = 4, flags = 0;
-    EXPECT_EQ(bpf_prog_query(hash, BPF_SK_MSG_VERDICT, 0, &flags, ids, &count), 0)
-        << std::strerror(errno);
-    return count;
-  };
-  // The kill point: the bpf() call after the one that attaches the verdict,
-  // in a load that adds msg.
+  // The kill point, in a load that adds msg.
   write(true);
-  auto log = bt::write_temp_file("", ".strace");
-  auto traced = bt::run({"strace", "-f", "-qq", "-o", log, "-e", "trace=bpf", "-e", "signal=none",
-                         bt::bpfmgr_binary(), "--log-level", "off", "load", path});
-  ASSERT_EQ(traced.exit_code, 0) << traced.err;
-  ASSERT_EQ(verdicts(), 1u);
-  int calls = 0, after_attach = 0;
-  std::ifstream in(log);
-  for (std::string line; std::getline(in, line);) {
-    if (line.find("bpf(") == std::string::npos) continue;
-    ++calls;
-    if (line.find("BPF_SK_MSG_VERDICT") != std::string::npos &&
-        (line.find("BPF_PROG_ATTACH") != std::string::npos ||
-         line.find("BPF_LINK_CREATE") != std::string::npos))
-      after_attach = calls + 1;
-  }
-  ASSERT_GT(after_attach, 0) << "no sk_msg attachment in the traced load";
-  ASSERT_LE(after_attach, calls);
+  auto step = trace_verdict_step(path);
+  ASSERT_GT(step.kill_at, 0) << "no sk_msg attachment in the traced load";
+  ASSERT_EQ(verdict_ids(hash).size(), 1u);
   write(false);
   ASSERT_EQ(bt::run_bpfmgr({"load", path}).exit_code, 0);
-  ASSERT_EQ(verdicts(), 0u);
+  ASSERT_EQ(verdict_ids(hash).size(), 0u);
 
   write(true);
-  auto killed = bt::run({"strace", "-f", "-qq", "-o", "/dev/null", "-e",
-                         "inject=bpf:signal=SIGKILL:when=" + std::to_string(after_attach),
-                         bt::bpfmgr_binary(), "--log-level", "off", "load", path});
-  ASSERT_NE(killed.exit_code, 0) << "the load was not killed";
+  ASSERT_NE(load_killed_at(path, step.kill_at).exit_code, 0) << "the load was not killed";
   write(false);
   auto next = bt::run_bpfmgr({"load", path});
   EXPECT_EQ(next.exit_code, 0) << next.err;
-  EXPECT_EQ(verdicts(), 0u) << "the killed load's verdict is still attached to the sockhash";
+  EXPECT_EQ(verdict_ids(hash).size(), 0u)
+      << "the killed load's verdict is still attached to the sockhash";
   EXPECT_EQ(bt::run_bpfmgr({"unpin", "--pin-root", pins_.path()}).exit_code, 0);
+}
+
+// A reload that stages msg again (here: it shares fewer maps) puts its new
+// program in the place of its own previous one, a plain attachment before
+// Linux 6.10 as a link after; a reload killed right after that leaves the
+// previous program running once the next command has reverted it.
+TEST_F(Bypass, AReloadOfSockmsgReplacesItsOwnVerdictAndACrashGivesItBack) {
+  ASSERT_NO_FATAL_FAILURE(load());
+  auto pinned_msg = [&] {
+    int fd = bpf_obj_get((pins_.path() + "/msg/progs/bypass_sk_msg").c_str());
+    auto id = obj_id(fd, true);
+    ::close(fd);
+    return id;
+  };
+  auto first = pinned_msg();
+  ASSERT_EQ(verdict_ids(hash_fd_), std::vector<std::uint32_t>{first});
+  auto full = manifest_text();
+  auto fewer = manifest_text("", true, "sock_hash = \"ops\"\n");
+  auto write = [&](const std::string& text) { std::ofstream(manifest_, std::ios::trunc) << text; };
+
+  write(fewer);
+  auto step = trace_verdict_step(manifest_);  // the reload, traced
+  ASSERT_GT(step.kill_at, 0) << "the reload made or switched no verdict";
+  auto second = pinned_msg();
+  EXPECT_NE(second, first);
+  EXPECT_EQ(verdict_ids(hash_fd_), std::vector<std::uint32_t>{second});
+  auto st = bt::run_bpfmgr({"status", "--json", "--pin-root", pins_.path()});
+  EXPECT_EQ(st.out.find("\"drift\""), std::string::npos) << st.out;
+
+  // Back to sharing all, then the same reload killed right after it.
+  write(full);
+  ASSERT_EQ(bt::run_bpfmgr({"load", manifest_}).exit_code, 0);
+  auto committed = pinned_msg();
+  write(fewer);
+  ASSERT_NE(load_killed_at(manifest_, step.kill_at).exit_code, 0) << "the reload was not killed";
+  write(full);
+  auto next = bt::run_bpfmgr({"load", manifest_});
+  ASSERT_EQ(next.exit_code, 0) << next.err;
+  // A plain attachment is given back by the revert, so msg is unchanged; a
+  // link switched in place before the staging record is drift, repaired.
+  if (step.plain) {
+    EXPECT_EQ(next.err.find("repaired: msg"), std::string::npos) << next.err;
+    EXPECT_EQ(pinned_msg(), committed);
+  }
+  EXPECT_EQ(verdict_ids(hash_fd_), std::vector<std::uint32_t>{pinned_msg()});
+  st = bt::run_bpfmgr({"status", "--json", "--pin-root", pins_.path()});
+  EXPECT_EQ(st.out.find("\"drift\""), std::string::npos) << st.out;
 }
 
 TEST_F(Bypass, UnpinMidTrafficLosesNothing) {

@@ -13,6 +13,9 @@ Needs root, strace built with stack tracing (Debian's is), addr2line, and
 a build with debug info (RelWithDebInfo, as scripts/test.sh builds).
 
   scripts/load-route.py [--bpfmgr build/bin/bpfmgr] MANIFEST
+  scripts/load-route.py --max-stays 10 --max-files 6 MANIFEST
+      also exits 1 when the route has more stays or files than that, or any
+      return (ctest LoadRoute.*)
 """
 import argparse
 import os
@@ -86,6 +89,8 @@ def main():
     root = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bpfmgr", default=os.path.join(root, "build/bin/bpfmgr"))
+    ap.add_argument("--max-stays", type=int)
+    ap.add_argument("--max-files", type=int)
     ap.add_argument("manifest")
     a = ap.parse_args()
     binary = os.path.realpath(a.bpfmgr)
@@ -109,6 +114,13 @@ def main():
         names = ", ".join(f.replace("bpfmgr::", "") for f in functions)
         print("%-7s %s: %s" % ("return" if back else "", where, names))
     print("%d stays in %d files, %d returns" % (len(stays), len(entered), returns))
+    if a.max_stays is not None or a.max_files is not None:
+        if not stays:
+            sys.exit("no bpfmgr frames in the stacks: a build without debug info?")
+        if (a.max_stays is not None and len(stays) > a.max_stays) or \
+                (a.max_files is not None and len(entered) > a.max_files) or returns:
+            sys.exit("the route is longer than %s stays in %s files with no return" %
+                     (a.max_stays, a.max_files))
 
 
 if __name__ == "__main__":

@@ -198,8 +198,8 @@ T sum_percpu(int fd) {
 
 class Bypass : public ::testing::Test {
  protected:
-  // Loads sockops (attached to cg_) and sockmsg sharing its sockhash.
-  // msg shares ops' maps (`msg_shares`, TOML lines), or is left out.
+  // The manifest of ops (sockops, attached to cg_) and msg (sockmsg), which
+  // shares ops' maps (`msg_shares`, TOML lines) or is left out.
   static constexpr const char* kAllShares =
       "sock_hash = \"ops\"\nservices = \"ops\"\nsock_state = \"ops\"\nsock_index = \"ops\"\n";
   std::string manifest_text(const std::string& extra_options = "", bool with_msg = true,
@@ -211,6 +211,7 @@ class Bypass : public ::testing::Test {
                        "[instance.maps]\n" + msg_shares
                      : "");
   }
+  // Loads sockops and sockmsg sharing its sockhash and the rest.
   void load(const std::string& extra_options = "") {
     manifest_ = bt::write_temp_file(manifest_text(extra_options));
     auto r = bt::run_bpfmgr({"load", manifest_});

@@ -918,40 +918,45 @@ TEST(PluginCrash, HookThatCrashesIsNamedAndTheNextCommandRepairs) {
   PinRoot root;
   ::setenv("BPFMGR_PLUGIN_PATH", test_plugin_dir().c_str(), 1);
   auto good = write_temp_file(header(root.path()) + counter_instance("a"));
-  for (auto [plugin, hook] : {std::pair{"testcrash", "after_attach"},
-                              std::pair{"testcrashattach", "attach"},
-                              std::pair{"testcrashearly", "before_load"}}) {
+  // before_load runs while the manifest is resolved, before the load
+  // stages anything (and, in serve, inside a load once more); attach runs
+  // before anything of the instance is pinned; after_attach once its
+  // staging directory is written, which is then all that is left.
+  struct Crash {
+    const char* plugin;
+    const char* hook;
+    const char* said;  // what the message says of the load
+    const char* next;  // and of what the next command does
+    bool staged;
+  };
+  for (auto& c : {Crash{"testcrash", "after_attach",
+                        "the load had not committed: whatever it had staged for 'a'",
+                        "the next `bpfmgr load` of the manifest or `bpfmgr unpin` reverts it",
+                        true},
+                  Crash{"testcrashattach", "attach",
+                        "the load had not committed, and nothing of 'a' was pinned yet: its new "
+                        "links died with the process",
+                        "until the next `bpfmgr load` of the manifest (or `bpfmgr unpin`) "
+                        "repairs it",
+                        false},
+                  Crash{"testcrashearly", "before_load",
+                        "if a load was running, it had not committed",
+                        "otherwise nothing was changed", false}}) {
     for (bool repair_with_unpin : {false, true}) {
       auto crashing = write_temp_file(
-          header(root.path()) + "\n[[instance]]\nname = \"a\"\nplugin = \"" + plugin +
+          header(root.path()) + "\n[[instance]]\nname = \"a\"\nplugin = \"" + c.plugin +
           "\"\n[instance.options]\ntgid = 1\n");
       auto r = run_bpfmgr({"load", crashing});
       EXPECT_EQ(r.exit_code, 128 + SIGSEGV) << r.err;
-      // before_load runs while the manifest is resolved, before the load
-      // stages anything (and, in serve, inside a load once more); attach
-      // runs before anything of the instance is pinned; after_attach once
-      // its staging directory is written.
-      std::string h = hook;
-      std::string said = h == "after_attach" ? "the load had not committed: whatever it had "
-                                               "staged for 'a'"
-                         : h == "attach"     ? "the load had not committed, and nothing of "
-                                               "'a' was pinned yet: its new links died with "
-                                               "the process"
-                                             : "if a load was running, it had not committed";
-      std::string next = h == "after_attach" ? "the next `bpfmgr load` of the manifest or "
-                                               "`bpfmgr unpin` reverts it"
-                         : h == "attach"     ? "until the next `bpfmgr load` of the manifest "
-                                               "(or `bpfmgr unpin`) repairs it"
-                                             : "otherwise nothing was changed";
-      EXPECT_TRUE(contains(r.err, std::string("bpfmgr: plugin ") + plugin + " crashed in hook " +
-                                      hook + " of instance a (SIGSEGV); " + said))
+      EXPECT_TRUE(contains(r.err, std::string("bpfmgr: plugin ") + c.plugin +
+                                      " crashed in hook " + c.hook +
+                                      " of instance a (SIGSEGV); " + c.said))
           << r.err;
-      EXPECT_TRUE(contains(r.err, next)) << r.err;
-      // What is left is what status shows: the staged instance after
-      // after_attach, nothing otherwise.
+      EXPECT_TRUE(contains(r.err, c.next)) << r.err;
+      // What is left is what status shows.
       auto st = status_of(root.path());
-      EXPECT_EQ(st["interrupted"].size(), h == "after_attach" ? 1u : 0u) << st.dump(2);
-      if (h != "after_attach") {
+      EXPECT_EQ(st["interrupted"].size(), c.staged ? 1u : 0u) << st.dump(2);
+      if (!c.staged) {
         EXPECT_TRUE(pins_under(root.path()).empty());
       }
       EXPECT_TRUE(st["foreign"].empty()) << st.dump(2);

@@ -338,12 +338,14 @@ void InstanceTxn::rollback(std::vector<std::string>& errors) noexcept {
   updated_links_.clear();
   // An attachment that replaced the previous version's program gives the
   // place back to it (attaching swaps the program a sockmap runs).
-  for (auto& a : staged_.attachments)
-    if (a.made && a.replaced && bpf_prog_attach(a.replaced.get(), a.map.get(), a.type, 0) != 0)
+  for (auto& a : staged_.attachments) {
+    if (!a.made) continue;
+    if (!a.replaced)
+      bpf_prog_detach2(a.prog.get(), a.map.get(), a.type);
+    else if (bpf_prog_attach(a.replaced.get(), a.map.get(), a.type, 0) != 0)
       errors.push_back(r_.spec->name + ": cannot give map '" + a.map_name +
                        "' its previous program back: " + errno_text(errno));
-    else if (a.made && !a.replaced)
-      bpf_prog_detach2(a.prog.get(), a.map.get(), a.type);
+  }
   staged_.attachments.clear();
   if (staging_created_) remove_owned_dir(staging_, errors);
   links_.clear();  // unpinned links detach as their last fd closes

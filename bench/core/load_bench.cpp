@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include <bpfmgr/bench/ratio_reporter.hpp>
@@ -166,7 +167,7 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&count, args.data());
   bpfmgr::bench::RatioReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
-  reporter.print_ratios({
+  const std::vector<std::tuple<std::string, std::string, std::string>> ratios{
       {"bpfmgr load+unpin / bpftool loadall+rm", "BM_BpfmgrLoadUnpin",
        "BM_BpftoolLoadallUnpin"},
       {"bpfmgr load+unpin, stripped plugin / bpftool loadall+rm",
@@ -177,14 +178,8 @@ int main(int argc, char** argv) {
        "BM_BpfmgrLoadUnpin_StrippedPlugin", "BM_BpftoolLoadallUnpin_InProcessFs"},
       {"bpfmgr no-op reload / bpftool loadall, mkdir+rm in process",
        "BM_BpfmgrLoadOnly_Unchanged", "BM_BpftoolLoadallUnpin_InProcessFs"},
-  });
-  reporter.print_paired("bpfmgr load+unpin, stripped plugin / bpftool loadall+rm",
-                        "BM_BpfmgrLoadUnpin_StrippedPlugin", "BM_BpftoolLoadallUnpin");
-  reporter.print_paired("bpfmgr no-op reload / bpftool loadall+rm",
-                        "BM_BpfmgrLoadOnly_Unchanged", "BM_BpftoolLoadallUnpin");
-  reporter.print_paired("bpfmgr load+unpin, stripped plugin / bpftool loadall, mkdir+rm in process",
-                        "BM_BpfmgrLoadUnpin_StrippedPlugin", "BM_BpftoolLoadallUnpin_InProcessFs");
-  reporter.print_paired("bpfmgr no-op reload / bpftool loadall, mkdir+rm in process",
-                        "BM_BpfmgrLoadOnly_Unchanged", "BM_BpftoolLoadallUnpin_InProcessFs");
+  };
+  reporter.print_ratios(ratios);
+  for (auto& [label, a, b] : ratios) reporter.print_paired(label, a, b);
   benchmark::Shutdown();
 }
